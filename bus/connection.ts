@@ -1,0 +1,76 @@
+import { connect } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/nats-core';
+import type { Logger } from 'pino';
+import { BusAuthError, BusUnavailableError, BusPermissionError } from './errors.ts';
+
+export type { NatsConnection } from '@nats-io/nats-core';
+
+export interface BusConnectOptions {
+  /** one URL or a comma-separated list (cluster seeds) */
+  servers: string | string[];
+  /** connection name shown by the server (`nats server report connections`) */
+  name?: string;
+  user?: string;
+  pass?: string;
+  logger?: Logger;
+  /** give up on the first connect after this long (default 5 s); reconnects are unlimited */
+  connectTimeoutMs?: number;
+  /** default -1: reconnect forever */
+  maxReconnectAttempts?: number;
+}
+
+/**
+ * Connects to NATS with unlimited reconnects and turns the client's errors into Keel's typed
+ * bus errors: {@link BusUnavailableError} when no server answers, {@link BusAuthError} when
+ * the credentials are refused. Permission violations reported asynchronously are logged.
+ */
+export async function connectBus(opts: BusConnectOptions): Promise<NatsConnection> {
+  const servers = Array.isArray(opts.servers) ? opts.servers : opts.servers.split(',').map((s) => s.trim()).filter(Boolean);
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers,
+      name: opts.name,
+      user: opts.user,
+      pass: opts.pass,
+      timeout: opts.connectTimeoutMs ?? 5_000,
+      maxReconnectAttempts: opts.maxReconnectAttempts ?? -1,
+      reconnectTimeWait: 250,
+      reconnectJitter: 100,
+      pingInterval: 10_000,
+    });
+  } catch (err) {
+    const name = (err as Error | undefined)?.name ?? '';
+    const msg = (err as Error | undefined)?.message ?? '';
+    if (name === 'AuthorizationError' || /authoriz|authentic/i.test(msg)) throw new BusAuthError(opts.user, err);
+    throw new BusUnavailableError(servers.join(','), err);
+  }
+  const log = opts.logger;
+  if (log) {
+    void (async () => {
+      for await (const s of nc.status()) {
+        switch (s.type) {
+          case 'disconnect':
+            log.warn({ server: s.server }, 'bus disconnected; reconnecting');
+            break;
+          case 'reconnect':
+            log.info({ server: s.server }, 'bus reconnected');
+            break;
+          case 'error': {
+            const e = s.error as { name?: string; operation?: string; subject?: string } | undefined;
+            if (e?.name === 'PermissionViolationError') {
+              const perr = new BusPermissionError(e.operation === 'publish' ? 'publish' : 'subscribe', e.subject ?? '?', s.error);
+              log.error({ err: perr, subject: perr.subject, operation: perr.operation }, 'bus permission denied');
+            } else {
+              log.error({ err: s.error }, 'bus error');
+            }
+            break;
+          }
+          default:
+            break;
+        }
+      }
+    })().catch(() => undefined);
+  }
+  return nc;
+}

@@ -1,0 +1,124 @@
+/**
+ * Typed errors of the bus. Check them by `code` (stable across processes and package copies),
+ * not only with `instanceof`.
+ */
+export type BusErrorCode =
+  | 'BUS_UNAVAILABLE'
+  | 'BUS_AUTH_REFUSED'
+  | 'BUS_PERMISSION_DENIED'
+  | 'BUS_SERVER_START_FAILED'
+  | 'BUS_SERVER_NOT_FOUND'
+  | 'BUS_PROVISION_CONFLICT'
+  | 'BUS_INVALID_MESSAGE'
+  | 'BUS_PAYLOAD_TOO_LARGE'
+  | 'BUS_REQUEST_TIMEOUT'
+  | 'BUS_NO_RESPONDERS'
+  | 'BUS_PUBLISH_FAILED';
+
+export class BusError extends Error {
+  readonly code: BusErrorCode;
+  /** Whether trying again later may succeed. */
+  readonly retryable: boolean;
+  constructor(code: BusErrorCode, message: string, opts: { cause?: unknown; retryable?: boolean } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'BusError';
+    this.code = code;
+    this.retryable = opts.retryable ?? false;
+  }
+}
+
+export class BusUnavailableError extends BusError {
+  readonly servers: string;
+  constructor(servers: string, cause?: unknown) {
+    super('BUS_UNAVAILABLE', `cannot reach NATS at ${servers}: ${describe(cause)}. Is nats-server running? (keel start runs one; or set KEEL_NATS_URL)`, { cause, retryable: true });
+    this.name = 'BusUnavailableError';
+    this.servers = servers;
+  }
+}
+
+export class BusAuthError extends BusError {
+  readonly user: string | undefined;
+  constructor(user: string | undefined, cause?: unknown) {
+    super('BUS_AUTH_REFUSED', `NATS refused the credentials${user ? ` of user '${user}'` : ''}: ${describe(cause)}`, { cause });
+    this.name = 'BusAuthError';
+    this.user = user;
+  }
+}
+
+export class BusPermissionError extends BusError {
+  readonly subject: string;
+  readonly operation: 'publish' | 'subscribe';
+  constructor(operation: 'publish' | 'subscribe', subject: string, cause?: unknown) {
+    super('BUS_PERMISSION_DENIED', `NATS denied ${operation} on '${subject}'`, { cause });
+    this.name = 'BusPermissionError';
+    this.subject = subject;
+    this.operation = operation;
+  }
+}
+
+export class ProvisionConflictError extends BusError {
+  readonly resource: string;
+  readonly differences: string[];
+  constructor(resource: string, differences: string[]) {
+    super(
+      'BUS_PROVISION_CONFLICT',
+      `${resource} exists with a definition that cannot be changed in place: ${differences.join('; ')}. Delete it (nats stream rm / nats consumer rm) or keep the old definition.`,
+    );
+    this.name = 'ProvisionConflictError';
+    this.resource = resource;
+    this.differences = differences;
+  }
+}
+
+/** Why an inbound message cannot be handled: sent to the dead-letter stream at once. */
+export type InvalidReason = 'malformed_json' | 'schema_mismatch' | 'unknown_type' | 'payload_too_large' | 'missing_headers';
+
+export class InvalidMessageError extends BusError {
+  readonly reason: InvalidReason;
+  readonly details: string[];
+  constructor(reason: InvalidReason, details: string[] | string) {
+    const d = Array.isArray(details) ? details : [details];
+    super(reason === 'payload_too_large' ? 'BUS_PAYLOAD_TOO_LARGE' : 'BUS_INVALID_MESSAGE', `${reason}: ${d.join('; ')}`);
+    this.name = 'InvalidMessageError';
+    this.reason = reason;
+    this.details = d;
+  }
+}
+
+export class RequestTimeoutError extends BusError {
+  readonly subject: string;
+  readonly timeoutMs: number;
+  constructor(subject: string, timeoutMs: number, cause?: unknown) {
+    super('BUS_REQUEST_TIMEOUT', `no reply on '${subject}' within ${timeoutMs} ms`, { cause, retryable: true });
+    this.name = 'RequestTimeoutError';
+    this.subject = subject;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+export class NoRespondersError extends BusError {
+  readonly subject: string;
+  constructor(subject: string, cause?: unknown) {
+    super('BUS_NO_RESPONDERS', `nobody is listening on '${subject}'`, { cause, retryable: true });
+    this.name = 'NoRespondersError';
+    this.subject = subject;
+  }
+}
+
+export class LocalServerError extends BusError {
+  constructor(code: 'BUS_SERVER_START_FAILED' | 'BUS_SERVER_NOT_FOUND', message: string, cause?: unknown) {
+    super(code, message, { cause });
+    this.name = 'LocalServerError';
+  }
+}
+
+export function describe(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
+export function isBusError(err: unknown, code?: BusErrorCode): err is BusError {
+  if (typeof err !== 'object' || err === null) return false;
+  const c = (err as { code?: unknown }).code;
+  return typeof c === 'string' && c.startsWith('BUS_') && (code === undefined || c === code);
+}

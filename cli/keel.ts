@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+/**
+ * The `keel` command. Every subcommand that prints data takes `--json`.
+ */
+import { Command, CommanderError } from 'commander';
+import { registerStart } from './commands/start.ts';
+import { registerAgents } from './commands/agents.ts';
+import { KEEL_VERSION } from '../config/index.ts';
+
+const program = new Command();
+program
+  .name('keel')
+  .description('Keel: the engine of a one-person company (agents on NATS JetStream, event-sourced state, traces and cost).\nConfiguration comes from KEEL_* environment variables; see README.md.')
+  .version(KEEL_VERSION)
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride();
+
+registerStart(program);
+registerAgents(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode;
+  } else {
+    const e = err as Error & { code?: string };
+    const json = process.argv.includes('--json');
+    if (json) console.log(JSON.stringify({ error: e.code ?? e.name ?? 'error', message: e.message }));
+    else console.error(`keel: ${e.message}`);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * Keel's configuration, read from `KEEL_*` environment variables with documented defaults.
+ *
+ * ```ts
+ * import { loadConfig } from '../config/index.ts';
+ * const cfg = loadConfig();            // process.env
+ * const cfg2 = loadConfig({ KEEL_HTTP_PORT: '0' });
+ * ```
+ *
+ * Every option is listed in {@link CONFIG_DOCS} (the README's configuration table is built from it).
+ */
+import { resolve, join } from 'node:path';
+import { z } from 'zod';
+
+export interface ConfigDoc {
+  name: string;
+  default: string;
+  description: string;
+}
+
+/** The public contract: every `KEEL_*` variable, its default and meaning. */
+export const CONFIG_DOCS: readonly ConfigDoc[] = [
+  { name: 'KEEL_DATA_DIR', default: './.keel', description: 'Where the embedded engine keeps its state: SQLite file, JetStream store, outbox, pid files.' },
+  { name: 'KEEL_NATS_URL', default: '(unset)', description: 'Use this NATS server (e.g. nats://host:4222) instead of starting a local one.' },
+  { name: 'KEEL_NATS_PORT', default: '4222', description: 'Client port of the local nats-server that `keel start` supervises.' },
+  { name: 'KEEL_NATS_SERVER_BIN', default: '(provisioned)', description: 'Path of the nats-server binary; default is the one deploy/provision.sh built, then `nats-server` on PATH.' },
+  { name: 'KEEL_HTTP_HOST', default: '127.0.0.1', description: 'Address the HTTP API (/healthz, /metrics, /v1/...) listens on.' },
+  { name: 'KEEL_HTTP_PORT', default: '8080', description: 'Port of the HTTP API.' },
+  { name: 'KEEL_STATE', default: 'sqlite:<KEEL_DATA_DIR>/keel.db', description: 'System of record: `sqlite:PATH` (embedded) or a `mongodb://` / `mongodb+srv://` URL.' },
+  { name: 'KEEL_SUBJECT_PREFIX', default: 'keel', description: 'First token of every bus subject, stream and bucket name (one prefix per tenant).' },
+  { name: 'KEEL_LOG_LEVEL', default: 'info', description: 'pino log level: trace, debug, info, warn, error, fatal, silent.' },
+  { name: 'KEEL_TOOLS_DIR', default: '~/.cache/keel/tools', description: 'Cache of the servers deploy/provision.sh builds (nats-server, FerretDB, Jaeger, natscli).' },
+  { name: 'KEEL_AUTO_PROVISION', default: '1', description: 'When no nats-server binary is found, `keel start` builds the pinned one with deploy/provision.sh (0 to refuse instead).' },
+];
+
+const port = (name: string) =>
+  z.coerce
+    .number({ error: `${name} must be a number` })
+    .int(`${name} must be an integer`)
+    .min(0, `${name} must be 0..65535`)
+    .max(65535, `${name} must be 0..65535`);
+
+const schema = z.object({
+  KEEL_DATA_DIR: z.string().min(1).default('./.keel'),
+  KEEL_NATS_URL: z.string().min(1).optional(),
+  KEEL_NATS_PORT: port('KEEL_NATS_PORT').default(4222),
+  KEEL_NATS_SERVER_BIN: z.string().min(1).optional(),
+  KEEL_HTTP_HOST: z.string().min(1).default('127.0.0.1'),
+  KEEL_HTTP_PORT: port('KEEL_HTTP_PORT').default(8080),
+  KEEL_STATE: z.string().min(1).optional(),
+  KEEL_SUBJECT_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/, 'KEEL_SUBJECT_PREFIX must be one subject token: letters, digits, _ or -')
+    .default('keel'),
+  KEEL_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  KEEL_TOOLS_DIR: z.string().min(1).optional(),
+  KEEL_AUTO_PROVISION: z.enum(['0', '1', 'true', 'false']).default('1'),
+});
+
+export interface KeelConfig {
+  dataDir: string;
+  natsUrl: string | undefined;
+  natsPort: number;
+  natsServerBin: string | undefined;
+  httpHost: string;
+  httpPort: number;
+  /** `sqlite:/abs/path` or a MongoDB URL */
+  state: string;
+  subjectPrefix: string;
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+  toolsDir: string | undefined;
+  autoProvision: boolean;
+}
+
+export class ConfigError extends Error {
+  readonly code = 'KEEL_CONFIG_INVALID';
+  readonly issues: string[];
+  constructor(issues: string[]) {
+    super(`invalid configuration:\n  ${issues.join('\n  ')}`);
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}
+
+/** Reads and validates the configuration; throws {@link ConfigError} naming every bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): KeelConfig {
+  const picked: Record<string, string> = {};
+  for (const key of Object.keys(schema.shape)) {
+    const v = env[key];
+    if (v !== undefined && v !== '') picked[key] = v;
+  }
+  const parsed = schema.safeParse(picked);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  }
+  const c = parsed.data;
+  const dataDir = resolve(c.KEEL_DATA_DIR);
+  return {
+    dataDir,
+    natsUrl: c.KEEL_NATS_URL,
+    natsPort: c.KEEL_NATS_PORT,
+    natsServerBin: c.KEEL_NATS_SERVER_BIN,
+    httpHost: c.KEEL_HTTP_HOST,
+    httpPort: c.KEEL_HTTP_PORT,
+    state: c.KEEL_STATE ?? `sqlite:${join(dataDir, 'keel.db')}`,
+    subjectPrefix: c.KEEL_SUBJECT_PREFIX,
+    logLevel: c.KEEL_LOG_LEVEL,
+    toolsDir: c.KEEL_TOOLS_DIR,
+    autoProvision: c.KEEL_AUTO_PROVISION === '1' || c.KEEL_AUTO_PROVISION === 'true',
+  };
+}
+
+export { findTool, provision, toolsDir, REPO_ROOT, PROVISION_SCRIPT } from './tools.ts';
+export type { ToolName } from './tools.ts';
+export { KEEL_VERSION } from './version.ts';

@@ -1,0 +1,10 @@
+/**
+ * Logs, traces and metrics shared by every Keel process.
+ *
+ * ```ts
+ * import { createLogger } from './observability/index.ts';
+ * const log = createLogger('triage');   // lines carry trace_id / span_id of the active span
+ * ```
+ */
+export { createLogger } from './logger.ts';
+export type { Logger } from './logger.ts';

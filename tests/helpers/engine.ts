@@ -1,0 +1,61 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../../config/index.ts';
+import { freePort, tempDir, waitFor } from './common.ts';
+
+export interface EngineProcess {
+  child: ChildProcess;
+  httpUrl: string;
+  natsPort: number;
+  dataDir: string;
+  output(): string;
+  /** sends the signal and resolves with the exit code */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  cleanup(): void;
+}
+
+/** Runs `keel start` as its own OS process on free ports with a temp data dir. */
+export async function startEngineProcess(env: Record<string, string> = {}, opts: { dataDir?: string } = {}): Promise<EngineProcess> {
+  const dir = opts.dataDir ? { path: opts.dataDir, remove: () => undefined } : tempDir('keel-engine-');
+  const httpPort = await freePort();
+  const natsPort = await freePort();
+  let out = '';
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'cli', 'keel.ts'), 'start'], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, KEEL_DATA_DIR: dir.path, KEEL_HTTP_PORT: String(httpPort), KEEL_NATS_PORT: String(natsPort), KEEL_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const httpUrl = `http://127.0.0.1:${httpPort}`;
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  await waitFor(
+    async () => {
+      if (child.exitCode !== null) throw new Error(`keel start exited with ${child.exitCode}:\n${out}`);
+      const r = await fetch(`${httpUrl}/healthz`).catch(() => undefined);
+      return r?.status === 200;
+    },
+    { timeoutMs: 60_000, what: 'keel start to serve /healthz' },
+  );
+  return {
+    child,
+    httpUrl,
+    natsPort,
+    dataDir: dir.path,
+    output: () => out,
+    stop: async (signal = 'SIGINT') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+    cleanup: () => dir.remove(),
+  };
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
