@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerStart } from './commands/start.ts';
 import { registerAgents } from './commands/agents.ts';
+import { registerState } from './commands/state.ts';
 import { KEEL_VERSION } from '../config/index.ts';
 
 const program = new Command();
@@ -17,6 +18,7 @@ program
 
 registerStart(program);
 registerAgents(program);
+registerState(program);
 
 try {
   await program.parseAsync(process.argv);
