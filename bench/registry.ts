@@ -1,4 +1,7 @@
 import type { Bench } from './lib.ts';
+import { busBench } from './bus.ts';
 
 /** Every benchmark by name. Each issue that names a figure adds one. */
-export const BENCHES: Record<string, Bench> = {};
+export const BENCHES: Record<string, Bench> = {
+  bus: busBench,
+};

@@ -122,3 +122,61 @@ export function isBusError(err: unknown, code?: BusErrorCode): err is BusError {
   const c = (err as { code?: unknown }).code;
   return typeof c === 'string' && c.startsWith('BUS_') && (code === undefined || c === code);
 }
+
+/**
+ * Thrown by a handler to say "this will never succeed": the message goes to the dead-letter
+ * stream at once instead of being retried.
+ */
+export class PermanentError extends Error {
+  readonly code: string;
+  readonly retryable = false;
+  constructor(message: string, opts: { code?: string; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'PermanentError';
+    this.code = opts.code ?? 'PERMANENT';
+  }
+}
+
+/** Thrown by a handler to ask for a retry, optionally after a given delay. */
+export class RetryableError extends Error {
+  readonly code: string;
+  readonly retryable = true;
+  readonly nextDelayMs: number | undefined;
+  constructor(message: string, opts: { code?: string; cause?: unknown; nextDelayMs?: number } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'RetryableError';
+    this.code = opts.code ?? 'RETRYABLE';
+    this.nextDelayMs = opts.nextDelayMs;
+  }
+}
+
+/** What the runtime needs to know about any thrown value to decide ack, nak or dead-letter. */
+export interface Failure {
+  retryable: boolean;
+  code: string;
+  name: string;
+  message: string;
+  nextDelayMs: number | undefined;
+  stack: string | undefined;
+}
+
+/**
+ * Normalizes anything thrown. Decided by fields, not `instanceof` (errors cross processes and
+ * package copies): `retryable: false` or `nonRetryable: true` means permanent; everything else
+ * (including plain Errors, timeouts and network failures) is retried.
+ */
+export function toFailure(err: unknown): Failure {
+  if (typeof err === 'object' && err !== null) {
+    const e = err as { retryable?: unknown; nonRetryable?: unknown; code?: unknown; name?: unknown; message?: unknown; nextDelayMs?: unknown; stack?: unknown };
+    const permanent = e.retryable === false || e.nonRetryable === true;
+    return {
+      retryable: !permanent,
+      code: typeof e.code === 'string' ? e.code : typeof e.code === 'number' ? String(e.code) : 'ERROR',
+      name: typeof e.name === 'string' ? e.name : 'Error',
+      message: typeof e.message === 'string' ? e.message : String(err),
+      nextDelayMs: typeof e.nextDelayMs === 'number' ? e.nextDelayMs : undefined,
+      stack: typeof e.stack === 'string' ? e.stack : undefined,
+    };
+  }
+  return { retryable: true, code: 'ERROR', name: 'Error', message: String(err), nextDelayMs: undefined, stack: undefined };
+}

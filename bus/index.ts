@@ -2,12 +2,34 @@
  * Keel's bus: NATS JetStream transport, envelopes, dead letters, capability announcements.
  *
  * ```ts
- * import { connectBus } from './bus/index.ts';
- * const nc = await connectBus({ servers: 'nats://127.0.0.1:4222', name: 'my-agent' });
+ * import { connectBus, createBus, defineMessage } from './bus/index.ts';
+ * import { z } from 'zod';
+ *
+ * const Triage = defineMessage('triage.request', z.object({ ticketId: z.string() }));
+ * const bus = createBus(await connectBus({ servers: 'nats://127.0.0.1:4222', name: 'triage' }));
+ * await bus.provision();                                   // streams + registry bucket, idempotent
+ * await bus.publish(bus.subjects.task('triage'), Triage, { ticketId: 't1' }, { correlationId: 'c1' });
+ * const consumer = await bus.consumeTasks('triage', {
+ *   accepts: [Triage],
+ *   handler: async (env, ctx) => { ... },                  // throw PermanentError to dead-letter at once
+ * });
+ * await consumer.stop();
  * ```
  */
 export { connectBus } from './connection.ts';
 export type { BusConnectOptions, NatsConnection } from './connection.ts';
+export { createBus } from './bus.ts';
+export type { Bus, PublishResult, TaskConsumerOptions } from './bus.ts';
+export { defineMessage, H as HEADERS, openEnvelope, buildHeaders, headersToRecord } from './envelope.ts';
+export type { Envelope, EnvelopeMeta, MessageType } from './envelope.ts';
+export { runConsumer, backoffDelay, DEFAULT_BACKOFF } from './consumer.ts';
+export type { ConsumeOptions, ConsumerHandle, ConsumerStats, Handler, HandlerContext, BackoffPolicy, DeadLetter } from './consumer.ts';
+export { keelTopology, consumerSpecFor, provisionBus, ensureStream, ensureConsumer, ensureKv } from './provision.ts';
+export type { Topology, StreamSpec, ConsumerSpec, KvSpec, ProvisionReport, ProvisionAction } from './provision.ts';
+export { subjects, durableFor, assertToken } from './subjects.ts';
+export type { Subjects } from './subjects.ts';
+export { announce, listAgents, watchAgents, ManifestSchema, CapabilitySchema } from './registry.ts';
+export type { Manifest, Capability, RegistryEvent, Announcement } from './registry.ts';
 export { LocalNatsServer } from './local-server.ts';
 export type { LocalNatsServerOptions, LocalNatsUser } from './local-server.ts';
 export * from './errors.ts';

@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import type { MongoClient } from 'mongodb';
 import type { DatabaseSync } from 'node:sqlite';
 import { findTool, provision, KEEL_VERSION, type KeelConfig } from '../config/index.ts';
-import { LocalNatsServer, connectBus, type NatsConnection } from '../bus/index.ts';
+import { LocalNatsServer, connectBus, createBus, type Bus, type NatsConnection } from '../bus/index.ts';
 import { openSqlite, parseStateUrl, probeState } from '../shared-state/index.ts';
 import { createLogger } from '../observability/index.ts';
 import { startHttpApi, type HealthReport, type HttpApi } from './http.ts';
@@ -28,6 +28,7 @@ export interface Engine {
   config: KeelConfig;
   natsUrl: string;
   nats: NatsConnection;
+  bus: Bus;
   localServer: LocalNatsServer | undefined;
   http: HttpApi;
   logger: Logger;
@@ -73,6 +74,9 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger } = {
     }
     const nats = await connectBus({ servers: natsUrl, name: 'keel-engine', logger: log });
     cleanups.push(() => nats.drain().catch(() => nats.close()));
+    const bus = createBus(nats, { prefix: cfg.subjectPrefix, logger: log });
+    const provisioned = await bus.provision();
+    log.info({ changed: provisioned.filter((r) => r.action !== 'unchanged') }, 'bus streams and buckets provisioned');
 
     // 2. the system of record
     const state = parseStateUrl(cfg.state);
@@ -112,7 +116,7 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger } = {
     cleanups.push(() => http.close());
     log.info({ url: `http://${cfg.httpHost}:${http.port}`, nats: natsUrl, dataDir: cfg.dataDir }, 'keel engine ready');
 
-    return { config: cfg, natsUrl, nats, localServer, http, logger: log, stop: cleanup };
+    return { config: cfg, natsUrl, nats, bus, localServer, http, logger: log, stop: cleanup };
   } catch (err) {
     await cleanup();
     throw err;

@@ -8,3 +8,5 @@
  */
 export { createLogger } from './logger.ts';
 export type { Logger } from './logger.ts';
+export { initTelemetry, getTracer, injectTraceHeaders, extractTraceContext, withSpan, SpanKind, SpanStatusCode, context, trace } from './tracing.ts';
+export type { Telemetry, Span, Context, Tracer } from './tracing.ts';

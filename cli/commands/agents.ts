@@ -1,11 +1,35 @@
 import type { Command } from 'commander';
+import { loadConfig } from '../../config/index.ts';
+import { connectBus, listAgents, subjects } from '../../bus/index.ts';
 
 export function registerAgents(program: Command): void {
   program
     .command('agents')
-    .description('List the live agent instances and their capabilities (from the capability registry on the bus).')
-    .option('--json', 'print JSON')
-    .action(async () => {
-      throw new Error('not implemented yet');
+    .description('List the live agent instances and their capabilities (the capability registry on the bus). Needs a running engine or KEEL_NATS_URL.')
+    .option('--json', 'print JSON: { agents: Manifest[] }')
+    .action(async (opts: { json?: boolean }) => {
+      const cfg = loadConfig();
+      const url = cfg.natsUrl ?? `nats://127.0.0.1:${cfg.natsPort}`;
+      const nc = await connectBus({ servers: url, name: 'keel-cli', connectTimeoutMs: 3_000, maxReconnectAttempts: 0 });
+      try {
+        const agents = await listAgents(nc, subjects(cfg.subjectPrefix).registryBucket).catch((err: unknown) => {
+          if (/not found|no stream|bucket/i.test((err as Error).message)) return [];
+          throw err;
+        });
+        if (opts.json) {
+          console.log(JSON.stringify({ agents }));
+          return;
+        }
+        if (agents.length === 0) {
+          console.log('no live agent instances');
+          return;
+        }
+        const rows = agents.map((a) => [a.agent, a.instanceId, `${a.host}:${a.pid}`, a.capabilities.map((c) => `${c.name}@${c.version}`).join(', '), a.heartbeatAt]);
+        const head = ['AGENT', 'INSTANCE', 'HOST:PID', 'CAPABILITIES', 'LAST HEARTBEAT'];
+        const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+        for (const r of [head, ...rows]) console.log(r.map((c, i) => c.padEnd(widths[i]!)).join('  '));
+      } finally {
+        await nc.close();
+      }
     });
 }

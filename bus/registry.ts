@@ -1,0 +1,121 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { Kvm, type KV } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/nats-core';
+import type { Logger } from 'pino';
+
+/** One capability as an agent announces it. */
+export const CapabilitySchema = z.object({
+  name: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/),
+  version: z.string().min(1),
+  description: z.string().optional(),
+  /** JSON Schema of the input and output (from the zod schemas) */
+  input: z.record(z.string(), z.unknown()).optional(),
+  output: z.record(z.string(), z.unknown()).optional(),
+  permissions: z
+    .object({
+      publish: z.array(z.string()).default([]),
+      subscribe: z.array(z.string()).default([]),
+      entityTypes: z.array(z.string()).default([]),
+      secrets: z.array(z.string()).default([]),
+    })
+    .default({ publish: [], subscribe: [], entityTypes: [], secrets: [] }),
+  costClass: z.string().default('none'),
+});
+export type Capability = z.infer<typeof CapabilitySchema>;
+
+/** What one agent instance writes to the registry bucket, rewritten on every heartbeat. */
+export const ManifestSchema = z.object({
+  agent: z.string().min(1),
+  instanceId: z.string().regex(/^[A-Za-z0-9_-]+$/),
+  version: z.string().min(1),
+  host: z.string(),
+  pid: z.number().int(),
+  startedAt: z.string(),
+  heartbeatAt: z.string(),
+  capabilities: z.array(CapabilitySchema),
+});
+export type Manifest = z.infer<typeof ManifestSchema>;
+
+export type RegistryEvent = { op: 'put'; instanceId: string; manifest: Manifest } | { op: 'gone'; instanceId: string };
+
+export interface Announcement {
+  manifest: Manifest;
+  /** stop heartbeating and remove the entry (graceful shutdown) */
+  withdraw(): Promise<void>;
+}
+
+async function openBucket(nc: NatsConnection, bucket: string): Promise<KV> {
+  return new Kvm(nc).open(bucket);
+}
+
+/**
+ * Writes an instance's manifest to the registry bucket and rewrites it every `heartbeatMs`.
+ * The bucket's TTL removes the entry soon after the instance dies (no heartbeat); a graceful
+ * shutdown removes it at once.
+ */
+export async function announce(
+  nc: NatsConnection,
+  bucket: string,
+  m: Omit<Manifest, 'host' | 'pid' | 'startedAt' | 'heartbeatAt'> & Partial<Pick<Manifest, 'host' | 'pid'>>,
+  opts: { heartbeatMs?: number; logger?: Logger } = {},
+): Promise<Announcement> {
+  const kv = await openBucket(nc, bucket);
+  const manifest: Manifest = ManifestSchema.parse({
+    ...m,
+    host: m.host ?? hostname(),
+    pid: m.pid ?? process.pid,
+    startedAt: new Date().toISOString(),
+    heartbeatAt: new Date().toISOString(),
+  });
+  const put = async () => {
+    manifest.heartbeatAt = new Date().toISOString();
+    await kv.put(manifest.instanceId, JSON.stringify(manifest));
+  };
+  await put();
+  const timer = setInterval(() => {
+    put().catch((err: unknown) => opts.logger?.warn({ err }, 'capability heartbeat failed'));
+  }, opts.heartbeatMs ?? 5_000);
+  timer.unref();
+  return {
+    manifest,
+    withdraw: async () => {
+      clearInterval(timer);
+      await kv.delete(manifest.instanceId).catch(() => undefined);
+    },
+  };
+}
+
+/** The live registry: every instance whose entry has not expired. */
+export async function listAgents(nc: NatsConnection, bucket: string): Promise<Manifest[]> {
+  const kv = await openBucket(nc, bucket);
+  const out: Manifest[] = [];
+  for await (const key of await kv.keys()) {
+    const e = await kv.get(key);
+    if (!e || e.operation !== 'PUT') continue;
+    const parsed = ManifestSchema.safeParse(e.json());
+    if (parsed.success) out.push(parsed.data);
+  }
+  return out.sort((a, b) => a.agent.localeCompare(b.agent) || a.instanceId.localeCompare(b.instanceId));
+}
+
+/**
+ * Follows the registry: the current entries first, then every change. An instance that dies
+ * shows up as `gone` when its entry expires (the bucket leaves a delete marker).
+ */
+export async function watchAgents(nc: NatsConnection, bucket: string): Promise<AsyncIterable<RegistryEvent> & { stop(): void }> {
+  const kv = await openBucket(nc, bucket);
+  const iter = await kv.watch();
+  async function* events(): AsyncGenerator<RegistryEvent> {
+    for await (const e of iter) {
+      if (e.operation === 'PUT') {
+        const parsed = ManifestSchema.safeParse(e.json());
+        if (parsed.success) yield { op: 'put', instanceId: e.key, manifest: parsed.data };
+      } else {
+        yield { op: 'gone', instanceId: e.key };
+      }
+    }
+  }
+  const gen = events();
+  return Object.assign(gen, { stop: () => iter.stop() });
+}
