@@ -1,0 +1,85 @@
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import type { Logger } from 'pino';
+import { chatMessageInputSchema, describeIssues, toInboundChat, DEFAULT_MAX_CHAT_TEXT_CHARS } from './chat-message.ts';
+import { describe, isRetryable } from './errors.ts';
+import { silentLogger } from './logger.ts';
+import type { InboundMessage } from './message.ts';
+
+export interface ChatRoutesOptions {
+  /** Called with every valid message; the client gets 202 only after it resolved. */
+  onMessage: (msg: InboundMessage) => Promise<void>;
+  /** Larger request bodies get 413. Default 64 KiB. */
+  maxBodyBytes?: number;
+  /** Longer `text` gets 422. Default 10,000 characters. */
+  maxTextChars?: number;
+  logger?: Logger;
+}
+
+/** Answer bodies of `POST /v1/chat/messages`. */
+export type ChatPostResponse =
+  | { messageId: string; conversationId: string }
+  | { error: 'invalid_json' | 'unsupported_media_type' | 'payload_too_large' | 'unavailable' | 'handler_failed'; message: string }
+  | { error: 'invalid_message'; message: string; issues: { path: string; message: string }[] };
+
+/**
+ * Hono routes of the chat channel; mount with `app.route('/', createChatRoutes({...}))`.
+ *
+ * `POST /v1/chat/messages` with a JSON {@link ChatMessageInput}: 202 `{ messageId, conversationId }`
+ * after `onMessage` resolved; 400 `invalid_json`; 413 `payload_too_large`; 415
+ * `unsupported_media_type`; 422 `invalid_message` with `issues`; 503 `unavailable` (with
+ * Retry-After) when `onMessage` failed retryably, 500 `handler_failed` when not.
+ */
+export function createChatRoutes(opts: ChatRoutesOptions): Hono {
+  const log = opts.logger ?? silentLogger();
+  const maxBody = opts.maxBodyBytes ?? 64 * 1024;
+  const schema = chatMessageInputSchema(opts.maxTextChars ?? DEFAULT_MAX_CHAT_TEXT_CHARS);
+  const app = new Hono();
+
+  app.post(
+    '/v1/chat/messages',
+    async (c, next) => {
+      const type = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+      if (type !== 'application/json') {
+        return c.json({ error: 'unsupported_media_type', message: `Content-Type must be application/json, got '${type || '(none)'}'` } satisfies ChatPostResponse, 415);
+      }
+      await next();
+      return undefined;
+    },
+    bodyLimit({
+      maxSize: maxBody,
+      onError: (c) => c.json({ error: 'payload_too_large', message: `body is larger than ${maxBody} bytes` } satisfies ChatPostResponse, 413),
+    }),
+    async (c) => {
+      let body: unknown;
+      try {
+        body = JSON.parse(await c.req.text());
+      } catch (err) {
+        return c.json({ error: 'invalid_json', message: `body is not JSON: ${describe(err)}` } satisfies ChatPostResponse, 400);
+      }
+      const parsed = schema.safeParse(body);
+      if (!parsed.success) {
+        const issues = describeIssues(parsed.error);
+        return c.json(
+          { error: 'invalid_message', message: `invalid fields: ${[...new Set(issues.map((i) => i.path))].join(', ')}`, issues } satisfies ChatPostResponse,
+          422,
+        );
+      }
+      const msg = toInboundChat(parsed.data);
+      try {
+        await opts.onMessage(msg);
+      } catch (err) {
+        if (isRetryable(err)) {
+          log.warn({ err: describe(err), id: msg.id }, 'chat: handler failed, answering 503');
+          c.header('Retry-After', '1');
+          return c.json({ error: 'unavailable', message: 'message not taken, try again' } satisfies ChatPostResponse, 503);
+        }
+        log.error({ err: describe(err), id: msg.id }, 'chat: handler refused the message');
+        return c.json({ error: 'handler_failed', message: describe(err) } satisfies ChatPostResponse, 500);
+      }
+      log.info({ id: msg.id, conversation_id: msg.conversationId }, 'chat: message accepted');
+      return c.json({ messageId: msg.id, conversationId: msg.conversationId! } satisfies ChatPostResponse, 202);
+    },
+  );
+  return app;
+}

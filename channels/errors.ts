@@ -1,0 +1,124 @@
+/**
+ * Typed errors of the channels module. Check them by `code` (stable across processes and
+ * package copies), not only with `instanceof`.
+ */
+export type ChannelErrorCode =
+  | 'CHANNEL_CONFIG_INVALID'
+  | 'CHANNEL_LISTEN_FAILED'
+  | 'CHANNEL_HANDLER_FAILED'
+  | 'CHANNEL_SEND_FAILED'
+  | 'CHANNEL_OUTBOX_WRITE_FAILED'
+  | 'CHANNEL_INVALID_MESSAGE';
+
+export class ChannelError extends Error {
+  readonly code: ChannelErrorCode;
+  /** Whether trying again later may succeed. */
+  readonly retryable: boolean;
+  constructor(code: ChannelErrorCode, message: string, opts: { cause?: unknown; retryable?: boolean } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'ChannelError';
+    this.code = code;
+    this.retryable = opts.retryable ?? false;
+  }
+}
+
+/** A bad option given to a channel factory (relay URL, directory, limit). */
+export class ChannelConfigError extends ChannelError {
+  readonly option: string;
+  constructor(option: string, message: string, cause?: unknown) {
+    super('CHANNEL_CONFIG_INVALID', `${option}: ${message}`, { cause });
+    this.name = 'ChannelConfigError';
+    this.option = option;
+  }
+}
+
+/** A listener (SMTP, HTTP) could not bind its address. */
+export class ChannelListenError extends ChannelError {
+  readonly host: string;
+  readonly port: number;
+  constructor(host: string, port: number, cause?: unknown) {
+    const inUse = (cause as NodeJS.ErrnoException | undefined)?.code === 'EADDRINUSE';
+    super('CHANNEL_LISTEN_FAILED', inUse ? `port ${host}:${port} is already in use` : `cannot listen on ${host}:${port}: ${describe(cause)}`, { cause });
+    this.name = 'ChannelListenError';
+    this.host = host;
+    this.port = port;
+  }
+}
+
+/**
+ * Thrown by an `onMessage` / `onQuarantine` callback to say whether the sender should retry.
+ * Any error with a boolean `retryable` field (a BusError, for one) is read the same way; an
+ * error without one counts as retryable, so an unexpected failure never loses a message.
+ */
+export class ChannelHandlerError extends ChannelError {
+  constructor(message: string, opts: { cause?: unknown; retryable?: boolean } = {}) {
+    super('CHANNEL_HANDLER_FAILED', message, { cause: opts.cause, retryable: opts.retryable ?? true });
+    this.name = 'ChannelHandlerError';
+  }
+}
+
+/** An outbound mail could not be handed to the relay. */
+export class MailSendError extends ChannelError {
+  readonly relay: string;
+  /** SMTP reply code of the relay, when it answered. */
+  readonly responseCode: number | undefined;
+  readonly to: string[];
+  constructor(relay: string, to: string[], cause: unknown) {
+    const responseCode = numberOrUndefined((cause as { responseCode?: unknown } | undefined)?.responseCode);
+    super('CHANNEL_SEND_FAILED', `relay ${relay} did not take the mail to ${to.join(', ')}: ${describe(cause)}`, {
+      cause,
+      // 4xx and connection failures are temporary; 5xx is the relay's final word
+      retryable: responseCode === undefined || responseCode < 500,
+    });
+    this.name = 'MailSendError';
+    this.relay = relay;
+    this.responseCode = responseCode;
+    this.to = to;
+  }
+}
+
+/** The outbox (a directory) could not be written. */
+export class OutboxWriteError extends ChannelError {
+  readonly path: string;
+  constructor(path: string, cause: unknown) {
+    super('CHANNEL_OUTBOX_WRITE_FAILED', `cannot write ${path}: ${describe(cause)}`, { cause, retryable: true });
+    this.name = 'OutboxWriteError';
+    this.path = path;
+  }
+}
+
+/** An outbound mail that cannot be sent as given (no recipient, header injection). */
+export class InvalidOutboundError extends ChannelError {
+  readonly details: string[];
+  constructor(details: string[]) {
+    super('CHANNEL_INVALID_MESSAGE', `invalid outbound mail: ${details.join('; ')}`);
+    this.name = 'InvalidOutboundError';
+    this.details = details;
+  }
+}
+
+export function describe(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
+/** Reads retryability from anything thrown: a boolean `retryable` field wins; otherwise true. */
+export function isRetryable(err: unknown): boolean {
+  if (typeof err === 'object' && err !== null) {
+    const r = (err as { retryable?: unknown }).retryable;
+    if (typeof r === 'boolean') return r;
+    const nr = (err as { nonRetryable?: unknown }).nonRetryable;
+    if (typeof nr === 'boolean') return !nr;
+  }
+  return true;
+}
+
+export function isChannelError(err: unknown, code?: ChannelErrorCode): err is ChannelError {
+  if (typeof err !== 'object' || err === null) return false;
+  const c = (err as { code?: unknown }).code;
+  return typeof c === 'string' && c.startsWith('CHANNEL_') && (code === undefined || c === code);
+}
+
+function numberOrUndefined(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+}
