@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { registerStart } from './commands/start.ts';
 import { registerAgents } from './commands/agents.ts';
 import { registerState } from './commands/state.ts';
+import { registerCost } from './commands/cost.ts';
 import { KEEL_VERSION } from '../config/index.ts';
 
 const program = new Command();
@@ -19,6 +20,7 @@ program
 registerStart(program);
 registerAgents(program);
 registerState(program);
+registerCost(program);
 
 try {
   await program.parseAsync(process.argv);
