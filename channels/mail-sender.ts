@@ -86,7 +86,7 @@ export function createMailSender(opts: MailSenderOptions): MailSender {
   const relay = opts.relay ? parseRelay(opts.relay) : undefined;
   const timeout = opts.relayTimeoutMs ?? 10_000;
 
-  const composer = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'crlf' });
+  const composer = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'windows' });
   const relayTransport = relay
     ? nodemailer.createTransport({
         host: relay.host,

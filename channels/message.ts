@@ -103,8 +103,7 @@ export function normalizeMessageId(raw: string | undefined | null): string | und
 /** Splits a References / In-Reply-To value into normalized Message-IDs, oldest first, no duplicates. */
 export function parseMessageIdList(raw: string | string[] | undefined | null): string[] {
   if (!raw) return [];
-  const text = Array.isArray(raw) ? raw.join(' ') : raw;
-  const found = text.match(/<[^<>\s]+>/g) ?? text.split(/[\s,]+/);
+  const found = (Array.isArray(raw) ? raw : [raw]).flatMap((text) => text.match(/<[^<>\s]+>/g) ?? text.split(/[\s,]+/));
   const out: string[] = [];
   for (const f of found) {
     const id = normalizeMessageId(f);
