@@ -1,5 +1,78 @@
 /**
- * Keel's system of record: event-sourced entities on SQLite (embedded) or MongoDB.
+ * Keel's system of record: event-sourced entities on SQLite (embedded) or MongoDB, a global
+ * change log, projections with queries and search, an outbox to the bus, idempotency records,
+ * the cost ledger, approvals and a hash-chained audit log — one port, two adapters.
+ *
+ * ```ts
+ * import { openStore, startOutboxRelay, natsEventPublisher, ensureEventStream } from './shared-state/index.ts';
+ * const store = await openStore(cfg.state);                 // sqlite:/path/keel.db or mongodb://...
+ * const actor = { kind: 'agent', id: 'triage' } as const;
+ * const { entity } = await store.append('ticket', 'T-42', 0, [{ type: 'created', data: { subject: 'Refund?' } }], { actor, correlationId: 'conv-7' });
+ * await store.append('ticket', 'T-42', entity.version, [{ type: 'updated', data: { status: 'escalated' } }], { actor });
+ * const { events, cursor } = await store.changes({ since: lastCursor, types: ['ticket'] });
+ * await ensureEventStream(nc);
+ * const relay = startOutboxRelay(store, natsEventPublisher(nc));   // keel.evt.ticket.T-42, Nats-Msg-Id = event id
+ * ```
+ *
+ * See docs/shared-state.md for cursor semantics, the outbox and the audit chain.
  */
 export { openSqlite, parseStateUrl, probeState, redactMongoUrl } from './health.ts';
 export type { StateHealth } from './health.ts';
+
+export { openStore } from './open.ts';
+export type { OpenStoreOptions } from './open.ts';
+
+export {
+  defineEntityType,
+  createRegistry,
+  builtinRegistry,
+  BUILTIN_ENTITY_TYPES,
+  BUILTIN_EVENTS,
+  customerType,
+  productType,
+  taskType,
+  contentAssetType,
+  calendarItemType,
+  ticketType,
+  conversationType,
+} from './entity-types.ts';
+export type { EntityTypeDef, EntityTypeRegistry, State } from './entity-types.ts';
+
+export { startOutboxRelay, natsEventPublisher, ensureEventStream, eventSubject, eventStreamName, encodeEvent, eventHeaders } from './outbox.ts';
+export type { EventPublisher, OutboxRelay, OutboxRelayOptions } from './outbox.ts';
+
+export { canonicalJson, auditHash, verifyChain, singleType, GENESIS_HASH, DEFAULT_MAX_DOCUMENT_BYTES } from './core.ts';
+
+export * from './errors.ts';
+
+export type {
+  Actor,
+  EventMeta,
+  EventInput,
+  CommittedEvent,
+  Entity,
+  AppendResult,
+  ChangesQuery,
+  ChangesPage,
+  FieldCondition,
+  EntityQuery,
+  QueryPage,
+  SearchOptions,
+  ClaimResult,
+  IdempotencyRecord,
+  CostInput,
+  CostRecord,
+  CostDimension,
+  CostQuery,
+  CostTotals,
+  CostReport,
+  ApprovalState,
+  ApprovalInput,
+  Approval,
+  ApprovalDecision,
+  AuditInput,
+  AuditRecord,
+  AuditVerification,
+  StoreInfo,
+  StateStore,
+} from './types.ts';

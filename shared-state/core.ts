@@ -1,0 +1,487 @@
+/**
+ * Adapter-independent logic: checking inputs, applying events to state, search text, audit
+ * hashes, cost totals. Both adapters call these so they behave the same. Internal.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import type { EntityTypeDef, State } from './entity-types.ts';
+import { BUILTIN_EVENTS } from './entity-types.ts';
+import {
+  AmbiguousIdError,
+  DocumentTooLargeError,
+  NotFoundError,
+  InvalidEventError,
+  InvalidIdError,
+  InvalidQueryError,
+  SchemaValidationError,
+  UnknownEventTypeError,
+  type FieldIssue,
+} from './errors.ts';
+import type {
+  AuditRecord,
+  CommittedEvent,
+  CostDimension,
+  CostRecord,
+  CostReport,
+  CostTotals,
+  Entity,
+  EntityQuery,
+  EventInput,
+  EventMeta,
+  FieldCondition,
+} from './types.ts';
+
+export const DEFAULT_MAX_DOCUMENT_BYTES = 1024 * 1024;
+export const GENESIS_HASH = '0'.repeat(64);
+
+const ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+export function assertId(kind: string, value: unknown): string {
+  if (typeof value !== 'string' || !ID.test(value)) throw new InvalidIdError(kind, String(value));
+  return value;
+}
+
+export function newId(): string {
+  return randomUUID();
+}
+
+export function nowIso(): string {
+  return new Date().toISOString();
+}
+
+export function issuesOf(err: z.ZodError, prefix = ''): FieldIssue[] {
+  return err.issues.map((i) => ({ path: [prefix, ...i.path.map(String)].filter(Boolean).join('.'), message: i.message }));
+}
+
+const actorSchema = z.strictObject({ kind: z.enum(['agent', 'human', 'system']), id: z.string().min(1).max(200) });
+const metaSchema = z.strictObject({
+  actor: actorSchema,
+  causationId: z.string().min(1).max(200).optional(),
+  correlationId: z.string().min(1).max(200).optional(),
+  traceId: z.string().min(1).max(200).optional(),
+  idempotencyKey: z.string().min(1).max(500).optional(),
+});
+
+export function checkMeta(entityType: string, entityId: string, meta: unknown): EventMeta {
+  const r = metaSchema.safeParse(meta);
+  if (!r.success) throw new SchemaValidationError(entityType, entityId, issuesOf(r.error, 'meta'), 'event metadata');
+  // drop undefined keys so both adapters store the same shape
+  return JSON.parse(JSON.stringify(r.data)) as EventMeta;
+}
+
+export function checkActor(what: string, actor: unknown): EventMeta['actor'] {
+  const r = actorSchema.safeParse(actor);
+  if (!r.success) throw new InvalidQueryError(`${what}: ${issuesOf(r.error, 'actor').map((i) => `${i.path}: ${i.message}`).join('; ')}`);
+  return r.data;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** RFC 7396 JSON merge patch. */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (!isPlainObject(patch)) return patch;
+  const out: Record<string, unknown> = isPlainObject(target) ? { ...target } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+export interface EntitySnapshot {
+  version: number;
+  state: State;
+  deleted: boolean;
+  createdAt: string;
+  updatedAt: string;
+  schemaVersion: number;
+}
+
+/** Applies one event without validating (replays of history written under older schemas). */
+function reduceOne(def: EntityTypeDef, cur: EntitySnapshot | null, e: { type: string; data: unknown }): { state: State; deleted: boolean } {
+  switch (e.type) {
+    case 'created':
+      return { state: (isPlainObject(e.data) ? e.data : {}) as State, deleted: false };
+    case 'updated':
+      return { state: mergePatch(cur?.state ?? {}, e.data) as State, deleted: cur?.deleted ?? false };
+    case 'deleted':
+      return { state: cur?.state ?? {}, deleted: true };
+    case 'restored':
+      return { state: cur?.state ?? {}, deleted: false };
+    default:
+      return { state: def.reduce ? def.reduce(cur?.state ?? {}, e) : (cur?.state ?? {}), deleted: cur?.deleted ?? false };
+  }
+}
+
+/** Folds stored events into snapshots (one per event), parsing with the schema where it still fits. */
+export function replay(def: EntityTypeDef, events: readonly CommittedEvent[], upTo = Infinity): EntitySnapshot | null {
+  let cur: EntitySnapshot | null = null;
+  for (const e of events) {
+    if (e.version > upTo) break;
+    const prev: EntitySnapshot | null = cur as EntitySnapshot | null;
+    const next = reduceOne(def, prev, e);
+    const parsed = def.schema.safeParse(next.state);
+    cur = {
+      version: e.version,
+      state: parsed.success ? parsed.data : next.state,
+      deleted: next.deleted,
+      createdAt: prev?.createdAt ?? e.time,
+      updatedAt: e.time,
+      schemaVersion: e.schemaVersion,
+    };
+  }
+  return cur;
+}
+
+export interface PlannedAppend {
+  meta: EventMeta;
+  time: string;
+  /** events without cursor (the adapter assigns it) */
+  events: Omit<CommittedEvent, 'cursor'>[];
+  snapshot: EntitySnapshot;
+  searchText: string;
+}
+
+/**
+ * Checks an append against the current snapshot and computes the new state. Throws before
+ * anything is written: unknown event, invalid data or state (naming the fields), too large.
+ */
+export function planAppend(
+  def: EntityTypeDef,
+  entityId: string,
+  current: EntitySnapshot | null,
+  inputs: readonly EventInput[],
+  rawMeta: unknown,
+  maxBytes: number,
+): PlannedAppend {
+  const type = def.name;
+  if (!Array.isArray(inputs) || inputs.length === 0) throw new InvalidEventError(type, entityId, undefined, 'an append needs at least one event');
+  if (inputs.length > 1000) throw new InvalidEventError(type, entityId, undefined, `an append holds at most 1000 events (got ${inputs.length})`);
+  const meta = checkMeta(type, entityId, rawMeta);
+  const time = nowIso();
+  const events: Omit<CommittedEvent, 'cursor'>[] = [];
+  let cur = current;
+  let payloadBytes = 0;
+  for (const [i, input] of inputs.entries()) {
+    const evType = (input as EventInput | undefined)?.type;
+    if (typeof evType !== 'string') throw new InvalidEventError(type, entityId, undefined, `event ${i} has no type`);
+    const custom = def.events?.[evType];
+    if (!(BUILTIN_EVENTS as readonly string[]).includes(evType) && !custom) {
+      throw new UnknownEventTypeError(type, evType, [...BUILTIN_EVENTS, ...Object.keys(def.events ?? {})]);
+    }
+    let data: unknown = input.data ?? null;
+    if (evType === 'created' && cur) throw new InvalidEventError(type, entityId, evType, `the entity already exists (version ${cur.version})`);
+    if (evType !== 'created' && !cur) throw new InvalidEventError(type, entityId, evType, "the entity does not exist yet: its first event must be 'created'");
+    if (cur?.deleted && evType !== 'restored') throw new InvalidEventError(type, entityId, evType, "the entity is deleted: only 'restored' applies");
+    if (evType === 'restored' && !cur?.deleted) throw new InvalidEventError(type, entityId, evType, 'the entity is not deleted');
+    if ((evType === 'created' || evType === 'updated') && !isPlainObject(data)) {
+      throw new SchemaValidationError(type, entityId, [{ path: inputs.length > 1 ? `events.${i}.data` : 'data', message: 'must be an object' }], `'${evType}' data`);
+    }
+    if (custom) {
+      const r = custom.safeParse(data);
+      if (!r.success) throw new SchemaValidationError(type, entityId, issuesOf(r.error), `'${evType}' data`);
+      data = r.data;
+    }
+    const next = reduceOne(def, cur, { type: evType, data });
+    const parsed = def.schema.safeParse(next.state);
+    if (!parsed.success) throw new SchemaValidationError(type, entityId, issuesOf(parsed.error), `state after '${evType}'`);
+    const version = (cur?.version ?? 0) + 1;
+    const ev: Omit<CommittedEvent, 'cursor'> = {
+      eventId: newId(),
+      entityType: type,
+      entityId,
+      version,
+      type: evType,
+      data,
+      schemaVersion: def.schemaVersion,
+      meta,
+      time,
+    };
+    payloadBytes += byteLength(ev);
+    events.push(ev);
+    cur = { version, state: parsed.data, deleted: next.deleted, createdAt: cur?.createdAt ?? time, updatedAt: time, schemaVersion: def.schemaVersion };
+  }
+  const snapshot = cur!;
+  const stateBytes = byteLength(snapshot.state);
+  if (stateBytes > maxBytes) throw new DocumentTooLargeError(type, entityId, 'the resulting state', stateBytes, maxBytes);
+  if (payloadBytes > maxBytes) throw new DocumentTooLargeError(type, entityId, 'the appended events', payloadBytes, maxBytes);
+  return { meta, time, events, snapshot, searchText: searchTextOf(def, snapshot.state) };
+}
+
+export function byteLength(v: unknown): number {
+  return Buffer.byteLength(JSON.stringify(v) ?? '', 'utf8');
+}
+
+export function toEntity<S>(type: string, id: string, s: EntitySnapshot): Entity<S> {
+  return { entityType: type, entityId: id, version: s.version, state: s.state as S, deleted: s.deleted, createdAt: s.createdAt, updatedAt: s.updatedAt, schemaVersion: s.schemaVersion };
+}
+
+// ---- search --------------------------------------------------------------------------------
+
+function leaves(v: unknown, out: string[]): void {
+  if (v === null || v === undefined) return;
+  if (typeof v === 'string') out.push(v);
+  else if (typeof v === 'number' || typeof v === 'boolean') out.push(String(v));
+  else if (Array.isArray(v)) for (const x of v) leaves(x, out);
+  else if (typeof v === 'object') for (const x of Object.values(v)) leaves(x, out);
+}
+
+export function getPath(obj: unknown, path: string): unknown {
+  let cur: unknown = obj;
+  for (const p of path.split('.')) {
+    if (!isPlainObject(cur)) return undefined;
+    cur = cur[p];
+  }
+  return cur;
+}
+
+/** Lower-cased text of the type's search fields, what `search` matches words against. */
+export function searchTextOf(def: EntityTypeDef, state: State): string {
+  const out: string[] = [];
+  for (const f of def.searchFields) leaves(getPath(state, f), out);
+  return out.join(' \n ').toLowerCase();
+}
+
+export function searchTerms(text: string): string[] {
+  const terms = text.toLowerCase().split(/\s+/).filter(Boolean);
+  if (terms.length === 0) throw new InvalidQueryError('search needs at least one word');
+  if (terms.length > 20) throw new InvalidQueryError('search takes at most 20 words');
+  return terms;
+}
+
+// ---- queries -------------------------------------------------------------------------------
+
+const FIELD = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$/;
+export const META_FIELDS = ['id', 'version', 'createdAt', 'updatedAt'] as const;
+export type MetaField = (typeof META_FIELDS)[number];
+const OPS = new Set(['$eq', '$ne', '$gt', '$gte', '$lt', '$lte', '$in', '$contains', '$exists']);
+
+export interface NormalizedCondition {
+  field: string;
+  meta: MetaField | null;
+  op: '$eq' | '$ne' | '$gt' | '$gte' | '$lt' | '$lte' | '$in' | '$contains' | '$exists';
+  value: unknown;
+}
+
+export interface NormalizedQuery {
+  conditions: NormalizedCondition[];
+  sort: { field: string; meta: MetaField | null; dir: 1 | -1 }[];
+  limit: number;
+  offset: number;
+  includeDeleted: boolean;
+}
+
+function isScalar(v: unknown): boolean {
+  return v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean';
+}
+
+export function normalizeQuery(q: EntityQuery = {}): NormalizedQuery {
+  const conditions: NormalizedCondition[] = [];
+  for (const [field, cond] of Object.entries(q.filter ?? {})) {
+    if (!FIELD.test(field)) throw new InvalidQueryError(`invalid filter field '${field}'`);
+    const meta = (META_FIELDS as readonly string[]).includes(field) ? (field as MetaField) : null;
+    const c = cond as FieldCondition;
+    if (isScalar(c)) {
+      conditions.push({ field, meta, op: '$eq', value: c });
+      continue;
+    }
+    if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new InvalidQueryError(`filter on '${field}' must be a value or an operator object`);
+    for (const [op, value] of Object.entries(c)) {
+      if (!OPS.has(op)) throw new InvalidQueryError(`unknown operator '${op}' on '${field}' (use ${[...OPS].join(', ')})`);
+      if (op === '$in') {
+        if (!Array.isArray(value) || value.length === 0 || !value.every((x) => isScalar(x) && x !== null)) throw new InvalidQueryError(`$in on '${field}' needs a non-empty array of values`);
+      } else if (op === '$exists') {
+        if (typeof value !== 'boolean') throw new InvalidQueryError(`$exists on '${field}' needs true or false`);
+      } else if (!isScalar(value)) {
+        throw new InvalidQueryError(`${op} on '${field}' needs a string, number, boolean or null`);
+      }
+      conditions.push({ field, meta, op: op as NormalizedCondition['op'], value });
+    }
+  }
+  const sort: NormalizedQuery['sort'] = [];
+  for (const [field, dir] of Object.entries(q.sort ?? {})) {
+    if (!FIELD.test(field)) throw new InvalidQueryError(`invalid sort field '${field}'`);
+    if (dir !== 'asc' && dir !== 'desc') throw new InvalidQueryError(`sort on '${field}' must be 'asc' or 'desc'`);
+    const meta = (META_FIELDS as readonly string[]).includes(field) ? (field as MetaField) : null;
+    sort.push({ field, meta, dir: dir === 'asc' ? 1 : -1 });
+  }
+  if (!sort.some((s) => s.meta === 'id')) sort.push({ field: 'id', meta: 'id', dir: 1 });
+  return {
+    conditions,
+    sort,
+    limit: clampInt(q.limit, 50, 1, 1000, 'limit'),
+    offset: clampInt(q.offset, 0, 0, Number.MAX_SAFE_INTEGER, 'offset'),
+    includeDeleted: q.includeDeleted ?? false,
+  };
+}
+
+export function clampInt(v: number | undefined, dflt: number, min: number, max: number, what: string): number {
+  if (v === undefined) return dflt;
+  if (!Number.isInteger(v) || v < min) throw new InvalidQueryError(`${what} must be an integer >= ${min}`);
+  return Math.min(v, max);
+}
+
+// ---- audit ---------------------------------------------------------------------------------
+
+/** JSON with object keys sorted, so the same record always hashes the same. */
+export function canonicalJson(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null';
+  if (Array.isArray(v)) return `[${v.map((x) => canonicalJson(x === undefined ? null : x)).join(',')}]`;
+  const keys = Object.keys(v as object)
+    .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+    .sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`).join(',')}}`;
+}
+
+export function auditHash(r: Omit<AuditRecord, 'hash'>): string {
+  const body = { seq: r.seq, time: r.time, actor: r.actor, action: r.action, subject: r.subject, details: r.details, prevHash: r.prevHash };
+  return createHash('sha256').update(canonicalJson(body)).digest('hex');
+}
+
+/** Walks a chain in seq order and names the first record that does not fit. */
+export function verifyChain(records: Iterable<AuditRecord>): { ok: true; records: number; head: string | null } | { ok: false; records: number; brokenAt: number; reason: string } {
+  let prev: AuditRecord | null = null;
+  let n = 0;
+  for (const r of records) {
+    n++;
+    const expectedSeq = prev ? prev.seq + 1 : 1;
+    if (r.seq !== expectedSeq) return { ok: false, records: n, brokenAt: prev ? prev.seq + 1 : r.seq, reason: `expected record ${expectedSeq}, found ${r.seq} (records deleted or reordered)` };
+    const expectedPrev = prev ? prev.hash : GENESIS_HASH;
+    if (r.prevHash !== expectedPrev) return { ok: false, records: n, brokenAt: r.seq, reason: `prevHash does not match the hash of record ${r.seq - 1}` };
+    if (auditHash(r) !== r.hash) return { ok: false, records: n, brokenAt: r.seq, reason: 'content does not match its hash (record altered)' };
+    prev = r;
+  }
+  return { ok: true, records: n, head: prev?.hash ?? null };
+}
+
+export function checkAuditInput(rec: { actor: unknown; action: unknown; subject: unknown; details?: unknown }): void {
+  checkActor('audit record', rec.actor);
+  if (typeof rec.action !== 'string' || !rec.action) throw new InvalidQueryError('audit record needs an action');
+  if (typeof rec.subject !== 'string') throw new InvalidQueryError('audit record needs a subject');
+  if (rec.details !== undefined && !isPlainObject(rec.details)) throw new InvalidQueryError('audit details must be an object');
+}
+
+// ---- costs ---------------------------------------------------------------------------------
+
+function emptyTotals(): CostTotals {
+  return { count: 0, tokensIn: 0, tokensOut: 0, tokensCached: 0, costUsd: 0, computeMs: 0 };
+}
+
+function add(t: CostTotals, r: CostRecord): void {
+  t.count++;
+  t.tokensIn += r.tokensIn;
+  t.tokensOut += r.tokensOut;
+  t.tokensCached += r.tokensCached;
+  t.costUsd += r.costUsd;
+  t.computeMs += r.computeMs;
+}
+
+function roundUsd(t: CostTotals): CostTotals {
+  return { ...t, costUsd: Math.round(t.costUsd * 1e9) / 1e9 };
+}
+
+/** Totals and groups over records already filtered by the adapter. */
+export function summarizeCosts(records: Iterable<CostRecord>, by: CostDimension[], keep: number): CostReport {
+  const totals = emptyTotals();
+  const groups = new Map<string, { key: Partial<Record<CostDimension, string | null>>; totals: CostTotals }>();
+  const kept: CostRecord[] = [];
+  for (const r of records) {
+    add(totals, r);
+    if (kept.length < keep) kept.push(r);
+    if (by.length > 0) {
+      const key: Partial<Record<CostDimension, string | null>> = {};
+      for (const d of by) key[d] = r[d];
+      const k = JSON.stringify(by.map((d) => r[d]));
+      let g = groups.get(k);
+      if (!g) groups.set(k, (g = { key, totals: emptyTotals() }));
+      add(g.totals, r);
+    }
+  }
+  return {
+    totals: roundUsd(totals),
+    groups: [...groups.values()].map((g) => ({ key: g.key, totals: roundUsd(g.totals) })).sort((a, b) => b.totals.costUsd - a.totals.costUsd),
+    records: kept,
+  };
+}
+
+const nonNeg = z.number().finite().nonnegative();
+const costSchema = z.strictObject({
+  agent: z.string().max(200).optional(),
+  capability: z.string().max(200).optional(),
+  runId: z.string().max(200).optional(),
+  customerId: z.string().max(200).optional(),
+  entityType: z.string().max(200).optional(),
+  entityId: z.string().max(200).optional(),
+  model: z.string().max(200).optional(),
+  tokensIn: z.number().int().nonnegative().optional(),
+  tokensOut: z.number().int().nonnegative().optional(),
+  tokensCached: z.number().int().nonnegative().optional(),
+  costUsd: nonNeg.optional(),
+  computeMs: nonNeg.optional(),
+  details: z.record(z.string(), z.unknown()).optional(),
+  traceId: z.string().max(200).optional(),
+  time: z.iso.datetime({ offset: true }).optional(),
+});
+
+export function toCostRecord(input: unknown): CostRecord {
+  const r = costSchema.safeParse(input);
+  if (!r.success) throw new InvalidQueryError(`invalid cost record: ${issuesOf(r.error).map((i) => `${i.path}: ${i.message}`).join('; ')}`);
+  const c = r.data;
+  return {
+    id: newId(),
+    time: c.time ? new Date(c.time).toISOString() : nowIso(),
+    agent: c.agent ?? null,
+    capability: c.capability ?? null,
+    runId: c.runId ?? null,
+    customerId: c.customerId ?? null,
+    entityType: c.entityType ?? null,
+    entityId: c.entityId ?? null,
+    model: c.model ?? null,
+    tokensIn: c.tokensIn ?? 0,
+    tokensOut: c.tokensOut ?? 0,
+    tokensCached: c.tokensCached ?? 0,
+    costUsd: c.costUsd ?? 0,
+    computeMs: c.computeMs ?? 0,
+    traceId: c.traceId ?? null,
+    details: c.details ?? null,
+  };
+}
+
+export const COST_DIMENSIONS: readonly CostDimension[] = ['agent', 'capability', 'runId', 'customerId', 'entityType', 'entityId', 'model'];
+
+// ---- approvals -----------------------------------------------------------------------------
+
+const approvalSchema = z.strictObject({
+  id: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/).optional(),
+  action: z.string().min(1).max(200),
+  subject: z.string().min(1).max(500),
+  payload: z.unknown().optional(),
+  requestedBy: actorSchema,
+  deadline: z.iso.datetime({ offset: true }),
+  correlationId: z.string().max(200).optional(),
+});
+
+export function checkApprovalInput(input: unknown): z.infer<typeof approvalSchema> {
+  const r = approvalSchema.safeParse(input);
+  if (!r.success) throw new InvalidQueryError(`invalid approval: ${issuesOf(r.error).map((i) => `${i.path}: ${i.message}`).join('; ')}`);
+  return r.data;
+}
+
+export function checkDecision(d: unknown): { decision: 'approved' | 'rejected'; by: EventMeta['actor']; reason?: string } {
+  const r = z
+    .strictObject({ decision: z.enum(['approved', 'rejected']), by: actorSchema, reason: z.string().max(2000).optional() })
+    .safeParse(d);
+  if (!r.success) throw new InvalidQueryError(`invalid decision: ${issuesOf(r.error).map((i) => `${i.path}: ${i.message}`).join('; ')}`);
+  return r.data;
+}
+
+export const DEFAULT_LEASE_MS = 60_000;
+
+/** The one type an id belongs to, for lookups without a type. */
+export function singleType(entityId: string, types: string[]): string {
+  if (types.length === 0) throw new NotFoundError('entity', entityId);
+  if (types.length > 1) throw new AmbiguousIdError(entityId, types);
+  return types[0]!;
+}

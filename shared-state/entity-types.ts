@@ -1,0 +1,218 @@
+/**
+ * Entity types are declarations: a name, a schema version, a zod schema for the state, the
+ * fields text search looks at, and optionally custom events with their own reducer.
+ *
+ * ```ts
+ * const invoice = defineEntityType({
+ *   name: 'invoice',
+ *   schemaVersion: 1,
+ *   schema: z.strictObject({ customerId: z.string(), amount: z.number(), paid: z.boolean().default(false) }),
+ *   searchFields: ['customerId'],
+ *   events: { paid: z.object({ at: z.iso.datetime() }) },
+ *   reduce: (state, e) => (e.type === 'paid' ? { ...state, paid: true } : state),
+ * });
+ * const store = await openStore(url, { types: [...BUILTIN_ENTITY_TYPES, invoice] });
+ * ```
+ *
+ * Built-in events on every type: `created` (data = the whole state), `updated` (data = a JSON
+ * merge patch, RFC 7396: `null` removes a field), `deleted` and `restored`.
+ */
+import { z } from 'zod';
+import { UnknownEntityTypeError } from './errors.ts';
+
+export type State = Record<string, unknown>;
+
+export interface EntityTypeDef {
+  name: string;
+  /** bump when the schema changes; every event records the version it was written under */
+  schemaVersion: number;
+  /** the state's schema; parsing may apply defaults. Validated after every event. */
+  schema: z.ZodType<State>;
+  /** dotted state paths whose values text search matches (strings, numbers, arrays of them) */
+  searchFields: string[];
+  /** schemas of this type's own events' data, by event name */
+  events?: Record<string, z.ZodType>;
+  /** applies one of this type's own events; must be pure (replays call it again) */
+  reduce?: (state: State, event: { type: string; data: unknown }) => State;
+}
+
+export const BUILTIN_EVENTS = ['created', 'updated', 'deleted', 'restored'] as const;
+
+const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Declares an entity type; checks the declaration itself. */
+export function defineEntityType(def: EntityTypeDef): EntityTypeDef {
+  if (!NAME.test(def.name)) throw new Error(`entity type name '${def.name}' must be 1-64 letters, digits, '_' or '-'`);
+  if (!Number.isInteger(def.schemaVersion) || def.schemaVersion < 1) throw new Error(`entity type '${def.name}': schemaVersion must be an integer >= 1`);
+  for (const ev of Object.keys(def.events ?? {})) {
+    if ((BUILTIN_EVENTS as readonly string[]).includes(ev)) throw new Error(`entity type '${def.name}': event '${ev}' is built in`);
+    if (!NAME.test(ev)) throw new Error(`entity type '${def.name}': event name '${ev}' must be letters, digits, '_' or '-'`);
+  }
+  if (def.events && Object.keys(def.events).length > 0 && !def.reduce) throw new Error(`entity type '${def.name}' declares events but no reduce`);
+  return def;
+}
+
+export interface EntityTypeRegistry {
+  get(name: string): EntityTypeDef;
+  has(name: string): boolean;
+  names(): string[];
+}
+
+export function createRegistry(defs: readonly EntityTypeDef[]): EntityTypeRegistry {
+  const byName = new Map<string, EntityTypeDef>();
+  for (const d of defs) {
+    if (byName.has(d.name)) throw new Error(`entity type '${d.name}' is declared twice`);
+    byName.set(d.name, d);
+  }
+  return {
+    get(name) {
+      const d = byName.get(name);
+      if (!d) throw new UnknownEntityTypeError(name, [...byName.keys()]);
+      return d;
+    },
+    has: (name) => byName.has(name),
+    names: () => [...byName.keys()],
+  };
+}
+
+// ---- the seven built-in types --------------------------------------------------------------
+
+const tags = z.array(z.string().min(1).max(64)).max(100).default([]);
+const isoTime = z.iso.datetime({ offset: true });
+const entityRef = z.strictObject({ type: z.string().min(1), id: z.string().min(1) });
+const priority = z.enum(['low', 'normal', 'high', 'urgent']).default('normal');
+
+export const customerType = defineEntityType({
+  name: 'customer',
+  schemaVersion: 1,
+  schema: z.strictObject({
+    name: z.string().min(1).max(200),
+    email: z.email().optional(),
+    phone: z.string().max(50).optional(),
+    company: z.string().max(200).optional(),
+    status: z.enum(['lead', 'active', 'churned']).default('lead'),
+    tags,
+    notes: z.string().max(20_000).optional(),
+  }),
+  searchFields: ['name', 'email', 'company', 'tags', 'notes'],
+});
+
+export const productType = defineEntityType({
+  name: 'product',
+  schemaVersion: 1,
+  schema: z.strictObject({
+    name: z.string().min(1).max(200),
+    description: z.string().max(20_000).optional(),
+    lifecycle: z.enum(['idea', 'research', 'building', 'launched', 'retired']).default('idea'),
+    price: z.strictObject({ amount: z.number().nonnegative(), currency: z.string().length(3) }).optional(),
+    owner: z.string().optional(),
+    tags,
+  }),
+  searchFields: ['name', 'description', 'tags'],
+});
+
+export const taskType = defineEntityType({
+  name: 'task',
+  schemaVersion: 1,
+  schema: z.strictObject({
+    title: z.string().min(1).max(500),
+    description: z.string().max(20_000).optional(),
+    status: z.enum(['todo', 'in_progress', 'blocked', 'done', 'cancelled']).default('todo'),
+    priority,
+    assignee: z.string().optional(),
+    dueAt: isoTime.optional(),
+    related: entityRef.optional(),
+    tags,
+  }),
+  searchFields: ['title', 'description', 'assignee', 'tags'],
+});
+
+export const contentAssetType = defineEntityType({
+  name: 'content_asset',
+  schemaVersion: 1,
+  schema: z.strictObject({
+    title: z.string().min(1).max(500),
+    kind: z.enum(['post', 'email', 'page', 'image', 'video', 'doc', 'other']),
+    status: z.enum(['draft', 'review', 'approved', 'published', 'archived']).default('draft'),
+    body: z.string().max(500_000).optional(),
+    url: z.url().optional(),
+    productId: z.string().optional(),
+    tags,
+  }),
+  searchFields: ['title', 'body', 'tags'],
+});
+
+export const calendarItemType = defineEntityType({
+  name: 'calendar_item',
+  schemaVersion: 1,
+  schema: z.strictObject({
+    title: z.string().min(1).max(500),
+    startsAt: isoTime,
+    endsAt: isoTime.optional(),
+    location: z.string().max(500).optional(),
+    attendees: z.array(z.string()).default([]),
+    related: entityRef.optional(),
+  }),
+  searchFields: ['title', 'location', 'attendees'],
+});
+
+export const ticketType = defineEntityType({
+  name: 'ticket',
+  schemaVersion: 1,
+  schema: z.strictObject({
+    subject: z.string().min(1).max(500),
+    status: z.enum(['open', 'pending', 'escalated', 'resolved', 'closed']).default('open'),
+    priority,
+    channel: z.enum(['email', 'chat', 'phone', 'other']).optional(),
+    customerId: z.string().optional(),
+    conversationId: z.string().optional(),
+    assignee: z.string().optional(),
+    summary: z.string().max(20_000).optional(),
+    tags,
+  }),
+  searchFields: ['subject', 'summary', 'tags', 'customerId'],
+});
+
+const message = z.strictObject({
+  id: z.string().optional(),
+  from: z.string().min(1),
+  direction: z.enum(['in', 'out']),
+  text: z.string().max(200_000),
+  at: isoTime,
+});
+
+export const conversationType = defineEntityType({
+  name: 'conversation',
+  schemaVersion: 1,
+  schema: z.strictObject({
+    channel: z.enum(['email', 'chat', 'phone', 'other']),
+    subject: z.string().max(500).optional(),
+    customerId: z.string().optional(),
+    participants: z.array(z.string()).default([]),
+    status: z.enum(['open', 'closed']).default('open'),
+    messages: z.array(message).default([]),
+  }),
+  searchFields: ['subject', 'participants', 'messages'],
+  events: { message_added: message },
+  reduce: (state, e) => {
+    if (e.type === 'message_added') {
+      const messages = Array.isArray(state.messages) ? state.messages : [];
+      return { ...state, messages: [...messages, e.data] };
+    }
+    return state;
+  },
+});
+
+export const BUILTIN_ENTITY_TYPES: readonly EntityTypeDef[] = [
+  customerType,
+  productType,
+  taskType,
+  contentAssetType,
+  calendarItemType,
+  ticketType,
+  conversationType,
+];
+
+export function builtinRegistry(): EntityTypeRegistry {
+  return createRegistry(BUILTIN_ENTITY_TYPES);
+}

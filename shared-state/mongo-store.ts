@@ -1,0 +1,782 @@
+/**
+ * The MongoDB adapter (official driver). No multi-document transactions and no change streams:
+ *
+ * - An append is ONE insert of a "commit" document holding all its events, so it is atomic.
+ *   A unique index on (entityKey, firstVersion) makes two appends at the same expected version
+ *   collide: exactly one wins, the other gets {@link VersionConflictError}.
+ * - The change-log cursor is a counter document bumped with `findOneAndUpdate($inc)` before the
+ *   insert. Cursors are reserved, so commit order and cursor order can differ by a few in-flight
+ *   writes: `changes()` returns only up to the visible high-water mark (below the first gap
+ *   younger than `gapSettleMs`); a conflicting append fills its reserved range with a void commit.
+ * - The projection (current state) is updated after the commit with a version-conditional
+ *   upsert; `get` checks it against the log and repairs it, `rebuildProjections` recomputes all.
+ *
+ * Internal: use `openStore`.
+ */
+import { MongoClient, MongoServerError, type Collection, type Db, type Document, type Filter, type WriteConcernSettings } from 'mongodb';
+import type { EntityTypeRegistry } from './entity-types.ts';
+import {
+  DEFAULT_LEASE_MS,
+  assertId,
+  auditHash,
+  checkApprovalInput,
+  checkAuditInput,
+  checkDecision,
+  clampInt,
+  COST_DIMENSIONS,
+  GENESIS_HASH,
+  newId,
+  normalizeQuery,
+  nowIso,
+  planAppend,
+  replay,
+  searchTerms,
+  searchTextOf,
+  summarizeCosts,
+  toCostRecord,
+  toEntity,
+  verifyChain,
+  type EntitySnapshot,
+  type NormalizedCondition,
+} from './core.ts';
+import {
+  ApprovalExpiredError,
+  ApprovalNotPendingError,
+  IdempotencyLeaseLostError,
+  InvalidQueryError,
+  NotFoundError,
+  StateError,
+  StoreBusyError,
+  VersionConflictError,
+} from './errors.ts';
+import { redactMongoUrl } from './health.ts';
+import type {
+  AppendResult,
+  Approval,
+  ApprovalDecision,
+  ApprovalInput,
+  ApprovalState,
+  AuditInput,
+  AuditRecord,
+  AuditVerification,
+  ChangesPage,
+  ChangesQuery,
+  ClaimResult,
+  CommittedEvent,
+  CostInput,
+  CostQuery,
+  CostRecord,
+  CostReport,
+  Entity,
+  EntityQuery,
+  EventInput,
+  EventMeta,
+  IdempotencyRecord,
+  QueryPage,
+  SearchOptions,
+  StateStore,
+  StoreInfo,
+} from './types.ts';
+
+export interface MongoStoreOptions {
+  registry: EntityTypeRegistry;
+  maxDocumentBytes: number;
+  /** database name; default the URL's path, else `keel` */
+  database?: string;
+  /** default `{ w: 'majority', journal: true }` */
+  writeConcern?: WriteConcernSettings;
+  /** how long a gap in the cursor sequence holds readers back before it counts as abandoned (default 5 s) */
+  gapSettleMs?: number;
+  serverSelectionTimeoutMS?: number;
+}
+
+interface StoredEvent {
+  eventId: string;
+  version: number;
+  cursor: number;
+  type: string;
+  data: unknown;
+  schemaVersion: number;
+}
+
+interface CommitDoc {
+  _id: string;
+  entityKey: string;
+  entityType: string;
+  entityId: string;
+  firstVersion: number;
+  lastVersion: number;
+  firstCursor: number;
+  lastCursor: number;
+  time: string;
+  meta: EventMeta | null;
+  events: StoredEvent[];
+  published: boolean;
+  void?: true;
+}
+
+interface EntityDoc {
+  _id: string;
+  entityType: string;
+  entityId: string;
+  version: number;
+  state: Record<string, unknown>;
+  deleted: boolean;
+  createdAt: string;
+  updatedAt: string;
+  schemaVersion: number;
+  searchText: string;
+}
+
+interface IdemDoc {
+  _id: string;
+  status: 'running' | 'completed';
+  token?: string;
+  attempt: number;
+  leaseUntil?: number;
+  resultJson?: string;
+  createdAt: string;
+  completedAt?: string;
+}
+
+interface ApprovalDoc {
+  _id: string;
+  state: ApprovalState;
+  action: string;
+  subject: string;
+  payloadJson: string;
+  requestedBy: Approval['requestedBy'];
+  createdAt: string;
+  deadline: string;
+  deadlineMs: number;
+  correlationId: string | null;
+  decidedAt: string | null;
+  decidedBy: Approval['decidedBy'];
+  reason: string | null;
+}
+
+interface AuditDoc {
+  _id: number;
+  time: string;
+  actor: AuditRecord['actor'];
+  action: string;
+  subject: string;
+  detailsJson: string;
+  prevHash: string;
+  hash: string;
+}
+
+type CostDoc = Omit<CostRecord, 'id' | 'details'> & { _id: string; detailsJson: string | null };
+
+function isDup(err: unknown): boolean {
+  return err instanceof MongoServerError ? err.code === 11000 : (err as { code?: unknown })?.code === 11000;
+}
+
+const key = (type: string, id: string) => `${type}/${id}`;
+
+function databaseFromUrl(url: string): string | undefined {
+  const m = /^mongodb(?:\+srv)?:\/\/[^/]+\/([^?]+)/.exec(url);
+  return m?.[1] ? decodeURIComponent(m[1]) : undefined;
+}
+
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+export class MongoStore implements StateStore {
+  readonly info: StoreInfo;
+  readonly #client: MongoClient;
+  readonly #db: Db;
+  readonly #reg: EntityTypeRegistry;
+  readonly #max: number;
+  readonly #settle: number;
+  readonly #listeners = new Set<(events: CommittedEvent[]) => void>();
+  readonly #commits: Collection<CommitDoc>;
+  readonly #entities: Collection<EntityDoc>;
+  readonly #counters: Collection<{ _id: string; seq: number }>;
+  readonly #idem: Collection<IdemDoc>;
+  readonly #costs: Collection<CostDoc>;
+  readonly #approvals: Collection<ApprovalDoc>;
+  readonly #audit: Collection<AuditDoc>;
+
+  private constructor(client: MongoClient, db: Db, url: string, opts: MongoStoreOptions, wc: WriteConcernSettings) {
+    this.#client = client;
+    this.#db = db;
+    this.#reg = opts.registry;
+    this.#max = opts.maxDocumentBytes;
+    this.#settle = opts.gapSettleMs ?? 5_000;
+    this.#commits = db.collection('commits');
+    this.#entities = db.collection('entities');
+    this.#counters = db.collection('counters');
+    this.#idem = db.collection('idempotency');
+    this.#costs = db.collection('costs');
+    this.#approvals = db.collection('approvals');
+    this.#audit = db.collection('audit');
+    this.info = {
+      kind: 'mongodb',
+      location: `${redactMongoUrl(url)} db=${db.databaseName}`,
+      durability: { writeConcern: wc, transactions: 'none (one document per append)', gapSettleMs: this.#settle },
+      maxDocumentBytes: this.#max,
+    };
+  }
+
+  static async open(url: string, opts: MongoStoreOptions): Promise<MongoStore> {
+    const wc: WriteConcernSettings = opts.writeConcern ?? { w: 'majority', journal: true };
+    const client = new MongoClient(url, { writeConcern: wc, ignoreUndefined: true, serverSelectionTimeoutMS: opts.serverSelectionTimeoutMS ?? 10_000 });
+    try {
+      await client.connect();
+      const db = client.db(opts.database ?? databaseFromUrl(url) ?? 'keel');
+      const store = new MongoStore(client, db, url, opts, wc);
+      await store.#ensureIndexes();
+      return store;
+    } catch (err) {
+      await client.close().catch(() => undefined);
+      if (err instanceof StateError) throw err;
+      throw new StateError('STATE_UNAVAILABLE', `cannot open MongoDB state store at ${redactMongoUrl(url)}: ${(err as Error).message}`, { cause: err, retryable: true });
+    }
+  }
+
+  async #ensureIndexes(): Promise<void> {
+    await Promise.all([
+      this.#commits.createIndex({ entityKey: 1, firstVersion: 1 }, { unique: true, name: 'entity_version' }),
+      this.#commits.createIndex({ firstCursor: 1 }, { name: 'cursor' }),
+      this.#commits.createIndex({ lastCursor: 1 }, { name: 'last_cursor' }),
+      this.#commits.createIndex({ entityType: 1, lastCursor: 1 }, { name: 'type_cursor' }),
+      this.#commits.createIndex({ published: 1, firstCursor: 1 }, { name: 'outbox' }),
+      this.#commits.createIndex({ time: 1 }, { name: 'time' }),
+      this.#entities.createIndex({ entityType: 1, updatedAt: -1 }, { name: 'type_updated' }),
+      this.#entities.createIndex({ entityId: 1 }, { name: 'entity_id' }),
+      this.#costs.createIndex({ time: -1 }, { name: 'time' }),
+      this.#costs.createIndex({ runId: 1 }, { name: 'run' }),
+      this.#costs.createIndex({ customerId: 1 }, { name: 'customer' }),
+      this.#approvals.createIndex({ state: 1, deadlineMs: 1 }, { name: 'state_deadline' }),
+    ]);
+  }
+
+  // ---- entities ----------------------------------------------------------------------------
+
+  #toEvents(c: CommitDoc): CommittedEvent[] {
+    return c.events.map((e) => ({
+      eventId: e.eventId,
+      entityType: c.entityType,
+      entityId: c.entityId,
+      version: e.version,
+      type: e.type,
+      data: e.data,
+      schemaVersion: e.schemaVersion,
+      meta: c.meta!,
+      time: c.time,
+      cursor: e.cursor,
+    }));
+  }
+
+  #docToEntity<S>(d: EntityDoc): Entity<S> {
+    return {
+      entityType: d.entityType,
+      entityId: d.entityId,
+      version: d.version,
+      state: d.state as S,
+      deleted: d.deleted,
+      createdAt: d.createdAt,
+      updatedAt: d.updatedAt,
+      schemaVersion: d.schemaVersion,
+    };
+  }
+
+  async #actualVersion(k: string): Promise<number> {
+    const last = await this.#commits.find({ entityKey: k }, { projection: { lastVersion: 1 } }).sort({ firstVersion: -1 }).limit(1).next();
+    return last?.lastVersion ?? 0;
+  }
+
+  async #allEvents(type: string, id: string, upTo = Infinity): Promise<CommittedEvent[]> {
+    const filter: Filter<CommitDoc> = { entityKey: key(type, id) };
+    if (upTo !== Infinity) filter.firstVersion = { $lte: upTo };
+    const commits = await this.#commits.find(filter).sort({ firstVersion: 1 }).toArray();
+    return commits.flatMap((c) => this.#toEvents(c));
+  }
+
+  async #writeProjection(type: string, id: string, s: EntitySnapshot, searchText: string): Promise<void> {
+    const doc: Omit<EntityDoc, '_id'> = {
+      entityType: type,
+      entityId: id,
+      version: s.version,
+      state: s.state,
+      deleted: s.deleted,
+      createdAt: s.createdAt,
+      updatedAt: s.updatedAt,
+      schemaVersion: s.schemaVersion,
+      searchText,
+    };
+    try {
+      // only ever moves forward: an older writer finishing late cannot overwrite a newer state
+      await this.#entities.updateOne({ _id: key(type, id), version: { $lt: s.version } }, { $set: doc }, { upsert: true });
+    } catch (err) {
+      if (!isDup(err)) throw err; // duplicate key: the projection is already at or past this version
+    }
+  }
+
+  /** Current snapshot from the projection when it matches the log, else replayed (and repaired). */
+  async #snapshot(type: string, id: string, version: number): Promise<EntitySnapshot | null> {
+    if (version === 0) return null;
+    const p = await this.#entities.findOne({ _id: key(type, id) });
+    if (p && p.version === version) return { version, state: p.state, deleted: p.deleted, createdAt: p.createdAt, updatedAt: p.updatedAt, schemaVersion: p.schemaVersion };
+    const def = this.#reg.get(type);
+    const s = replay(def, await this.#allEvents(type, id));
+    if (s) await this.#writeProjection(type, id, s, searchTextOf(def, s.state));
+    return s;
+  }
+
+  async #reserve(n: number): Promise<number> {
+    for (let i = 0; ; i++) {
+      try {
+        const r = await this.#counters.findOneAndUpdate({ _id: 'events' }, { $inc: { seq: n } }, { upsert: true, returnDocument: 'after' });
+        return r!.seq - n + 1;
+      } catch (err) {
+        if (!isDup(err) || i > 3) throw err; // two first-ever upserts raced: try again
+      }
+    }
+  }
+
+  async append<S = Record<string, unknown>>(entityType: string, entityId: string, expectedVersion: number, events: EventInput[], meta: EventMeta): Promise<AppendResult<S>> {
+    const def = this.#reg.get(entityType);
+    assertId('entity id', entityId);
+    if (!Number.isInteger(expectedVersion) || expectedVersion < 0) throw new InvalidQueryError(`expected version must be an integer >= 0 (got ${String(expectedVersion)})`);
+    const k = key(entityType, entityId);
+    const actual = await this.#actualVersion(k);
+    if (actual !== expectedVersion) throw new VersionConflictError(entityType, entityId, expectedVersion, actual);
+    const plan = planAppend(def, entityId, await this.#snapshot(entityType, entityId, actual), events, meta, this.#max);
+    const first = await this.#reserve(plan.events.length);
+    // time is taken after the reservation: readers measure a gap's age by its successor's time
+    const time = nowIso();
+    plan.snapshot.updatedAt = time;
+    if (expectedVersion === 0) plan.snapshot.createdAt = time;
+    const committed: CommittedEvent[] = plan.events.map((e, i) => ({ ...e, time, cursor: first + i }));
+    const doc: CommitDoc = {
+      _id: committed[0]!.eventId,
+      entityKey: k,
+      entityType,
+      entityId,
+      firstVersion: expectedVersion + 1,
+      lastVersion: expectedVersion + committed.length,
+      firstCursor: first,
+      lastCursor: first + committed.length - 1,
+      time,
+      meta: plan.meta,
+      events: committed.map((e) => ({ eventId: e.eventId, version: e.version, cursor: e.cursor, type: e.type, data: e.data, schemaVersion: e.schemaVersion })),
+      published: false,
+    };
+    try {
+      await this.#commits.insertOne(doc);
+    } catch (err) {
+      // the reserved cursors stay unused: fill them so readers need not wait for the gap to settle
+      await this.#commits
+        .insertOne({ ...doc, _id: newId(), entityKey: `~void/${newId()}`, firstVersion: 0, meta: null, events: [], published: true, void: true })
+        .catch(() => undefined);
+      if (isDup(err)) throw new VersionConflictError(entityType, entityId, expectedVersion, await this.#actualVersion(k), err);
+      throw this.#wrap(err);
+    }
+    await this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText).catch(() => undefined); // repaired on read
+    for (const l of this.#listeners) l(committed);
+    return { events: committed, entity: toEntity<S>(entityType, entityId, plan.snapshot) };
+  }
+
+  #wrap(err: unknown): unknown {
+    const e = err as { name?: string; code?: number };
+    if (e?.code === 64 || e?.name === 'MongoWriteConcernError') return new StoreBusyError(`MongoDB write concern not satisfied: ${(err as Error).message}`, err);
+    return err;
+  }
+
+  async get<S = Record<string, unknown>>(entityType: string, entityId: string): Promise<Entity<S> | null> {
+    this.#reg.get(entityType);
+    assertId('entity id', entityId);
+    const k = key(entityType, entityId);
+    const [p, actual] = await Promise.all([this.#entities.findOne({ _id: k }), this.#actualVersion(k)]);
+    if (actual === 0) return null;
+    if (p && p.version === actual) return this.#docToEntity<S>(p);
+    const s = await this.#snapshot(entityType, entityId, actual);
+    return s ? toEntity<S>(entityType, entityId, s) : null;
+  }
+
+  async getAt<S = Record<string, unknown>>(entityType: string, entityId: string, version: number): Promise<Entity<S> | null> {
+    const def = this.#reg.get(entityType);
+    assertId('entity id', entityId);
+    if (!Number.isInteger(version) || version < 1) throw new InvalidQueryError('version must be an integer >= 1');
+    const events = await this.#allEvents(entityType, entityId, version);
+    if (!events.some((e) => e.version === version)) return null;
+    const s = replay(def, events, version);
+    return s ? toEntity<S>(entityType, entityId, s) : null;
+  }
+
+  async history(entityType: string, entityId: string): Promise<CommittedEvent[]> {
+    this.#reg.get(entityType);
+    assertId('entity id', entityId);
+    return this.#allEvents(entityType, entityId);
+  }
+
+  async typesOf(entityId: string): Promise<string[]> {
+    assertId('entity id', entityId);
+    const docs = await this.#entities.find({ entityId }, { projection: { entityType: 1 } }).toArray();
+    return docs.map((d) => d.entityType).sort();
+  }
+
+  /**
+   * The highest cursor below which nothing can still appear: the start of the first gap in the
+   * cursor sequence (above `since`) whose successor committed less than `gapSettleMs` ago.
+   */
+  async #visibleHigh(since: number): Promise<number> {
+    const recentFrom = new Date(Date.now() - this.#settle).toISOString();
+    const r0 = await this.#commits.find({ time: { $gte: recentFrom }, lastCursor: { $gt: since } }, { projection: { firstCursor: 1 } }).sort({ firstCursor: 1 }).limit(1).next();
+    if (!r0) return Number.MAX_SAFE_INTEGER;
+    const pred = await this.#commits.find({ firstCursor: { $lt: r0.firstCursor } }, { projection: { lastCursor: 1 } }).sort({ firstCursor: -1 }).limit(1).next();
+    let prevLast = pred?.lastCursor ?? 0;
+    const after = this.#commits.find({ firstCursor: { $gte: r0.firstCursor } }, { projection: { firstCursor: 1, lastCursor: 1 } }).sort({ firstCursor: 1 });
+    for await (const c of after) {
+      if (c.firstCursor > prevLast + 1 && prevLast + 1 > since) {
+        await after.close();
+        return prevLast;
+      }
+      prevLast = Math.max(prevLast, c.lastCursor);
+    }
+    return Number.MAX_SAFE_INTEGER;
+  }
+
+  async changes(q: ChangesQuery = {}): Promise<ChangesPage> {
+    const since = clampInt(q.since, 0, 0, Number.MAX_SAFE_INTEGER, 'since');
+    const limit = clampInt(q.limit, 100, 1, 10_000, 'limit');
+    const types = q.types ?? [];
+    for (const t of types) this.#reg.get(t);
+    const high = await this.#visibleHigh(since);
+    const filter: Filter<CommitDoc> = { lastCursor: { $gt: since }, firstCursor: { $lte: high }, void: { $exists: false } };
+    if (types.length) filter.entityType = { $in: types };
+    const commits = await this.#commits.find(filter).sort({ firstCursor: 1 }).limit(limit + 1).toArray();
+    const all = commits.flatMap((c) => this.#toEvents(c)).filter((e) => e.cursor > since && e.cursor <= high);
+    const events = all.slice(0, limit);
+    return { events, cursor: events.at(-1)?.cursor ?? since, hasMore: all.length > limit };
+  }
+
+  async headCursor(): Promise<number> {
+    const last = await this.#commits.find({}, { projection: { lastCursor: 1 } }).sort({ lastCursor: -1 }).limit(1).next();
+    return Math.min(last?.lastCursor ?? 0, await this.#visibleHigh(0));
+  }
+
+  #cond(c: NormalizedCondition): [string, Document] {
+    const field = c.meta === 'id' ? 'entityId' : c.meta ? c.meta : `state.${c.field}`;
+    switch (c.op) {
+      case '$contains':
+        if (c.meta) throw new InvalidQueryError(`$contains applies to array fields, not '${c.field}'`);
+        return [field, { $elemMatch: { $eq: c.value } }];
+      default:
+        return [field, { [c.op]: c.value }];
+    }
+  }
+
+  async query<S = Record<string, unknown>>(entityType: string, q: EntityQuery = {}): Promise<QueryPage<S>> {
+    this.#reg.get(entityType);
+    const nq = normalizeQuery(q);
+    const and: Document[] = [{ entityType }];
+    if (!nq.includeDeleted) and.push({ deleted: false });
+    for (const c of nq.conditions) {
+      const [f, cond] = this.#cond(c);
+      and.push({ [f]: cond });
+    }
+    const filter = { $and: and } as Filter<EntityDoc>;
+    const sort: Record<string, 1 | -1> = {};
+    for (const s of nq.sort) sort[s.meta === 'id' ? 'entityId' : s.meta ? s.meta : `state.${s.field}`] = s.dir;
+    const [total, docs] = await Promise.all([
+      this.#entities.countDocuments(filter),
+      this.#entities.find(filter).sort(sort).skip(nq.offset).limit(nq.limit).toArray(),
+    ]);
+    const next = nq.offset + docs.length;
+    return { items: docs.map((d) => this.#docToEntity<S>(d)), total, nextOffset: next < total ? next : null };
+  }
+
+  async search(text: string, opts: SearchOptions = {}): Promise<Entity[]> {
+    const terms = searchTerms(text);
+    const limit = clampInt(opts.limit, 20, 1, 1000, 'limit');
+    const types = opts.types ?? [];
+    for (const t of types) this.#reg.get(t);
+    const and: Document[] = terms.map((t) => ({ searchText: { $regex: escapeRegex(t) } }));
+    if (types.length) and.push({ entityType: { $in: types } });
+    if (!opts.includeDeleted) and.push({ deleted: false });
+    const docs = await this.#entities
+      .find({ $and: and } as Filter<EntityDoc>)
+      .sort({ updatedAt: -1, entityType: 1, entityId: 1 })
+      .limit(limit)
+      .toArray();
+    return docs.map((d) => this.#docToEntity(d));
+  }
+
+  async rebuildProjections(): Promise<number> {
+    const known = this.#reg.names();
+    const keys: string[] = [];
+    let batch: CommittedEvent[] = [];
+    const flush = async () => {
+      const head = batch[0];
+      if (!head) return;
+      const def = this.#reg.get(head.entityType);
+      const s = replay(def, batch);
+      batch = [];
+      if (!s) return;
+      const k = key(head.entityType, head.entityId);
+      keys.push(k);
+      await this.#entities.replaceOne(
+        { _id: k },
+        { entityType: head.entityType, entityId: head.entityId, version: s.version, state: s.state, deleted: s.deleted, createdAt: s.createdAt, updatedAt: s.updatedAt, schemaVersion: s.schemaVersion, searchText: searchTextOf(def, s.state) },
+        { upsert: true },
+      );
+    };
+    const cur = this.#commits.find({ entityType: { $in: known }, void: { $exists: false } }).sort({ entityKey: 1, firstVersion: 1 });
+    for await (const c of cur) {
+      const head = batch[0];
+      if (head && (head.entityType !== c.entityType || head.entityId !== c.entityId)) await flush();
+      batch.push(...this.#toEvents(c));
+    }
+    await flush();
+    const keep = new Set(keys);
+    const stale = (await this.#entities.find({ entityType: { $in: known } }, { projection: { _id: 1 } }).toArray()).map((d) => d._id).filter((id) => !keep.has(id));
+    if (stale.length) await this.#entities.deleteMany({ _id: { $in: stale } });
+    return keys.length;
+  }
+
+  // ---- outbox ------------------------------------------------------------------------------
+
+  onCommit(listener: (events: CommittedEvent[]) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  async pendingEvents(limit = 500): Promise<CommittedEvent[]> {
+    const n = clampInt(limit, 500, 1, 10_000, 'limit');
+    const commits = await this.#commits.find({ published: false }).sort({ firstCursor: 1 }).limit(n).toArray();
+    // a crash between commit and projection also left the event unpublished: repair here
+    for (const c of commits) {
+      const p = await this.#entities.findOne({ _id: c.entityKey }, { projection: { version: 1 } });
+      if (!p || p.version < c.lastVersion) await this.get(c.entityType, c.entityId);
+    }
+    return commits.flatMap((c) => this.#toEvents(c));
+  }
+
+  async markPublished(eventIds: string[]): Promise<void> {
+    if (eventIds.length === 0) return;
+    const ids = new Set(eventIds);
+    const commits = await this.#commits.find({ 'events.eventId': { $in: eventIds } }, { projection: { 'events.eventId': 1 } }).toArray();
+    // a commit is published only when every one of its events is
+    const done = commits.filter((c) => c.events.every((e) => ids.has(e.eventId))).map((c) => c._id);
+    if (done.length) await this.#commits.updateMany({ _id: { $in: done } }, { $set: { published: true } });
+  }
+
+  // ---- idempotency -------------------------------------------------------------------------
+
+  async claim(k: string, opts: { leaseMs?: number } = {}): Promise<ClaimResult> {
+    if (typeof k !== 'string' || !k || k.length > 500) throw new InvalidQueryError('idempotency key must be a non-empty string of at most 500 characters');
+    const leaseMs = clampInt(opts.leaseMs, DEFAULT_LEASE_MS, 1, 7 * 86_400_000, 'leaseMs');
+    for (let i = 0; i < 5; i++) {
+      const now = Date.now();
+      const token = newId();
+      const leaseUntil = now + leaseMs;
+      try {
+        await this.#idem.insertOne({ _id: k, status: 'running', token, attempt: 1, leaseUntil, createdAt: nowIso() });
+        return { status: 'claimed', key: k, token, attempt: 1, leaseUntil: new Date(leaseUntil).toISOString() };
+      } catch (err) {
+        if (!isDup(err)) throw err;
+      }
+      const taken = await this.#idem.findOneAndUpdate(
+        { _id: k, status: 'running', leaseUntil: { $lte: now } },
+        { $set: { token, leaseUntil }, $inc: { attempt: 1 } },
+        { returnDocument: 'after' },
+      );
+      if (taken) return { status: 'claimed', key: k, token, attempt: taken.attempt, leaseUntil: new Date(leaseUntil).toISOString() };
+      const cur = await this.#idem.findOne({ _id: k });
+      if (!cur) continue; // released in between: claim again
+      if (cur.status === 'completed') return { status: 'completed', key: k, result: cur.resultJson ? JSON.parse(cur.resultJson) : null, completedAt: cur.completedAt! };
+      return { status: 'running', key: k, attempt: cur.attempt, leaseUntil: new Date(cur.leaseUntil ?? 0).toISOString() };
+    }
+    throw new StoreBusyError(`idempotency key '${k}' is being claimed and released in a loop`);
+  }
+
+  async complete(k: string, token: string, result: unknown = null): Promise<void> {
+    const r = await this.#idem.updateOne(
+      { _id: k, status: 'running', token },
+      { $set: { status: 'completed', resultJson: JSON.stringify(result ?? null), completedAt: nowIso() }, $unset: { token: '', leaseUntil: '' } },
+    );
+    if (r.matchedCount === 0) throw new IdempotencyLeaseLostError(k, await this.#leaseLostReason(k));
+  }
+
+  async release(k: string, token: string): Promise<void> {
+    const r = await this.#idem.deleteOne({ _id: k, status: 'running', token });
+    if (r.deletedCount === 0) throw new IdempotencyLeaseLostError(k, await this.#leaseLostReason(k));
+  }
+
+  async #leaseLostReason(k: string): Promise<string> {
+    const rec = await this.getIdempotency(k);
+    if (!rec) return 'no claim exists (released or never claimed)';
+    if (rec.status === 'completed') return 'already completed by another claim';
+    return `the lease expired and attempt ${rec.attempt} took it over`;
+  }
+
+  async getIdempotency(k: string): Promise<IdempotencyRecord | null> {
+    const d = await this.#idem.findOne({ _id: k });
+    if (!d) return null;
+    return {
+      key: k,
+      status: d.status,
+      attempt: d.attempt,
+      leaseUntil: d.leaseUntil === undefined ? null : new Date(d.leaseUntil).toISOString(),
+      result: d.resultJson ? JSON.parse(d.resultJson) : null,
+      createdAt: d.createdAt,
+      completedAt: d.completedAt ?? null,
+    };
+  }
+
+  // ---- costs -------------------------------------------------------------------------------
+
+  async recordCost(input: CostInput): Promise<CostRecord> {
+    const c = toCostRecord(input);
+    const { id, details, ...rest } = c;
+    await this.#costs.insertOne({ _id: id, ...rest, detailsJson: details ? JSON.stringify(details) : null });
+    return c;
+  }
+
+  async costs(q: CostQuery = {}): Promise<CostReport> {
+    const filter: Filter<CostDoc> = {};
+    const time: Record<string, string> = {};
+    if (q.since) time.$gte = new Date(q.since).toISOString();
+    if (q.until) time.$lt = new Date(q.until).toISOString();
+    if (Object.keys(time).length) filter.time = time;
+    for (const d of COST_DIMENSIONS) {
+      const v = q[d];
+      if (typeof v === 'string') (filter as Record<string, unknown>)[d] = v;
+    }
+    const by = q.by ?? [];
+    for (const d of by) if (!COST_DIMENSIONS.includes(d)) throw new InvalidQueryError(`cannot group costs by '${d}'`);
+    const docs = await this.#costs.find(filter).sort({ time: -1, _id: 1 }).toArray();
+    const recs: CostRecord[] = docs.map(({ _id, detailsJson, ...rest }) => ({ id: _id, ...rest, details: detailsJson ? (JSON.parse(detailsJson) as Record<string, unknown>) : null }));
+    return summarizeCosts(recs, by, q.records ?? 0);
+  }
+
+  // ---- approvals ---------------------------------------------------------------------------
+
+  #docToApproval(d: ApprovalDoc): Approval {
+    const { _id, payloadJson, deadlineMs: _deadlineMs, ...rest } = d;
+    return { id: _id, payload: JSON.parse(payloadJson), ...rest };
+  }
+
+  async createApproval(input: ApprovalInput): Promise<Approval> {
+    const a = checkApprovalInput(input);
+    const id = a.id ?? newId();
+    const deadline = new Date(a.deadline);
+    const doc: ApprovalDoc = {
+      _id: id,
+      state: 'pending',
+      action: a.action,
+      subject: a.subject,
+      payloadJson: JSON.stringify(a.payload ?? null),
+      requestedBy: a.requestedBy,
+      createdAt: nowIso(),
+      deadline: deadline.toISOString(),
+      deadlineMs: deadline.getTime(),
+      correlationId: a.correlationId ?? null,
+      decidedAt: null,
+      decidedBy: null,
+      reason: null,
+    };
+    try {
+      await this.#approvals.insertOne(doc);
+    } catch (err) {
+      if (isDup(err)) throw new InvalidQueryError(`approval '${id}' already exists`);
+      throw err;
+    }
+    return this.#docToApproval(doc);
+  }
+
+  async decideApproval(id: string, d: ApprovalDecision): Promise<Approval> {
+    const dec = checkDecision(d);
+    const now = Date.now();
+    const r = await this.#approvals.findOneAndUpdate(
+      { _id: id, state: 'pending', deadlineMs: { $gt: now } },
+      { $set: { state: dec.decision, decidedAt: new Date(now).toISOString(), decidedBy: dec.by, reason: dec.reason ?? null } },
+      { returnDocument: 'after' },
+    );
+    if (r) return this.#docToApproval(r);
+    await this.expireApprovals(new Date(now));
+    const cur = await this.#approvals.findOne({ _id: id });
+    if (!cur) throw new NotFoundError('approval', id);
+    if (cur.state === 'expired') throw new ApprovalExpiredError(id, cur.deadline);
+    throw new ApprovalNotPendingError(id, cur.state);
+  }
+
+  async getApproval(id: string): Promise<Approval | null> {
+    await this.expireApprovals();
+    const d = await this.#approvals.findOne({ _id: id });
+    return d ? this.#docToApproval(d) : null;
+  }
+
+  async listApprovals(q: { state?: ApprovalState; limit?: number } = {}): Promise<Approval[]> {
+    await this.expireApprovals();
+    const limit = clampInt(q.limit, 100, 1, 10_000, 'limit');
+    const docs = await this.#approvals
+      .find(q.state ? { state: q.state } : {})
+      .sort({ createdAt: -1, _id: 1 })
+      .limit(limit)
+      .toArray();
+    return docs.map((d) => this.#docToApproval(d));
+  }
+
+  async expireApprovals(now = new Date()): Promise<number> {
+    const r = await this.#approvals.updateMany({ state: 'pending', deadlineMs: { $lte: now.getTime() } }, { $set: { state: 'expired', decidedAt: now.toISOString() } });
+    return r.modifiedCount;
+  }
+
+  // ---- audit -------------------------------------------------------------------------------
+
+  #docToAudit(d: AuditDoc): AuditRecord {
+    return { seq: d._id, time: d.time, actor: d.actor, action: d.action, subject: d.subject, details: JSON.parse(d.detailsJson) as Record<string, unknown>, prevHash: d.prevHash, hash: d.hash };
+  }
+
+  async appendAudit(input: AuditInput): Promise<AuditRecord> {
+    checkAuditInput(input);
+    // optimistic: the next seq is the _id, so two writers cannot both extend the same head
+    for (let i = 0; i < 100; i++) {
+      const last = await this.#audit.find({}, { projection: { hash: 1 } }).sort({ _id: -1 }).limit(1).next();
+      const body = {
+        seq: last ? last._id + 1 : 1,
+        time: nowIso(),
+        actor: { kind: input.actor.kind, id: input.actor.id },
+        action: input.action,
+        subject: input.subject,
+        details: JSON.parse(JSON.stringify(input.details ?? {})) as Record<string, unknown>,
+        prevHash: last ? last.hash : GENESIS_HASH,
+      };
+      const rec: AuditRecord = { ...body, hash: auditHash(body) };
+      try {
+        await this.#audit.insertOne({ _id: rec.seq, time: rec.time, actor: rec.actor, action: rec.action, subject: rec.subject, detailsJson: JSON.stringify(rec.details), prevHash: rec.prevHash, hash: rec.hash });
+        return rec;
+      } catch (err) {
+        if (!isDup(err)) throw err;
+        await new Promise((r) => setTimeout(r, Math.random() * 5 * (i + 1)));
+      }
+    }
+    throw new StoreBusyError('audit log: too many concurrent writers');
+  }
+
+  async exportAudit(opts: { sinceSeq?: number; limit?: number } = {}): Promise<AuditRecord[]> {
+    const since = clampInt(opts.sinceSeq, 0, 0, Number.MAX_SAFE_INTEGER, 'sinceSeq');
+    let cur = this.#audit.find({ _id: { $gt: since } }).sort({ _id: 1 });
+    if (opts.limit !== undefined) cur = cur.limit(clampInt(opts.limit, 1, 1, Number.MAX_SAFE_INTEGER, 'limit'));
+    return (await cur.toArray()).map((d) => this.#docToAudit(d));
+  }
+
+  async verifyAudit(): Promise<AuditVerification> {
+    return verifyChain((await this.#audit.find({}).sort({ _id: 1 }).toArray()).map((d) => this.#docToAudit(d)));
+  }
+
+  /** For tests and tools: the underlying database. */
+  get database(): Db {
+    return this.#db;
+  }
+
+  async close(): Promise<void> {
+    this.#listeners.clear();
+    await this.#client.close();
+  }
+}

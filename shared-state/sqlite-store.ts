@@ -1,0 +1,800 @@
+/**
+ * The embedded adapter: one SQLite file through `node:sqlite`, WAL, shared safely by several
+ * local processes. Every write is one `BEGIN IMMEDIATE` transaction, so the change-log cursor
+ * (the events table's INTEGER PRIMARY KEY) is assigned in commit order and a reader can never
+ * see cursor N+1 before N. Internal: use `openStore`.
+ */
+import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
+import { openSqlite } from './health.ts';
+import type { EntityTypeRegistry } from './entity-types.ts';
+import {
+  DEFAULT_LEASE_MS,
+  assertId,
+  auditHash,
+  checkApprovalInput,
+  checkAuditInput,
+  checkDecision,
+  clampInt,
+  COST_DIMENSIONS,
+  GENESIS_HASH,
+  newId,
+  normalizeQuery,
+  nowIso,
+  planAppend,
+  replay,
+  searchTerms,
+  searchTextOf,
+  summarizeCosts,
+  toCostRecord,
+  toEntity,
+  verifyChain,
+  type EntitySnapshot,
+  type NormalizedCondition,
+} from './core.ts';
+import {
+  ApprovalExpiredError,
+  ApprovalNotPendingError,
+  IdempotencyLeaseLostError,
+  NotFoundError,
+  StateError,
+  StoreBusyError,
+  VersionConflictError,
+  InvalidQueryError,
+} from './errors.ts';
+import type {
+  AppendResult,
+  Approval,
+  ApprovalDecision,
+  ApprovalInput,
+  ApprovalState,
+  AuditInput,
+  AuditRecord,
+  AuditVerification,
+  ChangesPage,
+  ChangesQuery,
+  ClaimResult,
+  CommittedEvent,
+  CostInput,
+  CostQuery,
+  CostRecord,
+  CostReport,
+  Entity,
+  EntityQuery,
+  EventInput,
+  EventMeta,
+  IdempotencyRecord,
+  QueryPage,
+  SearchOptions,
+  StateStore,
+  StoreInfo,
+} from './types.ts';
+
+export interface SqliteStoreOptions {
+  registry: EntityTypeRegistry;
+  maxDocumentBytes: number;
+  /** `FULL` (default: a commit survives power loss) or `NORMAL` (WAL: may lose the last commits on power loss, never corrupts) */
+  synchronous?: 'FULL' | 'NORMAL';
+  /** how long a writer waits for another process's lock before STATE_BUSY (default 10 s) */
+  busyTimeoutMs?: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS events (
+  cursor INTEGER PRIMARY KEY AUTOINCREMENT,
+  event_id TEXT NOT NULL UNIQUE,
+  entity_type TEXT NOT NULL,
+  entity_id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  schema_version INTEGER NOT NULL,
+  data TEXT NOT NULL,
+  meta TEXT NOT NULL,
+  time TEXT NOT NULL,
+  published INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (entity_type, entity_id, version)
+);
+CREATE INDEX IF NOT EXISTS events_unpublished ON events (cursor) WHERE published = 0;
+CREATE INDEX IF NOT EXISTS events_type_cursor ON events (entity_type, cursor);
+CREATE TABLE IF NOT EXISTS entities (
+  entity_type TEXT NOT NULL,
+  entity_id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  deleted INTEGER NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  schema_version INTEGER NOT NULL,
+  search_text TEXT NOT NULL,
+  PRIMARY KEY (entity_type, entity_id)
+);
+CREATE INDEX IF NOT EXISTS entities_id ON entities (entity_id);
+CREATE INDEX IF NOT EXISTS entities_updated ON entities (entity_type, updated_at);
+CREATE TABLE IF NOT EXISTS idempotency (
+  key TEXT PRIMARY KEY,
+  status TEXT NOT NULL,
+  token TEXT,
+  attempt INTEGER NOT NULL,
+  lease_until INTEGER,
+  result TEXT,
+  created_at TEXT NOT NULL,
+  completed_at TEXT
+);
+CREATE TABLE IF NOT EXISTS costs (
+  id TEXT PRIMARY KEY,
+  time TEXT NOT NULL,
+  agent TEXT, capability TEXT, run_id TEXT, customer_id TEXT, entity_type TEXT, entity_id TEXT, model TEXT,
+  tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL, tokens_cached INTEGER NOT NULL,
+  cost_usd REAL NOT NULL, compute_ms REAL NOT NULL,
+  trace_id TEXT, details TEXT
+);
+CREATE INDEX IF NOT EXISTS costs_time ON costs (time);
+CREATE INDEX IF NOT EXISTS costs_run ON costs (run_id);
+CREATE INDEX IF NOT EXISTS costs_customer ON costs (customer_id);
+CREATE TABLE IF NOT EXISTS approvals (
+  id TEXT PRIMARY KEY,
+  state TEXT NOT NULL,
+  action TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  requested_by TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  deadline TEXT NOT NULL,
+  deadline_ms INTEGER NOT NULL,
+  correlation_id TEXT,
+  decided_at TEXT,
+  decided_by TEXT,
+  reason TEXT
+);
+CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, deadline_ms);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY,
+  time TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  details TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+`;
+
+type Row = Record<string, SQLInputValue>;
+
+const COST_COLUMNS: Record<string, string> = {
+  agent: 'agent',
+  capability: 'capability',
+  runId: 'run_id',
+  customerId: 'customer_id',
+  entityType: 'entity_type',
+  entityId: 'entity_id',
+  model: 'model',
+};
+
+function isBusy(err: unknown): boolean {
+  const e = err as { errcode?: number; message?: string };
+  return e?.errcode === 5 || e?.errcode === 6 || /database is locked|SQLITE_BUSY/i.test(e?.message ?? '');
+}
+
+export class SqliteStore implements StateStore {
+  readonly info: StoreInfo;
+  readonly #db: DatabaseSync;
+  readonly #reg: EntityTypeRegistry;
+  readonly #max: number;
+  readonly #stmts = new Map<string, StatementSync>();
+  readonly #listeners = new Set<(events: CommittedEvent[]) => void>();
+  #closed = false;
+
+  constructor(path: string, opts: SqliteStoreOptions) {
+    this.#reg = opts.registry;
+    this.#max = opts.maxDocumentBytes;
+    const sync = opts.synchronous ?? 'FULL';
+    const busy = opts.busyTimeoutMs ?? 10_000;
+    this.#db = openSqlite(path);
+    this.#db.exec(`PRAGMA synchronous = ${sync}; PRAGMA busy_timeout = ${Math.trunc(busy)};`);
+    this.#tx(() => this.#db.exec(SCHEMA));
+    this.info = {
+      kind: 'sqlite',
+      location: path,
+      durability: { journal_mode: 'WAL', synchronous: sync, busy_timeout_ms: busy, transaction: 'BEGIN IMMEDIATE' },
+      maxDocumentBytes: this.#max,
+    };
+  }
+
+  #st(sql: string): StatementSync {
+    let s = this.#stmts.get(sql);
+    if (!s) {
+      s = this.#db.prepare(sql);
+      this.#stmts.set(sql, s);
+    }
+    return s;
+  }
+
+  #all(sql: string, ...params: SQLInputValue[]): Row[] {
+    return this.#st(sql).all(...params) as Row[];
+  }
+
+  #get(sql: string, ...params: SQLInputValue[]): Row | undefined {
+    return this.#st(sql).get(...params) as Row | undefined;
+  }
+
+  #run(sql: string, ...params: SQLInputValue[]): { changes: number; lastInsertRowid: number } {
+    const r = this.#st(sql).run(...params);
+    return { changes: Number(r.changes), lastInsertRowid: Number(r.lastInsertRowid) };
+  }
+
+  /** One write transaction; waits for other processes up to the busy timeout. */
+  #tx<T>(fn: () => T): T {
+    if (this.#closed) throw new StateError('STATE_UNAVAILABLE', 'the state store is closed');
+    try {
+      this.#db.exec('BEGIN IMMEDIATE');
+    } catch (err) {
+      if (isBusy(err)) throw new StoreBusyError(`SQLite file ${this.info?.location ?? ''} is locked by another process`, err);
+      throw err;
+    }
+    try {
+      const r = fn();
+      this.#db.exec('COMMIT');
+      return r;
+    } catch (err) {
+      try {
+        this.#db.exec('ROLLBACK');
+      } catch {
+        // already rolled back
+      }
+      if (isBusy(err)) throw new StoreBusyError('SQLite write lock lost to another process', err);
+      throw err;
+    }
+  }
+
+  // ---- entities ----------------------------------------------------------------------------
+
+  #rowToEvent(r: Row): CommittedEvent {
+    return {
+      eventId: r.event_id as string,
+      entityType: r.entity_type as string,
+      entityId: r.entity_id as string,
+      version: Number(r.version),
+      type: r.type as string,
+      data: JSON.parse(r.data as string),
+      schemaVersion: Number(r.schema_version),
+      meta: JSON.parse(r.meta as string) as EventMeta,
+      time: r.time as string,
+      cursor: Number(r.cursor),
+    };
+  }
+
+  #rowToEntity<S>(r: Row): Entity<S> {
+    return {
+      entityType: r.entity_type as string,
+      entityId: r.entity_id as string,
+      version: Number(r.version),
+      state: JSON.parse(r.state as string) as S,
+      deleted: Number(r.deleted) === 1,
+      createdAt: r.created_at as string,
+      updatedAt: r.updated_at as string,
+      schemaVersion: Number(r.schema_version),
+    };
+  }
+
+  #snapshot(type: string, id: string, version: number): EntitySnapshot | null {
+    if (version === 0) return null;
+    const p = this.#get('SELECT * FROM entities WHERE entity_type = ? AND entity_id = ?', type, id);
+    if (p && Number(p.version) === version) {
+      const e = this.#rowToEntity<Record<string, unknown>>(p);
+      return { version, state: e.state, deleted: e.deleted, createdAt: e.createdAt, updatedAt: e.updatedAt, schemaVersion: e.schemaVersion };
+    }
+    const events = this.#all('SELECT * FROM events WHERE entity_type = ? AND entity_id = ? ORDER BY version', type, id).map((r) => this.#rowToEvent(r));
+    return replay(this.#reg.get(type), events);
+  }
+
+  #writeProjection(type: string, id: string, s: EntitySnapshot, searchText: string): void {
+    this.#run(
+      `INSERT INTO entities (entity_type, entity_id, version, state, deleted, created_at, updated_at, schema_version, search_text)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (entity_type, entity_id) DO UPDATE SET version = excluded.version, state = excluded.state, deleted = excluded.deleted,
+         updated_at = excluded.updated_at, schema_version = excluded.schema_version, search_text = excluded.search_text`,
+      type,
+      id,
+      s.version,
+      JSON.stringify(s.state),
+      s.deleted ? 1 : 0,
+      s.createdAt,
+      s.updatedAt,
+      s.schemaVersion,
+      searchText,
+    );
+  }
+
+  async append<S = Record<string, unknown>>(entityType: string, entityId: string, expectedVersion: number, events: EventInput[], meta: EventMeta): Promise<AppendResult<S>> {
+    const def = this.#reg.get(entityType);
+    assertId('entity id', entityId);
+    if (!Number.isInteger(expectedVersion) || expectedVersion < 0) throw new InvalidQueryError(`expected version must be an integer >= 0 (got ${String(expectedVersion)})`);
+    const committed = this.#tx(() => {
+      const actual = Number(this.#get('SELECT COALESCE(MAX(version), 0) AS v FROM events WHERE entity_type = ? AND entity_id = ?', entityType, entityId)!.v);
+      if (actual !== expectedVersion) throw new VersionConflictError(entityType, entityId, expectedVersion, actual);
+      const plan = planAppend(def, entityId, this.#snapshot(entityType, entityId, actual), events, meta, this.#max);
+      const out: CommittedEvent[] = [];
+      for (const e of plan.events) {
+        const r = this.#run(
+          'INSERT INTO events (event_id, entity_type, entity_id, version, type, schema_version, data, meta, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+          e.eventId,
+          e.entityType,
+          e.entityId,
+          e.version,
+          e.type,
+          e.schemaVersion,
+          JSON.stringify(e.data),
+          JSON.stringify(e.meta),
+          e.time,
+        );
+        out.push({ ...e, cursor: r.lastInsertRowid });
+      }
+      this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText);
+      return { events: out, entity: toEntity<S>(entityType, entityId, plan.snapshot) };
+    });
+    for (const l of this.#listeners) l(committed.events);
+    return committed;
+  }
+
+  async get<S = Record<string, unknown>>(entityType: string, entityId: string): Promise<Entity<S> | null> {
+    this.#reg.get(entityType);
+    assertId('entity id', entityId);
+    const r = this.#get('SELECT * FROM entities WHERE entity_type = ? AND entity_id = ?', entityType, entityId);
+    return r ? this.#rowToEntity<S>(r) : null;
+  }
+
+  async getAt<S = Record<string, unknown>>(entityType: string, entityId: string, version: number): Promise<Entity<S> | null> {
+    const def = this.#reg.get(entityType);
+    assertId('entity id', entityId);
+    if (!Number.isInteger(version) || version < 1) throw new InvalidQueryError('version must be an integer >= 1');
+    const events = this.#all('SELECT * FROM events WHERE entity_type = ? AND entity_id = ? AND version <= ? ORDER BY version', entityType, entityId, version).map((r) => this.#rowToEvent(r));
+    if (events.length < version) return null;
+    const s = replay(def, events, version);
+    return s ? toEntity<S>(entityType, entityId, s) : null;
+  }
+
+  async history(entityType: string, entityId: string): Promise<CommittedEvent[]> {
+    this.#reg.get(entityType);
+    assertId('entity id', entityId);
+    return this.#all('SELECT * FROM events WHERE entity_type = ? AND entity_id = ? ORDER BY version', entityType, entityId).map((r) => this.#rowToEvent(r));
+  }
+
+  async typesOf(entityId: string): Promise<string[]> {
+    assertId('entity id', entityId);
+    return this.#all('SELECT entity_type FROM entities WHERE entity_id = ? ORDER BY entity_type', entityId).map((r) => r.entity_type as string);
+  }
+
+  async changes(q: ChangesQuery = {}): Promise<ChangesPage> {
+    const since = clampInt(q.since, 0, 0, Number.MAX_SAFE_INTEGER, 'since');
+    const limit = clampInt(q.limit, 100, 1, 10_000, 'limit');
+    const types = q.types ?? [];
+    for (const t of types) this.#reg.get(t);
+    const where = types.length ? ` AND entity_type IN (${types.map(() => '?').join(', ')})` : '';
+    const rows = this.#all(`SELECT * FROM events WHERE cursor > ?${where} ORDER BY cursor LIMIT ?`, since, ...types, limit + 1);
+    const events = rows.slice(0, limit).map((r) => this.#rowToEvent(r));
+    return { events, cursor: events.at(-1)?.cursor ?? since, hasMore: rows.length > limit };
+  }
+
+  async headCursor(): Promise<number> {
+    return Number(this.#get('SELECT COALESCE(MAX(cursor), 0) AS c FROM events')!.c);
+  }
+
+  #condSql(c: NormalizedCondition, params: SQLInputValue[]): string {
+    const col =
+      c.meta === 'id' ? 'entity_id' : c.meta === 'version' ? 'version' : c.meta === 'createdAt' ? 'created_at' : c.meta === 'updatedAt' ? 'updated_at' : null;
+    const expr = col ?? 'json_extract(state, ?)';
+    const path = `$.${c.field}`;
+    const p = (v: unknown): SQLInputValue => (typeof v === 'boolean' ? (v ? 1 : 0) : (v as SQLInputValue));
+    const withPath = () => {
+      if (!col) params.push(path);
+    };
+    switch (c.op) {
+      case '$eq':
+        withPath();
+        if (c.value === null) return `${expr} IS NULL`;
+        params.push(p(c.value));
+        return `${expr} = ?`;
+      case '$ne':
+        withPath();
+        if (c.value === null) return `${expr} IS NOT NULL`;
+        params.push(p(c.value));
+        withPath();
+        return `(${expr} != ? OR ${expr} IS NULL)`;
+      case '$gt':
+      case '$gte':
+      case '$lt':
+      case '$lte': {
+        withPath();
+        params.push(p(c.value));
+        const op = { $gt: '>', $gte: '>=', $lt: '<', $lte: '<=' }[c.op];
+        // compare like MongoDB: numbers with numbers, strings with strings
+        withPath();
+        return `(${expr} ${op} ? AND typeof(${expr}) ${typeof c.value === 'number' ? "IN ('integer', 'real')" : "= 'text'"})`;
+      }
+      case '$in': {
+        const vals = c.value as unknown[];
+        withPath();
+        params.push(...vals.map(p));
+        return `${expr} IN (${vals.map(() => '?').join(', ')})`;
+      }
+      case '$contains':
+        if (col) throw new InvalidQueryError(`$contains applies to array fields, not '${c.field}'`);
+        params.push(path, p(c.value));
+        return `EXISTS (SELECT 1 FROM json_each(state, ?) WHERE value = ?)`;
+      case '$exists':
+        if (col) return c.value ? '1' : '0';
+        params.push(path);
+        return `json_type(state, ?) IS ${c.value ? 'NOT NULL' : 'NULL'}`;
+    }
+  }
+
+  async query<S = Record<string, unknown>>(entityType: string, q: EntityQuery = {}): Promise<QueryPage<S>> {
+    this.#reg.get(entityType);
+    const nq = normalizeQuery(q);
+    const params: SQLInputValue[] = [entityType];
+    const where = ['entity_type = ?'];
+    if (!nq.includeDeleted) where.push('deleted = 0');
+    for (const c of nq.conditions) where.push(this.#condSql(c, params));
+    const order: string[] = [];
+    const orderParams: SQLInputValue[] = [];
+    for (const s of nq.sort) {
+      const col = s.meta === 'id' ? 'entity_id' : s.meta === 'version' ? 'version' : s.meta === 'createdAt' ? 'created_at' : s.meta === 'updatedAt' ? 'updated_at' : null;
+      if (col) order.push(`${col} ${s.dir === 1 ? 'ASC' : 'DESC'}`);
+      else {
+        order.push(`json_extract(state, ?) ${s.dir === 1 ? 'ASC' : 'DESC'}`);
+        orderParams.push(`$.${s.field}`);
+      }
+    }
+    const w = where.join(' AND ');
+    const total = Number(this.#get(`SELECT COUNT(*) AS n FROM entities WHERE ${w}`, ...params)!.n);
+    const rows = this.#all(`SELECT * FROM entities WHERE ${w} ORDER BY ${order.join(', ')} LIMIT ? OFFSET ?`, ...params, ...orderParams, nq.limit, nq.offset);
+    const next = nq.offset + rows.length;
+    return { items: rows.map((r) => this.#rowToEntity<S>(r)), total, nextOffset: next < total ? next : null };
+  }
+
+  async search(text: string, opts: SearchOptions = {}): Promise<Entity[]> {
+    const terms = searchTerms(text);
+    const limit = clampInt(opts.limit, 20, 1, 1000, 'limit');
+    const types = opts.types ?? [];
+    for (const t of types) this.#reg.get(t);
+    const where = terms.map(() => "instr(search_text, ?) > 0");
+    const params: SQLInputValue[] = [...terms];
+    if (types.length) {
+      where.push(`entity_type IN (${types.map(() => '?').join(', ')})`);
+      params.push(...types);
+    }
+    if (!opts.includeDeleted) where.push('deleted = 0');
+    const rows = this.#all(`SELECT * FROM entities WHERE ${where.join(' AND ')} ORDER BY updated_at DESC, entity_type, entity_id LIMIT ?`, ...params, limit);
+    return rows.map((r) => this.#rowToEntity(r));
+  }
+
+  async rebuildProjections(): Promise<number> {
+    return this.#tx(() => {
+      const known = this.#reg.names();
+      const inKnown = `entity_type IN (${known.map(() => '?').join(', ')})`;
+      this.#run(`DELETE FROM entities WHERE ${inKnown}`, ...known);
+      let n = 0;
+      let batch: CommittedEvent[] = [];
+      const flush = () => {
+        const first = batch[0];
+        if (!first) return;
+        const def = this.#reg.get(first.entityType);
+        const s = replay(def, batch);
+        if (s) {
+          this.#writeProjection(first.entityType, first.entityId, s, searchTextOf(def, s.state));
+          n++;
+        }
+        batch = [];
+      };
+      for (const r of this.#st(`SELECT * FROM events WHERE ${inKnown} ORDER BY entity_type, entity_id, version`).iterate(...known)) {
+        const e = this.#rowToEvent(r as Row);
+        const head = batch[0];
+        if (head && (head.entityType !== e.entityType || head.entityId !== e.entityId)) flush();
+        batch.push(e);
+      }
+      flush();
+      return n;
+    });
+  }
+
+  // ---- outbox ------------------------------------------------------------------------------
+
+  onCommit(listener: (events: CommittedEvent[]) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  async pendingEvents(limit = 500): Promise<CommittedEvent[]> {
+    return this.#all('SELECT * FROM events WHERE published = 0 ORDER BY cursor LIMIT ?', clampInt(limit, 500, 1, 10_000, 'limit')).map((r) => this.#rowToEvent(r));
+  }
+
+  async markPublished(eventIds: string[]): Promise<void> {
+    if (eventIds.length === 0) return;
+    this.#tx(() => {
+      for (const id of eventIds) this.#run('UPDATE events SET published = 1 WHERE event_id = ?', id);
+    });
+  }
+
+  // ---- idempotency -------------------------------------------------------------------------
+
+  async claim(key: string, opts: { leaseMs?: number } = {}): Promise<ClaimResult> {
+    if (typeof key !== 'string' || !key || key.length > 500) throw new InvalidQueryError('idempotency key must be a non-empty string of at most 500 characters');
+    const leaseMs = clampInt(opts.leaseMs, DEFAULT_LEASE_MS, 1, 7 * 86_400_000, 'leaseMs');
+    return this.#tx((): ClaimResult => {
+      const now = Date.now();
+      const r = this.#get('SELECT * FROM idempotency WHERE key = ?', key);
+      const token = newId();
+      const leaseUntil = now + leaseMs;
+      if (!r) {
+        this.#run("INSERT INTO idempotency (key, status, token, attempt, lease_until, created_at) VALUES (?, 'running', ?, 1, ?, ?)", key, token, leaseUntil, nowIso());
+        return { status: 'claimed', key, token, attempt: 1, leaseUntil: new Date(leaseUntil).toISOString() };
+      }
+      if (r.status === 'completed') return { status: 'completed', key, result: r.result === null ? null : JSON.parse(r.result as string), completedAt: r.completed_at as string };
+      const attempt = Number(r.attempt);
+      if (Number(r.lease_until) > now) return { status: 'running', key, attempt, leaseUntil: new Date(Number(r.lease_until)).toISOString() };
+      this.#run('UPDATE idempotency SET token = ?, attempt = ?, lease_until = ? WHERE key = ?', token, attempt + 1, leaseUntil, key);
+      return { status: 'claimed', key, token, attempt: attempt + 1, leaseUntil: new Date(leaseUntil).toISOString() };
+    });
+  }
+
+  async complete(key: string, token: string, result: unknown = null): Promise<void> {
+    const json = JSON.stringify(result ?? null);
+    const r = this.#run(
+      "UPDATE idempotency SET status = 'completed', result = ?, completed_at = ?, token = NULL, lease_until = NULL WHERE key = ? AND status = 'running' AND token = ?",
+      json,
+      nowIso(),
+      key,
+      token,
+    );
+    if (r.changes === 0) throw new IdempotencyLeaseLostError(key, await this.#leaseLostReason(key));
+  }
+
+  async release(key: string, token: string): Promise<void> {
+    const r = this.#run("DELETE FROM idempotency WHERE key = ? AND status = 'running' AND token = ?", key, token);
+    if (r.changes === 0) throw new IdempotencyLeaseLostError(key, await this.#leaseLostReason(key));
+  }
+
+  async #leaseLostReason(key: string): Promise<string> {
+    const rec = await this.getIdempotency(key);
+    if (!rec) return 'no claim exists (released or never claimed)';
+    if (rec.status === 'completed') return 'already completed by another claim';
+    return `the lease expired and attempt ${rec.attempt} took it over`;
+  }
+
+  async getIdempotency(key: string): Promise<IdempotencyRecord | null> {
+    const r = this.#get('SELECT * FROM idempotency WHERE key = ?', key);
+    if (!r) return null;
+    return {
+      key,
+      status: r.status as 'running' | 'completed',
+      attempt: Number(r.attempt),
+      leaseUntil: r.lease_until === null ? null : new Date(Number(r.lease_until)).toISOString(),
+      result: r.result === null ? null : JSON.parse(r.result as string),
+      createdAt: r.created_at as string,
+      completedAt: (r.completed_at as string | null) ?? null,
+    };
+  }
+
+  // ---- costs -------------------------------------------------------------------------------
+
+  async recordCost(input: CostInput): Promise<CostRecord> {
+    const c = toCostRecord(input);
+    this.#run(
+      `INSERT INTO costs (id, time, agent, capability, run_id, customer_id, entity_type, entity_id, model, tokens_in, tokens_out, tokens_cached, cost_usd, compute_ms, trace_id, details)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      c.id,
+      c.time,
+      c.agent,
+      c.capability,
+      c.runId,
+      c.customerId,
+      c.entityType,
+      c.entityId,
+      c.model,
+      c.tokensIn,
+      c.tokensOut,
+      c.tokensCached,
+      c.costUsd,
+      c.computeMs,
+      c.traceId,
+      c.details ? JSON.stringify(c.details) : null,
+    );
+    return c;
+  }
+
+  async costs(q: CostQuery = {}): Promise<CostReport> {
+    const where: string[] = [];
+    const params: SQLInputValue[] = [];
+    if (q.since) {
+      where.push('time >= ?');
+      params.push(new Date(q.since).toISOString());
+    }
+    if (q.until) {
+      where.push('time < ?');
+      params.push(new Date(q.until).toISOString());
+    }
+    for (const [k, col] of Object.entries(COST_COLUMNS)) {
+      const v = q[k as keyof CostQuery];
+      if (typeof v === 'string') {
+        where.push(`${col} = ?`);
+        params.push(v);
+      }
+    }
+    const by = q.by ?? [];
+    for (const d of by) if (!COST_DIMENSIONS.includes(d)) throw new InvalidQueryError(`cannot group costs by '${d}'`);
+    const rows = this.#st(`SELECT * FROM costs${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY time DESC, id`).iterate(...params);
+    const recs = (function* () {
+      for (const r of rows as Iterable<Row>) {
+        yield {
+          id: r.id as string,
+          time: r.time as string,
+          agent: r.agent as string | null,
+          capability: r.capability as string | null,
+          runId: r.run_id as string | null,
+          customerId: r.customer_id as string | null,
+          entityType: r.entity_type as string | null,
+          entityId: r.entity_id as string | null,
+          model: r.model as string | null,
+          tokensIn: Number(r.tokens_in),
+          tokensOut: Number(r.tokens_out),
+          tokensCached: Number(r.tokens_cached),
+          costUsd: Number(r.cost_usd),
+          computeMs: Number(r.compute_ms),
+          traceId: r.trace_id as string | null,
+          details: r.details === null ? null : (JSON.parse(r.details as string) as Record<string, unknown>),
+        } satisfies CostRecord;
+      }
+    })();
+    return summarizeCosts(recs, by, q.records ?? 0);
+  }
+
+  // ---- approvals ---------------------------------------------------------------------------
+
+  #rowToApproval(r: Row): Approval {
+    return {
+      id: r.id as string,
+      state: r.state as ApprovalState,
+      action: r.action as string,
+      subject: r.subject as string,
+      payload: JSON.parse(r.payload as string),
+      requestedBy: JSON.parse(r.requested_by as string) as Approval['requestedBy'],
+      createdAt: r.created_at as string,
+      deadline: r.deadline as string,
+      correlationId: (r.correlation_id as string | null) ?? null,
+      decidedAt: (r.decided_at as string | null) ?? null,
+      decidedBy: r.decided_by ? (JSON.parse(r.decided_by as string) as Approval['decidedBy']) : null,
+      reason: (r.reason as string | null) ?? null,
+    };
+  }
+
+  async createApproval(input: ApprovalInput): Promise<Approval> {
+    const a = checkApprovalInput(input);
+    const id = a.id ?? newId();
+    const deadline = new Date(a.deadline);
+    try {
+      this.#run(
+        "INSERT INTO approvals (id, state, action, subject, payload, requested_by, created_at, deadline, deadline_ms, correlation_id) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+        id,
+        a.action,
+        a.subject,
+        JSON.stringify(a.payload ?? null),
+        JSON.stringify(a.requestedBy),
+        nowIso(),
+        deadline.toISOString(),
+        deadline.getTime(),
+        a.correlationId ?? null,
+      );
+    } catch (err) {
+      if (/UNIQUE constraint/i.test((err as Error).message)) throw new InvalidQueryError(`approval '${id}' already exists`);
+      throw err;
+    }
+    return (await this.getApproval(id))!;
+  }
+
+  async decideApproval(id: string, d: ApprovalDecision): Promise<Approval> {
+    const dec = checkDecision(d);
+    const now = Date.now();
+    const r = this.#run(
+      "UPDATE approvals SET state = ?, decided_at = ?, decided_by = ?, reason = ? WHERE id = ? AND state = 'pending' AND deadline_ms > ?",
+      dec.decision,
+      new Date(now).toISOString(),
+      JSON.stringify(dec.by),
+      dec.reason ?? null,
+      id,
+      now,
+    );
+    if (r.changes === 1) return (await this.getApproval(id))!;
+    await this.expireApprovals(new Date(now));
+    const cur = this.#get('SELECT * FROM approvals WHERE id = ?', id);
+    if (!cur) throw new NotFoundError('approval', id);
+    const a = this.#rowToApproval(cur);
+    if (a.state === 'expired') throw new ApprovalExpiredError(id, a.deadline);
+    throw new ApprovalNotPendingError(id, a.state);
+  }
+
+  async getApproval(id: string): Promise<Approval | null> {
+    await this.expireApprovals();
+    const r = this.#get('SELECT * FROM approvals WHERE id = ?', id);
+    return r ? this.#rowToApproval(r) : null;
+  }
+
+  async listApprovals(q: { state?: ApprovalState; limit?: number } = {}): Promise<Approval[]> {
+    await this.expireApprovals();
+    const limit = clampInt(q.limit, 100, 1, 10_000, 'limit');
+    const rows = q.state
+      ? this.#all('SELECT * FROM approvals WHERE state = ? ORDER BY created_at DESC, id LIMIT ?', q.state, limit)
+      : this.#all('SELECT * FROM approvals ORDER BY created_at DESC, id LIMIT ?', limit);
+    return rows.map((r) => this.#rowToApproval(r));
+  }
+
+  async expireApprovals(now = new Date()): Promise<number> {
+    return this.#run("UPDATE approvals SET state = 'expired', decided_at = ? WHERE state = 'pending' AND deadline_ms <= ?", now.toISOString(), now.getTime()).changes;
+  }
+
+  // ---- audit -------------------------------------------------------------------------------
+
+  #rowToAudit(r: Row): AuditRecord {
+    return {
+      seq: Number(r.seq),
+      time: r.time as string,
+      actor: JSON.parse(r.actor as string) as AuditRecord['actor'],
+      action: r.action as string,
+      subject: r.subject as string,
+      details: JSON.parse(r.details as string) as Record<string, unknown>,
+      prevHash: r.prev_hash as string,
+      hash: r.hash as string,
+    };
+  }
+
+  async appendAudit(input: AuditInput): Promise<AuditRecord> {
+    checkAuditInput(input);
+    return this.#tx(() => {
+      const last = this.#get('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1');
+      const body = {
+        seq: last ? Number(last.seq) + 1 : 1,
+        time: nowIso(),
+        actor: { kind: input.actor.kind, id: input.actor.id },
+        action: input.action,
+        subject: input.subject,
+        details: JSON.parse(JSON.stringify(input.details ?? {})) as Record<string, unknown>,
+        prevHash: last ? (last.hash as string) : GENESIS_HASH,
+      };
+      const rec: AuditRecord = { ...body, hash: auditHash(body) };
+      this.#run(
+        'INSERT INTO audit (seq, time, actor, action, subject, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+        rec.seq,
+        rec.time,
+        JSON.stringify(rec.actor),
+        rec.action,
+        rec.subject,
+        JSON.stringify(rec.details),
+        rec.prevHash,
+        rec.hash,
+      );
+      return rec;
+    });
+  }
+
+  async exportAudit(opts: { sinceSeq?: number; limit?: number } = {}): Promise<AuditRecord[]> {
+    const since = clampInt(opts.sinceSeq, 0, 0, Number.MAX_SAFE_INTEGER, 'sinceSeq');
+    const limit = clampInt(opts.limit, Number.MAX_SAFE_INTEGER, 1, Number.MAX_SAFE_INTEGER, 'limit');
+    return this.#all('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?', since, limit).map((r) => this.#rowToAudit(r));
+  }
+
+  async verifyAudit(): Promise<AuditVerification> {
+    const self = this;
+    const it = this.#st('SELECT * FROM audit ORDER BY seq').iterate();
+    return verifyChain(
+      (function* () {
+        for (const r of it) yield self.#rowToAudit(r as Row);
+      })(),
+    );
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#listeners.clear();
+    this.#db.close();
+  }
+}

@@ -1,0 +1,347 @@
+/**
+ * The state store's port: what both adapters (SQLite, MongoDB) implement and the contract
+ * suite checks. Every method is async on both adapters.
+ */
+
+/** Who did it. */
+export interface Actor {
+  kind: 'agent' | 'human' | 'system';
+  id: string;
+}
+
+/** Why and where an append happened; the store adds the time. */
+export interface EventMeta {
+  actor: Actor;
+  /** id of the message (task, inbound email, ...) that caused this change */
+  causationId?: string;
+  /** the workflow run or conversation this belongs to */
+  correlationId?: string;
+  /** W3C trace id of the span that wrote it */
+  traceId?: string;
+  idempotencyKey?: string;
+}
+
+/** An event to append: `created` (data = the whole state), `updated` (data = JSON merge patch), `deleted`, or a type's own event. */
+export interface EventInput {
+  type: string;
+  data?: unknown;
+}
+
+/** An event as stored. */
+export interface CommittedEvent {
+  /** unique; also the `Nats-Msg-Id` when published */
+  eventId: string;
+  entityType: string;
+  entityId: string;
+  /** 1 for the entity's first event, then +1 per event */
+  version: number;
+  type: string;
+  data: unknown;
+  /** schema version of the entity type when the event was written */
+  schemaVersion: number;
+  meta: EventMeta;
+  /** ISO 8601, set by the store */
+  time: string;
+  /** position in the global change log (increasing; gaps are possible on MongoDB) */
+  cursor: number;
+}
+
+/** An entity's state at some version (current, or a past one from `getAt`). */
+export interface Entity<S = Record<string, unknown>> {
+  entityType: string;
+  entityId: string;
+  version: number;
+  state: S;
+  deleted: boolean;
+  createdAt: string;
+  updatedAt: string;
+  schemaVersion: number;
+}
+
+export interface AppendResult<S = Record<string, unknown>> {
+  entity: Entity<S>;
+  events: CommittedEvent[];
+}
+
+export interface ChangesQuery {
+  /** return events with cursor > since (0 or omitted: from the start) */
+  since?: number;
+  /** only these entity types */
+  types?: string[];
+  /** default 100, at most 10,000 */
+  limit?: number;
+}
+
+export interface ChangesPage {
+  events: CommittedEvent[];
+  /** pass as `since` next time; equals `since` when nothing new is visible */
+  cursor: number;
+  /** more events are already visible past `cursor` */
+  hasMore: boolean;
+}
+
+/** Filter on state fields (dotted paths). A bare value means `$eq`. */
+export type FieldCondition =
+  | string
+  | number
+  | boolean
+  | null
+  | {
+      $eq?: string | number | boolean | null;
+      $ne?: string | number | boolean | null;
+      $gt?: string | number;
+      $gte?: string | number;
+      $lt?: string | number;
+      $lte?: string | number;
+      $in?: (string | number | boolean)[];
+      /** the array field contains this value */
+      $contains?: string | number | boolean;
+      $exists?: boolean;
+    };
+
+export interface EntityQuery {
+  /** state fields (`status`, `price.amount`); also `id`, `version`, `createdAt`, `updatedAt` */
+  filter?: Record<string, FieldCondition>;
+  /** in priority order, e.g. `{ priority: 'desc', updatedAt: 'asc' }`; ties break on id */
+  sort?: Record<string, 'asc' | 'desc'>;
+  /** default 50, at most 1000 */
+  limit?: number;
+  offset?: number;
+  /** include deleted entities (default false) */
+  includeDeleted?: boolean;
+}
+
+export interface QueryPage<S = Record<string, unknown>> {
+  items: Entity<S>[];
+  total: number;
+  /** offset of the next page, or null when this was the last */
+  nextOffset: number | null;
+}
+
+export interface SearchOptions {
+  types?: string[];
+  /** default 20, at most 1000 */
+  limit?: number;
+  includeDeleted?: boolean;
+}
+
+// ---- idempotency ---------------------------------------------------------------------------
+
+export type ClaimResult =
+  /** you own the side effect: do it, then `complete(key, token, result)` (or `release`) */
+  | { status: 'claimed'; key: string; token: string; attempt: number; leaseUntil: string }
+  /** someone else holds a live lease: do not run it; try again after `leaseUntil` */
+  | { status: 'running'; key: string; attempt: number; leaseUntil: string }
+  /** done before: never run it again; here is its recorded result */
+  | { status: 'completed'; key: string; result: unknown; completedAt: string };
+
+export interface IdempotencyRecord {
+  key: string;
+  status: 'running' | 'completed';
+  attempt: number;
+  leaseUntil: string | null;
+  result: unknown;
+  createdAt: string;
+  completedAt: string | null;
+}
+
+// ---- cost ledger ---------------------------------------------------------------------------
+
+export interface CostInput {
+  agent?: string;
+  capability?: string;
+  runId?: string;
+  customerId?: string;
+  entityType?: string;
+  entityId?: string;
+  model?: string;
+  tokensIn?: number;
+  tokensOut?: number;
+  tokensCached?: number;
+  costUsd?: number;
+  computeMs?: number;
+  /** free-form, e.g. `{ tier: 1, reason: 'low confidence' }` */
+  details?: Record<string, unknown>;
+  traceId?: string;
+  /** default now */
+  time?: string;
+}
+
+export interface CostRecord extends Required<Pick<CostInput, 'tokensIn' | 'tokensOut' | 'tokensCached' | 'costUsd' | 'computeMs'>> {
+  id: string;
+  time: string;
+  agent: string | null;
+  capability: string | null;
+  runId: string | null;
+  customerId: string | null;
+  entityType: string | null;
+  entityId: string | null;
+  model: string | null;
+  traceId: string | null;
+  details: Record<string, unknown> | null;
+}
+
+export type CostDimension = 'agent' | 'capability' | 'runId' | 'customerId' | 'entityType' | 'entityId' | 'model';
+
+export interface CostQuery {
+  /** ISO time, inclusive */
+  since?: string;
+  /** ISO time, exclusive */
+  until?: string;
+  agent?: string;
+  capability?: string;
+  runId?: string;
+  customerId?: string;
+  entityType?: string;
+  entityId?: string;
+  model?: string;
+  /** group the totals by these dimensions (none: one grand total) */
+  by?: CostDimension[];
+  /** also return up to this many matching records, newest first (default 0) */
+  records?: number;
+}
+
+export interface CostTotals {
+  count: number;
+  tokensIn: number;
+  tokensOut: number;
+  tokensCached: number;
+  costUsd: number;
+  computeMs: number;
+}
+
+export interface CostReport {
+  totals: CostTotals;
+  groups: { key: Partial<Record<CostDimension, string | null>>; totals: CostTotals }[];
+  records: CostRecord[];
+}
+
+// ---- approvals -----------------------------------------------------------------------------
+
+export type ApprovalState = 'pending' | 'approved' | 'rejected' | 'expired';
+
+export interface ApprovalInput {
+  /** default a random id */
+  id?: string;
+  /** what would happen, e.g. `email.send` */
+  action: string;
+  /** what it concerns, e.g. `ticket/T-42` */
+  subject: string;
+  payload?: unknown;
+  requestedBy: Actor;
+  /** ISO time after which the approval expires */
+  deadline: string;
+  correlationId?: string;
+}
+
+export interface Approval {
+  id: string;
+  state: ApprovalState;
+  action: string;
+  subject: string;
+  payload: unknown;
+  requestedBy: Actor;
+  createdAt: string;
+  deadline: string;
+  correlationId: string | null;
+  decidedAt: string | null;
+  decidedBy: Actor | null;
+  reason: string | null;
+}
+
+export interface ApprovalDecision {
+  decision: 'approved' | 'rejected';
+  by: Actor;
+  reason?: string;
+}
+
+// ---- audit ---------------------------------------------------------------------------------
+
+export interface AuditInput {
+  actor: Actor;
+  /** e.g. `approval.decided`, `email.sent`, `config.changed` */
+  action: string;
+  /** e.g. `ticket/T-42` */
+  subject: string;
+  details?: Record<string, unknown>;
+}
+
+export interface AuditRecord {
+  seq: number;
+  time: string;
+  actor: Actor;
+  action: string;
+  subject: string;
+  details: Record<string, unknown>;
+  /** hash of the previous record (64 zeros for the first) */
+  prevHash: string;
+  /** sha256 over the canonical JSON of every other field */
+  hash: string;
+}
+
+export type AuditVerification =
+  | { ok: true; records: number; head: string | null }
+  | { ok: false; records: number; brokenAt: number; reason: string };
+
+// ---- the port ------------------------------------------------------------------------------
+
+export interface StoreInfo {
+  kind: 'sqlite' | 'mongodb';
+  location: string;
+  /** durability settings in effect, for logs and benchmarks */
+  durability: Record<string, unknown>;
+  maxDocumentBytes: number;
+}
+
+export interface StateStore {
+  readonly info: StoreInfo;
+
+  /** Appends events atomically if the entity is at `expectedVersion` (0 for a new entity). */
+  append<S = Record<string, unknown>>(entityType: string, entityId: string, expectedVersion: number, events: EventInput[], meta: EventMeta): Promise<AppendResult<S>>;
+  /** Current state, or null when the entity has no events. */
+  get<S = Record<string, unknown>>(entityType: string, entityId: string): Promise<Entity<S> | null>;
+  /** State as it was at `version` (null when the entity never reached that version). */
+  getAt<S = Record<string, unknown>>(entityType: string, entityId: string, version: number): Promise<Entity<S> | null>;
+  /** Every event of the entity, oldest first. */
+  history(entityType: string, entityId: string): Promise<CommittedEvent[]>;
+  /** The entity types that have an entity with this id (for lookups without a type). */
+  typesOf(entityId: string): Promise<string[]>;
+  /** The global change log after a cursor: "what changed since I last looked". */
+  changes(q?: ChangesQuery): Promise<ChangesPage>;
+  /** The highest cursor readers can trust (everything at or below it is visible). */
+  headCursor(): Promise<number>;
+  query<S = Record<string, unknown>>(entityType: string, q?: EntityQuery): Promise<QueryPage<S>>;
+  /** Case-insensitive: every word of `text` must occur in the type's search fields. Newest first. */
+  search(text: string, opts?: SearchOptions): Promise<Entity[]>;
+  /** Recomputes every projection from the events; returns the number of entities. */
+  rebuildProjections(): Promise<number>;
+
+  /** Registers a callback run after each local commit (the outbox relay uses it to publish at once). */
+  onCommit(listener: (events: CommittedEvent[]) => void): () => void;
+  /** Committed events not yet marked published, in cursor order. */
+  pendingEvents(limit?: number): Promise<CommittedEvent[]>;
+  markPublished(eventIds: string[]): Promise<void>;
+
+  claim(key: string, opts?: { leaseMs?: number }): Promise<ClaimResult>;
+  complete(key: string, token: string, result?: unknown): Promise<void>;
+  /** Gives up a claim (the side effect did not happen) so it can be claimed again at once. */
+  release(key: string, token: string): Promise<void>;
+  getIdempotency(key: string): Promise<IdempotencyRecord | null>;
+
+  recordCost(rec: CostInput): Promise<CostRecord>;
+  costs(q?: CostQuery): Promise<CostReport>;
+
+  createApproval(a: ApprovalInput): Promise<Approval>;
+  /** Only a pending approval before its deadline can be decided; exactly one decision wins. */
+  decideApproval(id: string, d: ApprovalDecision): Promise<Approval>;
+  getApproval(id: string): Promise<Approval | null>;
+  listApprovals(q?: { state?: ApprovalState; limit?: number }): Promise<Approval[]>;
+  /** Marks pending approvals past their deadline as expired; returns how many. */
+  expireApprovals(now?: Date): Promise<number>;
+
+  appendAudit(rec: AuditInput): Promise<AuditRecord>;
+  exportAudit(opts?: { sinceSeq?: number; limit?: number }): Promise<AuditRecord[]>;
+  verifyAudit(): Promise<AuditVerification>;
+
+  close(): Promise<void>;
+}

@@ -1,0 +1,25 @@
+import { afterAll } from 'vitest';
+import { DatabaseSync } from 'node:sqlite';
+import { join } from 'node:path';
+import { openStore } from '../../shared-state/index.ts';
+import { tempDir, uniqueName } from '../helpers/index.ts';
+import { stateStoreContract } from './contract.ts';
+
+const dir = tempDir('keel-state-sqlite-');
+afterAll(() => dir.remove());
+const paths = new WeakMap<object, string>();
+
+stateStoreContract({
+  name: 'sqlite',
+  async open(opts) {
+    const path = join(dir.path, `${uniqueName('db')}.db`);
+    const s = await openStore(`sqlite:${path}`, opts);
+    paths.set(s, path);
+    return s;
+  },
+  async tamperAudit(store, seq) {
+    const db = new DatabaseSync(paths.get(store)!);
+    db.prepare('UPDATE audit SET action = ? WHERE seq = ?').run('email.not-sent', seq);
+    db.close();
+  },
+});
