@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Logger } from 'pino';
 import { chatMessageInputSchema, describeIssues, toInboundChat, DEFAULT_MAX_CHAT_TEXT_CHARS } from './chat-message.ts';
-import { describe, isRetryable } from './errors.ts';
+import { describeError, isRetryable } from './errors.ts';
 import { silentLogger } from './logger.ts';
 import type { InboundMessage } from './message.ts';
 
@@ -55,7 +55,7 @@ export function createChatRoutes(opts: ChatRoutesOptions): Hono {
       try {
         body = JSON.parse(await c.req.text());
       } catch (err) {
-        return c.json({ error: 'invalid_json', message: `body is not JSON: ${describe(err)}` } satisfies ChatPostResponse, 400);
+        return c.json({ error: 'invalid_json', message: `body is not JSON: ${describeError(err)}` } satisfies ChatPostResponse, 400);
       }
       const parsed = schema.safeParse(body);
       if (!parsed.success) {
@@ -70,12 +70,12 @@ export function createChatRoutes(opts: ChatRoutesOptions): Hono {
         await opts.onMessage(msg);
       } catch (err) {
         if (isRetryable(err)) {
-          log.warn({ err: describe(err), id: msg.id }, 'chat: handler failed, answering 503');
+          log.warn({ err: describeError(err), id: msg.id }, 'chat: handler failed, answering 503');
           c.header('Retry-After', '1');
           return c.json({ error: 'unavailable', message: 'message not taken, try again' } satisfies ChatPostResponse, 503);
         }
-        log.error({ err: describe(err), id: msg.id }, 'chat: handler refused the message');
-        return c.json({ error: 'handler_failed', message: describe(err) } satisfies ChatPostResponse, 500);
+        log.error({ err: describeError(err), id: msg.id }, 'chat: handler refused the message');
+        return c.json({ error: 'handler_failed', message: describeError(err) } satisfies ChatPostResponse, 500);
       }
       log.info({ id: msg.id, conversation_id: msg.conversationId }, 'chat: message accepted');
       return c.json({ messageId: msg.id, conversationId: msg.conversationId! } satisfies ChatPostResponse, 202);

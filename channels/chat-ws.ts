@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer, WebSocket, type RawData } from 'ws';
 import { z } from 'zod';
 import { chatMessageInputSchema, describeIssues, toInboundChat, DEFAULT_MAX_CHAT_TEXT_CHARS, type ChatMessageInput } from './chat-message.ts';
-import { describe, isRetryable } from './errors.ts';
+import { describeError, isRetryable } from './errors.ts';
 import { silentLogger } from './logger.ts';
 import type { InboundMessage } from './message.ts';
 
@@ -83,7 +83,7 @@ export function attachChatWebSocket(server: HttpServer | HttpsServer, opts: Chat
       if (isBinary) throw new Error('binary frames are not accepted');
       body = JSON.parse(rawToString(data));
     } catch (err) {
-      return send(ws, { type: 'error', error: 'invalid_json', message: `frame is not JSON: ${describe(err)}` });
+      return send(ws, { type: 'error', error: 'invalid_json', message: `frame is not JSON: ${describeError(err)}` });
     }
     const clientMessageId = typeof (body as { clientMessageId?: unknown })?.clientMessageId === 'string' ? (body as { clientMessageId: string }).clientMessageId : undefined;
     const withCustomer = body && typeof body === 'object' && !('customer' in body) && st.customer ? { ...body, customer: st.customer } : body;
@@ -100,11 +100,11 @@ export function attachChatWebSocket(server: HttpServer | HttpsServer, opts: Chat
       await opts.onMessage(msg);
     } catch (err) {
       const retryable = isRetryable(err);
-      log.warn({ err: describe(err), id: msg.id, retryable }, 'chat ws: handler failed');
+      log.warn({ err: describeError(err), id: msg.id, retryable }, 'chat ws: handler failed');
       return send(ws, {
         type: 'error',
         error: retryable ? 'unavailable' : 'handler_failed',
-        message: retryable ? 'message not taken, send it again' : describe(err),
+        message: retryable ? 'message not taken, send it again' : describeError(err),
         ...(clientMessageId ? { clientMessageId } : {}),
       });
     }
@@ -120,9 +120,9 @@ export function attachChatWebSocket(server: HttpServer | HttpsServer, opts: Chat
     ws.on('pong', () => (st.alive = true));
     ws.on('message', (data, isBinary) => {
       // one frame at a time, so acks come back in the order the frames were sent
-      st.queue = st.queue.then(() => handleFrame(ws, st, data, isBinary)).catch((err: unknown) => log.error({ err: describe(err) }, 'chat ws: frame failed'));
+      st.queue = st.queue.then(() => handleFrame(ws, st, data, isBinary)).catch((err: unknown) => log.error({ err: describeError(err) }, 'chat ws: frame failed'));
     });
-    ws.on('error', (err) => log.warn({ err: describe(err) }, 'chat ws: socket error'));
+    ws.on('error', (err) => log.warn({ err: describeError(err) }, 'chat ws: socket error'));
     ws.on('close', () => {
       states.delete(ws);
       for (const c of st.conversations) {
@@ -142,7 +142,7 @@ export function attachChatWebSocket(server: HttpServer | HttpsServer, opts: Chat
       }
       return;
     }
-    socket.on('error', (err) => log.warn({ err: describe(err) }, 'chat ws: upgrade socket error'));
+    socket.on('error', (err) => log.warn({ err: describeError(err) }, 'chat ws: upgrade socket error'));
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   };
   server.on('upgrade', onUpgrade);

@@ -1,6 +1,6 @@
 import { simpleParser, type ParsedMail } from 'mailparser';
 import { storeAttachment, type AttachmentStoreOptions } from './attachments.ts';
-import { describe } from './errors.ts';
+import { describeError } from './errors.ts';
 import {
   emptyFlags,
   newMessageId,
@@ -83,7 +83,7 @@ export async function parseInboundEmail(raw: Buffer, opts: EmailParseOptions = {
       parsed.text = withText.text;
     }
   } catch (err) {
-    return { message: undefined, quarantine: { reason: 'malformed_mime', detail: `cannot parse MIME: ${describe(err)}` } };
+    return { message: undefined, quarantine: { reason: 'malformed_mime', detail: `cannot parse MIME: ${describeError(err)}` } };
   }
 
   const lines = headerMap(parsed);

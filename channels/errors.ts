@@ -38,7 +38,7 @@ export class ChannelListenError extends ChannelError {
   readonly port: number;
   constructor(host: string, port: number, cause?: unknown) {
     const inUse = (cause as NodeJS.ErrnoException | undefined)?.code === 'EADDRINUSE';
-    super('CHANNEL_LISTEN_FAILED', inUse ? `port ${host}:${port} is already in use` : `cannot listen on ${host}:${port}: ${describe(cause)}`, { cause });
+    super('CHANNEL_LISTEN_FAILED', inUse ? `port ${host}:${port} is already in use` : `cannot listen on ${host}:${port}: ${describeError(cause)}`, { cause });
     this.name = 'ChannelListenError';
     this.host = host;
     this.port = port;
@@ -65,7 +65,7 @@ export class MailSendError extends ChannelError {
   readonly to: string[];
   constructor(relay: string, to: string[], cause: unknown) {
     const responseCode = numberOrUndefined((cause as { responseCode?: unknown } | undefined)?.responseCode);
-    super('CHANNEL_SEND_FAILED', `relay ${relay} did not take the mail to ${to.join(', ')}: ${describe(cause)}`, {
+    super('CHANNEL_SEND_FAILED', `relay ${relay} did not take the mail to ${to.join(', ')}: ${describeError(cause)}`, {
       cause,
       // 4xx and connection failures are temporary; 5xx is the relay's final word
       retryable: responseCode === undefined || responseCode < 500,
@@ -81,7 +81,7 @@ export class MailSendError extends ChannelError {
 export class OutboxWriteError extends ChannelError {
   readonly path: string;
   constructor(path: string, cause: unknown) {
-    super('CHANNEL_OUTBOX_WRITE_FAILED', `cannot write ${path}: ${describe(cause)}`, { cause, retryable: true });
+    super('CHANNEL_OUTBOX_WRITE_FAILED', `cannot write ${path}: ${describeError(cause)}`, { cause, retryable: true });
     this.name = 'OutboxWriteError';
     this.path = path;
   }
@@ -97,7 +97,7 @@ export class InvalidOutboundError extends ChannelError {
   }
 }
 
-export function describe(err: unknown): string {
+export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }

@@ -1,7 +1,7 @@
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { ChannelConfigError, ChannelListenError, describe, isRetryable } from './errors.ts';
+import { ChannelConfigError, ChannelListenError, describeError, isRetryable } from './errors.ts';
 import { parseInboundEmail, type EmailParseOptions } from './email-parse.ts';
 import { silentLogger } from './logger.ts';
 import type { Envelope, InboundMessage, QuarantineReason } from './message.ts';
@@ -129,7 +129,7 @@ export async function startSmtpIngress(opts: SmtpIngressOptions): Promise<SmtpIn
       if (size <= maxBytes) chunks.push(chunk); // keep draining past the limit, but stop buffering
     });
     stream.on('error', (err) => {
-      log.warn({ err: describe(err) }, 'smtp: data stream failed');
+      log.warn({ err: describeError(err) }, 'smtp: data stream failed');
     });
     stream.on('end', () => {
       if (stream.sizeExceeded || size > maxBytes) {
@@ -143,12 +143,12 @@ export async function startSmtpIngress(opts: SmtpIngressOptions): Promise<SmtpIn
         (err: unknown) => {
           if (isRetryable(err)) {
             stats.deferred++;
-            log.warn({ err: describe(err), mail_from: envelope.mailFrom }, 'smtp: handler failed, answering 451 so the client retries');
+            log.warn({ err: describeError(err), mail_from: envelope.mailFrom }, 'smtp: handler failed, answering 451 so the client retries');
             callback(smtpError(451, 'Error: temporary local problem, try again later'));
           } else {
             stats.rejected++;
-            log.error({ err: describe(err), mail_from: envelope.mailFrom }, 'smtp: handler refused the message, answering 554');
-            callback(smtpError(554, `Error: message refused: ${oneLine(describe(err))}`));
+            log.error({ err: describeError(err), mail_from: envelope.mailFrom }, 'smtp: handler refused the message, answering 554');
+            callback(smtpError(554, `Error: message refused: ${oneLine(describeError(err))}`));
           }
         },
       );
@@ -174,7 +174,7 @@ export async function startSmtpIngress(opts: SmtpIngressOptions): Promise<SmtpIn
     onData,
   });
   // per-connection failures (resets, timeouts, TLS errors) arrive here; without a listener they would crash the process
-  server.on('error', (err) => log.warn({ err: describe(err) }, 'smtp: connection error'));
+  server.on('error', (err) => log.warn({ err: describeError(err) }, 'smtp: connection error'));
 
   await new Promise<void>((resolve, reject) => {
     const onErr = (err: Error) => reject(new ChannelListenError(host, port, err));

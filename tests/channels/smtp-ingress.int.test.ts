@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { connect } from 'node:net';
 import { ChannelHandlerError, InboundMessageSchema, threadRootOf } from '../../channels/index.ts';
 import { emlFile, startTestIngress, swaks, type IngressFixture } from './smtp-helpers.ts';
 
@@ -243,5 +244,78 @@ describe('SMTP ingress (swaks against a real listener)', () => {
     expect(a.path && existsSync(a.path)).toBe(true);
     expect(readFileSync(a.path!)).toEqual(content);
     expect(fx.messages[0]!.flags.attachmentsDropped).toBe(false);
+  });
+});
+
+/** A bare SMTP conversation over a socket, for what swaks will not do (lie about SIZE, hang up mid-DATA). */
+async function rawSmtp(port: number): Promise<{ say(line: string): Promise<string>; write(s: string): void; destroy(): void }> {
+  const sock = connect(port, '127.0.0.1');
+  let buf = '';
+  let waiter: (() => void) | undefined;
+  sock.on('data', (d: Buffer) => {
+    buf += d.toString();
+    waiter?.();
+  });
+  sock.on('error', () => undefined);
+  const reply = () =>
+    new Promise<string>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no reply, got: ${buf}`)), 5_000);
+      const check = () => {
+        // a complete reply: its last line is "NNN text"
+        const m = /(?:^|\r\n)(\d{3}) [^\r\n]*\r\n$/.exec(buf);
+        if (!m) return;
+        clearTimeout(t);
+        const out = buf;
+        buf = '';
+        waiter = undefined;
+        resolve(out);
+      };
+      waiter = check;
+      check();
+    });
+  await reply(); // greeting
+  return {
+    say: (line) => {
+      sock.write(`${line}\r\n`);
+      return reply();
+    },
+    write: (s) => sock.write(s),
+    destroy: () => sock.destroy(),
+  };
+}
+
+describe('SMTP ingress (raw protocol edges)', () => {
+  it('refuses a declared SIZE over the limit at MAIL FROM with 552', async () => {
+    fx = await startTestIngress({ maxMessageBytes: 10_000 });
+    const c = await rawSmtp(fx.smtp.port);
+    expect(await c.say('EHLO client.example')).toMatch(/250[- ]SIZE 10000/);
+    expect(await c.say('MAIL FROM:<a@example.com> SIZE=50000')).toMatch(/^552 /);
+    expect(await c.say('QUIT')).toMatch(/^221/);
+    c.destroy();
+  });
+
+  it('hands nothing over when the client hangs up mid-DATA, and keeps serving', async () => {
+    fx = await startTestIngress();
+    const c = await rawSmtp(fx.smtp.port);
+    await c.say('EHLO client.example');
+    await c.say('MAIL FROM:<a@example.com>');
+    await c.say('RCPT TO:<support@keel.local>');
+    expect(await c.say('DATA')).toMatch(/^354/);
+    c.write('From: a@example.com\r\nSubject: cut\r\n\r\nhalf a mess');
+    c.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    const r = await swaks(fx.smtp.port, [...base, '--body', 'after the hang-up']);
+    expect(r.lastReply).toBe(250);
+    expect(fx.messages.map((m) => m.text.trim())).toEqual(['after the hang-up']);
+    expect(fx.quarantined).toHaveLength(0);
+  });
+
+  it('does not offer AUTH or STARTTLS on the embedded default', async () => {
+    fx = await startTestIngress();
+    const c = await rawSmtp(fx.smtp.port);
+    const ehlo = await c.say('EHLO client.example');
+    expect(ehlo).not.toMatch(/AUTH|STARTTLS/);
+    expect(await c.say('STARTTLS')).toMatch(/^5\d\d /);
+    c.destroy();
   });
 });
