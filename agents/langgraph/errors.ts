@@ -1,0 +1,33 @@
+/**
+ * Typed errors of the LangGraph checkpointer. Check them by `code` (stable across processes and
+ * package copies), not only with `instanceof`: `isCheckpointError(err, 'CHECKPOINT_BUSY')`.
+ */
+export type CheckpointErrorCode =
+  /** the RunnableConfig lacks `configurable.thread_id` (or `checkpoint_id` where one is required) */
+  | 'CHECKPOINT_INVALID_CONFIG'
+  /** the state URL is neither `sqlite:PATH` nor a `mongodb://` / `mongodb+srv://` URL */
+  | 'CHECKPOINT_BAD_URL'
+  /** SQLite: another process held the write lock longer than the busy timeout */
+  | 'CHECKPOINT_BUSY'
+  /** the database cannot be opened or reached */
+  | 'CHECKPOINT_UNAVAILABLE'
+  /** the saver was closed */
+  | 'CHECKPOINT_CLOSED';
+
+export class CheckpointError extends Error {
+  readonly code: CheckpointErrorCode;
+  /** Whether trying the same call again later may succeed. */
+  readonly retryable: boolean;
+  constructor(code: CheckpointErrorCode, message: string, opts: { cause?: unknown; retryable?: boolean } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'CheckpointError';
+    this.code = code;
+    this.retryable = opts.retryable ?? false;
+  }
+}
+
+export function isCheckpointError(err: unknown, code?: CheckpointErrorCode): err is CheckpointError {
+  if (typeof err !== 'object' || err === null) return false;
+  const c = (err as { code?: unknown }).code;
+  return typeof c === 'string' && c.startsWith('CHECKPOINT_') && (code === undefined || c === code);
+}
