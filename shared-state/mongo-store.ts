@@ -1,15 +1,20 @@
 /**
- * The MongoDB adapter (official driver). No multi-document transactions and no change streams:
+ * The MongoDB adapter (official driver). No multi-document transactions, no change streams, and
+ * no reliance on conditional updates being atomic: FerretDB 1.x runs `findOneAndUpdate`,
+ * `$inc` and filtered `updateOne` as read-then-write, so concurrent callers all "win". The one
+ * arbiter used for correctness is a unique index: an insert either lands or fails with 11000.
  *
- * - An append is ONE insert of a "commit" document holding all its events, so it is atomic.
- *   A unique index on (entityKey, firstVersion) makes two appends at the same expected version
- *   collide: exactly one wins, the other gets {@link VersionConflictError}.
- * - The change-log cursor is a counter document bumped with `findOneAndUpdate($inc)` before the
- *   insert. Cursors are reserved, so commit order and cursor order can differ by a few in-flight
- *   writes: `changes()` returns only up to the visible high-water mark (below the first gap
- *   younger than `gapSettleMs`); a conflicting append fills its reserved range with a void commit.
- * - The projection (current state) is updated after the commit with a version-conditional
- *   upsert; `get` checks it against the log and repairs it, `rebuildProjections` recomputes all.
+ * - An append is ONE insert of a "commit" document holding all its events (atomic). Unique
+ *   indexes on (entityKey, firstVersion) and on firstCursor: of two appends at the same expected
+ *   version exactly one lands, the other gets {@link VersionConflictError}.
+ * - The change-log cursor is dense: a writer takes max(lastCursor)+1 and the unique index on
+ *   firstCursor refuses a second taker, who re-reads and tries again. A writer can only take N+1
+ *   after it has seen N committed, so cursor order is commit order for readers.
+ * - The projection (current state) is written after the commit, conditional on version, and
+ *   checked against the log afterwards (repaired if a late writer overwrote it); `get` also
+ *   checks it against the log, and `rebuildProjections` recomputes everything.
+ * - Idempotency completions, lease take-overs, approval decisions and audit records are inserts
+ *   with unique ids, so exactly one of several racing callers succeeds.
  *
  * Internal: use `openStore`.
  */
@@ -85,8 +90,6 @@ export interface MongoStoreOptions {
   database?: string;
   /** default `{ w: 'majority', journal: true }` */
   writeConcern?: WriteConcernSettings;
-  /** how long a gap in the cursor sequence holds readers back before it counts as abandoned (default 5 s) */
-  gapSettleMs?: number;
   serverSelectionTimeoutMS?: number;
 }
 
@@ -112,7 +115,6 @@ interface CommitDoc {
   meta: EventMeta | null;
   events: StoredEvent[];
   published: boolean;
-  void?: true;
 }
 
 interface EntityDoc {
@@ -130,13 +132,28 @@ interface EntityDoc {
 
 interface IdemDoc {
   _id: string;
-  status: 'running' | 'completed';
-  token?: string;
+  /** distinguishes a re-claim after `release` from the claims before it */
+  gen: string;
+  token: string;
   attempt: number;
-  leaseUntil?: number;
-  resultJson?: string;
+  leaseUntil: number;
   createdAt: string;
-  completedAt?: string;
+}
+
+interface IdemDoneDoc {
+  _id: string;
+  attempt: number;
+  resultJson: string;
+  createdAt: string;
+  completedAt: string;
+}
+
+interface DecisionDoc {
+  _id: string;
+  state: 'approved' | 'rejected' | 'expired';
+  decidedAt: string;
+  decidedBy: Approval['decidedBy'];
+  reason: string | null;
 }
 
 interface ApprovalDoc {
@@ -189,33 +206,37 @@ export class MongoStore implements StateStore {
   readonly #db: Db;
   readonly #reg: EntityTypeRegistry;
   readonly #max: number;
-  readonly #settle: number;
+  readonly #atomicUpdates: boolean;
   readonly #listeners = new Set<(events: CommittedEvent[]) => void>();
   readonly #commits: Collection<CommitDoc>;
   readonly #entities: Collection<EntityDoc>;
-  readonly #counters: Collection<{ _id: string; seq: number }>;
   readonly #idem: Collection<IdemDoc>;
+  readonly #idemAttempts: Collection<{ _id: string }>;
+  readonly #idemDone: Collection<IdemDoneDoc>;
+  readonly #decisions: Collection<DecisionDoc>;
   readonly #costs: Collection<CostDoc>;
   readonly #approvals: Collection<ApprovalDoc>;
   readonly #audit: Collection<AuditDoc>;
 
-  private constructor(client: MongoClient, db: Db, url: string, opts: MongoStoreOptions, wc: WriteConcernSettings) {
+  private constructor(client: MongoClient, db: Db, url: string, opts: MongoStoreOptions, wc: WriteConcernSettings, server: string) {
     this.#client = client;
     this.#db = db;
     this.#reg = opts.registry;
     this.#max = opts.maxDocumentBytes;
-    this.#settle = opts.gapSettleMs ?? 5_000;
+    this.#atomicUpdates = !server.startsWith('ferretdb');
     this.#commits = db.collection('commits');
     this.#entities = db.collection('entities');
-    this.#counters = db.collection('counters');
     this.#idem = db.collection('idempotency');
+    this.#idemAttempts = db.collection('idempotency_attempts');
+    this.#idemDone = db.collection('idempotency_done');
+    this.#decisions = db.collection('approval_decisions');
     this.#costs = db.collection('costs');
     this.#approvals = db.collection('approvals');
     this.#audit = db.collection('audit');
     this.info = {
       kind: 'mongodb',
       location: `${redactMongoUrl(url)} db=${db.databaseName}`,
-      durability: { writeConcern: wc, transactions: 'none (one document per append)', gapSettleMs: this.#settle },
+      durability: { writeConcern: wc, transactions: 'none (one document per append)', server, atomicConditionalUpdates: this.#atomicUpdates },
       maxDocumentBytes: this.#max,
     };
   }
@@ -226,7 +247,9 @@ export class MongoStore implements StateStore {
     try {
       await client.connect();
       const db = client.db(opts.database ?? databaseFromUrl(url) ?? 'keel');
-      const store = new MongoStore(client, db, url, opts, wc);
+      const info = (await db.admin().command({ buildInfo: 1 })) as { version?: string; ferretdbVersion?: string };
+      const server = info.ferretdbVersion ? `ferretdb ${info.ferretdbVersion}` : `mongodb ${info.version ?? '?'}`;
+      const store = new MongoStore(client, db, url, opts, wc, server);
       await store.#ensureIndexes();
       return store;
     } catch (err) {
@@ -239,11 +262,10 @@ export class MongoStore implements StateStore {
   async #ensureIndexes(): Promise<void> {
     await Promise.all([
       this.#commits.createIndex({ entityKey: 1, firstVersion: 1 }, { unique: true, name: 'entity_version' }),
-      this.#commits.createIndex({ firstCursor: 1 }, { name: 'cursor' }),
+      this.#commits.createIndex({ firstCursor: 1 }, { unique: true, name: 'cursor' }),
       this.#commits.createIndex({ lastCursor: 1 }, { name: 'last_cursor' }),
       this.#commits.createIndex({ entityType: 1, lastCursor: 1 }, { name: 'type_cursor' }),
       this.#commits.createIndex({ published: 1, firstCursor: 1 }, { name: 'outbox' }),
-      this.#commits.createIndex({ time: 1 }, { name: 'time' }),
       this.#entities.createIndex({ entityType: 1, updatedAt: -1 }, { name: 'type_updated' }),
       this.#entities.createIndex({ entityId: 1 }, { name: 'entity_id' }),
       this.#costs.createIndex({ time: -1 }, { name: 'time' }),
@@ -308,10 +330,26 @@ export class MongoStore implements StateStore {
       searchText,
     };
     try {
-      // only ever moves forward: an older writer finishing late cannot overwrite a newer state
+      // only moves forward: an older writer finishing late does not overwrite a newer state
       await this.#entities.updateOne({ _id: key(type, id), version: { $lt: s.version } }, { $set: doc }, { upsert: true });
     } catch (err) {
       if (!isDup(err)) throw err; // duplicate key: the projection is already at or past this version
+    }
+  }
+
+  /** Where conditional updates are not atomic, a late writer may have overwritten a newer projection: repair it. */
+  async #verifyProjection(type: string, id: string): Promise<void> {
+    if (this.#atomicUpdates) return;
+    for (let i = 0; i < 5; i++) {
+      const k = key(type, id);
+      const [p, actual] = await Promise.all([this.#entities.findOne({ _id: k }, { projection: { version: 1 } }), this.#actualVersion(k)]);
+      if (p && p.version === actual) return;
+      const def = this.#reg.get(type);
+      const s = replay(def, await this.#allEvents(type, id));
+      if (!s) return;
+      await this.#entities.replaceOne({ _id: k }, { entityType: type, entityId: id, version: s.version, state: s.state, deleted: s.deleted, createdAt: s.createdAt, updatedAt: s.updatedAt, schemaVersion: s.schemaVersion, searchText: searchTextOf(def, s.state) }, { upsert: true }).catch((err) => {
+        if (!isDup(err)) throw err;
+      });
     }
   }
 
@@ -326,15 +364,9 @@ export class MongoStore implements StateStore {
     return s;
   }
 
-  async #reserve(n: number): Promise<number> {
-    for (let i = 0; ; i++) {
-      try {
-        const r = await this.#counters.findOneAndUpdate({ _id: 'events' }, { $inc: { seq: n } }, { upsert: true, returnDocument: 'after' });
-        return r!.seq - n + 1;
-      } catch (err) {
-        if (!isDup(err) || i > 3) throw err; // two first-ever upserts raced: try again
-      }
-    }
+  async #maxCursor(): Promise<number> {
+    const last = await this.#commits.find({}, { projection: { lastCursor: 1 } }).sort({ firstCursor: -1 }).limit(1).next();
+    return last?.lastCursor ?? 0;
   }
 
   async append<S = Record<string, unknown>>(entityType: string, entityId: string, expectedVersion: number, events: EventInput[], meta: EventMeta): Promise<AppendResult<S>> {
@@ -345,37 +377,40 @@ export class MongoStore implements StateStore {
     const actual = await this.#actualVersion(k);
     if (actual !== expectedVersion) throw new VersionConflictError(entityType, entityId, expectedVersion, actual);
     const plan = planAppend(def, entityId, await this.#snapshot(entityType, entityId, actual), events, meta, this.#max);
-    const first = await this.#reserve(plan.events.length);
-    // time is taken after the reservation: readers measure a gap's age by its successor's time
-    const time = nowIso();
-    plan.snapshot.updatedAt = time;
-    if (expectedVersion === 0) plan.snapshot.createdAt = time;
-    const committed: CommittedEvent[] = plan.events.map((e, i) => ({ ...e, time, cursor: first + i }));
-    const doc: CommitDoc = {
-      _id: committed[0]!.eventId,
-      entityKey: k,
-      entityType,
-      entityId,
-      firstVersion: expectedVersion + 1,
-      lastVersion: expectedVersion + committed.length,
-      firstCursor: first,
-      lastCursor: first + committed.length - 1,
-      time,
-      meta: plan.meta,
-      events: committed.map((e) => ({ eventId: e.eventId, version: e.version, cursor: e.cursor, type: e.type, data: e.data, schemaVersion: e.schemaVersion })),
-      published: false,
-    };
-    try {
-      await this.#commits.insertOne(doc);
-    } catch (err) {
-      // the reserved cursors stay unused: fill them so readers need not wait for the gap to settle
-      await this.#commits
-        .insertOne({ ...doc, _id: newId(), entityKey: `~void/${newId()}`, firstVersion: 0, meta: null, events: [], published: true, void: true })
-        .catch(() => undefined);
-      if (isDup(err)) throw new VersionConflictError(entityType, entityId, expectedVersion, await this.#actualVersion(k), err);
-      throw this.#wrap(err);
+    let committed: CommittedEvent[] = [];
+    for (let attempt = 0; ; attempt++) {
+      const first = (await this.#maxCursor()) + 1;
+      committed = plan.events.map((e, i) => ({ ...e, cursor: first + i }));
+      const doc: CommitDoc = {
+        _id: committed[0]!.eventId,
+        entityKey: k,
+        entityType,
+        entityId,
+        firstVersion: expectedVersion + 1,
+        lastVersion: expectedVersion + committed.length,
+        firstCursor: first,
+        lastCursor: first + committed.length - 1,
+        time: plan.time,
+        meta: plan.meta,
+        events: committed.map((e) => ({ eventId: e.eventId, version: e.version, cursor: e.cursor, type: e.type, data: e.data, schemaVersion: e.schemaVersion })),
+        published: false,
+      };
+      try {
+        await this.#commits.insertOne(doc);
+        break;
+      } catch (err) {
+        if (!isDup(err)) throw this.#wrap(err);
+        // either the entity moved on (a real conflict) or another append took this cursor
+        const now = await this.#actualVersion(k);
+        if (now !== expectedVersion) throw new VersionConflictError(entityType, entityId, expectedVersion, now, err);
+        if (attempt >= 200) throw new StoreBusyError(`append to ${k}: the change-log cursor stayed contended for ${attempt} attempts`, err);
+        await new Promise((r) => setTimeout(r, Math.random() * Math.min(20, attempt + 1)));
+      }
     }
-    await this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText).catch(() => undefined); // repaired on read
+    // a failure here leaves the log right and the projection behind: get() and the relay repair it
+    await this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText)
+      .then(() => this.#verifyProjection(entityType, entityId))
+      .catch(() => undefined);
     for (const l of this.#listeners) l(committed);
     return { events: committed, entity: toEntity<S>(entityType, entityId, plan.snapshot) };
   }
@@ -419,44 +454,21 @@ export class MongoStore implements StateStore {
     return docs.map((d) => d.entityType).sort();
   }
 
-  /**
-   * The highest cursor below which nothing can still appear: the start of the first gap in the
-   * cursor sequence (above `since`) whose successor committed less than `gapSettleMs` ago.
-   */
-  async #visibleHigh(since: number): Promise<number> {
-    const recentFrom = new Date(Date.now() - this.#settle).toISOString();
-    const r0 = await this.#commits.find({ time: { $gte: recentFrom }, lastCursor: { $gt: since } }, { projection: { firstCursor: 1 } }).sort({ firstCursor: 1 }).limit(1).next();
-    if (!r0) return Number.MAX_SAFE_INTEGER;
-    const pred = await this.#commits.find({ firstCursor: { $lt: r0.firstCursor } }, { projection: { lastCursor: 1 } }).sort({ firstCursor: -1 }).limit(1).next();
-    let prevLast = pred?.lastCursor ?? 0;
-    const after = this.#commits.find({ firstCursor: { $gte: r0.firstCursor } }, { projection: { firstCursor: 1, lastCursor: 1 } }).sort({ firstCursor: 1 });
-    for await (const c of after) {
-      if (c.firstCursor > prevLast + 1 && prevLast + 1 > since) {
-        await after.close();
-        return prevLast;
-      }
-      prevLast = Math.max(prevLast, c.lastCursor);
-    }
-    return Number.MAX_SAFE_INTEGER;
-  }
-
   async changes(q: ChangesQuery = {}): Promise<ChangesPage> {
     const since = clampInt(q.since, 0, 0, Number.MAX_SAFE_INTEGER, 'since');
     const limit = clampInt(q.limit, 100, 1, 10_000, 'limit');
     const types = q.types ?? [];
     for (const t of types) this.#reg.get(t);
-    const high = await this.#visibleHigh(since);
-    const filter: Filter<CommitDoc> = { lastCursor: { $gt: since }, firstCursor: { $lte: high }, void: { $exists: false } };
+    const filter: Filter<CommitDoc> = { lastCursor: { $gt: since } };
     if (types.length) filter.entityType = { $in: types };
     const commits = await this.#commits.find(filter).sort({ firstCursor: 1 }).limit(limit + 1).toArray();
-    const all = commits.flatMap((c) => this.#toEvents(c)).filter((e) => e.cursor > since && e.cursor <= high);
+    const all = commits.flatMap((c) => this.#toEvents(c)).filter((e) => e.cursor > since);
     const events = all.slice(0, limit);
     return { events, cursor: events.at(-1)?.cursor ?? since, hasMore: all.length > limit };
   }
 
   async headCursor(): Promise<number> {
-    const last = await this.#commits.find({}, { projection: { lastCursor: 1 } }).sort({ lastCursor: -1 }).limit(1).next();
-    return Math.min(last?.lastCursor ?? 0, await this.#visibleHigh(0));
+    return this.#maxCursor();
   }
 
   #cond(c: NormalizedCondition): [string, Document] {
@@ -525,7 +537,7 @@ export class MongoStore implements StateStore {
         { upsert: true },
       );
     };
-    const cur = this.#commits.find({ entityType: { $in: known }, void: { $exists: false } }).sort({ entityKey: 1, firstVersion: 1 });
+    const cur = this.#commits.find({ entityType: { $in: known } }).sort({ entityKey: 1, firstVersion: 1 });
     for await (const c of cur) {
       const head = batch[0];
       if (head && (head.entityType !== c.entityType || head.entityId !== c.entityId)) await flush();
@@ -570,41 +582,51 @@ export class MongoStore implements StateStore {
   async claim(k: string, opts: { leaseMs?: number } = {}): Promise<ClaimResult> {
     if (typeof k !== 'string' || !k || k.length > 500) throw new InvalidQueryError('idempotency key must be a non-empty string of at most 500 characters');
     const leaseMs = clampInt(opts.leaseMs, DEFAULT_LEASE_MS, 1, 7 * 86_400_000, 'leaseMs');
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 10; i++) {
+      const done = await this.#idemDone.findOne({ _id: k });
+      if (done) return { status: 'completed', key: k, result: JSON.parse(done.resultJson), completedAt: done.completedAt };
       const now = Date.now();
       const token = newId();
       const leaseUntil = now + leaseMs;
+      const cur = await this.#idem.findOne({ _id: k });
+      if (!cur) {
+        try {
+          await this.#idem.insertOne({ _id: k, gen: newId(), token, attempt: 1, leaseUntil, createdAt: nowIso() });
+          return { status: 'claimed', key: k, token, attempt: 1, leaseUntil: new Date(leaseUntil).toISOString() };
+        } catch (err) {
+          if (!isDup(err)) throw err;
+          continue; // someone else claimed first: look again
+        }
+      }
+      if (cur.leaseUntil > now) return { status: 'running', key: k, attempt: cur.attempt, leaseUntil: new Date(cur.leaseUntil).toISOString() };
+      // the lease expired (its holder crashed or is too slow): one taker wins attempt n+1
       try {
-        await this.#idem.insertOne({ _id: k, status: 'running', token, attempt: 1, leaseUntil, createdAt: nowIso() });
-        return { status: 'claimed', key: k, token, attempt: 1, leaseUntil: new Date(leaseUntil).toISOString() };
+        await this.#idemAttempts.insertOne({ _id: `${k}#${cur.gen}#${cur.attempt + 1}` });
       } catch (err) {
         if (!isDup(err)) throw err;
+        continue;
       }
-      const taken = await this.#idem.findOneAndUpdate(
-        { _id: k, status: 'running', leaseUntil: { $lte: now } },
-        { $set: { token, leaseUntil }, $inc: { attempt: 1 } },
-        { returnDocument: 'after' },
-      );
-      if (taken) return { status: 'claimed', key: k, token, attempt: taken.attempt, leaseUntil: new Date(leaseUntil).toISOString() };
-      const cur = await this.#idem.findOne({ _id: k });
-      if (!cur) continue; // released in between: claim again
-      if (cur.status === 'completed') return { status: 'completed', key: k, result: cur.resultJson ? JSON.parse(cur.resultJson) : null, completedAt: cur.completedAt! };
-      return { status: 'running', key: k, attempt: cur.attempt, leaseUntil: new Date(cur.leaseUntil ?? 0).toISOString() };
+      await this.#idem.updateOne({ _id: k }, { $set: { token, attempt: cur.attempt + 1, leaseUntil } });
+      return { status: 'claimed', key: k, token, attempt: cur.attempt + 1, leaseUntil: new Date(leaseUntil).toISOString() };
     }
     throw new StoreBusyError(`idempotency key '${k}' is being claimed and released in a loop`);
   }
 
   async complete(k: string, token: string, result: unknown = null): Promise<void> {
-    const r = await this.#idem.updateOne(
-      { _id: k, status: 'running', token },
-      { $set: { status: 'completed', resultJson: JSON.stringify(result ?? null), completedAt: nowIso() }, $unset: { token: '', leaseUntil: '' } },
-    );
-    if (r.matchedCount === 0) throw new IdempotencyLeaseLostError(k, await this.#leaseLostReason(k));
+    const cur = await this.#idem.findOne({ _id: k });
+    if (!cur || cur.token !== token) throw new IdempotencyLeaseLostError(k, await this.#leaseLostReason(k));
+    try {
+      await this.#idemDone.insertOne({ _id: k, attempt: cur.attempt, resultJson: JSON.stringify(result ?? null), createdAt: cur.createdAt, completedAt: nowIso() });
+    } catch (err) {
+      if (!isDup(err)) throw err;
+      throw new IdempotencyLeaseLostError(k, 'already completed by another claim');
+    }
   }
 
   async release(k: string, token: string): Promise<void> {
-    const r = await this.#idem.deleteOne({ _id: k, status: 'running', token });
-    if (r.deletedCount === 0) throw new IdempotencyLeaseLostError(k, await this.#leaseLostReason(k));
+    const cur = await this.#idem.findOne({ _id: k });
+    if (!cur || cur.token !== token || (await this.#idemDone.findOne({ _id: k }))) throw new IdempotencyLeaseLostError(k, await this.#leaseLostReason(k));
+    await this.#idem.deleteOne({ _id: k, token });
   }
 
   async #leaseLostReason(k: string): Promise<string> {
@@ -615,17 +637,10 @@ export class MongoStore implements StateStore {
   }
 
   async getIdempotency(k: string): Promise<IdempotencyRecord | null> {
-    const d = await this.#idem.findOne({ _id: k });
+    const [d, done] = await Promise.all([this.#idem.findOne({ _id: k }), this.#idemDone.findOne({ _id: k })]);
+    if (done) return { key: k, status: 'completed', attempt: done.attempt, leaseUntil: null, result: JSON.parse(done.resultJson), createdAt: done.createdAt, completedAt: done.completedAt };
     if (!d) return null;
-    return {
-      key: k,
-      status: d.status,
-      attempt: d.attempt,
-      leaseUntil: d.leaseUntil === undefined ? null : new Date(d.leaseUntil).toISOString(),
-      result: d.resultJson ? JSON.parse(d.resultJson) : null,
-      createdAt: d.createdAt,
-      completedAt: d.completedAt ?? null,
-    };
+    return { key: k, status: 'running', attempt: d.attempt, leaseUntil: new Date(d.leaseUntil).toISOString(), result: null, createdAt: d.createdAt, completedAt: null };
   }
 
   // ---- costs -------------------------------------------------------------------------------
@@ -656,9 +671,23 @@ export class MongoStore implements StateStore {
 
   // ---- approvals ---------------------------------------------------------------------------
 
-  #docToApproval(d: ApprovalDoc): Approval {
+  #docToApproval(d: ApprovalDoc, dec: DecisionDoc | null): Approval {
     const { _id, payloadJson, deadlineMs: _deadlineMs, ...rest } = d;
-    return { id: _id, payload: JSON.parse(payloadJson), ...rest };
+    const a: Approval = { id: _id, payload: JSON.parse(payloadJson), ...rest };
+    return dec ? { ...a, state: dec.state, decidedAt: dec.decidedAt, decidedBy: dec.decidedBy, reason: dec.reason } : a;
+  }
+
+  /** Records a decision; exactly one of several racing decisions (or the expiry) lands. */
+  async #decide(id: string, dec: Omit<DecisionDoc, '_id'>): Promise<boolean> {
+    try {
+      await this.#decisions.insertOne({ _id: id, ...dec });
+    } catch (err) {
+      if (!isDup(err)) throw err;
+      return false;
+    }
+    // the approval document mirrors its decision for listing by state; written by the winner only
+    await this.#approvals.updateOne({ _id: id }, { $set: dec });
+    return true;
   }
 
   async createApproval(input: ApprovalInput): Promise<Approval> {
@@ -686,29 +715,29 @@ export class MongoStore implements StateStore {
       if (isDup(err)) throw new InvalidQueryError(`approval '${id}' already exists`);
       throw err;
     }
-    return this.#docToApproval(doc);
+    return this.#docToApproval(doc, null);
   }
 
   async decideApproval(id: string, d: ApprovalDecision): Promise<Approval> {
     const dec = checkDecision(d);
     const now = Date.now();
-    const r = await this.#approvals.findOneAndUpdate(
-      { _id: id, state: 'pending', deadlineMs: { $gt: now } },
-      { $set: { state: dec.decision, decidedAt: new Date(now).toISOString(), decidedBy: dec.by, reason: dec.reason ?? null } },
-      { returnDocument: 'after' },
-    );
-    if (r) return this.#docToApproval(r);
-    await this.expireApprovals(new Date(now));
     const cur = await this.#approvals.findOne({ _id: id });
     if (!cur) throw new NotFoundError('approval', id);
-    if (cur.state === 'expired') throw new ApprovalExpiredError(id, cur.deadline);
-    throw new ApprovalNotPendingError(id, cur.state);
+    if (cur.deadlineMs > now) {
+      const won = await this.#decide(id, { state: dec.decision, decidedAt: new Date(now).toISOString(), decidedBy: dec.by, reason: dec.reason ?? null });
+      if (won) return (await this.getApproval(id))!;
+    } else {
+      await this.#decide(id, { state: 'expired', decidedAt: new Date(now).toISOString(), decidedBy: null, reason: null });
+    }
+    const decided = await this.#decisions.findOne({ _id: id });
+    if (decided?.state === 'expired') throw new ApprovalExpiredError(id, cur.deadline);
+    throw new ApprovalNotPendingError(id, decided?.state ?? 'decided');
   }
 
   async getApproval(id: string): Promise<Approval | null> {
     await this.expireApprovals();
-    const d = await this.#approvals.findOne({ _id: id });
-    return d ? this.#docToApproval(d) : null;
+    const [d, dec] = await Promise.all([this.#approvals.findOne({ _id: id }), this.#decisions.findOne({ _id: id })]);
+    return d ? this.#docToApproval(d, dec) : null;
   }
 
   async listApprovals(q: { state?: ApprovalState; limit?: number } = {}): Promise<Approval[]> {
@@ -719,12 +748,15 @@ export class MongoStore implements StateStore {
       .sort({ createdAt: -1, _id: 1 })
       .limit(limit)
       .toArray();
-    return docs.map((d) => this.#docToApproval(d));
+    const decs = new Map((await this.#decisions.find({ _id: { $in: docs.map((d) => d._id) } }).toArray()).map((x) => [x._id, x]));
+    return docs.map((d) => this.#docToApproval(d, decs.get(d._id) ?? null)).filter((a) => !q.state || a.state === q.state);
   }
 
   async expireApprovals(now = new Date()): Promise<number> {
-    const r = await this.#approvals.updateMany({ state: 'pending', deadlineMs: { $lte: now.getTime() } }, { $set: { state: 'expired', decidedAt: now.toISOString() } });
-    return r.modifiedCount;
+    const due = await this.#approvals.find({ state: 'pending', deadlineMs: { $lte: now.getTime() } }, { projection: { _id: 1 } }).toArray();
+    let n = 0;
+    for (const d of due) if (await this.#decide(d._id, { state: 'expired', decidedAt: now.toISOString(), decidedBy: null, reason: null })) n++;
+    return n;
   }
 
   // ---- audit -------------------------------------------------------------------------------

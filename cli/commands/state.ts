@@ -1,6 +1,156 @@
 import type { Command } from 'commander';
+import { loadConfig } from '../../config/index.ts';
+import { InvalidQueryError, openStore, singleType, type CommittedEvent, type Entity, type StateStore } from '../../shared-state/index.ts';
+
+async function withStore<T>(fn: (s: StateStore) => Promise<T>): Promise<T> {
+  const store = await openStore(loadConfig().state);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+function int(name: string, min = 0) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new InvalidQueryError(`${name} must be an integer >= ${min} (got '${v}')`);
+    return n;
+  };
+}
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, ...v.split(',').map((s) => s.trim()).filter(Boolean)];
+}
+
+/** `status=open` → `{ status: 'open' }`; numbers, true/false and null are parsed. */
+function parseWhere(pairs: string[]): Record<string, string | number | boolean | null> {
+  const out: Record<string, string | number | boolean | null> = {};
+  for (const p of pairs) {
+    const i = p.indexOf('=');
+    if (i <= 0) throw new InvalidQueryError(`--where takes field=value (got '${p}')`);
+    const raw = p.slice(i + 1);
+    out[p.slice(0, i)] = raw === 'true' ? true : raw === 'false' ? false : raw === 'null' ? null : raw !== '' && !Number.isNaN(Number(raw)) ? Number(raw) : raw;
+  }
+  return out;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
+function summary(state: unknown, max = 60): string {
+  const s = state as Record<string, unknown>;
+  const label = ['name', 'title', 'subject'].map((k) => s[k]).find((v) => typeof v === 'string') as string | undefined;
+  const status = ['status', 'lifecycle'].map((k) => s[k]).find((v) => typeof v === 'string') as string | undefined;
+  const text = [label, status ? `[${status}]` : undefined].filter(Boolean).join(' ') || JSON.stringify(state);
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+function actorOf(e: CommittedEvent): string {
+  return `${e.meta.actor.kind}:${e.meta.actor.id}`;
+}
+
+function printEntity(e: Entity): void {
+  console.log(`${e.entityType} ${e.entityId}  version ${e.version}${e.deleted ? '  (deleted)' : ''}`);
+  console.log(`created ${e.createdAt}  updated ${e.updatedAt}  schema v${e.schemaVersion}`);
+  console.log(JSON.stringify(e.state, null, 2));
+}
+
+function printEvents(events: CommittedEvent[]): void {
+  if (events.length === 0) return;
+  console.log(
+    table([
+      ['CURSOR', 'TIME', 'ENTITY', 'VER', 'EVENT', 'ACTOR', 'CORRELATION'],
+      ...events.map((e) => [String(e.cursor), e.time, `${e.entityType}/${e.entityId}`, String(e.version), e.type, actorOf(e), e.meta.correlationId ?? '']),
+    ]),
+  );
+}
 
 /** `keel entity ...`, `keel changes`, `keel audit ...` (shared-state). */
-export function registerState(_program: Command): void {
-  // filled in by the shared-state work
+export function registerState(program: Command): void {
+  const entity = program.command('entity').description('Read canonical entities (customers, products, tasks, tickets, ...) from the state store (KEEL_STATE).');
+
+  entity
+    .command('list')
+    .description('List entities of one type, newest first.')
+    .requiredOption('--type <type>', 'entity type, e.g. ticket')
+    .option('--where <field=value>', 'filter on a state field (repeatable)', (v: string, p: string[] = []) => [...p, v])
+    .option('--limit <n>', 'at most this many (default 50)', int('--limit', 1))
+    .option('--offset <n>', 'skip this many', int('--offset'))
+    .option('--deleted', 'include deleted entities')
+    .option('--json', 'print JSON')
+    .action(async (o: { type: string; where?: string[]; limit?: number; offset?: number; deleted?: boolean; json?: boolean }) => {
+      const page = await withStore((s) =>
+        s.query(o.type, { filter: parseWhere(o.where ?? []), sort: { updatedAt: 'desc' }, limit: o.limit, offset: o.offset, includeDeleted: o.deleted }),
+      );
+      if (o.json) return console.log(JSON.stringify(page));
+      if (page.items.length === 0) return console.log(`no ${o.type} entities`);
+      console.log(table([['ID', 'VER', 'UPDATED', 'SUMMARY'], ...page.items.map((e) => [e.entityId, String(e.version), e.updatedAt, summary(e.state) + (e.deleted ? ' (deleted)' : '')])]));
+      console.log(`\n${page.items.length} of ${page.total}${page.nextOffset !== null ? ` (next: --offset ${page.nextOffset})` : ''}`);
+    });
+
+  entity
+    .command('show')
+    .description('Show an entity: current state, state at a version, or its full history.')
+    .argument('<id>', 'entity id')
+    .option('--type <type>', 'entity type (needed only when the id exists in several types)')
+    .option('--at <version>', 'state as it was at this version', int('--at', 1))
+    .option('--history', 'every event, oldest first')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { type?: string; at?: number; history?: boolean; json?: boolean }) => {
+      await withStore(async (s) => {
+        const type = o.type ?? singleType(id, await s.typesOf(id));
+        if (o.history) {
+          const events = await s.history(type, id);
+          if (events.length === 0) throw Object.assign(new Error(`${type} '${id}' not found`), { code: 'STATE_NOT_FOUND' });
+          if (o.json) return console.log(JSON.stringify({ entityType: type, entityId: id, events }));
+          console.log(table([['VER', 'TIME', 'EVENT', 'ACTOR', 'CAUSATION', 'CORRELATION', 'DATA'], ...events.map((e) => [String(e.version), e.time, e.type, actorOf(e), e.meta.causationId ?? '', e.meta.correlationId ?? '', JSON.stringify(e.data).slice(0, 80)])]));
+          return;
+        }
+        const e = o.at ? await s.getAt(type, id, o.at) : await s.get(type, id);
+        if (!e) throw Object.assign(new Error(`${type} '${id}'${o.at ? ` has no version ${o.at}` : ' not found'}`), { code: 'STATE_NOT_FOUND' });
+        if (o.json) return console.log(JSON.stringify(e));
+        printEntity(e);
+      });
+    });
+
+  program
+    .command('changes')
+    .description('The change log after a cursor: what changed since you last looked.')
+    .option('--since <cursor>', 'only changes after this cursor (default 0: from the start)', int('--since'))
+    .option('--type <type>', 'only these entity types (repeatable or comma-separated)', collect)
+    .option('--limit <n>', 'at most this many events (default 100)', int('--limit', 1))
+    .option('--json', 'print JSON')
+    .action(async (o: { since?: number; type?: string[]; limit?: number; json?: boolean }) => {
+      const page = await withStore((s) => s.changes({ since: o.since ?? 0, types: o.type, limit: o.limit }));
+      if (o.json) return console.log(JSON.stringify(page));
+      if (page.events.length === 0) console.log(`no changes after cursor ${o.since ?? 0}`);
+      printEvents(page.events);
+      console.log(`\nnext: keel changes --since ${page.cursor}${page.hasMore ? '   (more are waiting)' : ''}`);
+    });
+
+  const audit = program.command('audit').description('The tamper-evident audit log (a SHA-256 hash chain).');
+
+  audit
+    .command('export')
+    .description('Print the audit log as JSON Lines, oldest first.')
+    .option('--since <seq>', 'only records after this sequence number', int('--since'))
+    .action(async (o: { since?: number }) => {
+      const recs = await withStore((s) => s.exportAudit({ sinceSeq: o.since }));
+      for (const r of recs) process.stdout.write(`${JSON.stringify(r)}\n`);
+    });
+
+  audit
+    .command('verify')
+    .description('Recompute the hash chain; exit 1 and name the first broken record when it was tampered with.')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const v = await withStore((s) => s.verifyAudit());
+      if (o.json) console.log(JSON.stringify(v));
+      else if (v.ok) console.log(`audit log intact: ${v.records} records${v.head ? `, head ${v.head}` : ''}`);
+      else console.error(`audit log BROKEN at record ${v.brokenAt}: ${v.reason}`);
+      if (!v.ok) process.exitCode = 1;
+    });
 }
