@@ -1,4 +1,35 @@
+/**
+ * LangGraph agents on Keel's shared state: a checkpointer on SQLite or MongoDB (whatever
+ * `KEEL_STATE` names) so an agent process killed mid-graph resumes at its last checkpoint, and
+ * `runGraph`, which makes running a graph for a redelivered task safe.
+ *
+ * ```ts
+ * import { Annotation, StateGraph, START, END, interrupt } from '@langchain/langgraph';
+ * import { createCheckpointer, runGraph } from './agents/langgraph/index.ts';
+ *
+ * const checkpointer = await createCheckpointer(cfg.state);       // sqlite:/path/keel.db or mongodb://...
+ * const State = Annotation.Root({ draft: Annotation<string>(), approved: Annotation<boolean>() });
+ * const graph = new StateGraph(State)
+ *   .addNode('draft', async (s) => ({ draft: await writeReply(s) }))
+ *   .addNode('approve', (s) => ({ approved: interrupt({ draft: s.draft }) as boolean }))
+ *   .addEdge(START, 'draft').addEdge('draft', 'approve').addEdge('approve', END)
+ *   .compile({ checkpointer });
+ *
+ * // in the task handler: thread = the task's idempotency key, so a redelivery resumes this run
+ * const r = await runGraph(graph, task.input, { threadId: task.idempotencyKey, signal });
+ * if (r.status === 'interrupted') await requestApproval(r.interrupts);      // later: runGraph(..., { resume: true })
+ * ```
+ *
+ * See docs/langgraph.md.
+ */
 export { KeelCheckpointSaver } from './saver.ts';
 export { createCheckpointer } from './checkpointer.ts';
 export type { CheckpointerOptions } from './checkpointer.ts';
-export * from './errors.ts';
+export type { SqliteCheckpointOptions } from './sqlite-backend.ts';
+export type { MongoCheckpointOptions } from './mongo-backend.ts';
+
+export { runGraph } from './run-graph.ts';
+export type { CheckpointedGraph, RunGraphOptions, GraphRunResult } from './run-graph.ts';
+
+export { CheckpointError, isCheckpointError } from './errors.ts';
+export type { CheckpointErrorCode } from './errors.ts';
