@@ -10,9 +10,9 @@
  * const checkpointer = await createCheckpointer(cfg.state);       // sqlite:/path/keel.db or mongodb://...
  * const State = Annotation.Root({ draft: Annotation<string>(), approved: Annotation<boolean>() });
  * const graph = new StateGraph(State)
- *   .addNode('draft', async (s) => ({ draft: await writeReply(s) }))
- *   .addNode('approve', (s) => ({ approved: interrupt({ draft: s.draft }) as boolean }))
- *   .addEdge(START, 'draft').addEdge('draft', 'approve').addEdge('approve', END)
+ *   .addNode('compose', async (s) => ({ draft: await writeReply(s) }))
+ *   .addNode('review', (s) => ({ approved: interrupt({ draft: s.draft }) as boolean }))
+ *   .addEdge(START, 'compose').addEdge('compose', 'review').addEdge('review', END)
  *   .compile({ checkpointer });
  *
  * // in the task handler: thread = the task's idempotency key, so a redelivery resumes this run
