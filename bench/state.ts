@@ -106,7 +106,7 @@ export const stateBench: Bench = {
   async run(ctx) {
     const n = ctx.quick ? 200 : 2_000;
     const reads = ctx.quick ? 200 : 2_000;
-    const results = [...(await sqliteScenarios(ctx, n, reads)), ...(await mongoScenarios(ctx, ctx.quick ? 100 : 1_000, ctx.quick ? 100 : 1_000))];
+    const results = [...(await sqliteScenarios(ctx, n, reads)), ...(await mongoScenarios(ctx, ctx.quick ? 100 : 500, ctx.quick ? 100 : 1_000))];
     return { results, machine: { run_id: randomUUID().slice(0, 8) } };
   },
 };

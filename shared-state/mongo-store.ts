@@ -305,9 +305,23 @@ export class MongoStore implements StateStore {
     };
   }
 
+  /**
+   * The entity's version, found by `_id` lookups only (FerretDB pushes nothing else down to its
+   * index): start at the projection's version (always a commit boundary) and step over any
+   * commits written after it (`<entityKey>#<firstVersion>`).
+   */
+  async #head(k: string, proj?: EntityDoc | null): Promise<{ version: number; proj: EntityDoc | null }> {
+    const p = proj === undefined ? await this.#entities.findOne({ _id: k }) : proj;
+    let v = p?.version ?? 0;
+    for (;;) {
+      const c = await this.#commits.findOne({ _id: `${k}#${v + 1}` }, { projection: { lastVersion: 1 } });
+      if (!c) return { version: v, proj: p };
+      v = c.lastVersion;
+    }
+  }
+
   async #actualVersion(k: string): Promise<number> {
-    const last = await this.#commits.find({ entityKey: k }, { projection: { lastVersion: 1 } }).sort({ firstVersion: -1 }).limit(1).next();
-    return last?.lastVersion ?? 0;
+    return (await this.#head(k)).version;
   }
 
   async #allEvents(type: string, id: string, upTo = Infinity): Promise<CommittedEvent[]> {
@@ -342,7 +356,7 @@ export class MongoStore implements StateStore {
     if (this.#atomicUpdates) return;
     for (let i = 0; i < 5; i++) {
       const k = key(type, id);
-      const [p, actual] = await Promise.all([this.#entities.findOne({ _id: k }, { projection: { version: 1 } }), this.#actualVersion(k)]);
+      const { version: actual, proj: p } = await this.#head(k);
       if (p && p.version === actual) return;
       const def = this.#reg.get(type);
       const s = replay(def, await this.#allEvents(type, id));
@@ -354,9 +368,9 @@ export class MongoStore implements StateStore {
   }
 
   /** Current snapshot from the projection when it matches the log, else replayed (and repaired). */
-  async #snapshot(type: string, id: string, version: number): Promise<EntitySnapshot | null> {
+  async #snapshot(type: string, id: string, version: number, proj?: EntityDoc | null): Promise<EntitySnapshot | null> {
     if (version === 0) return null;
-    const p = await this.#entities.findOne({ _id: key(type, id) });
+    const p = proj === undefined ? await this.#entities.findOne({ _id: key(type, id) }) : proj;
     if (p && p.version === version) return { version, state: p.state, deleted: p.deleted, createdAt: p.createdAt, updatedAt: p.updatedAt, schemaVersion: p.schemaVersion };
     const def = this.#reg.get(type);
     const s = replay(def, await this.#allEvents(type, id));
@@ -374,15 +388,15 @@ export class MongoStore implements StateStore {
     assertId('entity id', entityId);
     if (!Number.isInteger(expectedVersion) || expectedVersion < 0) throw new InvalidQueryError(`expected version must be an integer >= 0 (got ${String(expectedVersion)})`);
     const k = key(entityType, entityId);
-    const actual = await this.#actualVersion(k);
+    const { version: actual, proj } = await this.#head(k);
     if (actual !== expectedVersion) throw new VersionConflictError(entityType, entityId, expectedVersion, actual);
-    const plan = planAppend(def, entityId, await this.#snapshot(entityType, entityId, actual), events, meta, this.#max);
-    let committed: CommittedEvent[] = [];
+    const plan = planAppend(def, entityId, await this.#snapshot(entityType, entityId, actual, proj), events, meta, this.#max);
+    let committed: CommittedEvent[];
     for (let attempt = 0; ; attempt++) {
       const first = (await this.#maxCursor()) + 1;
       committed = plan.events.map((e, i) => ({ ...e, cursor: first + i }));
       const doc: CommitDoc = {
-        _id: committed[0]!.eventId,
+        _id: `${k}#${expectedVersion + 1}`,
         entityKey: k,
         entityType,
         entityId,
@@ -425,10 +439,10 @@ export class MongoStore implements StateStore {
     this.#reg.get(entityType);
     assertId('entity id', entityId);
     const k = key(entityType, entityId);
-    const [p, actual] = await Promise.all([this.#entities.findOne({ _id: k }), this.#actualVersion(k)]);
+    const { version: actual, proj: p } = await this.#head(k);
     if (actual === 0) return null;
     if (p && p.version === actual) return this.#docToEntity<S>(p);
-    const s = await this.#snapshot(entityType, entityId, actual);
+    const s = await this.#snapshot(entityType, entityId, actual, p);
     return s ? toEntity<S>(entityType, entityId, s) : null;
   }
 

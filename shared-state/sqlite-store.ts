@@ -782,11 +782,11 @@ export class SqliteStore implements StateStore {
   }
 
   async verifyAudit(): Promise<AuditVerification> {
-    const self = this;
-    const it = this.#st('SELECT * FROM audit ORDER BY seq').iterate();
+    const rows = this.#st('SELECT * FROM audit ORDER BY seq').iterate() as Iterable<Row>;
+    const toAudit = (r: Row) => this.#rowToAudit(r);
     return verifyChain(
       (function* () {
-        for (const r of it) yield self.#rowToAudit(r as Row);
+        for (const r of rows) yield toAudit(r);
       })(),
     );
   }
