@@ -28,7 +28,7 @@ export { keelTopology, consumerSpecFor, provisionBus, ensureStream, ensureConsum
 export type { Topology, StreamSpec, ConsumerSpec, KvSpec, ProvisionReport, ProvisionAction } from './provision.ts';
 export { subjects, durableFor, assertToken } from './subjects.ts';
 export type { Subjects } from './subjects.ts';
-export { announce, listAgents, watchAgents, ManifestSchema, CapabilitySchema } from './registry.ts';
+export { announce, listAgents, watchAgents, registryKey, ManifestSchema, CapabilitySchema } from './registry.ts';
 export type { Manifest, Capability, RegistryEvent, Announcement } from './registry.ts';
 export { LocalNatsServer } from './local-server.ts';
 export type { LocalNatsServerOptions, LocalNatsUser } from './local-server.ts';

@@ -26,7 +26,7 @@ export type Capability = z.infer<typeof CapabilitySchema>;
 
 /** What one agent instance writes to the registry bucket, rewritten on every heartbeat. */
 export const ManifestSchema = z.object({
-  agent: z.string().min(1),
+  agent: z.string().regex(/^[A-Za-z0-9_-]+$/),
   instanceId: z.string().regex(/^[A-Za-z0-9_-]+$/),
   version: z.string().min(1),
   host: z.string(),
@@ -37,7 +37,15 @@ export const ManifestSchema = z.object({
 });
 export type Manifest = z.infer<typeof ManifestSchema>;
 
-export type RegistryEvent = { op: 'put'; instanceId: string; manifest: Manifest } | { op: 'gone'; instanceId: string };
+export type RegistryEvent = { op: 'put'; instanceId: string; manifest: Manifest } | { op: 'gone'; agent: string; instanceId: string };
+
+/**
+ * Registry key of an instance: `<agent>.<instanceId>`, so nats-server permissions can let an
+ * agent write its own entries only (`$KV.<bucket>.<agent>.*`).
+ */
+export function registryKey(agent: string, instanceId: string): string {
+  return `${agent}.${instanceId}`;
+}
 
 export interface Announcement {
   manifest: Manifest;
@@ -70,7 +78,7 @@ export async function announce(
   });
   const put = async () => {
     manifest.heartbeatAt = new Date().toISOString();
-    await kv.put(manifest.instanceId, JSON.stringify(manifest));
+    await kv.put(registryKey(manifest.agent, manifest.instanceId), JSON.stringify(manifest));
   };
   await put();
   const timer = setInterval(() => {
@@ -81,7 +89,7 @@ export async function announce(
     manifest,
     withdraw: async () => {
       clearInterval(timer);
-      await kv.delete(manifest.instanceId).catch(() => undefined);
+      await kv.delete(registryKey(manifest.agent, manifest.instanceId)).catch(() => undefined);
     },
   };
 }
@@ -110,9 +118,10 @@ export async function watchAgents(nc: NatsConnection, bucket: string): Promise<A
     for await (const e of iter) {
       if (e.operation === 'PUT') {
         const parsed = ManifestSchema.safeParse(e.json());
-        if (parsed.success) yield { op: 'put', instanceId: e.key, manifest: parsed.data };
+        if (parsed.success) yield { op: 'put', instanceId: parsed.data.instanceId, manifest: parsed.data };
       } else {
-        yield { op: 'gone', instanceId: e.key };
+        const dot = e.key.indexOf('.');
+        yield { op: 'gone', agent: e.key.slice(0, dot), instanceId: e.key.slice(dot + 1) };
       }
     }
   }

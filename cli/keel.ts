@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerStart } from './commands/start.ts';
 import { registerAgents } from './commands/agents.ts';
+import { registerAgent } from './commands/agent.ts';
 import { registerState } from './commands/state.ts';
 import { registerCost } from './commands/cost.ts';
 import { KEEL_VERSION } from '../config/index.ts';
@@ -19,6 +20,7 @@ program
 
 registerStart(program);
 registerAgents(program);
+registerAgent(program);
 registerState(program);
 registerCost(program);
 

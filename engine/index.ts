@@ -14,11 +14,12 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { MongoClient } from 'mongodb';
-import type { DatabaseSync } from 'node:sqlite';
 import { findTool, provision, KEEL_VERSION, type KeelConfig } from '../config/index.ts';
 import { LocalNatsServer, connectBus, createBus, type Bus, type NatsConnection } from '../bus/index.ts';
-import { openSqlite, parseStateUrl, probeState } from '../shared-state/index.ts';
+import { openStore, startOutboxRelay, natsEventPublisher, type StateStore, type OutboxRelay } from '../shared-state/index.ts';
+import { loadAgent, enabledAgents } from '../agents/catalog.ts';
+import { loadOrCreateCredentials, natsUsers, type AgentDefinition } from '../agents/runtime/index.ts';
+import { AgentSupervisor, parseAgentList } from './supervisor.ts';
 import { createLogger } from '../observability/index.ts';
 import { startHttpApi, type HealthReport, type HttpApi } from './http.ts';
 
@@ -29,6 +30,8 @@ export interface Engine {
   natsUrl: string;
   nats: NatsConnection;
   bus: Bus;
+  store: StateStore;
+  supervisor: AgentSupervisor;
   localServer: LocalNatsServer | undefined;
   http: HttpApi;
   logger: Logger;
@@ -51,7 +54,29 @@ async function natsServerBinary(cfg: KeelConfig, log: Logger): Promise<string> {
   return built;
 }
 
-export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger } = {}): Promise<Engine> {
+/** A cheap round trip to the system of record, bounded in time. */
+async function probeStore(store: StateStore): Promise<Record<string, unknown> & { status: 'up' | 'down' }> {
+  const t0 = performance.now();
+  try {
+    await Promise.race([store.headCursor(), new Promise((_, rej) => setTimeout(() => rej(new Error('no answer within 2 s')), 2_000).unref())]);
+    return { status: 'up', ...store.info, latency_ms: Math.round((performance.now() - t0) * 1000) / 1000 };
+  } catch (err) {
+    return { status: 'down', ...store.info, error: (err as Error).message };
+  }
+}
+
+/** Only the secrets an agent declared, from KEEL_SECRET_<NAME>. */
+function secretsFor(def: AgentDefinition): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const c of def.capabilities)
+    for (const s of c.permissions?.secrets ?? []) {
+      const v = process.env[`KEEL_SECRET_${s}`];
+      if (v !== undefined) out[`KEEL_SECRET_${s}`] = v;
+    }
+  return out;
+}
+
+export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agents?: string[] } = {}): Promise<Engine> {
   const log = opts.logger ?? createLogger('keel', { level: cfg.logLevel });
   const started = Date.now();
   mkdirSync(cfg.dataDir, { recursive: true });
@@ -62,36 +87,41 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger } = {
   };
 
   try {
-    // 1. the bus
+    // 0. the agents this engine supervises (their manifests shape the bus's permissions)
+    const wanted = parseAgentList(opts.agents ?? enabledAgents());
+    const agentDefs: Array<{ def: AgentDefinition; spec: string; replicas: number }> = [];
+    for (const w of wanted) agentDefs.push({ def: await loadAgent(w.spec), spec: w.spec, replicas: w.replicas });
+
+    // 1. the bus: a local nats-server with one user per agent (least privilege), or KEEL_NATS_URL
     let localServer: LocalNatsServer | undefined;
     let natsUrl = cfg.natsUrl;
+    const creds = natsUrl ? undefined : loadOrCreateCredentials(join(cfg.dataDir, 'credentials.json'), agentDefs.map((a) => a.def.name));
     if (!natsUrl) {
       const bin = await natsServerBinary(cfg, log);
-      localServer = new LocalNatsServer({ bin, port: cfg.natsPort, storeDir: join(cfg.dataDir, 'nats'), serverName: 'keel-embedded', logger: log });
+      localServer = new LocalNatsServer({
+        bin,
+        port: cfg.natsPort,
+        storeDir: join(cfg.dataDir, 'nats'),
+        serverName: 'keel-embedded',
+        logger: log,
+        users: natsUsers(creds!, agentDefs.map((a) => a.def), cfg.subjectPrefix),
+      });
       await localServer.start();
       cleanups.push(() => localServer!.stop());
       natsUrl = localServer.url;
     }
-    const nats = await connectBus({ servers: natsUrl, name: 'keel-engine', logger: log });
+    const nats = await connectBus({ servers: natsUrl, name: 'keel-engine', logger: log, user: creds?.admin.user, pass: creds?.admin.password });
     cleanups.push(() => nats.drain().catch(() => nats.close()));
     const bus = createBus(nats, { prefix: cfg.subjectPrefix, logger: log });
     const provisioned = await bus.provision();
     log.info({ changed: provisioned.filter((r) => r.action !== 'unchanged') }, 'bus streams and buckets provisioned');
 
-    // 2. the system of record
-    const state = parseStateUrl(cfg.state);
-    let sqlite: DatabaseSync | undefined;
-    let mongo: MongoClient | undefined;
-    if (state.kind === 'sqlite') {
-      sqlite = openSqlite(state.path);
-      cleanups.push(async () => sqlite!.close());
-    } else {
-      const { MongoClient } = await import('mongodb');
-      mongo = new MongoClient(state.url, { serverSelectionTimeoutMS: 5_000 });
-      await mongo.connect();
-      cleanups.push(() => mongo!.close());
-    }
-    log.info({ state: state.kind === 'sqlite' ? state.path : 'mongodb' }, 'state store open');
+    // 2. the system of record, and the outbox relay that puts its events on the bus
+    const store: StateStore = await openStore(cfg.state);
+    cleanups.push(() => store.close());
+    log.info({ state: store.info }, 'state store open');
+    const relay: OutboxRelay = startOutboxRelay(store, natsEventPublisher(nats), { prefix: cfg.subjectPrefix, onError: (err) => log.warn({ err }, 'outbox relay: will retry') });
+    cleanups.push(() => relay.stop());
 
     // 3. the HTTP API
     const health = async (): Promise<HealthReport> => {
@@ -103,7 +133,7 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger } = {
       } catch (err) {
         bus = { status: 'down', url: natsUrl, error: (err as Error).message, local: !!localServer };
       }
-      const st = await probeState(cfg.state, { sqlite, mongo });
+      const st = await probeStore(store);
       return {
         status: bus.status === 'up' && st.status === 'up' ? 'ok' : 'degraded',
         version: KEEL_VERSION,
@@ -114,9 +144,30 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger } = {
     };
     const http = await startHttpApi({ host: cfg.httpHost, port: cfg.httpPort, health });
     cleanups.push(() => http.close());
+    // 4. the agents, each its own OS process
+    const supervisor = new AgentSupervisor(log);
+    supervisor.start(
+      agentDefs.flatMap((a) =>
+        Array.from({ length: a.replicas }, (_, i) => ({
+          name: a.def.name,
+          spec: a.spec,
+          replica: i + 1,
+          env: {
+            KEEL_NATS_URL: natsUrl!,
+            KEEL_STATE: cfg.state,
+            KEEL_SUBJECT_PREFIX: cfg.subjectPrefix,
+            KEEL_DATA_DIR: cfg.dataDir,
+            ...(creds ? { KEEL_AGENT_NATS_USER: creds.agents[a.def.name]!.user, KEEL_AGENT_NATS_PASSWORD: creds.agents[a.def.name]!.password } : {}),
+            ...secretsFor(a.def),
+          },
+        })),
+      ),
+    );
+    cleanups.push(() => supervisor.stop());
+
     log.info({ url: `http://${cfg.httpHost}:${http.port}`, nats: natsUrl, dataDir: cfg.dataDir }, 'keel engine ready');
 
-    return { config: cfg, natsUrl, nats, bus, localServer, http, logger: log, stop: cleanup };
+    return { config: cfg, natsUrl, nats, bus, store, supervisor, localServer, http, logger: log, stop: cleanup };
   } catch (err) {
     await cleanup();
     throw err;

@@ -10,3 +10,5 @@ export { createLogger } from './logger.ts';
 export type { Logger } from './logger.ts';
 export { initTelemetry, getTracer, injectTraceHeaders, extractTraceContext, withSpan, SpanKind, SpanStatusCode, context, trace } from './tracing.ts';
 export type { Telemetry, Span, Context, Tracer } from './tracing.ts';
+export { createMetrics } from './metrics.ts';
+export type { Metrics } from './metrics.ts';

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/index.ts';
-import { connectBus, listAgents, subjects } from '../../bus/index.ts';
+import { listAgents, subjects } from '../../bus/index.ts';
+import { connectCli } from '../connect.ts';
 
 export function registerAgents(program: Command): void {
   program
@@ -9,8 +10,7 @@ export function registerAgents(program: Command): void {
     .option('--json', 'print JSON: { agents: Manifest[] }')
     .action(async (opts: { json?: boolean }) => {
       const cfg = loadConfig();
-      const url = cfg.natsUrl ?? `nats://127.0.0.1:${cfg.natsPort}`;
-      const nc = await connectBus({ servers: url, name: 'keel-cli', connectTimeoutMs: 3_000, maxReconnectAttempts: 0 });
+      const nc = await connectCli(cfg);
       try {
         const agents = await listAgents(nc, subjects(cfg.subjectPrefix).registryBucket).catch((err: unknown) => {
           if (/not found|no stream|bucket/i.test((err as Error).message)) return [];

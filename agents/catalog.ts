@@ -1,0 +1,30 @@
+import { pathToFileURL } from 'node:url';
+import { isAbsolute, resolve } from 'node:path';
+import type { AgentDefinition } from './runtime/index.ts';
+
+/**
+ * The agents that ship with Keel, by name. `keel start` runs those listed in `KEEL_AGENTS`
+ * (default: every entry with `default: true`); `keel agent start NAME` runs one.
+ */
+export const CATALOG: Record<string, { module: string; default: boolean; description: string }> = {};
+
+/** Loads an agent definition from the catalog by name, or from a module path. */
+export async function loadAgent(nameOrPath: string): Promise<AgentDefinition> {
+  const entry = CATALOG[nameOrPath];
+  const spec = entry ? new URL(entry.module, import.meta.url).href : pathToFileURL(isAbsolute(nameOrPath) ? nameOrPath : resolve(nameOrPath)).href;
+  if (!entry && !/\.(ts|js|mjs)$/.test(nameOrPath)) {
+    throw new Error(`unknown agent '${nameOrPath}': known agents are ${Object.keys(CATALOG).join(', ') || '(none)'}; or give a module path (.ts/.js) that default-exports defineAgent(...)`);
+  }
+  const mod = (await import(spec)) as { default?: AgentDefinition; agent?: AgentDefinition };
+  const def = mod.default ?? mod.agent;
+  if (!def || typeof def !== 'object' || !Array.isArray(def.capabilities)) throw new Error(`${nameOrPath} does not export an agent definition (export default defineAgent({...}))`);
+  return def;
+}
+
+/** Agents `keel start` runs: KEEL_AGENTS (comma list, `none` for none) or the catalog's defaults. */
+export function enabledAgents(env: Record<string, string | undefined> = process.env): string[] {
+  const v = env.KEEL_AGENTS?.trim();
+  if (v === 'none') return [];
+  if (v) return v.split(',').map((s) => s.trim()).filter(Boolean);
+  return Object.entries(CATALOG).filter(([, e]) => e.default).map(([n]) => n);
+}

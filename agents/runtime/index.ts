@@ -1,0 +1,41 @@
+/**
+ * The agent runtime: what makes an agent a plugin of the engine rather than a point tool.
+ *
+ * ```ts
+ * import { z } from 'zod';
+ * import { defineAgent, defineCapability } from './agents/runtime/index.ts';
+ *
+ * export default defineAgent({
+ *   name: 'greeter',
+ *   version: '1.0.0',
+ *   capabilities: [
+ *     defineCapability({
+ *       name: 'greet',
+ *       version: '1',
+ *       input: z.object({ customerId: z.string() }),
+ *       output: z.object({ sent: z.boolean() }),
+ *       permissions: { entityTypes: ['customer'], secrets: ['SMTP_PASSWORD'] },
+ *       timeoutMs: 30_000,
+ *       async handler(ctx) {
+ *         const c = await ctx.state.get('customer', ctx.input.customerId);
+ *         await ctx.effect('send', (key) => mailer.send({ to: c!.state.email, idempotencyKey: key }));
+ *         return { sent: true };
+ *       },
+ *     }),
+ *   ],
+ * });
+ * ```
+ *
+ * Run it as its own process with `keel agent start --module ./greeter.ts` (or by name when it
+ * is in agents/catalog.ts); `keel start` supervises every enabled agent.
+ */
+export { defineAgent, defineCapability, taskType } from './define.ts';
+export type { AgentDefinition, Capability, TaskContext, Permissions } from './define.ts';
+export { runAgent, manifestCapabilities, RetryableError, PermanentError } from './runtime.ts';
+export type { RunAgentOptions, RunningAgent } from './runtime.ts';
+export { CircuitBreaker } from './breaker.ts';
+export type { BreakerOptions, BreakerState } from './breaker.ts';
+export { natsPermissionsFor, natsUsers, loadOrCreateCredentials, readCredentials } from './permissions.ts';
+export type { Credentials, CredentialsFile } from './permissions.ts';
+export type { ScopedState } from './scoped-state.ts';
+export * from './errors.ts';
