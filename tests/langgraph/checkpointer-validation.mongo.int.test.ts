@@ -2,13 +2,14 @@ import { it } from 'vitest';
 import { MongoClient } from 'mongodb';
 import { createCheckpointer, type KeelCheckpointSaver } from '../../agents/langgraph/index.ts';
 import { reportSkip, startMongo, uniqueName } from '../helpers/index.ts';
+import type { CheckpointSaverTestInitializer } from '@langchain/langgraph-checkpoint-validation';
 import { installVitestGlobals } from './validation-globals.ts';
 
 // The official LangGraph checkpointer conformance suite against the MongoDB backend: FerretDB
 // (MongoDB wire protocol over SQLite) here, a real MongoDB wherever MONGODB_URL is set. Each
 // checkpointer the suite creates gets its own database, dropped when the suite destroys it.
 installVitestGlobals();
-const { validate } = await import('@langchain/langgraph-checkpoint-validation');
+const { validate, deltaChannelHistoryTests } = await import('@langchain/langgraph-checkpoint-validation');
 
 const mongo = await startMongo();
 
@@ -19,7 +20,7 @@ if (!mongo.ok) {
   const server = mongo.server;
   const client = new MongoClient(server.url);
   const databases = new WeakMap<KeelCheckpointSaver, string>();
-  validate<KeelCheckpointSaver>({
+  const initializer: CheckpointSaverTestInitializer<KeelCheckpointSaver> = {
     checkpointerName: `keel-mongodb (${server.flavor})`,
     async createCheckpointer() {
       const database = uniqueName('lg');
@@ -36,5 +37,8 @@ if (!mongo.ok) {
       await client.close();
       await server.stop();
     },
-  });
+  };
+  validate(initializer);
+  // opt-in part of the suite (not run by validate); LangGraph's own savers run it too
+  deltaChannelHistoryTests(initializer);
 }
