@@ -15,8 +15,8 @@
  *   .addEdge(START, 'compose').addEdge('compose', 'review').addEdge('review', END)
  *   .compile({ checkpointer });
  *
- * // in the task handler: thread = the task's idempotency key, so a redelivery resumes this run
- * const r = await runGraph(graph, task.input, { threadId: task.idempotencyKey, signal });
+ * // in a capability's handler(ctx): thread = the task's idempotency key, so a redelivery resumes this run
+ * const r = await runGraph(graph, ctx.input, { threadId: ctx.envelope.idempotencyKey, signal: ctx.signal });
  * if (r.status === 'interrupted') await requestApproval(r.interrupts);      // later: runGraph(..., { resume: true })
  * ```
  *
