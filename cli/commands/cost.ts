@@ -1,4 +1,185 @@
 import type { Command } from 'commander';
+import { loadConfig } from '../../config/index.ts';
+import { openStore, type CostDimension, type CostQuery, type CostRecord, type CostTotals } from '../../shared-state/index.ts';
 
-/** `keel cost ...` (agents/models work fills this in). */
-export function registerCost(_program: Command): void {}
+/** A bad `keel cost` argument (duration, dimension, count). */
+export class CostArgumentError extends Error {
+  readonly code = 'COST_BAD_ARGUMENT';
+  readonly retryable = false;
+  constructor(message: string) {
+    super(message);
+    this.name = 'CostArgumentError';
+  }
+}
+
+const UNIT_MS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+
+/** `30m`, `24h`, `7d`, `90s`, `2w` (also `1.5h`) → milliseconds. */
+export function parseDuration(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$/i.exec(text);
+  const ms = m ? Number(m[1]) * UNIT_MS[m[2]!.toLowerCase()]! : NaN;
+  if (!Number.isFinite(ms) || ms <= 0) throw new CostArgumentError(`--since takes a duration like 30m, 24h or 7d (s, m, h, d, w), or an ISO time; got '${text}'`);
+  return ms;
+}
+
+/** The ISO time `--since` means: now minus a duration, or an ISO time given as is. */
+export function sinceTime(text: string, now = Date.now()): string {
+  if (/^\d{4}-\d{2}-\d{2}/.test(text.trim())) {
+    const t = Date.parse(text);
+    if (Number.isFinite(t)) return new Date(t).toISOString();
+  }
+  return new Date(now - parseDuration(text)).toISOString();
+}
+
+/** `--by` names → the ledger's dimensions. */
+const DIMENSIONS: Record<string, CostDimension[]> = {
+  agent: ['agent'],
+  capability: ['capability'],
+  customer: ['customerId'],
+  customerid: ['customerId'],
+  run: ['runId'],
+  runid: ['runId'],
+  model: ['model'],
+  entity: ['entityType', 'entityId'],
+};
+
+export function parseBy(text: string): CostDimension[] {
+  const out: CostDimension[] = [];
+  for (const part of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const dims = DIMENSIONS[part.toLowerCase()];
+    if (!dims) throw new CostArgumentError(`--by takes agent, capability, customer, run, model or entity (comma-separated); got '${part}'`);
+    for (const d of dims) if (!out.includes(d)) out.push(d);
+  }
+  if (out.length === 0) throw new CostArgumentError('--by needs at least one of agent, capability, customer, run, model, entity');
+  return out;
+}
+
+export interface CostGroupView {
+  key: Partial<Record<CostDimension, string | null>>;
+  totals: CostTotals;
+  /** the newest records behind this total (at most `--records`) */
+  records: CostRecord[];
+  /** how many more records make up this total than are listed */
+  omitted: number;
+}
+
+export interface CostView {
+  since: string;
+  by: CostDimension[];
+  filters: Partial<Record<CostDimension, string>>;
+  totals: CostTotals;
+  groups: CostGroupView[];
+}
+
+/** Totals per group plus the records behind each, newest first. */
+export function buildCostView(report: { totals: CostTotals; groups: { key: Partial<Record<CostDimension, string | null>>; totals: CostTotals }[]; records: CostRecord[] }, since: string, by: CostDimension[], filters: Partial<Record<CostDimension, string>>, perGroup: number): CostView {
+  return {
+    since,
+    by,
+    filters,
+    totals: report.totals,
+    groups: report.groups.map((g) => {
+      const mine = report.records.filter((r) => by.every((d) => r[d] === (g.key[d] ?? null)));
+      const records = mine.slice(0, perGroup);
+      return { key: g.key, totals: g.totals, records, omitted: g.totals.count - records.length };
+    }),
+  };
+}
+
+const LABELS: Record<CostDimension, string> = { agent: 'agent', capability: 'capability', customerId: 'customer', runId: 'run', model: 'model', entityType: 'entity type', entityId: 'entity id' };
+const usd = (n: number) => `$${n.toFixed(6)}`;
+const ms = (n: number) => (n >= 10_000 ? `${(n / 1000).toFixed(1)} s` : `${n.toFixed(1)} ms`);
+const keyText = (k: Partial<Record<CostDimension, string | null>>, by: CostDimension[]) => by.map((d) => k[d] ?? '(none)').join(' / ');
+
+function table(rows: string[][], indent = ''): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => indent + r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
+function printView(v: CostView, sinceText: string): void {
+  const filters = Object.entries(v.filters).map(([k, x]) => `${LABELS[k as CostDimension]}=${x}`);
+  const since = /^\d{4}-/.test(sinceText.trim()) ? '' : ` (last ${sinceText.trim()})`;
+  console.log(`cost since ${v.since}${since}, by ${v.by.map((d) => LABELS[d]).join(', ')}${filters.length ? `, where ${filters.join(' ')}` : ''}`);
+  if (v.totals.count === 0) {
+    console.log('no model calls recorded in that window');
+    return;
+  }
+  const head = [v.by.map((d) => LABELS[d].toUpperCase()).join(' / '), 'CALLS', 'TOKENS IN', 'CACHED', 'OUT', 'COST USD', 'COMPUTE'];
+  const line = (label: string, t: CostTotals) => [label, String(t.count), String(t.tokensIn), String(t.tokensCached), String(t.tokensOut), usd(t.costUsd), ms(t.computeMs)];
+  console.log('');
+  console.log(table([head, ...v.groups.map((g) => line(keyText(g.key, v.by), g.totals)), line('TOTAL', v.totals)]));
+  for (const g of v.groups) {
+    console.log('');
+    console.log(`${keyText(g.key, v.by)}: ${g.totals.count} call(s), ${usd(g.totals.costUsd)}`);
+    if (g.records.length === 0) {
+      if (g.omitted) console.log(`  (${g.omitted} record(s); raise --records to list them)`);
+      continue;
+    }
+    const rows = g.records.map((r) => [
+      r.time,
+      r.agent ?? '',
+      r.capability ?? '',
+      r.model ?? '',
+      r.runId ?? '',
+      r.entityType && r.entityId ? `${r.entityType}/${r.entityId}` : '',
+      `${r.tokensIn}/${r.tokensCached}/${r.tokensOut}`,
+      usd(r.costUsd),
+      ms(r.computeMs),
+      r.traceId ?? '',
+    ]);
+    console.log(table([['TIME', 'AGENT', 'CAPABILITY', 'MODEL', 'RUN', 'ENTITY', 'IN/CACHED/OUT', 'COST USD', 'COMPUTE', 'TRACE'], ...rows], '  '));
+    if (g.omitted) console.log(`  ... and ${g.omitted} older record(s) (--records ${g.totals.count} lists them all)`);
+  }
+}
+
+interface CostOptions {
+  by: string;
+  since: string;
+  customer?: string;
+  run?: string;
+  agent?: string;
+  capability?: string;
+  model?: string;
+  records: string;
+  json?: boolean;
+}
+
+/** `keel cost --by agent|capability|customer|run --since 24h [--json]`: what did this cost, and why. */
+export function registerCost(program: Command): void {
+  program
+    .command('cost')
+    .description('What model calls cost and why: totals from the cost ledger (KEEL_STATE) grouped by agent, capability, customer, run, model or entity, with the records behind each total (time, agent, capability, model, tokens, cost, trace id).')
+    .option('--by <dims>', 'group by agent, capability, customer, run, model, entity (comma-separated)', 'agent')
+    .option('--since <duration>', 'window: a duration back from now (30m, 24h, 7d) or an ISO time', '24h')
+    .option('--customer <id>', 'only this customer')
+    .option('--run <id>', 'only this workflow run')
+    .option('--agent <name>', 'only this agent')
+    .option('--capability <name>', 'only this capability')
+    .option('--model <name>', 'only this model')
+    .option('--records <n>', 'records listed under each group, newest first (0: none)', '20')
+    .option('--json', 'print JSON: { since, by, filters, totals, groups: [{ key, totals, records, omitted }] }')
+    .action(async (opts: CostOptions) => {
+      const since = sinceTime(opts.since);
+      const by = parseBy(opts.by);
+      const perGroup = Number(opts.records);
+      if (!Number.isInteger(perGroup) || perGroup < 0) throw new CostArgumentError(`--records must be an integer >= 0 (got '${opts.records}')`);
+      const filters: Partial<Record<CostDimension, string>> = {};
+      if (opts.customer) filters.customerId = opts.customer;
+      if (opts.run) filters.runId = opts.run;
+      if (opts.agent) filters.agent = opts.agent;
+      if (opts.capability) filters.capability = opts.capability;
+      if (opts.model) filters.model = opts.model;
+
+      const store = await openStore(loadConfig().state);
+      try {
+        const q: CostQuery = { since, by, ...filters };
+        // every record in the window, so each group can list its own (the ledger is filtered by time first)
+        if (perGroup > 0) q.records = Number.MAX_SAFE_INTEGER;
+        const view = buildCostView(await store.costs(q), since, by, filters, perGroup);
+        if (opts.json) console.log(JSON.stringify(view));
+        else printView(view, opts.since);
+      } finally {
+        await store.close();
+      }
+    });
+}
