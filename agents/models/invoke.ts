@@ -3,7 +3,7 @@
  * record attributed to agent, capability, run, customer and entity.
  */
 import { performance } from 'node:perf_hooks';
-import { isSpanContextValid, SpanKind, SpanStatusCode, type Tracer } from '@opentelemetry/api';
+import { isSpanContextValid, SpanKind, type Tracer } from '@opentelemetry/api';
 import type { BaseChatModel } from '@langchain/core/language_models/chat_models';
 import type { BaseLanguageModelInput } from '@langchain/core/language_models/base';
 import { AIMessage, type AIMessageChunk } from '@langchain/core/messages';
@@ -185,8 +185,7 @@ export async function invokeModel(opts: InvokeModelOptions): Promise<InvokeModel
     try {
       result.record = await opts.costs.recordCost(rec);
     } catch (err) {
-      span.recordException(err as Error);
-      span.setStatus({ code: SpanStatusCode.ERROR, message: 'cost record not written' });
+      // withSpan records the exception and the error status
       throw new CostNotRecordedError(result, err, { provider, model: responseModel });
     }
     return result;
