@@ -27,6 +27,7 @@ export interface TaskConsumerOptions<T> {
   maxAckPending?: number;
   maxPayloadBytes?: number;
   prefetch?: number;
+  onDeadLetter?: Parameters<typeof runConsumer<T>>[0]['onDeadLetter'];
   onOutcome?: Parameters<typeof runConsumer<T>>[0]['onOutcome'];
 }
 
@@ -96,6 +97,7 @@ export function createBus(nc: NatsConnection, opts: { prefix?: string; logger?: 
         ackWaitMs: spec.ackWaitMs,
         maxPayloadBytes: o.maxPayloadBytes,
         prefetch: o.prefetch,
+        onDeadLetter: o.onDeadLetter,
         logger: log,
         onOutcome: o.onOutcome,
       });

@@ -79,6 +79,11 @@ export interface ConsumeOptions<T> {
   /** bodies above this are dead-lettered unread (default 1 MiB) */
   maxPayloadBytes?: number;
   logger?: Logger;
+  /**
+   * called before a dead letter is acked, with the envelope when the message was valid; if it
+   * throws, the message is not acked and comes back (so a workflow always learns of the failure)
+   */
+  onDeadLetter?: (d: { envelope: Envelope<T> | undefined; reason: string; error: { code: string; name: string; message: string } }) => Promise<void>;
   /** called after each outcome (metrics) */
   onOutcome?: (o: { outcome: 'ack' | 'retry' | 'dead_letter'; type: string; reason?: string; durationMs: number }) => void;
 }
@@ -140,7 +145,7 @@ export async function runConsumer<T>(opts: ConsumeOptions<T>): Promise<ConsumerH
   const inFlight = new Set<Promise<void>>();
   let slotFree: (() => void) | undefined;
 
-  const deadLetter = async (m: JsMsg, headers: Record<string, string>, reason: string, f: Pick<Failure, 'code' | 'name' | 'message'>) => {
+  const deadLetter = async (m: JsMsg, headers: Record<string, string>, reason: string, f: Pick<Failure, 'code' | 'name' | 'message'>, env?: Envelope<T>) => {
     const letter: DeadLetter = {
       reason,
       error: { code: f.code, name: f.name, message: f.message },
@@ -160,6 +165,7 @@ export async function runConsumer<T>(opts: ConsumeOptions<T>): Promise<ConsumerH
     const tp = headers[H.traceparent];
     if (tp) h.set(H.traceparent, tp);
     await opts.js.publish(opts.dlqSubject, JSON.stringify(letter), { headers: h });
+    if (opts.onDeadLetter) await opts.onDeadLetter({ envelope: env, reason, error: { code: f.code, name: f.name, message: f.message } });
     m.ack();
     stats.deadLettered++;
     stats.deadLetterReasons[reason] = (stats.deadLetterReasons[reason] ?? 0) + 1;
@@ -199,7 +205,7 @@ export async function runConsumer<T>(opts: ConsumeOptions<T>): Promise<ConsumerH
       }
       if (deliveryCount > maxDeliver) {
         // the previous attempt was the last one and its process died mid-task
-        await deadLetter(m, headers, 'max_deliveries', { code: 'MAX_DELIVERIES', name: 'MaxDeliveries', message: `no attempt of ${maxDeliver} completed (the last one did not finish)` });
+        await deadLetter(m, headers, 'max_deliveries', { code: 'MAX_DELIVERIES', name: 'MaxDeliveries', message: `no attempt of ${maxDeliver} completed (the last one did not finish)` }, env);
         outcome('dead_letter', 'max_deliveries');
         return;
       }
@@ -229,7 +235,7 @@ export async function runConsumer<T>(opts: ConsumeOptions<T>): Promise<ConsumerH
           log?.warn({ err: f.message, code: f.code, subject: m.subject, deliveryCount, retryInMs: delay }, 'task failed; will retry');
           outcome('retry', f.code);
         } else {
-          await deadLetter(m, headers, f.retryable ? 'max_deliveries' : 'permanent_error', f);
+          await deadLetter(m, headers, f.retryable ? 'max_deliveries' : 'permanent_error', f, env);
           outcome('dead_letter', f.retryable ? 'max_deliveries' : 'permanent_error');
         }
       } finally {

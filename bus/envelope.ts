@@ -41,6 +41,8 @@ export interface EnvelopeMeta {
   customer?: string;
   /** USD this message's work may still spend */
   budgetUsd?: number;
+  /** extra headers (e.g. `Keel-Run-Id`); names must not clash with the ones above */
+  headers?: Record<string, string>;
 }
 
 /** A validated message as a handler sees it. */
@@ -89,6 +91,7 @@ export function buildHeaders(type: string, meta: EnvelopeMeta, trace: Record<str
   if (meta.customer) h.set(H.customer, meta.customer);
   if (meta.budgetUsd !== undefined) h.set(H.budget, String(meta.budgetUsd));
   h.set(H.publishedAt, String(Date.now()));
+  if (meta.headers) for (const [k, v] of Object.entries(meta.headers)) h.set(k, v);
   for (const [k, v] of Object.entries(trace)) h.set(k, v);
   return { hdrs: h, id };
 }
