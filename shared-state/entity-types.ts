@@ -314,6 +314,9 @@ export const conversationType = defineEntityType({
   },
 });
 
+// declared in its own file: the workflow engine's run log
+import { workflowRunType } from './workflow-run.ts';
+
 export const BUILTIN_ENTITY_TYPES: readonly EntityTypeDef[] = [
   customerType,
   productType,
@@ -322,6 +325,7 @@ export const BUILTIN_ENTITY_TYPES: readonly EntityTypeDef[] = [
   calendarItemType,
   ticketType,
   conversationType,
+  workflowRunType,
 ];
 
 export function builtinRegistry(): EntityTypeRegistry {
