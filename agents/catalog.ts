@@ -6,7 +6,14 @@ import type { AgentDefinition } from './runtime/index.ts';
  * The agents that ship with Keel, by name. `keel start` runs those listed in `KEEL_AGENTS`
  * (default: every entry with `default: true`); `keel agent start NAME` runs one.
  */
-export const CATALOG: Record<string, { module: string; default: boolean; description: string }> = {};
+export const CATALOG: Record<string, { module: string; default: boolean; description: string }> = {
+  intake: { module: './inbound/intake.ts', default: true, description: 'inbound.intake: puts each inbound email/chat message on the canonical ticket of its thread' },
+  triage: { module: './inbound/triage.ts', default: true, description: 'ticket.triage: intent, urgency, sentiment, entities, escalate (heuristics; a model when unsure)' },
+  summarizer: { module: './inbound/summarizer.ts', default: true, description: 'ticket.summarize: summary of the whole ticket thread' },
+  'reply-suggester': { module: './inbound/reply-suggester.ts', default: true, description: 'ticket.suggest-reply: reply draft for approval' },
+  sender: { module: './inbound/sender.ts', default: true, description: 'message.send: sends an approved reply once (email threaded, chat recorded)' },
+  escalation: { module: './inbound/escalation.ts', default: true, description: 'operator.escalate: notifies the operator with the whole ticket history' },
+};
 
 /** Loads an agent definition from the catalog by name, or from a module path. */
 export async function loadAgent(nameOrPath: string): Promise<AgentDefinition> {

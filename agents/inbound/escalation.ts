@@ -1,0 +1,95 @@
+/**
+ * `escalation` — capability `operator.escalate`: tells the operator about a ticket that needs a
+ * person, with the WHOLE history (every message in and out, the triage, the summary, the
+ * suggested reply and the ticket's change log), as an email to `KEEL_OPERATOR_EMAIL` (default
+ * `operator@keel.local`) through the same mail sender as replies, sent once per task inside
+ * `ctx.effect('notify')`. Appends `escalated` to the ticket.
+ */
+import { z } from 'zod';
+import { defineAgent, defineCapability } from '../runtime/index.ts';
+import type { CommittedEvent, Entity } from '../../shared-state/index.ts';
+import { mailConfig, mailSender } from './mail.ts';
+import { CUSTOMER, TICKET, getTicket, renderThread, updateTicket, type CustomerState, type TicketState } from './ticket.ts';
+
+export const EscalateInput = z.object({ ticketId: z.string().min(1), reason: z.string().min(1).max(2_000) });
+export const EscalateOutput = z.object({
+  ticketId: z.string(),
+  /** who was told: the operator's address */
+  notified: z.string(),
+  /** how many messages of the thread the notification carried */
+  messages: z.number().int().nonnegative(),
+});
+export type EscalateInput = z.infer<typeof EscalateInput>;
+export type EscalateOutput = z.infer<typeof EscalateOutput>;
+
+/** The operator notification: reason, customer, triage, summary, suggestion, the full thread and the change log. */
+export function operatorNotification(
+  ticket: Entity<TicketState>,
+  reason: string,
+  customer: CustomerState | undefined,
+  history: readonly CommittedEvent[],
+): { subject: string; text: string } {
+  const t = ticket.state;
+  const lines: string[] = [];
+  lines.push(`Ticket ${ticket.entityId} needs you: ${reason}`, '');
+  lines.push(`Subject:   ${t.subject}`);
+  lines.push(`Customer:  ${customer?.name ?? '(unknown)'} <${t.customerEmail ?? t.customerHandle ?? t.customerId ?? '?'}>${t.customerId ? ` (${t.customerId})` : ''}`);
+  lines.push(`Channel:   ${t.channel ?? '?'}    Status: ${t.status}    Priority: ${t.priority}`);
+  if (t.lastRunId) lines.push(`Run:       ${t.lastRunId}`);
+  if (t.traceIds.length) lines.push(`Traces:    ${t.traceIds.join(', ')}`);
+  if (t.triage) {
+    const g = t.triage;
+    lines.push('', `Triage (tier ${g.tier}, confidence ${g.confidence}): intent ${g.intent}, urgency ${g.urgency}, sentiment ${g.sentiment}${g.escalate ? ', ESCALATE' : ''}`);
+    if (g.entities.length) lines.push(`  entities: ${g.entities.join(', ')}`);
+    for (const r of g.reasons) lines.push(`  - ${r}`);
+  }
+  if (t.summary) lines.push('', 'Summary:', t.summary);
+  if (t.suggestion) lines.push('', `Suggested reply (tier ${t.suggestion.tier}, confidence ${t.suggestion.confidence}, not sent):`, t.suggestion.text);
+  lines.push('', `Thread (${t.messages.length} message${t.messages.length === 1 ? '' : 's'}, oldest first):`, '', renderThread(t) || '(no messages)');
+  lines.push('', 'Change log:');
+  for (const e of history) lines.push(`  v${e.version} ${e.time} ${e.type} by ${e.meta.actor.kind}:${e.meta.actor.id}${e.meta.correlationId ? ` run ${e.meta.correlationId}` : ''}${e.meta.traceId ? ` trace ${e.meta.traceId}` : ''}`);
+  const tag = t.triage?.urgency === 'high' ? 'URGENT' : 'Escalated';
+  return { subject: `[Keel] ${tag}: ${t.subject} (${ticket.entityId})`, text: lines.join('\n') };
+}
+
+export const escalate = defineCapability({
+  name: 'operator.escalate',
+  version: '1',
+  description: 'Notifies the operator with the whole ticket history and marks the ticket escalated.',
+  input: EscalateInput,
+  output: EscalateOutput,
+  permissions: { entityTypes: [TICKET, CUSTOMER], secrets: ['SMTP_PASSWORD'] },
+  costClass: 'none',
+  timeoutMs: 60_000,
+  maxDeliver: 10,
+  async handler(ctx): Promise<EscalateOutput> {
+    const { ticketId, reason } = ctx.input;
+    const ticket = await getTicket(ctx, ticketId);
+    const customer = ticket.state.customerId ? await ctx.state.get<CustomerState>(CUSTOMER, ticket.state.customerId) : null;
+    const history = await ctx.state.history(TICKET, ticketId);
+    const operator = process.env.KEEL_OPERATOR_EMAIL?.trim() || 'operator@keel.local';
+    const cfg = mailConfig(process.env, ctx.secrets.SMTP_PASSWORD);
+    const note = operatorNotification(ticket, reason, customer?.state, history);
+    const sent = await ctx.effect('notify', (key) =>
+      ctx.connector('smtp', () =>
+        mailSender(cfg).send({ to: operator, subject: note.subject, text: note.text, autoSubmitted: true, headers: { 'X-Keel-Ticket': ticketId }, idempotencyKey: key }),
+      ),
+    );
+    ctx.logger.warn({ ticketId, operator, messageId: sent.messageId, path: sent.path, reason }, 'escalated to the operator');
+    // a redelivery after a crash between the mail and this append: the escalation is already recorded
+    const recorded = history.some((e) => e.type === 'escalated' && e.meta.causationId === ctx.envelope.id);
+    if (!recorded) {
+      const at = new Date().toISOString();
+      await updateTicket(ctx, ticketId, () => [{ type: 'escalated', data: { reason: reason.slice(0, 2_000), notified: operator, at } }]);
+    }
+    return { ticketId, notified: operator, messages: ticket.state.messages.length };
+  },
+});
+
+export default defineAgent({
+  name: 'escalation',
+  version: '1.0.0',
+  description: 'Escalates tickets to the operator with the whole history.',
+  capabilities: [escalate],
+  connectors: { smtp: { failureThreshold: 5, resetMs: 30_000 } },
+});

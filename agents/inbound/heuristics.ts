@@ -1,0 +1,460 @@
+/**
+ * Tier 0 of the inbound agents: rules and wink-nlp's English model, no model call, no network.
+ * Pure functions (the NLP model loads once per process), unit-tested in tests/inbound.
+ *
+ * ```ts
+ * const t = triageText(cleanText(message.text), { subject: message.subject });
+ * // { intent: 'refund', urgency: 'normal', sentiment: 'neutral', confidence: 0.8, escalate: false, ... }
+ * const summary = summarizeThread(ticket.messages, { triage: t });
+ * const draft = draftReply({ intent: t.intent, customerName: 'Ada', escalate: t.escalate, ... });
+ * ```
+ */
+import winkNLP, { type ItemSentence } from 'wink-nlp';
+import model from 'wink-eng-lite-web-model';
+import { z } from 'zod';
+
+export const INTENTS = ['refund', 'billing', 'bug', 'cancellation', 'question', 'praise', 'other'] as const;
+export type Intent = (typeof INTENTS)[number];
+export const URGENCIES = ['low', 'normal', 'high'] as const;
+export type Urgency = (typeof URGENCIES)[number];
+export const SENTIMENTS = ['negative', 'neutral', 'positive'] as const;
+export type Sentiment = (typeof SENTIMENTS)[number];
+
+/** Below this confidence an agent asks the next configured model tier. */
+export const CONFIDENCE_THRESHOLD = 0.6;
+
+export const TriageSchema = z.object({
+  intent: z.enum(INTENTS),
+  urgency: z.enum(URGENCIES),
+  sentiment: z.enum(SENTIMENTS),
+  /** `TYPE:value`, e.g. `MONEY:$450`, `ORDER:12345`, `EMAIL:bob@example.com` */
+  entities: z.array(z.string()),
+  confidence: z.number().min(0).max(1),
+  /** 0 heuristics, 1 small model, 2 large model */
+  tier: z.number().int().min(0).max(2),
+  escalate: z.boolean(),
+  /** why: the cues that decided it, readable by the operator */
+  reasons: z.array(z.string()),
+});
+export type Triage = z.infer<typeof TriageSchema>;
+
+// ---- the NLP model -------------------------------------------------------------------------
+
+type Nlp = ReturnType<typeof winkNLP>;
+let nlpInstance: Nlp | undefined;
+/** wink-nlp with its English lite model, loaded on first use (~0.2 s). */
+export function nlp(): Nlp {
+  nlpInstance ??= winkNLP(model);
+  return nlpInstance;
+}
+
+// ---- text cleanup --------------------------------------------------------------------------
+
+const ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: ' ' };
+
+/** Text of an HTML fragment: scripts and styles dropped, block tags as line breaks, entities decoded. */
+export function htmlToText(html: string): string {
+  return html
+    .replace(/<(script|style|head)\b[\s\S]*?<\/\1\s*>/gi, ' ')
+    .replace(/<!--[\s\S]*?-->/g, ' ')
+    .replace(/<\s*br\s*\/?>/gi, '\n')
+    .replace(/<\/\s*(p|div|li|tr|h[1-6]|blockquote)\s*>/gi, '\n')
+    .replace(/<[^>]+>/g, ' ')
+    .replace(/&(#x?[0-9a-f]+|[a-z]+);/gi, (m, e: string) => {
+      if (e.startsWith('#')) {
+        const code = e[1] === 'x' || e[1] === 'X' ? parseInt(e.slice(2), 16) : parseInt(e.slice(1), 10);
+        return Number.isFinite(code) && code > 0 && code < 0x110000 ? String.fromCodePoint(code) : ' ';
+      }
+      return ENTITIES[e.toLowerCase()] ?? m;
+    });
+}
+
+/**
+ * The customer's own words: HTML stripped (if the text looks like HTML), quoted history
+ * (`> ...`, "On ... wrote:", forwarded/original blocks) and signatures (`-- `) cut, whitespace
+ * collapsed per line.
+ */
+export function cleanText(text: string): string {
+  let t = /<(html|body|div|p|br|span|table)\b/i.test(text) ? htmlToText(text) : text;
+  t = t.replace(/\r\n?/g, '\n');
+  const out: string[] = [];
+  for (const line of t.split('\n')) {
+    if (/^\s*>/.test(line)) continue;
+    if (/^\s*on\b.{0,200}\bwrote:\s*$/i.test(line)) break;
+    if (/^\s*-{2,}\s*(original message|forwarded message)\s*-{2,}/i.test(line)) break;
+    if (/^-- ?$/.test(line)) break;
+    out.push(line.replace(/[ \t\u00a0]+/g, ' ').trim());
+  }
+  return out.join('\n').replace(/\n{3,}/g, '\n\n').trim();
+}
+
+// ---- triage --------------------------------------------------------------------------------
+
+interface Rule {
+  re: RegExp;
+  weight: number;
+  label: string;
+}
+
+const INTENT_RULES: Record<Exclude<Intent, 'other'>, Rule[]> = {
+  refund: [
+    { re: /\brefund(s|ed|ing)?\b/, weight: 3, label: 'refund' },
+    { re: /\bmoney back\b/, weight: 3, label: 'money back' },
+    { re: /\breimburse(ment|d)?\b/, weight: 2, label: 'reimburse' },
+    { re: /\bcharge ?back\b/, weight: 2, label: 'chargeback' },
+    { re: /\breturn (it|the|my)\b/, weight: 1, label: 'return' },
+  ],
+  billing: [
+    { re: /\binvoices?\b/, weight: 2, label: 'invoice' },
+    { re: /\b(double|over)[- ]?charged\b/, weight: 3, label: 'overcharged' },
+    { re: /\bcharged?\b/, weight: 1, label: 'charge' },
+    { re: /\bbilling\b|\bbilled\b/, weight: 2, label: 'billing' },
+    { re: /\b(payment|credit card|receipt|vat|pricing|price plan|subscription fee)s?\b/, weight: 1, label: 'payment' },
+  ],
+  bug: [
+    { re: /\b(bug|crash(es|ed|ing)?|exception|stack ?trace)\b/, weight: 2, label: 'bug/crash' },
+    { re: /\b(error|errors|fails?|failed|failing|broken)\b/, weight: 2, label: 'error' },
+    { re: /\b(not|isn't|is not|doesn't|does not|won't|can't|cannot) (work|working|load|loading|open|log ?in|sign ?in|connect)\b/, weight: 2, label: 'not working' },
+    { re: /\b(outage|downtime|502|503|500 error)\b|\b(is|are|was|were|been|went|still|goes|keeps going) down\b/, weight: 3, label: 'outage' },
+  ],
+  cancellation: [
+    { re: /\bcancel(l?ed|l?ing|lation)?\b/, weight: 3, label: 'cancel' },
+    { re: /\b(close|delete|terminate) my account\b/, weight: 3, label: 'close account' },
+    { re: /\bunsubscribe\b/, weight: 2, label: 'unsubscribe' },
+    { re: /\b(stop|end) (my|the) (subscription|plan|membership)\b/, weight: 3, label: 'end subscription' },
+  ],
+  question: [
+    { re: /\b(how (do|can|does|would)|is it possible|can (i|you|we)|could you|do you (offer|have|support)|where (is|can|do)|what (is|are|does)|when (will|is|does))\b/, weight: 2, label: 'question phrase' },
+    { re: /\?/, weight: 1, label: 'question mark' },
+  ],
+  praise: [
+    { re: /\b(love|awesome|amazing|fantastic|excellent|brilliant|wonderful|great job|great work|well done|kudos|impressed)\b/, weight: 2, label: 'praise word' },
+    { re: /\bthank(s| you)\b.{0,40}\b(so much|a lot|for (the|your) (help|quick|fast|great))/, weight: 2, label: 'heartfelt thanks' },
+  ],
+};
+
+/** Tie-break order when two intents score the same: the more actionable one wins. */
+const INTENT_PRIORITY: Intent[] = ['cancellation', 'refund', 'bug', 'billing', 'question', 'praise', 'other'];
+
+const URGENT_RULES: Rule[] = [
+  { re: /\b(urgent(ly)?|asap|a\.s\.a\.p|immediately|right now|right away|emergency|critical|time[- ]sensitive)\b/, weight: 1, label: 'urgent wording' },
+  { re: /\b(outage|(is|are|was|were|been|went|still) down|production (is )?down|all (our )?(users|customers) (are )?(affected|blocked)|losing (money|customers|sales))\b/, weight: 1, label: 'outage' },
+  { re: /\b(lawyer|attorney|legal action|sue|suing|lawsuit|court|small claims|ombudsman|regulator|trading standards)\b/, weight: 1, label: 'legal threat' },
+];
+const LOW_URGENCY = /\b(no rush|not urgent|whenever you (can|get a chance)|when you get a chance|low priority|no hurry|fyi)\b/;
+
+const ANGER_RULES: Rule[] = [
+  { re: /\b(angry|furious|livid|outraged|disgusted|fed up|sick (and tired )?of|had enough)\b/, weight: 1, label: 'anger word' },
+  { re: /\b(unacceptable|ridiculous|outrageous|pathetic|useless|incompetent|disgraceful|terrible|horrible|awful|worst|joke)\b/, weight: 1, label: 'contempt word' },
+  { re: /\b(scam|fraud|rip[- ]?off|stole|stealing|thieves)\b/, weight: 1, label: 'accusation' },
+  { re: /\b(wtf|damn|crap|shit|f\*+k|fuck\w*|bloody|hell)\b/, weight: 1, label: 'profanity' },
+  { re: /\b(never again|last time i|will be leaving|switching to|bad review|tell everyone)\b/, weight: 1, label: 'churn threat' },
+];
+
+export interface TriageOptions {
+  subject?: string | undefined;
+}
+
+function matches(text: string, rules: Rule[]): Rule[] {
+  return rules.filter((r) => r.re.test(text));
+}
+
+const round = (n: number) => Math.round(n * 100) / 100;
+
+/**
+ * Tier-0 triage of one customer message (pass it through {@link cleanText} first).
+ *
+ * - intent: keyword rules, each with a weight; the highest total wins (ties by actionability);
+ *   confidence grows with the winner's total and shrinks with a close runner-up.
+ * - urgency: `high` on urgent wording, `!!!`, shouting, outages or legal threats; `low` on
+ *   "no rush"-style wording or pure praise.
+ * - sentiment: wink-nlp's sentiment score plus an anger lexicon; anger cues make it negative.
+ * - escalate: urgency high, or negative sentiment with strong anger (two anger cues, or one with
+ *   shouting / `!!!`).
+ * - little recognizable English text: intent `other` at low confidence, so a model can look.
+ */
+export function triageText(text: string, opts: TriageOptions = {}): Triage {
+  const full = [opts.subject ?? '', text].filter(Boolean).join('\n');
+  const lower = full.toLowerCase();
+  const reasons: string[] = [];
+
+  const doc = nlp().readDoc(full);
+  const its = nlp().its;
+  const types = doc.tokens().out(its.type) as string[];
+  const words = doc.tokens().out(its.value).filter((_, i) => types[i] === 'word');
+  const letters = (full.match(/[A-Za-z]/g) ?? []).length;
+  const visible = (full.match(/\S/g) ?? []).length || 1;
+  const vocab = words.filter((w) => /^[a-z]{2,}$/i.test(w) && KNOWN.test(w.toLowerCase())).length;
+  const junk = words.length < 2 || letters / visible < 0.5 || vocab / Math.max(1, words.length) < 0.2;
+
+  // intent
+  const scores = new Map<Intent, { score: number; labels: string[] }>();
+  for (const [intent, rules] of Object.entries(INTENT_RULES) as [Intent, Rule[]][]) {
+    const hit = matches(lower, rules);
+    scores.set(intent, { score: hit.reduce((s, r) => s + r.weight, 0), labels: hit.map((r) => r.label) });
+  }
+  const ranked = [...scores.entries()].sort((a, b) => b[1].score - a[1].score || INTENT_PRIORITY.indexOf(a[0]) - INTENT_PRIORITY.indexOf(b[0]));
+  const [first, second] = ranked;
+  let intent: Intent = 'other';
+  let confidence: number;
+  if (!first || first[1].score === 0) {
+    confidence = 0.3;
+    reasons.push('no intent keyword matched');
+  } else {
+    intent = first[0];
+    const top = first[1].score;
+    const runnerUp = second?.[1].score ?? 0;
+    // a question frame ("could I get a refund?") or a polite thanks hardly competes with a concrete intent
+    const weakRunnerUp = second?.[0] === 'question' || second?.[0] === 'praise';
+    confidence = Math.min(0.95, 0.4 + 0.12 * top) - (weakRunnerUp ? 0.15 : 0.3) * (runnerUp / top);
+    reasons.push(`intent ${intent}: ${first[1].labels.join(', ')}`);
+    if (runnerUp > 0 && second) reasons.push(`also ${second[0]} (${second[1].labels.join(', ')})`);
+  }
+
+  // sentiment
+  const score = doc.out(its.sentiment) as unknown as number;
+  const anger = matches(lower, ANGER_RULES);
+  const exclaim = /!{3,}/.test(full);
+  const shoutWords = (full.match(/\b[A-Z]{3,}\b/g) ?? []).filter((w) => !ACRONYMS.has(w));
+  const shouting = shoutWords.length >= 3 || (shoutWords.length >= 1 && letters > 0 && shoutWords.join('').length / letters > 0.3);
+  let sentiment: Sentiment = 'neutral';
+  if (anger.length > 0 || score <= -0.15) sentiment = 'negative';
+  else if (score >= 0.2 || (intent === 'praise' && score >= 0)) sentiment = 'positive';
+  reasons.push(`sentiment ${sentiment} (score ${round(score)}${anger.length ? `; ${anger.map((r) => r.label).join(', ')}` : ''})`);
+  const strongAnger = anger.length >= 2 || (anger.length >= 1 && (exclaim || shouting));
+
+  // urgency
+  const urgent = matches(lower, URGENT_RULES);
+  let urgency: Urgency = 'normal';
+  if (urgent.length > 0 || exclaim || shouting) {
+    urgency = 'high';
+    reasons.push(`urgency high: ${[...urgent.map((r) => r.label), ...(exclaim ? ['!!!'] : []), ...(shouting ? ['shouting'] : [])].join(', ')}`);
+  } else if (LOW_URGENCY.test(lower) || (intent === 'praise' && sentiment !== 'negative')) {
+    urgency = 'low';
+  }
+  // "not urgent" must not count as urgent wording
+  if (urgency === 'high' && LOW_URGENCY.test(lower) && urgent.length === 1 && urgent[0]!.label === 'urgent wording' && !exclaim && !shouting) {
+    urgency = 'low';
+    reasons.pop();
+  }
+
+  if (junk) {
+    if (intent !== 'other') reasons.splice(0, reasons.findIndex((r) => r.startsWith('sentiment ')), 'ignored intent cues');
+    intent = 'other';
+    confidence = Math.min(confidence, 0.2);
+    reasons.push('little recognizable English text');
+  }
+
+  const escalate = urgency === 'high' || (sentiment === 'negative' && strongAnger);
+  if (escalate) reasons.push(urgency === 'high' ? 'escalate: high urgency' : 'escalate: strong anger');
+
+  return {
+    intent,
+    urgency,
+    sentiment,
+    entities: extractEntities(full),
+    confidence: round(Math.max(0.05, Math.min(0.95, confidence))),
+    tier: 0,
+    escalate,
+    reasons,
+  };
+}
+
+const ACRONYMS = new Set(['API', 'URL', 'CSV', 'PDF', 'VAT', 'USD', 'EUR', 'GBP', 'SMS', 'FAQ', 'SSO', 'DNS', 'SSL', 'TLS', 'HTTP', 'HTTPS', 'CEO', 'CTO', 'IBAN', 'UTC', 'GMT', 'PST', 'EST', 'JSON', 'HTML', 'AWS', 'IOS']);
+
+// a rough English check: common function words and support vocabulary
+const KNOWN = new RegExp(
+  '^(' +
+    [
+      'the', 'a', 'an', 'i', 'you', 'we', 'my', 'our', 'your', 'it', 'is', 'are', 'was', 'be', 'to', 'of', 'and', 'or', 'in', 'on', 'for', 'with', 'this', 'that', 'not',
+      'have', 'has', 'do', 'does', 'did', 'can', 'could', 'would', 'will', 'please', 'thanks', 'thank', 'hi', 'hello', 'me', 'at', 'from', 'but', 'so', 'if', 'no', 'yes',
+      'what', 'how', 'when', 'where', 'why', 'order', 'account', 'help', 'need', 'want', 'get', 'got', 'still', 'just', 'again', 'all', 'any', 'some', 'there', 'here',
+      'refund', 'invoice', 'charge', 'charged', 'payment', 'error', 'bug', 'cancel', 'site', 'app', 'down', 'working', 'work', 'problem', 'issue', 'love', 'great',
+      'urgent', 'asap', 'now', 'today', 'money', 'back', 'service', 'subscription', 'plan', 'team', 'support', 'email', 'login', 'page', 'price', 'week', 'day',
+    ].join('|') +
+    ')$',
+);
+
+/** Entities worth keeping on the ticket: wink-nlp's (money, dates, emails, urls, ...) plus order/invoice numbers. */
+export function extractEntities(text: string): string[] {
+  const its = nlp().its;
+  const out = new Set<string>();
+  const found = nlp().readDoc(text).entities().out(its.detail) as unknown as { value: string; type: string }[];
+  for (const e of found) {
+    if (['MONEY', 'DATE', 'TIME', 'EMAIL', 'URL', 'PERCENT', 'HASHTAG', 'MENTION'].includes(e.type)) out.add(`${e.type}:${e.value}`);
+  }
+  for (const m of text.matchAll(/\b(order|invoice|ticket|case|account|ref(?:erence)?)\s*(?:no\.?|number|#|:)?\s*#?\s*([A-Z0-9][A-Z0-9-]{3,})\b/gi)) {
+    const kind = m[1]!.toLowerCase().startsWith('ref') ? 'REF' : m[1]!.toUpperCase();
+    if (/\d/.test(m[2]!)) out.add(`${kind}:${m[2]!}`);
+  }
+  for (const m of text.matchAll(/#(\d{4,})\b/g)) if (![...out].some((e) => e.endsWith(`:${m[1]!}`))) out.add(`REF:${m[1]!}`);
+  return [...out].slice(0, 20);
+}
+
+// ---- summary -------------------------------------------------------------------------------
+
+export interface ThreadMessage {
+  direction: 'in' | 'out';
+  from: string;
+  text: string;
+  at: string;
+  channel?: string;
+}
+
+export interface SummaryOptions {
+  /** sentences to keep (default 3, 5 for threads of more than 4 messages) */
+  maxSentences?: number;
+  triage?: { intent: string; urgency: string; sentiment: string } | undefined;
+}
+
+const FILLER = /^(hi|hello|hey|dear|good (morning|afternoon|evening)|thanks?( you)?|many thanks|best|regards|kind regards|cheers|sincerely)\b[^.!?]{0,40}[.!?,]?$/i;
+
+/**
+ * Extractive summary of a thread: wink-nlp splits every message into sentences; each sentence
+ * scores by the thread's frequent content words it contains, plus bonuses for cues that matter
+ * to support (money, order numbers, dates, intent and urgency words) and for opening a customer
+ * message; greetings and sign-offs score nothing. The best sentences are kept in thread order.
+ * Confidence is how much of the thread the summary covers (a long thread summarized in a few
+ * sentences loses more).
+ */
+export function summarizeThread(messages: readonly ThreadMessage[], opts: SummaryOptions = {}): { summary: string; confidence: number } {
+  const its = nlp().its;
+  const inbound = messages.filter((m) => m.direction === 'in');
+  const customer = inbound[0]?.from ?? messages[0]?.from ?? 'the customer';
+  const sentences: { text: string; msg: number; pos: number; words: string[]; dir: 'in' | 'out' }[] = [];
+  const freq = new Map<string, number>();
+  messages.forEach((m, mi) => {
+    const doc = nlp().readDoc(cleanText(m.text));
+    let pos = 0;
+    doc.sentences().each((s: ItemSentence) => {
+      const text = (s.out() as string).replace(/\s+/g, ' ').trim();
+      if (!text || FILLER.test(text)) return;
+      const stop = s.tokens().out(its.stopWordFlag) as unknown as boolean[];
+      const types = s.tokens().out(its.type) as string[];
+      const words = (s.tokens().out(its.normal) as string[]).filter((w, i) => types[i] === 'word' && !stop[i] && w.length > 2);
+      for (const w of new Set(words)) freq.set(w, (freq.get(w) ?? 0) + 1);
+      sentences.push({ text, msg: mi, pos: pos++, words, dir: m.direction });
+    });
+  });
+  const head = `${messages.length} message${messages.length === 1 ? '' : 's'} (${inbound.length} from ${customer})` +
+    (opts.triage ? `; ${opts.triage.intent}, urgency ${opts.triage.urgency}, sentiment ${opts.triage.sentiment}` : '') + '.';
+  if (sentences.length === 0) return { summary: `${head} No readable text.`, confidence: 0.5 };
+
+  const max = opts.maxSentences ?? (messages.length > 4 ? 5 : 3);
+  const cue = /(\$|€|£|\d{3,}|refund|invoice|charge|cancel|error|crash|down|outage|urgent|asap|lawyer|deadline|broken|not work)/i;
+  const scored = sentences.map((s, i) => {
+    const content = s.words.reduce((sum, w) => sum + Math.log(1 + (freq.get(w) ?? 0)), 0) / Math.sqrt(Math.max(1, s.words.length));
+    const bonus = (cue.test(s.text) ? 1 : 0) + (s.pos === 0 && s.dir === 'in' ? 0.75 : 0) + (s.dir === 'in' ? 0.25 : 0);
+    return { i, score: content + bonus };
+  });
+  const keep = new Set(scored.sort((a, b) => b.score - a.score || a.i - b.i).slice(0, max).map((s) => s.i));
+  const lines: string[] = [head];
+  let lastMsg = -1;
+  for (const [i, s] of sentences.entries()) {
+    if (!keep.has(i)) continue;
+    const cut = s.text.length > 300 ? `${s.text.slice(0, 297)}...` : s.text;
+    if (s.msg !== lastMsg) lines.push(`${s.dir === 'in' ? 'Customer' : 'We'}: ${cut}`);
+    else lines[lines.length - 1] += ` ${cut}`;
+    lastMsg = s.msg;
+  }
+  const confidence = round(Math.min(1, keep.size / sentences.length + 0.3));
+  return { summary: lines.join('\n'), confidence };
+}
+
+// ---- reply drafts --------------------------------------------------------------------------
+
+export interface DraftInput {
+  intent: Intent | string;
+  customerName?: string | undefined;
+  escalate?: boolean;
+  urgency?: Urgency;
+  entities?: readonly string[];
+  /** confidence of the triage the draft is based on (default 0.5) */
+  triageConfidence?: number;
+  /** signs the reply (default "The support team") */
+  signature?: string;
+}
+
+const BODIES: Record<Intent, string> = {
+  refund: "Thank you for reaching out about a refund{ref}. I'm sorry this didn't work out for you. I'm looking into your purchase now and will confirm the refund and when you can expect it to arrive.",
+  billing: "Thank you for getting in touch about your billing{ref}. I'm checking the charges on your account now and will come back to you with a clear breakdown and, if something was charged in error, the correction.",
+  bug: "Thank you for reporting this{ref}, and I'm sorry for the trouble. I've passed the details to our engineers and will update you as soon as we know more. If you can, please tell us what you were doing when it happened and send a screenshot of any error.",
+  cancellation: "I'm sorry to see you go. I've noted your request to cancel{ref} and will confirm once it has been processed, including the date your access ends and any final charges.",
+  question: "Thanks for your question{ref}. I'm looking into it and will get back to you with a full answer shortly.",
+  praise: "Thank you so much for your kind words! It means a lot to us, and I'll make sure the whole team sees your message.",
+  other: "Thank you for your message{ref}. I've read it and will get back to you shortly.",
+};
+
+/**
+ * A reply from the intent's template, addressed to the customer by first name, naming the
+ * order/invoice it concerns. Confidence follows the triage's (a template for `other` is a weak
+ * answer); an escalated ticket says a person is on it.
+ */
+export function draftReply(d: DraftInput): { text: string; confidence: number } {
+  const intent: Intent = (INTENTS as readonly string[]).includes(d.intent) ? (d.intent as Intent) : 'other';
+  const first = firstName(d.customerName);
+  const refEntity = d.entities?.find((e) => /^(ORDER|INVOICE|REF|TICKET|CASE|ACCOUNT):/.test(e));
+  const ref = refEntity ? ` (${refEntity.split(':')[0]!.toLowerCase()} ${refEntity.slice(refEntity.indexOf(':') + 1)})` : '';
+  const parts = [first ? `Hi ${first},` : 'Hello,', '', BODIES[intent].replace('{ref}', ref)];
+  if (d.escalate) parts.push('', "I've flagged this as a priority and a member of our team is personally looking into it right now.");
+  else if (d.urgency === 'high') parts.push('', "I understand this is urgent and I'm treating it as a priority.");
+  parts.push('', 'Best regards,', d.signature ?? 'The support team');
+  const base = d.triageConfidence ?? 0.5;
+  const fit = intent === 'other' ? 0.5 : d.escalate ? 0.8 : 0.95;
+  return { text: parts.join('\n'), confidence: round(Math.max(0.05, Math.min(0.95, base * fit))) };
+}
+
+/** "Ada Lovelace" → "Ada"; an address or handle gives no name. */
+export function firstName(name: string | undefined): string | undefined {
+  if (!name) return undefined;
+  const n = name.replace(/["<>]/g, '').trim();
+  if (!n || n.includes('@')) return undefined;
+  const f = n.split(/[\s,]+/)[0];
+  return f && /^\p{L}[\p{L}'-]*$/u.test(f) ? f.charAt(0).toUpperCase() + f.slice(1) : undefined;
+}
+
+// ---- model answers -------------------------------------------------------------------------
+
+/** The first JSON object in a model's answer (bare, or inside a ```json fence), or undefined. */
+export function extractJson(text: string): unknown {
+  const fenced = /```(?:json)?\s*([\s\S]*?)```/i.exec(text);
+  const candidates = [fenced?.[1], text];
+  for (const c of candidates) {
+    if (!c) continue;
+    const start = c.indexOf('{');
+    const end = c.lastIndexOf('}');
+    if (start < 0 || end <= start) continue;
+    try {
+      return JSON.parse(c.slice(start, end + 1));
+    } catch {
+      // try the next candidate
+    }
+  }
+  return undefined;
+}
+
+const ModelTriageSchema = z.object({
+  intent: z.string().transform((s) => ((INTENTS as readonly string[]).includes(s.toLowerCase()) ? (s.toLowerCase() as Intent) : 'other')),
+  urgency: z.enum(URGENCIES).catch('normal'),
+  sentiment: z.enum(SENTIMENTS).catch('neutral'),
+  entities: z.array(z.string()).catch([]),
+  confidence: z.number().min(0).max(1).catch(0.7),
+  escalate: z.boolean().optional(),
+  reasons: z.array(z.string()).catch([]),
+});
+
+/** A model's triage answer, normalized; undefined when it is not a usable JSON triage. */
+export function parseModelTriage(content: string): Omit<Triage, 'tier'> | undefined {
+  const r = ModelTriageSchema.safeParse(extractJson(content));
+  if (!r.success) return undefined;
+  const t = r.data;
+  return {
+    intent: t.intent,
+    urgency: t.urgency,
+    sentiment: t.sentiment,
+    entities: t.entities.slice(0, 20),
+    confidence: round(t.confidence),
+    escalate: t.escalate ?? t.urgency === 'high',
+    reasons: t.reasons.slice(0, 10),
+  };
+}
