@@ -8,6 +8,8 @@ import { registerAgents } from './commands/agents.ts';
 import { registerAgent } from './commands/agent.ts';
 import { registerState } from './commands/state.ts';
 import { registerCost } from './commands/cost.ts';
+import { registerRuns } from './commands/runs.ts';
+import { registerApprovals } from './commands/approvals.ts';
 import { KEEL_VERSION } from '../config/index.ts';
 
 const program = new Command();
@@ -23,6 +25,8 @@ registerAgents(program);
 registerAgent(program);
 registerState(program);
 registerCost(program);
+registerRuns(program);
+registerApprovals(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -76,3 +76,6 @@ export type {
   StoreInfo,
   StateStore,
 } from './types.ts';
+
+export { workflowRunType, reduceRun } from './workflow-run.ts';
+export type { RunState, RunStatus, StepState, StepStatus } from './workflow-run.ts';

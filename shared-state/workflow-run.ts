@@ -126,7 +126,7 @@ export function reduceRun(state: State, e: Ev): State {
         completedOrder: st.completedOrder.includes(d.step) ? st.completedOrder : [...st.completedOrder, d.step],
       });
     case 'compensation_scheduled':
-      return withWake({ ...st, status: 'compensating', compensations: [...st.compensations, { step: d.step, status: 'scheduled', taskId: d.taskId as string, at: d.at }] });
+      return withWake({ ...st, status: 'compensating', ...(d.reason ? { error: d.reason as string } : {}), compensations: [...st.compensations, { step: d.step, status: 'scheduled', taskId: d.taskId as string, at: d.at }] });
     case 'compensation_completed':
     case 'compensation_failed':
       return withWake({

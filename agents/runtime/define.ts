@@ -47,6 +47,13 @@ export interface TaskContext<I> {
   working(): void;
   /** model tiers configured for this process; see agents/models */
   models: unknown;
+  /**
+   * one model call at a tier ('small' | 'large'), attributed to this task's agent, capability,
+   * run and customer in the cost ledger; recorded so a retry or a replay reuses the answer
+   */
+  llm(tier: 'small' | 'large', messages: unknown[]): Promise<{ text: string; usage: { inputTokens: number; outputTokens: number; cachedTokens: number }; costUsd: number; model: string }>;
+  /** whether a model is configured at that tier (else stay at tier 0) */
+  hasModel(tier: 'small' | 'large'): boolean;
 }
 
 export interface Capability<I = unknown, O = unknown> {

@@ -10,6 +10,9 @@ import { createLogger, createMetrics, type Logger, type Metrics } from '../../ob
 import { CircuitBreaker } from './breaker.ts';
 import { AgentError, PermissionDeniedError } from './errors.ts';
 import { scopeState } from './scoped-state.ts';
+import { WorkflowEngine, runCoordinates } from '../../workflows/engine.ts';
+import { invokeModel, type ModelRegistry } from '../models/index.ts';
+import type { BaseMessageLike } from '@langchain/core/messages';
 import { taskType, type AgentDefinition, type Capability, type TaskContext } from './define.ts';
 
 export interface RunAgentOptions {
@@ -27,8 +30,12 @@ export interface RunAgentOptions {
   /** secret values by name; each capability sees only those it declared */
   secrets?: Record<string, string>;
   heartbeatMs?: number;
-  /** model registry passed to handlers as `ctx.models` */
-  models?: unknown;
+  /** model tiers for `ctx.llm` / `ctx.models` (default: none, tier 0 only) */
+  models?: ModelRegistry;
+  /** advance workflow runs: step completions, failures and due timers (default true) */
+  workflows?: boolean;
+  /** how often this instance looks for due workflow timers (default 1000 ms; 0 = never) */
+  sweepMs?: number;
   /** called after a task's output is recorded (workflows hook in here) */
   onTaskCompleted?: (e: { capability: string; envelope: Envelope<unknown>; output: unknown }) => Promise<void>;
 }
@@ -93,6 +100,13 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
   const breakers = new Map<string, CircuitBreaker>();
   for (const [name, o] of Object.entries(def.connectors ?? {})) breakers.set(name, new CircuitBreaker(name, o));
 
+  const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'agent', id: def.name }, logger: log });
+  const advance = async (env: Envelope<unknown>, ok: boolean, extra: { output?: unknown; error?: string; durationMs?: number; costUsd?: number }) => {
+    const rc = runCoordinates(env.headers);
+    if (!rc || opts.workflows === false) return;
+    await workflows.onOutcome(rc.runId, { step: rc.step, attempt: rc.attempt, role: rc.role, ok, agent: def.name, ...extra }, env.id);
+  };
+
   const taskMessage = new Map(def.capabilities.map((c) => [c.name, defineMessage(taskType(c.name), c.input)]));
 
   const handlerFor = (cap: Capability) => async (env: Envelope<unknown>, hctx: { signal: AbortSignal; working(): void }) => {
@@ -105,6 +119,8 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     const claim = await store.claim(taskKey, { leaseMs });
     if (claim.status === 'completed') {
       taskLog.info('task already completed (redelivered or republished): not running it again');
+      // the process that completed it may have died before advancing its workflow run
+      await advance(env, true, { output: claim.result });
       return;
     }
     if (claim.status === 'running') {
@@ -118,6 +134,8 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
       if (v !== undefined) secrets[s] = v;
     }
     const allowedEnqueue = new Set(cap.permissions?.enqueue ?? []);
+    let spentUsd = 0;
+    let modelCalls = 0;
     const ctx: TaskContext<unknown> = {
       input: env.data,
       envelope: env,
@@ -166,6 +184,25 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
       signal: hctx.signal,
       working: hctx.working,
       models: opts.models,
+      llm: async (tier, messages) => {
+        const n = ++modelCalls;
+        // recorded like a side effect: a retried task reuses the answer, and replay reads it back
+        return ctx.effect(`model-${n}`, async () => {
+          if (!opts.models?.has(tier)) throw new AgentError('AGENT_UNKNOWN', `no ${tier} model configured`);
+          const r = await invokeModel({
+            model: opts.models.get(tier, { capability: cap.name }),
+            tier: tier === 'small' ? 1 : 2,
+            messages: messages as BaseMessageLike[],
+            attribution: { agent: def.name, capability: cap.name, runId: env.correlationId, customerId: env.customer },
+            costs: store,
+            signal: hctx.signal,
+          });
+          spentUsd += r.costUsd;
+          costCounter?.add(r.costUsd, { agent: def.name, capability: cap.name });
+          return { text: typeof r.message.content === 'string' ? r.message.content : JSON.stringify(r.message.content), usage: r.usage, costUsd: r.costUsd, model: r.model };
+        });
+      },
+      hasModel: (tier) => !!opts.models?.has(tier),
     };
     let output: unknown;
     try {
@@ -194,6 +231,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
       details: { kind: 'task', taskId: env.id, delivery: env.deliveryCount },
     });
     await store.complete(taskKey, claim.token, output ?? null);
+    await advance(env, true, { output, durationMs: computeMs, costUsd: spentUsd });
     if (opts.onTaskCompleted) await opts.onTaskCompleted({ capability: cap.name, envelope: env, output });
     taskLog.info({ computeMs }, 'task completed');
   };
@@ -214,12 +252,30 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
       ackWaitMs: cap.ackWaitMs,
       timeoutMs: cap.timeoutMs ?? 60_000,
       concurrency: cap.concurrency ?? 4,
+      onDeadLetter: async (d) => {
+        if (d.envelope) await advance(d.envelope, false, { error: `${d.reason}: ${d.error.message}` });
+      },
       onOutcome: (o) => {
         tasksCounter?.add(1, { agent: def.name, capability: cap.name, outcome: o.outcome, ...(o.reason ? { reason: o.reason } : {}) });
         duration?.record(o.durationMs / 1000, { agent: def.name, capability: cap.name, outcome: o.outcome });
       },
     });
   }
+  // durable timers: any instance may fire a due one; the expected version decides who wins
+  const sweepMs = opts.sweepMs ?? Number(process.env.KEEL_WORKFLOW_SWEEP_MS ?? 1_000);
+  let sweeping = false;
+  const sweeper =
+    opts.workflows !== false && sweepMs > 0
+      ? setInterval(() => {
+          if (sweeping) return;
+          sweeping = true;
+          workflows
+            .wakeDue()
+            .catch((err: unknown) => log.warn({ err }, 'workflow timer sweep failed'))
+            .finally(() => (sweeping = false));
+        }, sweepMs + Math.floor(Math.random() * 100))
+      : undefined;
+  sweeper?.unref();
   log.info({ capabilities: def.capabilities.map((c) => c.name), metrics: metrics?.url }, 'agent running');
 
   let stopped = false;
@@ -234,6 +290,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     stop: async (graceMs = 10_000) => {
       if (stopped) return;
       stopped = true;
+      if (sweeper) clearInterval(sweeper);
       log.info('draining');
       await Promise.all(Object.values(consumers).map((c) => c.stop(graceMs)));
       await announcement.withdraw();

@@ -4,6 +4,7 @@ import { loadConfig } from '../../config/index.ts';
 import { loadAgent } from '../../agents/catalog.ts';
 import { runAgent, readCredentials } from '../../agents/runtime/index.ts';
 import { createLogger, initTelemetry } from '../../observability/index.ts';
+import { createModelRegistry } from '../../agents/models/index.ts';
 
 /** Secrets come from KEEL_SECRET_<NAME>; the runtime hands each capability only those it declared. */
 function secretsFromEnv(env: NodeJS.ProcessEnv): Record<string, string> {
@@ -42,6 +43,7 @@ export function registerAgent(program: Command): void {
         logger: log,
         metricsPort: metricsPort === undefined || metricsPort === '' ? undefined : Number(metricsPort),
         secrets: secretsFromEnv(process.env),
+        models: createModelRegistry(),
       });
       let stopping = false;
       const stop = (sig: string) => {

@@ -1,0 +1,56 @@
+import { loadConfig, type KeelConfig } from '../config/index.ts';
+import { createBus, type Bus } from '../bus/index.ts';
+import { openStore, type StateStore } from '../shared-state/index.ts';
+import { WorkflowEngine } from '../workflows/engine.ts';
+import { loadWorkflowCatalog } from '../workflows/catalog.ts';
+import { connectCli } from './connect.ts';
+
+export interface CliContext {
+  cfg: KeelConfig;
+  store: StateStore;
+  bus?: Bus;
+  workflows?: WorkflowEngine;
+  close(): Promise<void>;
+}
+
+/** Opens what a command needs: always the state store; the bus and the workflow engine on request. */
+export async function openCli(opts: { bus?: boolean } = {}): Promise<CliContext> {
+  const cfg = loadConfig();
+  const store = await openStore(cfg.state);
+  if (!opts.bus) return { cfg, store, close: () => store.close() };
+  const nc = await connectCli(cfg).catch(async (err: unknown) => {
+    await store.close();
+    throw err;
+  });
+  const bus = createBus(nc, { prefix: cfg.subjectPrefix });
+  const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'human', id: process.env.KEEL_OPERATOR ?? process.env.USER ?? 'operator' }, catalog: await loadWorkflowCatalog() });
+  return {
+    cfg,
+    store,
+    bus,
+    workflows,
+    close: async () => {
+      await nc.drain().catch(() => undefined);
+      await store.close();
+    },
+  };
+}
+
+export function print(json: boolean | undefined, value: unknown, human: () => void): void {
+  if (json) console.log(JSON.stringify(value));
+  else human();
+}
+
+export function table(head: string[], rows: string[][]): void {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  for (const r of [head, ...rows]) console.log(r.map((c, i) => (c ?? '').padEnd(widths[i]!)).join('  ').trimEnd());
+}
+
+export function parseJsonOption(name: string, v: string | undefined): unknown {
+  if (v === undefined) return undefined;
+  try {
+    return JSON.parse(v);
+  } catch (err) {
+    throw Object.assign(new Error(`${name} is not valid JSON: ${(err as Error).message}`), { code: 'CLI_BAD_JSON' });
+  }
+}

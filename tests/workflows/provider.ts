@@ -1,0 +1,35 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/** A fake external API for workflow tests: applies each idempotency key once and records what happened. */
+export async function startCountingProvider() {
+  const applied = new Map<string, { path: string; body: Record<string, unknown>; seq: number }>();
+  let calls = 0;
+  let seq = 0;
+  const server = createServer((req, res) => {
+    let raw = '';
+    req.on('data', (c: Buffer) => (raw += c.toString()));
+    req.on('end', () => {
+      calls++;
+      const body = JSON.parse(raw || '{}') as Record<string, unknown>;
+      const key = String(body.key);
+      if (!applied.has(key)) applied.set(key, { path: req.url ?? '', body, seq: ++seq });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ id: `fx-${applied.get(key)!.seq}` }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const of = (run: string, path: string) => [...applied.values()].filter((a) => a.body.run === run && a.path === path).sort((x, y) => x.seq - y.seq);
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    calls: () => calls,
+    byStep(run: string): Record<string, number> {
+      const out: Record<string, number> = {};
+      for (const a of of(run, '/effect')) out[String(a.body.step)] = (out[String(a.body.step)] ?? 0) + 1;
+      return out;
+    },
+    undos: (run: string) => of(run, '/undo').map((a) => String(a.body.step)),
+    escalations: (run: string) => of(run, '/escalate').map((a) => a.body),
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}

@@ -1,0 +1,31 @@
+import { pathToFileURL } from 'node:url';
+import { isAbsolute, resolve } from 'node:path';
+import { defineWorkflow, type WorkflowDef, type WorkflowInput } from './definition.ts';
+
+/** Workflows that ship with Keel, by name (filled by the modules that define them). */
+export const BUILTIN_WORKFLOWS: Record<string, WorkflowDef> = {};
+
+export function registerBuiltin(def: WorkflowInput): WorkflowDef {
+  const d = defineWorkflow(def);
+  BUILTIN_WORKFLOWS[d.name] = d;
+  return d;
+}
+
+/**
+ * Every workflow this process can start: the built-ins plus the modules listed in
+ * `KEEL_WORKFLOWS` (comma-separated paths; each default-exports a definition or an array of them).
+ */
+export async function loadWorkflowCatalog(env: Record<string, string | undefined> = process.env): Promise<Record<string, WorkflowDef>> {
+  await import('./definitions/index.ts');
+  const out: Record<string, WorkflowDef> = { ...BUILTIN_WORKFLOWS };
+  for (const p of (env.KEEL_WORKFLOWS ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+    const mod = (await import(pathToFileURL(isAbsolute(p) ? p : resolve(p)).href)) as { default?: WorkflowInput | WorkflowInput[] };
+    const defs = Array.isArray(mod.default) ? mod.default : mod.default ? [mod.default] : [];
+    if (defs.length === 0) throw new Error(`${p} exports no workflow definition (export default defineWorkflow({...}))`);
+    for (const d of defs) {
+      const w = defineWorkflow(d);
+      out[w.name] = w;
+    }
+  }
+  return out;
+}

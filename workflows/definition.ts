@@ -1,0 +1,100 @@
+import { z } from 'zod';
+
+/** A value mapped from the run: `'$.input.x'`, `'$.steps.triage.output.y'`, literals, nested objects. */
+export type Mapping = unknown;
+
+/** When a step runs: compare a path of the run's context with a value. */
+export const ConditionSchema = z.union([
+  z.strictObject({ path: z.string().startsWith('$.'), equals: z.unknown() }),
+  z.strictObject({ path: z.string().startsWith('$.'), notEquals: z.unknown() }),
+  z.strictObject({ path: z.string().startsWith('$.'), in: z.array(z.unknown()) }),
+  z.strictObject({ path: z.string().startsWith('$.'), truthy: z.boolean() }),
+]);
+export type Condition = z.infer<typeof ConditionSchema>;
+
+const RetrySchema = z.strictObject({
+  /** attempts of the step in all (default 1: a dead-lettered task fails the step) */
+  maxAttempts: z.number().int().min(1).max(100).default(1),
+  backoffMs: z.number().int().min(0).default(1_000),
+  factor: z.number().min(1).default(2),
+});
+
+const ApprovalSchema = z.strictObject({
+  /** what is being approved, e.g. `email.send` */
+  action: z.string().min(1),
+  /** shown to the operator; mapped from the run */
+  payload: z.unknown().optional(),
+  subject: z.unknown().optional(),
+  deadlineMs: z.number().int().positive(),
+  /** what happens when nobody answers in time */
+  onTimeout: z.union([z.literal('reject'), z.literal('approve'), z.strictObject({ escalate: z.string().min(1), input: z.unknown().optional() })]).default('reject'),
+});
+
+export const StepSchema = z
+  .strictObject({
+    /** the capability that does the work (agents are never named) */
+    capability: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/).optional(),
+    /** a human approval gate instead of a capability */
+    approval: ApprovalSchema.optional(),
+    /** steps that must be completed (or skipped) first; none = starts with the run */
+    after: z.array(z.string()).default([]),
+    when: ConditionSchema.optional(),
+    input: z.unknown().optional(),
+    retry: RetrySchema.optional(),
+    /** the step fails an attempt when it takes longer (default 5 min) */
+    timeoutMs: z.number().int().positive().optional(),
+    /** undo for an external side effect; runs (in reverse order) when a later step fails for good */
+    compensate: z.strictObject({ capability: z.string().min(1), input: z.unknown().optional() }).optional(),
+  })
+  .refine((s) => !!s.capability !== !!s.approval, { message: 'a step has either a capability or an approval' });
+export type StepDef = z.infer<typeof StepSchema>;
+
+export const WorkflowSchema = z.strictObject({
+  name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and -'),
+  version: z.number().int().min(1),
+  description: z.string().optional(),
+  /** start a run for each matching entity event, e.g. `ticket.created` */
+  trigger: z.strictObject({ event: z.string().regex(/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/) }).optional(),
+  /** USD a run may spend; the next step is not started once it is spent */
+  budgetUsd: z.number().positive().optional(),
+  steps: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/), StepSchema),
+});
+export type WorkflowDef = z.infer<typeof WorkflowSchema>;
+export type WorkflowInput = z.input<typeof WorkflowSchema>;
+
+export class WorkflowDefinitionError extends Error {
+  readonly code = 'WORKFLOW_INVALID';
+  readonly issues: string[];
+  constructor(name: string, issues: string[]) {
+    super(`workflow '${name}' is invalid:\n  ${issues.join('\n  ')}`);
+    this.name = 'WorkflowDefinitionError';
+    this.issues = issues;
+  }
+}
+
+/** Validates a definition: schema, known dependencies, no cycles. */
+export function defineWorkflow(def: WorkflowInput): WorkflowDef {
+  const parsed = WorkflowSchema.safeParse(def);
+  const name = (def as { name?: string }).name ?? '(unnamed)';
+  if (!parsed.success) throw new WorkflowDefinitionError(name, parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  const w = parsed.data;
+  const issues: string[] = [];
+  const ids = Object.keys(w.steps);
+  if (ids.length === 0) issues.push('steps: at least one step');
+  for (const [id, s] of Object.entries(w.steps)) for (const d of s.after) if (!w.steps[d]) issues.push(`steps.${id}.after: unknown step '${d}'`);
+  // cycle check (DFS)
+  const state = new Map<string, 1 | 2>();
+  const visit = (id: string, path: string[]): void => {
+    if (state.get(id) === 2) return;
+    if (state.get(id) === 1) {
+      issues.push(`steps: cycle ${[...path, id].join(' -> ')}`);
+      return;
+    }
+    state.set(id, 1);
+    for (const d of w.steps[id]?.after ?? []) if (w.steps[d]) visit(d, [...path, id]);
+    state.set(id, 2);
+  };
+  for (const id of ids) visit(id, []);
+  if (issues.length) throw new WorkflowDefinitionError(w.name, issues);
+  return w;
+}

@@ -1,0 +1,2 @@
+/** Built-in workflow definitions register themselves here. */
+import './inbound-message.ts';
