@@ -307,6 +307,18 @@ export interface SummaryOptions {
   triage?: { intent: string; urgency: string; sentiment: string } | undefined;
 }
 
+const GREETING_LINE = /^(hi|hello|hey|dear|good (morning|afternoon|evening))\b[^.!?\n]{0,40}[,!.:]?$/i;
+const SIGN_OFF_LINE = /^(thanks|thank you|many thanks|best|best regards|regards|kind regards|cheers|sincerely|all the best)[,!.]?$/i;
+
+/** The message without its greeting line ("Hi Ada,") and sign-off ("Thanks,\nAda"). */
+export function stripSalutations(text: string): string {
+  const lines = text.split('\n');
+  while (lines.length > 1 && GREETING_LINE.test(lines[0]!.trim())) lines.shift();
+  const signOff = lines.findIndex((l, i) => i > 0 && i >= lines.length - 4 && SIGN_OFF_LINE.test(l.trim()));
+  if (signOff > 0) lines.length = signOff;
+  return lines.join('\n').trim();
+}
+
 const FILLER = /^(hi|hello|hey|dear|good (morning|afternoon|evening)|thanks?( you)?|many thanks|best|regards|kind regards|cheers|sincerely)\b[^.!?]{0,40}[.!?,]?$/i;
 
 /**
@@ -324,7 +336,7 @@ export function summarizeThread(messages: readonly ThreadMessage[], opts: Summar
   const sentences: { text: string; msg: number; pos: number; words: string[]; dir: 'in' | 'out' }[] = [];
   const freq = new Map<string, number>();
   messages.forEach((m, mi) => {
-    const doc = nlp().readDoc(cleanText(m.text));
+    const doc = nlp().readDoc(stripSalutations(cleanText(m.text)));
     let pos = 0;
     doc.sentences().each((s: ItemSentence) => {
       const text = (s.out() as string).replace(/\s+/g, ' ').trim();

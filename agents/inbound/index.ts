@@ -5,7 +5,7 @@
  * import { runAgent } from './agents/runtime/index.ts';
  * import { intakeAgent, triageAgent } from './agents/inbound/index.ts';
  * await runAgent(intakeAgent, { natsUrl, state: 'sqlite:.keel/keel.db' });
- * await runAgent(triageAgent, { natsUrl, state: 'sqlite:.keel/keel.db', models: createModelRegistry() });
+ * await runAgent(triageAgent, { natsUrl, state: 'sqlite:.keel/keel.db', models: createModelRegistry() }); // tiers 1-2 when unsure
  * // or: keel agent start intake | triage | summarizer | reply-suggester | sender | escalation
  * ```
  *
@@ -33,8 +33,8 @@ export {
 } from './heuristics.ts';
 export type { Intent, Urgency, Sentiment, Triage, TriageOptions, ThreadMessage, SummaryOptions, DraftInput } from './heuristics.ts';
 
-export { climb, modelAccess } from './models.ts';
-export type { ModelAccess, Rung, LadderOptions } from './models.ts';
+export { climb } from './models.ts';
+export type { Rung, LadderOptions, ModelTier } from './models.ts';
 export { mailConfig, mailSender, closeMailSenders } from './mail.ts';
 export type { MailConfig } from './mail.ts';
 export { customerIdFor, ticketIdFor, latestInbound, renderThread, updateTicket, TICKET, CUSTOMER } from './ticket.ts';

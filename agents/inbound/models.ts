@@ -4,34 +4,11 @@
  * (tier 2) if the answer is still unsure. No model configured, no budget left, or a model that
  * fails or answers nonsense: the agent keeps the best answer so far and says which tier it is.
  */
-import { invokeModel, type CostSink, type ModelRegistry, type ModelTier } from '../models/index.ts';
 import type { TaskContext } from '../runtime/index.ts';
 import { CONFIDENCE_THRESHOLD } from './heuristics.ts';
 
-export interface ModelAccess {
-  registry: ModelRegistry | undefined;
-  /** where model calls are recorded; see {@link modelAccess} */
-  costs: CostSink;
-}
-
-const isRegistry = (v: unknown): v is ModelRegistry =>
-  typeof v === 'object' && v !== null && typeof (v as ModelRegistry).has === 'function' && typeof (v as ModelRegistry).get === 'function';
-const isSink = (v: unknown): v is CostSink => typeof v === 'object' && v !== null && typeof (v as CostSink).recordCost === 'function';
-
-/**
- * What `ctx.models` gives: a `ModelRegistry` (from `createModelRegistry()`), or
- * `{ registry, costs }` where `costs` is the cost ledger (the StateStore). Without a ledger,
- * each model call's cost record is written to the task's log instead.
- */
-export function modelAccess(ctx: Pick<TaskContext<unknown>, 'models' | 'logger'>): ModelAccess {
-  const m = ctx.models as unknown;
-  const registry = isRegistry(m) ? m : isRegistry((m as { registry?: unknown } | undefined)?.registry) ? (m as { registry: ModelRegistry }).registry : undefined;
-  const given = (m as { costs?: unknown } | undefined)?.costs;
-  const costs: CostSink = isSink(given)
-    ? given
-    : { recordCost: async (rec) => void ctx.logger.info({ cost: rec }, 'model call (no cost ledger in ctx.models: logged only)') };
-  return { registry, costs };
-}
+export type ModelTier = 1 | 2;
+const TIER_NAME = { 1: 'small', 2: 'large' } as const;
 
 export interface Rung<T> {
   value: T;
@@ -47,8 +24,6 @@ export interface LadderOptions<T> {
   start: { value: T; confidence: number };
   /** asks the model of `tier` (a chat model from the registry); undefined when its answer is unusable */
   ask: (call: (messages: { role: 'system' | 'user'; content: string }[]) => Promise<string>, tier: ModelTier) => Promise<{ value: T; confidence: number } | undefined>;
-  /** cost attribution beyond agent/capability/run */
-  attribution?: { customerId?: string | undefined; entityType?: string; entityId?: string };
   threshold?: number;
   /** go straight to a model even when tier 0 is sure (e.g. a high-value case); default false */
   force?: boolean;
@@ -60,33 +35,14 @@ export async function climb<T>(o: LadderOptions<T>): Promise<Rung<T>> {
   const threshold = o.threshold ?? CONFIDENCE_THRESHOLD;
   let best: Rung<T> = { ...o.start, tier: 0 };
   if (!o.force && best.confidence >= threshold) return best;
-  const { registry, costs } = modelAccess(ctx);
-  if (!registry || (!registry.has(1) && !registry.has(2))) return { ...best, note: 'no model configured: tier 0 only' };
+  if (!ctx.hasModel('small') && !ctx.hasModel('large')) return { ...best, note: 'no model configured: tier 0 only' };
   for (const tier of [1, 2] as const) {
     if (best.tier > 0 && best.confidence >= threshold) break;
-    if (!registry.has(tier)) continue;
+    if (!ctx.hasModel(TIER_NAME[tier])) continue;
     if (ctx.budgetUsd !== undefined && ctx.budgetUsd <= 0) return { ...best, note: 'no budget left for a model call' };
-    const handle = registry.get(tier, { capability: ctx.capability });
-    const customerId = o.attribution?.customerId ?? ctx.envelope.customer;
-    const call = async (messages: { role: 'system' | 'user'; content: string }[]) => {
-      const r = await invokeModel({
-        model: handle,
-        messages,
-        costs,
-        signal: ctx.signal,
-        attribution: {
-          agent: ctx.agent,
-          capability: ctx.capability,
-          ...(ctx.envelope.correlationId ? { runId: ctx.envelope.correlationId } : {}),
-          ...(customerId ? { customerId } : {}),
-          ...(o.attribution?.entityType ? { entityType: o.attribution.entityType } : {}),
-          ...(o.attribution?.entityId ? { entityId: o.attribution.entityId } : {}),
-        },
-        details: { reason: `tier ${best.tier} confidence ${best.confidence} < ${threshold}` },
-      });
-      const c = r.message.content;
-      return typeof c === 'string' ? c : JSON.stringify(c);
-    };
+    // ctx.llm records the call in the cost ledger (agent, capability, run, customer) and as an
+    // effect, so a retried task or a replay reuses the answer instead of paying again
+    const call = async (messages: { role: 'system' | 'user'; content: string }[]) => (await ctx.llm(TIER_NAME[tier], messages)).text;
     try {
       const answer = await o.ask(call, tier);
       if (!answer) {

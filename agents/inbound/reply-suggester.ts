@@ -53,7 +53,6 @@ export const suggestReply = defineCapability({
     const rung = await climb<string>({
       ctx,
       start: { value: d0.text, confidence: d0.confidence },
-      attribution: { customerId: ticket.state.customerId, entityType: TICKET, entityId: ticketId },
       ask: async (call) => {
         const answer = (await call([
           {

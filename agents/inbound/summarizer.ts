@@ -34,7 +34,6 @@ export const summarize = defineCapability({
     const rung = await climb<string>({
       ctx,
       start: { value: s0.summary, confidence: s0.confidence },
-      attribution: { customerId: ticket.state.customerId, entityType: TICKET, entityId: ticketId },
       ask: async (call) => {
         const answer = (await call([
           { role: 'system', content: 'Summarize this customer support thread for the operator in at most 5 short sentences: what the customer wants, what was done, what is still open. Plain text only.' },

@@ -44,7 +44,6 @@ export const triage = defineCapability({
     const rung = await climb<Triage>({
       ctx,
       start: { value: t0, confidence: t0.confidence },
-      attribution: { customerId: ticket.state.customerId, entityType: TICKET, entityId: ticketId },
       ask: async (call, tier) => {
         const history = ticket.state.messages.length > 1 ? `\n\nEarlier in the thread:\n${renderThread({ ...ticket.state, messages: ticket.state.messages.filter((m) => m.id !== msg.id) }, { maxChars: 4_000 })}` : '';
         const answer = await call([
