@@ -11,6 +11,7 @@ import { registerCost } from './commands/cost.ts';
 import { registerRuns } from './commands/runs.ts';
 import { registerApprovals } from './commands/approvals.ts';
 import { KEEL_VERSION } from '../config/index.ts';
+import { initTelemetry } from '../observability/index.ts';
 
 const program = new Command();
 program
@@ -28,6 +29,11 @@ registerCost(program);
 registerRuns(program);
 registerApprovals(program);
 
+// every keel process traces: `keel start` as keel-engine, agents under their own names (set in
+// `keel agent start`), other commands as keel-cli, so an operator's approval joins the run's trace
+const sub = process.argv[2];
+const telemetry = sub === 'agent' ? undefined : initTelemetry({ serviceName: sub === 'start' ? 'keel-engine' : 'keel-cli' });
+
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
@@ -41,3 +47,4 @@ try {
     process.exitCode = 1;
   }
 }
+await telemetry?.flush().catch(() => undefined);

@@ -27,6 +27,16 @@ export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_HTTP_HOST', default: '127.0.0.1', description: 'Address the HTTP API (/healthz, /metrics, /v1/...) listens on.' },
   { name: 'KEEL_HTTP_PORT', default: '8080', description: 'Port of the HTTP API.' },
   { name: 'KEEL_STATE', default: 'sqlite:<KEEL_DATA_DIR>/keel.db', description: 'System of record: `sqlite:PATH` (embedded) or a `mongodb://` / `mongodb+srv://` URL.' },
+  { name: 'KEEL_SMTP_HOST', default: '127.0.0.1', description: 'Address the SMTP ingress listens on.' },
+  { name: 'KEEL_SMTP_PORT', default: '2525', description: 'Port of the SMTP ingress (inbound customer email).' },
+  { name: 'KEEL_SMTP_MAX_BYTES', default: '10485760', description: 'Largest inbound message accepted (announced with SIZE; larger ones get 552).' },
+  { name: 'KEEL_SMTP_RELAY', default: '(unset)', description: 'smtp://host:port relay for outbound mail; unset = write .eml files to KEEL_DATA_DIR/outbox/.' },
+  { name: 'KEEL_SMTP_FROM', default: 'support@keel.local', description: 'From address of replies.' },
+  { name: 'KEEL_OPERATOR_EMAIL', default: 'operator@keel.local', description: 'Where escalations (with the whole ticket history) are sent.' },
+  { name: 'KEEL_AGENTS', default: '(all built-in)', description: 'Agents `keel start` supervises: comma list of names or module paths, `name@N` for N replicas, `none` for none.' },
+  { name: 'KEEL_WORKFLOWS', default: '(unset)', description: 'Extra workflow definition modules (comma-separated paths).' },
+  { name: 'KEEL_WORKFLOW_SWEEP_MS', default: '1000', description: 'How often each agent looks for due workflow timers (retries, timeouts, approval deadlines).' },
+  { name: 'KEEL_METRICS_PORT', default: '(unset)', description: 'For `keel agent start`: serve the agent\'s /metrics on this port.' },
   { name: 'KEEL_SUBJECT_PREFIX', default: 'keel', description: 'First token of every bus subject, stream and bucket name (one prefix per tenant).' },
   { name: 'KEEL_LOG_LEVEL', default: 'info', description: 'pino log level: trace, debug, info, warn, error, fatal, silent.' },
   { name: 'KEEL_TOOLS_DIR', default: '~/.cache/keel/tools', description: 'Cache of the servers deploy/provision.sh builds (nats-server, FerretDB, Jaeger, natscli).' },
@@ -47,6 +57,9 @@ const schema = z.object({
   KEEL_NATS_SERVER_BIN: z.string().min(1).optional(),
   KEEL_HTTP_HOST: z.string().min(1).default('127.0.0.1'),
   KEEL_HTTP_PORT: port('KEEL_HTTP_PORT').default(8080),
+  KEEL_SMTP_HOST: z.string().min(1).default('127.0.0.1'),
+  KEEL_SMTP_PORT: port('KEEL_SMTP_PORT').default(2525),
+  KEEL_SMTP_MAX_BYTES: z.coerce.number().int().min(1024).default(10 * 1024 * 1024),
   KEEL_STATE: z.string().min(1).optional(),
   KEEL_SUBJECT_PREFIX: z
     .string()
@@ -64,6 +77,9 @@ export interface KeelConfig {
   natsServerBin: string | undefined;
   httpHost: string;
   httpPort: number;
+  smtpHost: string;
+  smtpPort: number;
+  smtpMaxBytes: number;
   /** `sqlite:/abs/path` or a MongoDB URL */
   state: string;
   subjectPrefix: string;
@@ -102,6 +118,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     natsServerBin: c.KEEL_NATS_SERVER_BIN,
     httpHost: c.KEEL_HTTP_HOST,
     httpPort: c.KEEL_HTTP_PORT,
+    smtpHost: c.KEEL_SMTP_HOST,
+    smtpPort: c.KEEL_SMTP_PORT,
+    smtpMaxBytes: c.KEEL_SMTP_MAX_BYTES,
     state: c.KEEL_STATE ?? `sqlite:${join(dataDir, 'keel.db')}`,
     subjectPrefix: c.KEEL_SUBJECT_PREFIX,
     logLevel: c.KEEL_LOG_LEVEL,

@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 
 export interface HealthReport {
   status: 'ok' | 'degraded';
@@ -13,6 +14,7 @@ export interface HealthReport {
 export interface HttpApi {
   app: Hono;
   port: number;
+  server: Server;
   close(): Promise<void>;
 }
 
@@ -45,6 +47,7 @@ export async function startHttpApi(opts: {
   return {
     app,
     port,
+    server: server as unknown as Server,
     close: () =>
       new Promise<void>((resolve) => {
         (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();

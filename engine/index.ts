@@ -20,8 +20,12 @@ import { openStore, startOutboxRelay, natsEventPublisher, type StateStore, type 
 import { loadAgent, enabledAgents } from '../agents/catalog.ts';
 import { loadOrCreateCredentials, natsUsers, type AgentDefinition } from '../agents/runtime/index.ts';
 import { AgentSupervisor, parseAgentList } from './supervisor.ts';
+import { startChannels } from './inbound.ts';
+import { WorkflowEngine } from '../workflows/engine.ts';
+import { loadWorkflowCatalog, workflowCapabilities } from '../workflows/catalog.ts';
 import { createLogger } from '../observability/index.ts';
 import { startHttpApi, type HealthReport, type HttpApi } from './http.ts';
+import { mountApi } from './api.ts';
 
 export type { HealthReport, HttpApi } from './http.ts';
 
@@ -92,6 +96,8 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     const agentDefs: Array<{ def: AgentDefinition; spec: string; replicas: number }> = [];
     for (const w of wanted) agentDefs.push({ def: await loadAgent(w.spec), spec: w.spec, replicas: w.replicas });
 
+    const catalog = await loadWorkflowCatalog();
+
     // 1. the bus: a local nats-server with one user per agent (least privilege), or KEEL_NATS_URL
     let localServer: LocalNatsServer | undefined;
     let natsUrl = cfg.natsUrl;
@@ -104,7 +110,7 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
         storeDir: join(cfg.dataDir, 'nats'),
         serverName: 'keel-embedded',
         logger: log,
-        users: natsUsers(creds!, agentDefs.map((a) => a.def), cfg.subjectPrefix),
+        users: natsUsers(creds!, agentDefs.map((a) => a.def), cfg.subjectPrefix, workflowCapabilities(catalog)),
       });
       await localServer.start();
       cleanups.push(() => localServer!.stop());
@@ -142,7 +148,20 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
         state: { ...st },
       };
     };
-    const http = await startHttpApi({ host: cfg.httpHost, port: cfg.httpPort, health });
+    // 3b. workflows can be started here (HTTP, channels); agents advance them
+    const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'system', id: 'engine' }, logger: log, catalog });
+    const channels = await startChannels({ smtpHost: cfg.smtpHost, smtpPort: cfg.smtpPort, smtpMaxBytes: cfg.smtpMaxBytes, dataDir: cfg.dataDir, workflows, store, log });
+    cleanups.push(() => channels.close());
+    const http = await startHttpApi({
+      host: cfg.httpHost,
+      port: cfg.httpPort,
+      health,
+      mount: (app) => {
+        channels.mount(app);
+        mountApi(app, { store, workflows });
+      },
+    });
+    channels.attach(http.server);
     cleanups.push(() => http.close());
     // 4. the agents, each its own OS process
     const supervisor = new AgentSupervisor(log);
@@ -165,6 +184,7 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     );
     cleanups.push(() => supervisor.stop());
 
+    log.info({ smtp: `${cfg.smtpHost}:${channels.smtp.port}` }, 'SMTP ingress listening');
     log.info({ url: `http://${cfg.httpHost}:${http.port}`, nats: natsUrl, dataDir: cfg.dataDir }, 'keel engine ready');
 
     return { config: cfg, natsUrl, nats, bus, store, supervisor, localServer, http, logger: log, stop: cleanup };

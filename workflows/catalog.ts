@@ -29,3 +29,15 @@ export async function loadWorkflowCatalog(env: Record<string, string | undefined
   }
   return out;
 }
+
+/** Every capability a set of workflows may dispatch: steps, compensations, escalations. */
+export function workflowCapabilities(defs: Record<string, WorkflowDef>): string[] {
+  const out = new Set<string>();
+  for (const d of Object.values(defs))
+    for (const s of Object.values(d.steps)) {
+      if (s.capability) out.add(s.capability);
+      if (s.compensate) out.add(s.compensate.capability);
+      if (s.approval && typeof s.approval.onTimeout === 'object') out.add(s.approval.onTimeout.escalate);
+    }
+  return [...out].sort();
+}

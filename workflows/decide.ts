@@ -272,7 +272,12 @@ export function planRetryFrom(runId: string, state: RunState, step: string, inpu
   const downstream = new Set([step]);
   for (let changed = true; changed; ) {
     changed = false;
-    for (const [id, s] of Object.entries(p.def.steps)) if (!downstream.has(id) && s.after.some((d) => downstream.has(d))) downstream.add(id), (changed = true);
+    for (const [id, s] of Object.entries(p.def.steps)) {
+      if (!downstream.has(id) && s.after.some((d) => downstream.has(d))) {
+        downstream.add(id);
+        changed = true;
+      }
+    }
   }
   p.emit('step_reset', { step, steps: [...downstream], ...(inputOverride !== undefined ? { inputOverride } : {}) });
   p.advance();

@@ -176,7 +176,9 @@ export class WorkflowEngine {
     if (effects.length === 0) return;
     // keep the whole run in one trace, even for dispatches made by a timer
     let ctx: Context = context.active();
-    if (!trace.getSpan(ctx)?.spanContext().traceId && st.traceparent) ctx = extractTraceContext({ traceparent: st.traceparent });
+    const active = trace.getSpan(ctx)?.spanContext();
+    const hasActive = !!active && active.traceId !== '00000000000000000000000000000000';
+    if (!hasActive && st.traceparent) ctx = extractTraceContext({ traceparent: st.traceparent });
     await context.with(ctx, async () => {
       for (const e of effects) {
         if (e.kind === 'approval') {
@@ -200,7 +202,14 @@ export class WorkflowEngine {
           ...(causationId ? { causationId } : {}),
           ...(st.customer ? { customer: st.customer } : {}),
           ...(left !== undefined ? { budgetUsd: left } : {}),
-          headers: { [RUN_HEADERS.runId]: runId, [RUN_HEADERS.step]: e.step, [RUN_HEADERS.attempt]: String(e.attempt), [RUN_HEADERS.role]: e.role },
+          headers: {
+            [RUN_HEADERS.runId]: runId,
+            [RUN_HEADERS.step]: e.step,
+            [RUN_HEADERS.attempt]: String(e.attempt),
+            [RUN_HEADERS.role]: e.role,
+            // without a tracer in this process the run's own trace context still travels on
+            ...(!hasActive && st.traceparent ? { traceparent: st.traceparent } : {}),
+          },
         });
       }
     });

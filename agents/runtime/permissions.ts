@@ -10,11 +10,14 @@ import type { AgentDefinition } from './define.ts';
  * publish/subscribe the extra subjects it declared, and write its own registry entries.
  * Everything else is refused by the server.
  */
-export function natsPermissionsFor(agent: AgentDefinition, prefix = 'keel'): Pick<LocalNatsUser, 'publish' | 'subscribe'> {
+export function natsPermissionsFor(agent: AgentDefinition, prefix = 'keel', workflowCapabilities: readonly string[] = []): Pick<LocalNatsUser, 'publish' | 'subscribe'> {
   const s = subjects(prefix);
   const T = s.streams.tasks;
   const pub = new Set<string>(['$JS.API.INFO', `$JS.API.STREAM.INFO.KV_${s.registryBucket}`, `$KV.${s.registryBucket}.${agent.name}.*`]);
   const sub = new Set<string>(['_INBOX.>']);
+  // the runtime (not the handler) dispatches workflow steps: any agent may complete a step or
+  // fire a timer, so each may publish the tasks of the declared workflows' capabilities
+  for (const c of workflowCapabilities) pub.add(s.task(c));
   for (const c of agent.capabilities) {
     const d = durableFor(c.name);
     for (const api of ['CONSUMER.INFO', 'CONSUMER.DURABLE.CREATE', 'CONSUMER.MSG.NEXT']) pub.add(`$JS.API.${api}.${T}.${d}`);
@@ -67,13 +70,13 @@ export function readCredentials(path: string): CredentialsFile | undefined {
 }
 
 /** The users to configure on the local nats-server for these agents. */
-export function natsUsers(creds: CredentialsFile, agents: readonly AgentDefinition[], prefix: string): LocalNatsUser[] {
+export function natsUsers(creds: CredentialsFile, agents: readonly AgentDefinition[], prefix: string, workflowCapabilities: readonly string[] = []): LocalNatsUser[] {
   return [
     { user: creds.admin.user, password: creds.admin.password },
     ...agents.map((a) => {
       const c = creds.agents[a.name];
       if (!c) throw new Error(`no credentials for agent '${a.name}'`);
-      return { user: c.user, password: c.password, ...natsPermissionsFor(a, prefix) };
+      return { user: c.user, password: c.password, ...natsPermissionsFor(a, prefix, workflowCapabilities) };
     }),
   ];
 }

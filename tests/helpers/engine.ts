@@ -7,6 +7,7 @@ export interface EngineProcess {
   child: ChildProcess;
   httpUrl: string;
   natsPort: number;
+  smtpPort: number;
   dataDir: string;
   output(): string;
   /** sends the signal and resolves with the exit code */
@@ -19,10 +20,11 @@ export async function startEngineProcess(env: Record<string, string> = {}, opts:
   const dir = opts.dataDir ? { path: opts.dataDir, remove: () => undefined } : tempDir('keel-engine-');
   const httpPort = await freePort();
   const natsPort = await freePort();
+  const smtpPort = await freePort();
   let out = '';
   const child = spawn(process.execPath, [join(REPO_ROOT, 'cli', 'keel.ts'), 'start'], {
     cwd: REPO_ROOT,
-    env: { ...process.env, KEEL_DATA_DIR: dir.path, KEEL_HTTP_PORT: String(httpPort), KEEL_NATS_PORT: String(natsPort), KEEL_LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, KEEL_DATA_DIR: dir.path, KEEL_HTTP_PORT: String(httpPort), KEEL_NATS_PORT: String(natsPort), KEEL_SMTP_PORT: String(smtpPort), KEEL_AGENTS: 'none', KEEL_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -41,6 +43,7 @@ export async function startEngineProcess(env: Record<string, string> = {}, opts:
     child,
     httpUrl,
     natsPort,
+    smtpPort,
     dataDir: dir.path,
     output: () => out,
     stop: async (signal = 'SIGINT') => {

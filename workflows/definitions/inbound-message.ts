@@ -16,7 +16,7 @@ export const inboundMessage = registerBuiltin({
       capability: 'operator.escalate',
       after: ['triage'],
       when: { path: '$.steps.triage.output.escalate', equals: true },
-      input: { ticketId: '$.steps.intake.output.ticketId', reason: { $coalesce: ['$.steps.triage.output.reasons', { $literal: 'urgent or angry message' }] } },
+      input: { ticketId: '$.steps.intake.output.ticketId', reason: { $literal: 'triage: urgent or angry message' } },
     },
     summarize: { capability: 'ticket.summarize', after: ['triage'], input: { ticketId: '$.steps.intake.output.ticketId' } },
     suggest: { capability: 'ticket.suggest-reply', after: ['triage'], input: { ticketId: '$.steps.intake.output.ticketId' } },

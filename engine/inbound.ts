@@ -1,0 +1,77 @@
+import { createHash } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Server } from 'node:http';
+import type { Hono } from 'hono';
+import type { Logger } from 'pino';
+import { startSmtpIngress, createChatRoutes, attachChatWebSocket, type InboundMessage, type SmtpIngress, type ChatWebSocketHub, type QuarantinedMessage } from '../channels/index.ts';
+import type { StateStore } from '../shared-state/index.ts';
+import type { WorkflowEngine } from '../workflows/engine.ts';
+import { customerIdFor } from '../agents/inbound/ticket.ts';
+import { withSpan, getTracer, SpanKind } from '../observability/index.ts';
+
+export const INBOUND_WORKFLOW = 'inbound-message';
+
+/** One run per inbound message: the same message delivered twice (SMTP retry, chat retry) starts one run. */
+export function runIdFor(msg: InboundMessage): string {
+  const key = msg.idempotencyKey ?? msg.messageId ?? msg.id;
+  return `in-${createHash('sha256').update(`${msg.channel}\n${key}`).digest('hex').slice(0, 24)}`;
+}
+
+/**
+ * Hands an inbound message to the bus: starts the `inbound-message` workflow run (persisted in the
+ * state, its first task published to JetStream) before the channel acknowledges it, so an
+ * accepted message is never lost.
+ */
+export function inboundHandler(workflows: WorkflowEngine, log: Logger) {
+  return async (msg: InboundMessage): Promise<void> => {
+    const runId = runIdFor(msg);
+    const r = await withSpan(getTracer('keel.channels'), `${msg.channel}.receive`, { kind: SpanKind.SERVER, attributes: { 'keel.channel': msg.channel, 'keel.run_id': runId, 'keel.message.id': msg.messageId ?? msg.id } }, () =>
+      workflows.start(INBOUND_WORKFLOW, { message: msg }, { runId, customer: customerIdFor(msg.customer), causationId: msg.id }),
+    );
+    log.info({ runId, channel: msg.channel, customer: msg.customer.email ?? msg.customer.handle, duplicate: !r.created, traceId: r.traceId }, 'inbound message accepted');
+  };
+}
+
+/** Quarantined mail: the raw bytes and the reason under KEEL_DATA_DIR/quarantine, and an audit record. */
+export function quarantineHandler(dataDir: string, store: StateStore, log: Logger) {
+  const dir = join(dataDir, 'quarantine');
+  return async (q: QuarantinedMessage): Promise<void> => {
+    mkdirSync(dir, { recursive: true });
+    const id = `${q.receivedAt.replace(/[:.]/g, '-')}-${createHash('sha256').update(q.raw).digest('hex').slice(0, 12)}`;
+    writeFileSync(join(dir, `${id}.eml`), q.raw);
+    writeFileSync(join(dir, `${id}.json`), JSON.stringify({ reason: q.reason, detail: q.detail, envelope: q.envelope, receivedAt: q.receivedAt }, null, 2));
+    await store.appendAudit({ actor: { kind: 'system', id: 'smtp' }, action: 'message.quarantined', subject: `quarantine/${id}`, details: { reason: q.reason, detail: q.detail, from: q.envelope.mailFrom } });
+    log.warn({ reason: q.reason, detail: q.detail, file: `${id}.eml` }, 'inbound mail quarantined');
+  };
+}
+
+export interface ChannelOptions {
+  smtpHost: string;
+  smtpPort: number;
+  smtpMaxBytes: number;
+  dataDir: string;
+}
+
+export async function startChannels(o: ChannelOptions & { workflows: WorkflowEngine; store: StateStore; log: Logger }): Promise<{ smtp: SmtpIngress; mount(app: Hono): void; attach(server: Server): ChatWebSocketHub; close(): Promise<void> }> {
+  const onMessage = inboundHandler(o.workflows, o.log);
+  const smtp = await startSmtpIngress({
+    host: o.smtpHost,
+    port: o.smtpPort,
+    maxMessageBytes: o.smtpMaxBytes,
+    onMessage,
+    onQuarantine: quarantineHandler(o.dataDir, o.store, o.log),
+    logger: o.log,
+    parse: { attachments: { dir: join(o.dataDir, 'attachments') } },
+  });
+  let hub: ChatWebSocketHub | undefined;
+  return {
+    smtp,
+    mount: (app) => void app.route('/', createChatRoutes({ onMessage, logger: o.log })),
+    attach: (server) => (hub = attachChatWebSocket(server, { onMessage, logger: o.log })),
+    close: async () => {
+      await hub?.close();
+      await smtp.close();
+    },
+  };
+}
