@@ -2,21 +2,16 @@ import { pathToFileURL } from 'node:url';
 import { isAbsolute, resolve } from 'node:path';
 import { defineWorkflow, type WorkflowDef, type WorkflowInput } from './definition.ts';
 
-/** Workflows that ship with Keel, by name (filled by the modules that define them). */
-export const BUILTIN_WORKFLOWS: Record<string, WorkflowDef> = {};
+import { BUILTIN_DEFINITIONS } from './definitions/index.ts';
 
-export function registerBuiltin(def: WorkflowInput): WorkflowDef {
-  const d = defineWorkflow(def);
-  BUILTIN_WORKFLOWS[d.name] = d;
-  return d;
-}
+/** Workflows that ship with Keel, by name. */
+export const BUILTIN_WORKFLOWS: Record<string, WorkflowDef> = Object.fromEntries(BUILTIN_DEFINITIONS.map((d) => [d.name, d]));
 
 /**
  * Every workflow this process can start: the built-ins plus the modules listed in
  * `KEEL_WORKFLOWS` (comma-separated paths; each default-exports a definition or an array of them).
  */
 export async function loadWorkflowCatalog(env: Record<string, string | undefined> = process.env): Promise<Record<string, WorkflowDef>> {
-  await import('./definitions/index.ts');
   const out: Record<string, WorkflowDef> = { ...BUILTIN_WORKFLOWS };
   for (const p of (env.KEEL_WORKFLOWS ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
     const mod = (await import(pathToFileURL(isAbsolute(p) ? p : resolve(p)).href)) as { default?: WorkflowInput | WorkflowInput[] };

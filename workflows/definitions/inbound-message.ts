@@ -1,11 +1,11 @@
-import { registerBuiltin } from '../catalog.ts';
+import { defineWorkflow } from '../definition.ts';
 
 /**
  * Managing inbound customers: every email or chat message becomes (or joins) a ticket; triage,
  * then a summary and a suggested reply in parallel; then the operator approves (default policy)
  * before the sender replies. Urgent or angry messages also escalate to the operator at once.
  */
-export const inboundMessage = registerBuiltin({
+export const inboundMessage = defineWorkflow({
   name: 'inbound-message',
   version: 1,
   description: 'triage → summary ∥ suggested reply → approval → send; escalation for urgent/angry messages',

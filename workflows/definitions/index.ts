@@ -1,2 +1,5 @@
-/** Built-in workflow definitions register themselves here. */
-import './inbound-message.ts';
+import type { WorkflowDef } from '../definition.ts';
+import { inboundMessage } from './inbound-message.ts';
+
+/** Workflows that ship with Keel. */
+export const BUILTIN_DEFINITIONS: WorkflowDef[] = [inboundMessage];
