@@ -28,6 +28,14 @@ export async function loadAgent(nameOrPath: string): Promise<AgentDefinition> {
   return def;
 }
 
+/** Every agent definition a module exports: `export const agents = [...]`, or its default. */
+export async function loadAgentModule(path: string): Promise<AgentDefinition[]> {
+  const mod = (await import(pathToFileURL(isAbsolute(path) ? path : resolve(path)).href)) as { default?: AgentDefinition; agents?: AgentDefinition[] };
+  if (Array.isArray(mod.agents)) return mod.agents;
+  if (mod.default) return [mod.default];
+  throw new Error(`${path} exports no agent definition`);
+}
+
 /** Agents `keel start` runs: KEEL_AGENTS (comma list, `none` for none) or the catalog's defaults. */
 export function enabledAgents(env: Record<string, string | undefined> = process.env): string[] {
   const v = env.KEEL_AGENTS?.trim();

@@ -1,9 +1,11 @@
 import type { Bench } from './lib.ts';
 import { busBench } from './bus.ts';
+import { workflowBench } from './workflow.ts';
 import { stateBench } from './state.ts';
 
 /** Every benchmark by name. Each issue that names a figure adds one. */
 export const BENCHES: Record<string, Bench> = {
   bus: busBench,
+  workflow: workflowBench,
   state: stateBench,
 };

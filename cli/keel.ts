@@ -10,6 +10,8 @@ import { registerState } from './commands/state.ts';
 import { registerCost } from './commands/cost.ts';
 import { registerRuns } from './commands/runs.ts';
 import { registerApprovals } from './commands/approvals.ts';
+import { registerReplay } from './commands/replay.ts';
+import { registerTickets } from './commands/tickets.ts';
 import { KEEL_VERSION } from '../config/index.ts';
 import { initTelemetry } from '../observability/index.ts';
 
@@ -28,6 +30,8 @@ registerState(program);
 registerCost(program);
 registerRuns(program);
 registerApprovals(program);
+registerReplay(program);
+registerTickets(program);
 
 // every keel process traces: `keel start` as keel-engine, agents under their own names (set in
 // `keel agent start`), other commands as keel-cli, so an operator's approval joins the run's trace

@@ -167,9 +167,22 @@ export class WorkflowEngine {
         throw err;
       }
       await this.perform(runId, p.state, p.effects, causationId);
+      if (run.state.status !== p.state.status && (p.state.status === 'completed' || p.state.status === 'failed' || p.state.status === 'cancelled')) this.announceFinish(runId, p.state);
       return;
     }
     throw new WorkflowError('WORKFLOW_CONTENDED', `run ${runId} kept changing under us; will retry`, true);
+  }
+
+  /**
+   * A best-effort notice on core NATS (`<prefix>.run.finished.<status>`) for waiters such as
+   * `keel run start --wait` and benchmarks; the run's state remains the record.
+   */
+  private announceFinish(runId: string, st: RunState): void {
+    try {
+      this.bus.nc.publish(`${this.bus.subjects.prefix}.run.finished.${st.status}`, JSON.stringify({ runId, status: st.status, workflow: st.workflow, error: st.error ?? null }));
+    } catch (err) {
+      this.log?.debug({ err }, 'could not announce run end');
+    }
   }
 
   private async perform(runId: string, st: RunState & { traceparent?: string }, effects: Effect[], causationId?: string): Promise<void> {

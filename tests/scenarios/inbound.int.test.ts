@@ -102,6 +102,24 @@ describe('inbound customers end to end', () => {
     expect(eml).toMatch(/^Subject: Re: Refund for order 1234$/m);
   });
 
+  it('`keel ticket show` and `keel why` explain the ticket: messages, triage, summary, suggestion, approval, cost, trace, causal chain', async (ctx) => {
+    if (!engine || !emailTicket) return ctx.skip(skip || 'needs the email ticket');
+    await waitFor(() => (keel(['runs', '--status', 'completed', '--json']).json() as { runs: unknown[] }).runs.length >= 1, { what: 'a completed run' });
+    const t = keel(['ticket', 'show', emailTicket.entityId, '--json']).json() as { messages: Array<{ direction: string }>; triage: unknown; summary: string; suggestion: unknown; approvals: Array<{ state: string }>; runs: Array<{ traceId: string }>; cost: { records: number; computeMs: number } };
+    expect(t.messages.map((m) => m.direction)).toEqual(['in', 'out']);
+    expect(t.triage && t.summary && t.suggestion).toBeTruthy();
+    expect(t.approvals[0]!.state).toBe('approved');
+    expect(t.runs[0]!.traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(t.cost.records).toBeGreaterThanOrEqual(5);
+    const why = keel(['why', emailTicket.entityId, '--json']).json() as { chain: Array<{ cause: { channel: string }; steps: Array<{ step: string; by: string; event: string }> }> };
+    const steps = why.chain[0]!.steps;
+    expect(why.chain[0]!.cause.channel).toBe('email');
+    expect(steps.find((s) => s.step === 'triage' && s.event === 'step_completed')!.by).toBe('agent:triage');
+    expect(steps.find((s) => s.step === 'approve' && s.event === 'approval_decided')!.by).toMatch(/^human:/);
+    expect(steps.find((s) => s.step === 'send' && s.event === 'step_completed')!.by).toBe('agent:sender');
+    expect(keel(['why', emailTicket.entityId]).stdout).toMatch(/email message <first-1234@example\.com> from alice@example\.com/);
+  });
+
   it('a follow-up email in the same thread lands in the same ticket', async (ctx) => {
     if (!engine || !emailTicket) return ctx.skip(skip || 'needs the email ticket');
     const out = swaks(['--from', 'alice@example.com', '--header', 'Subject: Re: Refund for order 1234', '--header', 'Message-Id: <second-1234@example.com>', '--header', 'In-Reply-To: <first-1234@example.com>', '--header', 'References: <first-1234@example.com>', '--body', 'Any update on this? Thanks.']);

@@ -1,0 +1,185 @@
+/**
+ * `npm run bench -- workflow`: a 3-step workflow of no-op capabilities, each in its own agent
+ * process, on SQLite and on MongoDB (FerretDB here), beside a raw nats.js chain of three hops
+ * through three processes in the same run.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { jetstreamManager, jetstream, AckPolicy } from '@nats-io/jetstream';
+import { REPO_ROOT } from '../config/index.ts';
+import { connectBus, createBus, listAgents, type Bus } from '../bus/index.ts';
+import { openStore } from '../shared-state/index.ts';
+import { WorkflowEngine } from '../workflows/engine.ts';
+import { defineWorkflow } from '../workflows/definition.ts';
+import { startNats, startMongo, tempDir, uniqueName, waitFor } from '../tests/helpers/index.ts';
+import { compare, figures, type Bench, type Figures } from './lib.ts';
+
+const CHAIN = defineWorkflow({
+  name: 'bench-chain',
+  version: 1,
+  steps: {
+    a: { capability: 'bench.a', input: '$.input' },
+    b: { capability: 'bench.b', after: ['a'], input: '$.steps.a.output' },
+    c: { capability: 'bench.c', after: ['b'], input: '$.steps.b.output' },
+  },
+});
+
+const WINDOW = 64;
+
+function spawnProc(args: string[], env: Record<string, string>): ChildProcess {
+  return spawn(process.execPath, args, { env: { ...process.env, KEEL_LOG_LEVEL: 'error', ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+}
+
+async function stopAll(ps: ChildProcess[]): Promise<void> {
+  await Promise.all(
+    ps.map(async (p) => {
+      if (p.exitCode !== null || p.signalCode !== null) return;
+      const done = new Promise((r) => p.once('exit', r));
+      p.kill('SIGTERM');
+      const t = setTimeout(() => p.kill('SIGKILL'), 5_000);
+      await done;
+      clearTimeout(t);
+    }),
+  );
+}
+
+/** Starts `n` runs with at most WINDOW in flight; latency = start → run finished notice. */
+async function driveRuns(engine: WorkflowEngine, bus: Bus, n: number): Promise<Figures> {
+  const started = new Map<string, number>();
+  const lat: number[] = [];
+  let failed = 0;
+  let release: (() => void) | undefined;
+  let allDone!: () => void;
+  const done = new Promise<void>((r) => (allDone = r));
+  const sub = bus.nc.subscribe(`${bus.subjects.prefix}.run.finished.*`, {
+    callback: (_e, m) => {
+      const { runId, status } = m.json<{ runId: string; status: string }>();
+      const t = started.get(runId);
+      if (t === undefined) return;
+      started.delete(runId);
+      if (status !== 'completed') failed++;
+      lat.push(performance.now() - t);
+      release?.();
+      if (lat.length === n) allDone();
+    },
+  });
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) {
+    while (started.size >= WINDOW) await new Promise<void>((r) => (release = r));
+    const runId = `b-${i}-${uniqueName('r')}`;
+    started.set(runId, performance.now());
+    await engine.start(CHAIN, { i }, { runId });
+  }
+  await done;
+  const elapsed = performance.now() - t0;
+  sub.unsubscribe();
+  if (failed) throw new Error(`${failed} runs did not complete`);
+  return figures(n, elapsed, lat);
+}
+
+async function workflowScenario(natsUrl: string, state: string, n: number, progress: (m: string) => void): Promise<Figures> {
+  const prefix = uniqueName('wb');
+  const nc = await connectBus({ servers: natsUrl });
+  const bus = createBus(nc, { prefix });
+  await bus.provision();
+  const store = await openStore(state);
+  const engine = new WorkflowEngine({ store, bus, actor: { kind: 'system', id: 'bench' } });
+  const env = { KEEL_NATS_URL: natsUrl, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, KEEL_WORKFLOW_SWEEP_MS: '2000' };
+  const procs = ['bench.a', 'bench.b', 'bench.c'].map((cap) => spawnProc([join(REPO_ROOT, 'cli', 'keel.ts'), 'agent', 'start', join(REPO_ROOT, 'bench', 'fixtures', 'noop-agents.ts')], { ...env, NOOP_CAP: cap }));
+  try {
+    await waitFor(async () => (await listAgents(nc, bus.subjects.registryBucket)).length === 3, { timeoutMs: 60_000, what: 'three agent processes' });
+    progress(`  warm-up`);
+    await driveRuns(engine, bus, Math.min(100, n));
+    progress(`  ${n} runs`);
+    const f = await driveRuns(engine, bus, n);
+    return { ...f, notes: { runs: n, in_flight: WINDOW, durability: store.info.durability } };
+  } finally {
+    await stopAll(procs);
+    await store.close();
+    const jsm = await jetstreamManager(nc);
+    for (const s of Object.values(bus.subjects.streams)) await jsm.streams.delete(s).catch(() => undefined);
+    await nc.close();
+  }
+}
+
+async function rawChain(natsUrl: string, n: number): Promise<Figures> {
+  const nc = await connectBus({ servers: natsUrl });
+  const jsm = await jetstreamManager(nc);
+  const stream = uniqueName('RAWCHAIN');
+  await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+  const hops = ['h1', 'h2', 'h3'];
+  for (const h of hops) await jsm.consumers.add(stream, { durable_name: h, filter_subject: `${stream}.${h}`, ack_policy: AckPolicy.Explicit, max_ack_pending: 10_000 });
+  const doneSubject = `done.${stream}`;
+  const procs = hops.map((h, i) => spawnProc([join(REPO_ROOT, 'bench', 'fixtures', 'raw-hop.ts')], { NATS_URL: natsUrl, STREAM: stream, DURABLE: h, HOP_OUT: i < 2 ? `${stream}.${hops[i + 1]}` : doneSubject }));
+  await Promise.all(procs.map((p) => new Promise<void>((r) => p.stdout!.once('data', () => r()))));
+  const js = jetstream(nc);
+  const drive = async (count: number): Promise<Figures> => {
+    const started = new Map<number, number>();
+    const lat: number[] = [];
+    let release: (() => void) | undefined;
+    let allDone!: () => void;
+    const done = new Promise<void>((r) => (allDone = r));
+    const sub = nc.subscribe(doneSubject, {
+      callback: (_e, m) => {
+        const { i } = m.json<{ i: number }>();
+        lat.push(performance.now() - started.get(i)!);
+        started.delete(i);
+        release?.();
+        if (lat.length === count) allDone();
+      },
+    });
+    const t0 = performance.now();
+    for (let i = 0; i < count; i++) {
+      while (started.size >= WINDOW) await new Promise<void>((r) => (release = r));
+      started.set(i, performance.now());
+      await js.publish(`${stream}.h1`, JSON.stringify({ i }));
+    }
+    await done;
+    const elapsed = performance.now() - t0;
+    sub.unsubscribe();
+    return figures(count, elapsed, lat);
+  };
+  try {
+    await drive(Math.min(500, n));
+    return await drive(n);
+  } finally {
+    await stopAll(procs);
+    await jsm.streams.delete(stream).catch(() => undefined);
+    await nc.close();
+  }
+}
+
+export const workflowBench: Bench = {
+  name: 'workflow',
+  description: '3-step workflow of no-op capabilities in 3 agent processes (SQLite, MongoDB) vs a raw nats.js 3-hop chain',
+  async run(ctx) {
+    const n = ctx.quick ? 200 : 2_000;
+    const natsEnv = process.env.KEEL_NATS_URL ?? process.env.NATS_URL;
+    const local = natsEnv ? undefined : await startNats();
+    if (local && !local.ok) throw new Error(local.reason);
+    const url = natsEnv ?? (local as { server: { url: string } }).server.url;
+    const dir = tempDir('keel-bench-wf-');
+    try {
+      ctx.progress('raw nats.js 3-hop chain (3 processes)');
+      const raw = await rawChain(url, n * 2);
+      ctx.progress('workflow on SQLite');
+      const sqlite = await workflowScenario(url, `sqlite:${join(dir.path, 'bench.db')}`, n, ctx.progress);
+      const results = [compare('workflow a→b→c, 3 agent processes, SQLite', sqlite, { scenario: 'raw nats.js 3-hop chain, 3 processes', ...raw })];
+      const mongo = process.env.KEEL_BENCH_SKIP_MONGO === '1' ? undefined : await startMongo();
+      if (mongo?.ok) {
+        try {
+          const m = ctx.quick ? 20 : 100;
+          ctx.progress(`workflow on MongoDB (${mongo.server.flavor}), ${m} runs`);
+          const mf = await workflowScenario(url, `${mongo.server.url.replace(/\/?$/, '/')}${uniqueName('wb')}`, m, ctx.progress);
+          results.push(compare(`workflow a→b→c, 3 agent processes, MongoDB (${mongo.server.flavor})`, mf, { scenario: 'raw nats.js 3-hop chain, 3 processes', ...raw }));
+        } finally {
+          await mongo.server.stop();
+        }
+      }
+      return { results };
+    } finally {
+      dir.remove();
+      if (local?.ok) await local.server.stop();
+    }
+  },
+};

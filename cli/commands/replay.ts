@@ -1,0 +1,32 @@
+import type { Command } from 'commander';
+import { CATALOG, loadAgent, loadAgentModule } from '../../agents/catalog.ts';
+import type { AgentDefinition } from '../../agents/runtime/index.ts';
+import { replayRun } from '../../workflows/replay.ts';
+import { openCli, print, table } from '../context.ts';
+
+export function registerReplay(program: Command): void {
+  program
+    .command('replay')
+    .argument('<runId>')
+    .option('--agent <module...>', 'agent module(s) whose handlers to replay (default: the built-in agents and KEEL_AGENTS modules)')
+    .option('--json', 'print JSON: { runId, steps: [...], divergences, modelCalls: 0, sideEffects: 0 }')
+    .description('Re-execute a finished run from its log with the recorded model answers and side-effect results: no model calls, no side effects. Reports every step whose decision now differs (exit 1 when one does).')
+    .action(async (runId: string, o: { agent?: string[]; json?: boolean }) => {
+      const c = await openCli();
+      try {
+        const agents: AgentDefinition[] = [];
+        for (const name of Object.keys(CATALOG)) agents.push(await loadAgent(name));
+        const extra = [...(o.agent ?? []), ...(process.env.KEEL_AGENTS ?? '').split(',').map((s) => s.trim().replace(/@\d+$/, '')).filter((s) => /\.(ts|js|mjs)$/.test(s))];
+        for (const p of extra) agents.push(...(await loadAgentModule(p)));
+        const r = await replayRun(c.store, runId, agents);
+        print(o.json, r, () => {
+          console.log(`replay of ${r.runId} (${r.workflow} v${r.version}): ${r.divergences === 0 ? 'no divergence' : `${r.divergences} divergence(s)`}; model calls 0, side effects 0\n`);
+          table(['STEP', 'CAPABILITY', 'RESULT', 'EFFECTS READ BACK', 'MODEL ANSWERS', 'WRITES SUPPRESSED', 'WHY'], r.steps.map((s) => [s.step, s.capability ?? '(approval)', s.result, String(s.effectsReadBack), String(s.modelAnswersReadBack), String(s.writesSuppressed), s.reason ?? '']));
+          for (const s of r.steps.filter((x) => x.result === 'diverged' && x.replayed !== undefined)) console.log(`\n${s.step}: recorded ${JSON.stringify(s.recorded)}\n${' '.repeat(s.step.length)}  now      ${JSON.stringify(s.replayed)}`);
+        });
+        if (r.divergences > 0) process.exitCode = 1;
+      } finally {
+        await c.close();
+      }
+    });
+}
