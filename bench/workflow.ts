@@ -25,6 +25,8 @@ const CHAIN = defineWorkflow({
 });
 
 const WINDOW = 64;
+/** one run at a time: pure end-to-end latency */
+const SERIAL = 1;
 
 function spawnProc(args: string[], env: Record<string, string>): ChildProcess {
   return spawn(process.execPath, args, { env: { ...process.env, KEEL_LOG_LEVEL: 'error', ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -44,7 +46,7 @@ async function stopAll(ps: ChildProcess[]): Promise<void> {
 }
 
 /** Starts `n` runs with at most WINDOW in flight; latency = start → run finished notice. */
-async function driveRuns(engine: WorkflowEngine, bus: Bus, n: number): Promise<Figures> {
+async function driveRuns(engine: WorkflowEngine, bus: Bus, n: number, window = WINDOW): Promise<Figures> {
   const started = new Map<string, number>();
   const lat: number[] = [];
   let failed = 0;
@@ -65,7 +67,7 @@ async function driveRuns(engine: WorkflowEngine, bus: Bus, n: number): Promise<F
   });
   const t0 = performance.now();
   for (let i = 0; i < n; i++) {
-    while (started.size >= WINDOW) await new Promise<void>((r) => (release = r));
+    while (started.size >= window) await new Promise<void>((r) => (release = r));
     const runId = `b-${i}-${uniqueName('r')}`;
     started.set(runId, performance.now());
     await engine.start(CHAIN, { i }, { runId });
@@ -77,7 +79,7 @@ async function driveRuns(engine: WorkflowEngine, bus: Bus, n: number): Promise<F
   return figures(n, elapsed, lat);
 }
 
-async function workflowScenario(natsUrl: string, state: string, n: number, progress: (m: string) => void): Promise<Figures> {
+async function workflowScenario(natsUrl: string, state: string, n: number, progress: (m: string) => void): Promise<{ throughput: Figures; latency: Figures }> {
   const prefix = uniqueName('wb');
   const nc = await connectBus({ servers: natsUrl });
   const bus = createBus(nc, { prefix });
@@ -90,9 +92,15 @@ async function workflowScenario(natsUrl: string, state: string, n: number, progr
     await waitFor(async () => (await listAgents(nc, bus.subjects.registryBucket)).length === 3, { timeoutMs: 60_000, what: 'three agent processes' });
     progress(`  warm-up`);
     await driveRuns(engine, bus, Math.min(100, n));
-    progress(`  ${n} runs`);
+    progress(`  ${n} runs, ${WINDOW} in flight`);
     const f = await driveRuns(engine, bus, n);
-    return { ...f, notes: { runs: n, in_flight: WINDOW, durability: store.info.durability } };
+    const m = Math.max(20, Math.floor(n / 10));
+    progress(`  ${m} runs, one at a time`);
+    const l = await driveRuns(engine, bus, m, SERIAL);
+    return {
+      throughput: { ...f, notes: { runs: n, in_flight: WINDOW, durability: store.info.durability } },
+      latency: { ...l, notes: { runs: m, in_flight: SERIAL, durability: store.info.durability } },
+    };
   } finally {
     await stopAll(procs);
     await store.close();
@@ -102,7 +110,7 @@ async function workflowScenario(natsUrl: string, state: string, n: number, progr
   }
 }
 
-async function rawChain(natsUrl: string, n: number): Promise<Figures> {
+async function rawChain(natsUrl: string, n: number): Promise<{ throughput: Figures; latency: Figures }> {
   const nc = await connectBus({ servers: natsUrl });
   const jsm = await jetstreamManager(nc);
   const stream = uniqueName('RAWCHAIN');
@@ -113,7 +121,7 @@ async function rawChain(natsUrl: string, n: number): Promise<Figures> {
   const procs = hops.map((h, i) => spawnProc([join(REPO_ROOT, 'bench', 'fixtures', 'raw-hop.ts')], { NATS_URL: natsUrl, STREAM: stream, DURABLE: h, HOP_OUT: i < 2 ? `${stream}.${hops[i + 1]}` : doneSubject }));
   await Promise.all(procs.map((p) => new Promise<void>((r) => p.stdout!.once('data', () => r()))));
   const js = jetstream(nc);
-  const drive = async (count: number): Promise<Figures> => {
+  const drive = async (count: number, window = WINDOW): Promise<Figures> => {
     const started = new Map<number, number>();
     const lat: number[] = [];
     let release: (() => void) | undefined;
@@ -130,7 +138,7 @@ async function rawChain(natsUrl: string, n: number): Promise<Figures> {
     });
     const t0 = performance.now();
     for (let i = 0; i < count; i++) {
-      while (started.size >= WINDOW) await new Promise<void>((r) => (release = r));
+      while (started.size >= window) await new Promise<void>((r) => (release = r));
       started.set(i, performance.now());
       await js.publish(`${stream}.h1`, JSON.stringify({ i }));
     }
@@ -141,7 +149,9 @@ async function rawChain(natsUrl: string, n: number): Promise<Figures> {
   };
   try {
     await drive(Math.min(500, n));
-    return await drive(n);
+    const throughput = await drive(n);
+    const latency = await drive(Math.max(50, Math.floor(n / 20)), SERIAL);
+    return { throughput, latency };
   } finally {
     await stopAll(procs);
     await jsm.streams.delete(stream).catch(() => undefined);
@@ -164,14 +174,20 @@ export const workflowBench: Bench = {
       const raw = await rawChain(url, n * 2);
       ctx.progress('workflow on SQLite');
       const sqlite = await workflowScenario(url, `sqlite:${join(dir.path, 'bench.db')}`, n, ctx.progress);
-      const results = [compare('workflow a→b→c, 3 agent processes, SQLite', sqlite, { scenario: 'raw nats.js 3-hop chain, 3 processes', ...raw })];
+      const rawT = { scenario: `raw nats.js 3-hop chain, 3 processes, ${WINDOW} in flight`, ...raw.throughput };
+      const rawL = { scenario: 'raw nats.js 3-hop chain, 3 processes, one at a time', ...raw.latency };
+      const results = [
+        compare(`workflow a→b→c, 3 agent processes, SQLite, ${WINDOW} runs in flight`, sqlite.throughput, rawT),
+        compare('workflow a→b→c, 3 agent processes, SQLite, one run at a time', sqlite.latency, rawL),
+      ];
       const mongo = process.env.KEEL_BENCH_SKIP_MONGO === '1' ? undefined : await startMongo();
       if (mongo?.ok) {
         try {
           const m = ctx.quick ? 20 : 100;
           ctx.progress(`workflow on MongoDB (${mongo.server.flavor}), ${m} runs`);
           const mf = await workflowScenario(url, `${mongo.server.url.replace(/\/?$/, '/')}${uniqueName('wb')}`, m, ctx.progress);
-          results.push(compare(`workflow a→b→c, 3 agent processes, MongoDB (${mongo.server.flavor})`, mf, { scenario: 'raw nats.js 3-hop chain, 3 processes', ...raw }));
+          results.push(compare(`workflow a→b→c, 3 agent processes, MongoDB (${mongo.server.flavor}), ${WINDOW} runs in flight`, mf.throughput, rawT));
+          results.push(compare(`workflow a→b→c, 3 agent processes, MongoDB (${mongo.server.flavor}), one run at a time`, mf.latency, rawL));
         } finally {
           await mongo.server.stop();
         }

@@ -1,6 +1,8 @@
-import { context, trace, SpanKind, SpanStatusCode, type Context, type Span, type Tracer } from '@opentelemetry/api';
+import { randomBytes } from 'node:crypto';
+import { context, propagation, trace, isSpanContextValid, TraceFlags, SpanKind, SpanStatusCode, type Context, type Span, type SpanOptions, type Tracer, type TracerProvider } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BatchSpanProcessor, SimpleSpanProcessor, type SpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
@@ -10,7 +12,8 @@ export type { Span, Context, Tracer } from '@opentelemetry/api';
 
 export interface Telemetry {
   serviceName: string;
-  provider: NodeTracerProvider;
+  /** undefined when nothing is exported (spans are then non-recording; ids still propagate) */
+  provider: NodeTracerProvider | undefined;
   /** whether spans leave the process (an OTLP exporter is configured) */
   exporting: boolean;
   flush(): Promise<void>;
@@ -36,6 +39,27 @@ export function initTelemetry(opts: { serviceName: string; exporter?: SpanExport
     const url = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? `${env.OTEL_EXPORTER_OTLP_ENDPOINT!.replace(/\/$/, '')}/v1/traces`;
     processors.push(new BatchSpanProcessor(new OTLPTraceExporter({ url }), { scheduledDelayMillis: 200 }));
   }
+  if (processors.length === 0) {
+    // nothing leaves the process: skip the SDK's span bookkeeping, keep context propagation
+    // (trace ids still flow through the bus, logs and cost records as non-recording spans)
+    const cm = new AsyncLocalStorageContextManager();
+    context.setGlobalContextManager(cm.enable());
+    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+    trace.setGlobalTracerProvider(idOnlyTracerProvider);
+    current = {
+      serviceName,
+      provider: undefined,
+      exporting: false,
+      flush: async () => undefined,
+      shutdown: async () => {
+        trace.disable();
+        context.disable();
+        propagation.disable();
+        current = undefined;
+      },
+    };
+    return current;
+  }
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ 'service.name': serviceName, 'service.namespace': 'keel', 'process.pid': process.pid }),
     spanProcessors: processors,
@@ -53,6 +77,27 @@ export function initTelemetry(opts: { serviceName: string; exporter?: SpanExport
   };
   return current;
 }
+
+const hex = (bytes: number) => randomBytes(bytes).toString('hex');
+/**
+ * A tracer for processes that export nothing: spans record nothing but get real ids (a child
+ * keeps its parent's trace id), so trace ids still tie logs, cost records and downstream
+ * processes together. Marked sampled, so a downstream process that does export records its part.
+ */
+const idOnlyTracer: Tracer = {
+  startSpan(_name, _opts, ctx = context.active()) {
+    const parent = trace.getSpanContext(ctx);
+    return trace.wrapSpanContext({ traceId: parent && isSpanContextValid(parent) ? parent.traceId : hex(16), spanId: hex(8), traceFlags: TraceFlags.SAMPLED });
+  },
+  startActiveSpan(name: string, ...rest: unknown[]) {
+    const fn = rest[rest.length - 1] as (s: Span) => unknown;
+    const opts = (rest.length > 1 ? rest[0] : undefined) as SpanOptions | undefined;
+    const ctx = (rest.length > 2 ? rest[1] : context.active()) as Context;
+    const span = idOnlyTracer.startSpan(name, opts, ctx);
+    return context.with(trace.setSpan(ctx, span), () => fn(span));
+  },
+} as Tracer;
+const idOnlyTracerProvider: TracerProvider = { getTracer: () => idOnlyTracer };
 
 export function getTracer(name = 'keel'): Tracer {
   return trace.getTracer(name);

@@ -626,7 +626,7 @@ export class MongoStore implements StateStore {
     throw new StoreBusyError(`idempotency key '${k}' is being claimed and released in a loop`);
   }
 
-  async complete(k: string, token: string, result: unknown = null): Promise<void> {
+  async complete(k: string, token: string, result: unknown = null, opts: { cost?: CostInput } = {}): Promise<void> {
     const cur = await this.#idem.findOne({ _id: k });
     if (!cur || cur.token !== token) throw new IdempotencyLeaseLostError(k, await this.#leaseLostReason(k));
     try {
@@ -635,6 +635,8 @@ export class MongoStore implements StateStore {
       if (!isDup(err)) throw err;
       throw new IdempotencyLeaseLostError(k, 'already completed by another claim');
     }
+    // no multi-document transactions: the cost follows the completion that won (only the winner gets here)
+    if (opts.cost) await this.recordCost(opts.cost);
   }
 
   async release(k: string, token: string): Promise<void> {

@@ -175,6 +175,8 @@ function isBusy(err: unknown): boolean {
   return e?.errcode === 5 || e?.errcode === 6 || /database is locked|SQLITE_BUSY/i.test(e?.message ?? '');
 }
 
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+
 export class SqliteStore implements StateStore {
   readonly info: StoreInfo;
   readonly #db: DatabaseSync;
@@ -183,14 +185,20 @@ export class SqliteStore implements StateStore {
   readonly #stmts = new Map<string, StatementSync>();
   readonly #listeners = new Set<(events: CommittedEvent[]) => void>();
   #closed = false;
+  #busyMs = 10_000;
 
   constructor(path: string, opts: SqliteStoreOptions) {
     this.#reg = opts.registry;
     this.#max = opts.maxDocumentBytes;
-    const sync = opts.synchronous ?? 'FULL';
+    // KEEL_SQLITE_SYNC: FULL (default) syncs every commit to disk; NORMAL (WAL) survives any
+    // process crash but may lose the last commits on power loss, and is much faster
+    const envSync = process.env.KEEL_SQLITE_SYNC?.toUpperCase();
+    const sync = opts.synchronous ?? (envSync === 'NORMAL' ? 'NORMAL' : 'FULL');
     const busy = opts.busyTimeoutMs ?? 10_000;
     this.#db = openSqlite(path);
-    this.#db.exec(`PRAGMA synchronous = ${sync}; PRAGMA busy_timeout = ${Math.trunc(busy)};`);
+    this.#busyMs = Math.trunc(busy);
+    // 0: lock waits are done by #busyRetry (fine-grained); `busy` bounds them
+    this.#db.exec(`PRAGMA synchronous = ${sync}; PRAGMA busy_timeout = 0;`);
     this.#tx(() => this.#db.exec(SCHEMA));
     this.info = {
       kind: 'sqlite',
@@ -209,16 +217,38 @@ export class SqliteStore implements StateStore {
     return s;
   }
 
+  /**
+   * Waits for another process's write lock in fine steps (50 µs growing to 2 ms) instead of
+   * SQLite's own busy handler, whose first sleep is a whole millisecond: a write transaction
+   * here takes tens of microseconds, so the coarse sleeps dominated latency under contention.
+   */
+  #busyRetry<T>(fn: () => T): T {
+    let deadline = 0;
+    let pause = 0.05;
+    for (;;) {
+      try {
+        return fn();
+      } catch (err) {
+        if (!isBusy(err)) throw err;
+        const now = Date.now();
+        if (deadline === 0) deadline = now + this.#busyMs;
+        else if (now > deadline) throw err;
+        Atomics.wait(SLEEPER, 0, 0, pause);
+        pause = Math.min(pause * 1.5, 2);
+      }
+    }
+  }
+
   #all(sql: string, ...params: SQLInputValue[]): Row[] {
-    return this.#st(sql).all(...params) as Row[];
+    return this.#busyRetry(() => this.#st(sql).all(...params) as Row[]);
   }
 
   #get(sql: string, ...params: SQLInputValue[]): Row | undefined {
-    return this.#st(sql).get(...params) as Row | undefined;
+    return this.#busyRetry(() => this.#st(sql).get(...params) as Row | undefined);
   }
 
   #run(sql: string, ...params: SQLInputValue[]): { changes: number; lastInsertRowid: number } {
-    const r = this.#st(sql).run(...params);
+    const r = this.#busyRetry(() => this.#st(sql).run(...params));
     return { changes: Number(r.changes), lastInsertRowid: Number(r.lastInsertRowid) };
   }
 
@@ -226,7 +256,7 @@ export class SqliteStore implements StateStore {
   #tx<T>(fn: () => T): T {
     if (this.#closed) throw new StateError('STATE_UNAVAILABLE', 'the state store is closed');
     try {
-      this.#db.exec('BEGIN IMMEDIATE');
+      this.#busyRetry(() => this.#db.exec('BEGIN IMMEDIATE'));
     } catch (err) {
       if (isBusy(err)) throw new StoreBusyError(`SQLite file ${this.info?.location ?? ''} is locked by another process`, err);
       throw err;
@@ -537,16 +567,22 @@ export class SqliteStore implements StateStore {
     });
   }
 
-  async complete(key: string, token: string, result: unknown = null): Promise<void> {
+  async complete(key: string, token: string, result: unknown = null, opts: { cost?: CostInput } = {}): Promise<void> {
     const json = JSON.stringify(result ?? null);
-    const r = this.#run(
-      "UPDATE idempotency SET status = 'completed', result = ?, completed_at = ?, token = NULL, lease_until = NULL WHERE key = ? AND status = 'running' AND token = ?",
-      json,
-      nowIso(),
-      key,
-      token,
-    );
-    if (r.changes === 0) throw new IdempotencyLeaseLostError(key, await this.#leaseLostReason(key));
+    const cost = opts.cost ? toCostRecord(opts.cost) : undefined;
+    const done = this.#tx(() => {
+      const r = this.#run(
+        "UPDATE idempotency SET status = 'completed', result = ?, completed_at = ?, token = NULL, lease_until = NULL WHERE key = ? AND status = 'running' AND token = ?",
+        json,
+        nowIso(),
+        key,
+        token,
+      );
+      if (r.changes === 0) return false;
+      if (cost) this.#insertCost(cost);
+      return true;
+    });
+    if (!done) throw new IdempotencyLeaseLostError(key, await this.#leaseLostReason(key));
   }
 
   async release(key: string, token: string): Promise<void> {
@@ -579,6 +615,11 @@ export class SqliteStore implements StateStore {
 
   async recordCost(input: CostInput): Promise<CostRecord> {
     const c = toCostRecord(input);
+    this.#insertCost(c);
+    return c;
+  }
+
+  #insertCost(c: CostRecord): void {
     this.#run(
       `INSERT INTO costs (id, time, agent, capability, run_id, customer_id, entity_type, entity_id, model, tokens_in, tokens_out, tokens_cached, cost_usd, compute_ms, trace_id, details)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -599,7 +640,6 @@ export class SqliteStore implements StateStore {
       c.traceId,
       c.details ? JSON.stringify(c.details) : null,
     );
-    return c;
   }
 
   async costs(q: CostQuery = {}): Promise<CostReport> {

@@ -323,7 +323,8 @@ export interface StateStore {
   markPublished(eventIds: string[]): Promise<void>;
 
   claim(key: string, opts?: { leaseMs?: number }): Promise<ClaimResult>;
-  complete(key: string, token: string, result?: unknown): Promise<void>;
+  /** `opts.cost` is recorded with the completion, atomically where the adapter can (one record per completed task, never two) */
+  complete(key: string, token: string, result?: unknown, opts?: { cost?: CostInput }): Promise<void>;
   /** Gives up a claim (the side effect did not happen) so it can be claimed again at once. */
   release(key: string, token: string): Promise<void>;
   getIdempotency(key: string): Promise<IdempotencyRecord | null>;

@@ -6,7 +6,7 @@
  */
 import { reduceRun, type RunState, type StepState } from '../shared-state/index.ts';
 import type { EventInput } from '../shared-state/index.ts';
-import { WorkflowSchema, type WorkflowDef, type StepDef } from './definition.ts';
+import type { WorkflowDef, StepDef } from './definition.ts';
 import { evaluate, resolveMapping, type EvalContext } from './expr.ts';
 
 export type Role = 'step' | 'compensation' | 'escalation';
@@ -31,8 +31,9 @@ export const taskIdOf = (runId: string, step: string, attempt: number, role: Rol
 /** Approval ids: run id and step joined by '_' (the store allows letters, digits, '_' and '-'). */
 export const approvalIdOf = (runId: string, step: string) => `${runId}_${step}`;
 
+/** The run's own definition snapshot (validated, defaults applied, when the run started). */
 export function definitionOf(run: RunState): WorkflowDef {
-  return WorkflowSchema.parse(run.definition);
+  return run.definition as unknown as WorkflowDef;
 }
 
 class Planner {

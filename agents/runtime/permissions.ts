@@ -18,6 +18,7 @@ export function natsPermissionsFor(agent: AgentDefinition, prefix = 'keel', work
   // the runtime (not the handler) dispatches workflow steps: any agent may complete a step or
   // fire a timer, so each may publish the tasks of the declared workflows' capabilities
   for (const c of workflowCapabilities) pub.add(s.task(c));
+  pub.add(`${prefix}.run.finished.*`);
   for (const c of agent.capabilities) {
     const d = durableFor(c.name);
     for (const api of ['CONSUMER.INFO', 'CONSUMER.DURABLE.CREATE', 'CONSUMER.MSG.NEXT']) pub.add(`$JS.API.${api}.${T}.${d}`);

@@ -220,17 +220,11 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     }
     const computeMs = Math.round((performance.now() - t0) * 1000) / 1000;
     costCounter?.add(0, { agent: def.name, capability: cap.name });
-    await store.recordCost({
-      agent: def.name,
-      capability: cap.name,
-      runId: env.correlationId,
-      customerId: env.customer,
-      computeMs,
-      costUsd: 0,
-      traceId,
-      details: { kind: 'task', taskId: env.id, delivery: env.deliveryCount },
+    // the task's own record (compute time; model spend has its own records), written with the
+    // completion so a task is never counted twice
+    await store.complete(taskKey, claim.token, output ?? null, {
+      cost: { agent: def.name, capability: cap.name, runId: env.correlationId, customerId: env.customer, computeMs, costUsd: 0, traceId, details: { kind: 'task', taskId: env.id, delivery: env.deliveryCount } },
     });
-    await store.complete(taskKey, claim.token, output ?? null);
     await advance(env, true, { output, durationMs: computeMs, costUsd: spentUsd });
     if (opts.onTaskCompleted) await opts.onTaskCompleted({ capability: cap.name, envelope: env, output });
     taskLog.info({ computeMs }, 'task completed');
