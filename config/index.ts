@@ -41,6 +41,7 @@ export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_OPERATOR', default: '$USER', description: 'Operator name the CLI records as the actor of approvals and runs it starts.' },
   { name: 'KEEL_DRAIN_MS', default: '10000', description: 'How long an agent finishes in-flight tasks after SIGTERM before aborting them.' },
   { name: 'KEEL_SECRET_<NAME>', default: '(unset)', description: 'A secret value; each agent process receives only the secrets its capabilities declare.' },
+  { name: 'KEEL_METRICS_HOST', default: '127.0.0.1', description: 'Address an agent\'s /metrics listens on (0.0.0.0 in containers).' },
   { name: 'KEEL_SUBJECT_PREFIX', default: 'keel', description: 'First token of every bus subject, stream and bucket name (one prefix per tenant).' },
   { name: 'KEEL_LOG_LEVEL', default: 'info', description: 'pino log level: trace, debug, info, warn, error, fatal, silent.' },
   { name: 'KEEL_TOOLS_DIR', default: '~/.cache/keel/tools', description: 'Cache of the servers deploy/provision.sh builds (nats-server, FerretDB, Jaeger, natscli).' },

@@ -23,7 +23,7 @@ import { AgentSupervisor, parseAgentList } from './supervisor.ts';
 import { startChannels } from './inbound.ts';
 import { WorkflowEngine } from '../workflows/engine.ts';
 import { loadWorkflowCatalog, workflowCapabilities } from '../workflows/catalog.ts';
-import { createLogger } from '../observability/index.ts';
+import { createLogger, createMetrics } from '../observability/index.ts';
 import { startHttpApi, type HealthReport, type HttpApi } from './http.ts';
 import { mountApi } from './api.ts';
 
@@ -152,11 +152,20 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'system', id: 'engine' }, logger: log, catalog });
     const channels = await startChannels({ smtpHost: cfg.smtpHost, smtpPort: cfg.smtpPort, smtpMaxBytes: cfg.smtpMaxBytes, dataDir: cfg.dataDir, workflows, store, log });
     cleanups.push(() => channels.close());
+    // the engine's own metrics on GET /metrics (each agent serves its own, see KEEL_METRICS_PORT)
+    const metrics = await createMetrics({ serviceName: 'keel-engine' });
+    cleanups.push(() => metrics.shutdown());
+    const smtpStats = metrics.meter.createObservableCounter('keel_smtp_messages', { description: 'inbound mail by outcome' });
+    smtpStats.addCallback((r) => {
+      const st = channels.smtp.stats();
+      for (const [outcome, n] of Object.entries(st)) r.observe(n, { outcome });
+    });
     const http = await startHttpApi({
       host: cfg.httpHost,
       port: cfg.httpPort,
       health,
       mount: (app) => {
+        app.get('/metrics', async (c) => c.text(await metrics.text(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }));
         channels.mount(app);
         mountApi(app, { store, workflows });
       },

@@ -8,6 +8,8 @@ export interface Metrics {
   meter: Meter;
   /** the Prometheus text endpoint, for mounting on an existing HTTP server */
   handler(req: IncomingMessage, res: ServerResponse): void;
+  /** the current exposition text (for frameworks that want a body, not a response object) */
+  text(): Promise<string>;
   /** `http://host:port/metrics` when this process serves its own endpoint */
   url: string | undefined;
   shutdown(): Promise<void>;
@@ -34,6 +36,11 @@ export async function createMetrics(opts: { serviceName: string; port?: number; 
   return {
     meter: provider.getMeter('keel'),
     handler: (req, res) => exporter.getMetricsRequestHandler(req, res),
+    text: () =>
+      new Promise<string>((resolve) => {
+        const sink = { statusCode: 200, setHeader: () => undefined, end: (body?: string) => resolve(body ?? '') };
+        exporter.getMetricsRequestHandler({} as IncomingMessage, sink as unknown as ServerResponse);
+      }),
     url,
     shutdown: async () => {
       await provider.shutdown().catch(() => undefined);

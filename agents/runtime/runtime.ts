@@ -93,7 +93,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
   const nc = await connectBus({ servers: opts.natsUrl, name: `${def.name}/${instanceId}`, user: opts.natsUser, pass: opts.natsPassword, logger: log });
   const bus = createBus(nc, { prefix, logger: log });
   const store = typeof opts.state === 'string' ? await openStore(opts.state) : opts.state;
-  const metrics = opts.metricsPort !== undefined ? await createMetrics({ serviceName: def.name, port: opts.metricsPort }) : undefined;
+  const metrics = opts.metricsPort !== undefined ? await createMetrics({ serviceName: def.name, port: opts.metricsPort, host: process.env.KEEL_METRICS_HOST }) : undefined;
   const tasksCounter = metrics?.meter.createCounter('keel_tasks', { description: 'tasks settled, by outcome (ack, retry, dead_letter)' });
   const duration = metrics?.meter.createHistogram('keel_task_duration_seconds', { description: 'task handling time', unit: 's' });
   const costCounter = metrics?.meter.createCounter('keel_cost_usd', { description: 'recorded spend in USD' });

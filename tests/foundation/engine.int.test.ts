@@ -19,6 +19,7 @@ describe('keel start (the embedded engine as a process)', () => {
       expect(h.status).toBe('ok');
       expect(h.bus).toMatchObject({ status: 'up', jetstream: true, local: true });
       expect(h.state).toMatchObject({ status: 'up', kind: 'sqlite' });
+      expect(await (await fetch(`${e.httpUrl}/metrics`)).text()).toMatch(/keel_smtp_messages_total\{outcome="accepted"/);
       const pid = natsPid(e);
       expect(isAlive(pid)).toBe(true);
       expect(await e.stop('SIGINT')).toBe(0);
