@@ -21,6 +21,7 @@ import { loadAgent, enabledAgents } from '../agents/catalog.ts';
 import { loadOrCreateCredentials, natsUsers, type AgentDefinition } from '../agents/runtime/index.ts';
 import { AgentSupervisor, parseAgentList } from './supervisor.ts';
 import { startChannels } from './inbound.ts';
+import { startTriggers } from './triggers.ts';
 import { WorkflowEngine } from '../workflows/engine.ts';
 import { loadWorkflowCatalog, workflowCapabilities } from '../workflows/catalog.ts';
 import { createLogger, createMetrics } from '../observability/index.ts';
@@ -150,6 +151,8 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     };
     // 3b. workflows can be started here (HTTP, channels); agents advance them
     const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'system', id: 'engine' }, logger: log, catalog });
+    const triggers = await startTriggers({ bus, workflows, catalog, log });
+    cleanups.push(() => triggers.stop());
     const channels = await startChannels({ smtpHost: cfg.smtpHost, smtpPort: cfg.smtpPort, smtpMaxBytes: cfg.smtpMaxBytes, dataDir: cfg.dataDir, workflows, store, log });
     cleanups.push(() => channels.close());
     // the engine's own metrics on GET /metrics (each agent serves its own, see KEEL_METRICS_PORT)

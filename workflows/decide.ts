@@ -13,7 +13,22 @@ export type Role = 'step' | 'compensation' | 'escalation';
 
 export type Effect =
   | { kind: 'task'; role: Role; step: string; attempt: number; capability: string; taskId: string; input: unknown }
-  | { kind: 'approval'; step: string; approvalId: string; action: string; subject: string; payload: unknown; deadlineAt: string };
+  | { kind: 'approval'; step: string; approvalId: string; action: string; subject: string; payload: unknown; deadlineAt: string }
+  | { kind: 'audit'; step: string; action: string; subject: string; payload: unknown; policy: string; mode: PolicyMode };
+
+export type PolicyMode = 'approve' | 'audit' | 'auto';
+
+/** Policy modes by action key (`reply.email` …) from `KEEL_POLICY_<KEY>` (dots as `_`), default approve. */
+export function policiesFromEnv(env: Record<string, string | undefined> = process.env): Record<string, PolicyMode> {
+  const out: Record<string, PolicyMode> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (!k.startsWith('KEEL_POLICY_') || !v) continue;
+    const mode = v.trim().toLowerCase();
+    if (mode !== 'approve' && mode !== 'audit' && mode !== 'auto') throw new Error(`${k}=${v}: use approve, audit or auto`);
+    out[k.slice('KEEL_POLICY_'.length).toLowerCase().replace(/_/g, '.')] = mode;
+  }
+  return out;
+}
 
 export interface Plan {
   events: EventInput[];
@@ -77,6 +92,15 @@ class Planner {
       const deadlineAt = new Date(this.now.getTime() + s.approval.deadlineMs).toISOString();
       const subject = String(resolveMapping(s.approval.subject ?? `workflow_run/${this.runId}`, this.ctx()) ?? `workflow_run/${this.runId}`);
       const payload = resolveMapping(s.approval.payload ?? s.input ?? null, this.ctx());
+      const policy = s.approval.policy === undefined ? undefined : String(resolveMapping(s.approval.policy, this.ctx()));
+      const mode = (policy && (this.state as RunState & { policies?: Record<string, PolicyMode> }).policies?.[policy]) || 'approve';
+      if (policy && mode !== 'approve') {
+        // the operator's policy lets this action through; audit-only leaves a record to review
+        this.emit('approval_requested', { step: id, approvalId, deadlineAt, input: payload, policy, mode });
+        this.emit('approval_decided', { step: id, decision: 'approved', by: `policy:${mode}` });
+        if (mode === 'audit') this.effects.push({ kind: 'audit', step: id, action: s.approval.action, subject, payload, policy, mode });
+        return;
+      }
       this.emit('approval_requested', { step: id, approvalId, deadlineAt, input: payload });
       this.effects.push({ kind: 'approval', step: id, approvalId, action: s.approval.action, subject, payload, deadlineAt });
       return;
@@ -197,7 +221,7 @@ class Planner {
   }
 }
 
-export function planStart(runId: string, def: WorkflowDef, input: unknown, opts: { customer?: string; traceId?: string; budgetUsd?: number }, now = new Date()): Plan & { created: RunState } {
+export function planStart(runId: string, def: WorkflowDef, input: unknown, opts: { customer?: string; traceId?: string; budgetUsd?: number; policies?: Record<string, PolicyMode> }, now = new Date()): Plan & { created: RunState } {
   const created: RunState = {
     workflow: def.name,
     version: def.version,
@@ -206,6 +230,8 @@ export function planStart(runId: string, def: WorkflowDef, input: unknown, opts:
     input,
     ...(opts.customer ? { customer: opts.customer } : {}),
     ...(opts.traceId ? { traceId: opts.traceId } : {}),
+    // the policies in force when the run started stay with it (replays decide the same way)
+    ...(opts.policies && Object.keys(opts.policies).length ? { policies: opts.policies } : {}),
     ...((opts.budgetUsd ?? def.budgetUsd) !== undefined ? { budgetUsd: opts.budgetUsd ?? def.budgetUsd } : {}),
     spentUsd: 0,
     steps: Object.fromEntries(Object.keys(def.steps).map((k) => [k, { status: 'pending', attempt: 0 }])),

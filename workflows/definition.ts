@@ -26,6 +26,11 @@ const ApprovalSchema = z.strictObject({
   payload: z.unknown().optional(),
   subject: z.unknown().optional(),
   deadlineMs: z.number().int().positive(),
+  /**
+   * the policy that governs this action (mapped, e.g. `reply.email`): `approve` (default) waits
+   * for the operator, `audit` lets it through and records it in the audit log, `auto` lets it through
+   */
+  policy: z.unknown().optional(),
   /** what happens when nobody answers in time */
   onTimeout: z.union([z.literal('reject'), z.literal('approve'), z.strictObject({ escalate: z.string().min(1), input: z.unknown().optional() })]).default('reject'),
 });

@@ -5,7 +5,7 @@ import { defineMessage, type Bus } from '../bus/index.ts';
 import { isStateError, type Actor, type StateStore, type RunState, type CommittedEvent } from '../shared-state/index.ts';
 import { extractTraceContext, injectTraceHeaders, getTracer, type Logger } from '../observability/index.ts';
 import { defineWorkflow, type WorkflowDef, type WorkflowInput } from './definition.ts';
-import { planApproval, planCancel, planOutcome, planRetryFrom, planStart, planWake, type Effect, type Plan, type StepOutcome } from './decide.ts';
+import { planApproval, planCancel, planOutcome, planRetryFrom, planStart, planWake, policiesFromEnv, type Effect, type Plan, type StepOutcome, type PolicyMode } from './decide.ts';
 
 /** Headers that tie a task to its run. */
 export const RUN_HEADERS = { runId: 'Keel-Run-Id', step: 'Keel-Step', attempt: 'Keel-Attempt', role: 'Keel-Role' } as const;
@@ -29,6 +29,8 @@ export interface WorkflowEngineOptions {
   logger?: Logger;
   /** definitions that can be started by name */
   catalog?: Record<string, WorkflowDef>;
+  /** policy modes by action key; default from KEEL_POLICY_* */
+  policies?: Record<string, PolicyMode>;
 }
 
 const RUN = 'workflow_run';
@@ -46,6 +48,7 @@ export class WorkflowEngine {
   readonly actor: Actor;
   readonly log: Logger | undefined;
   readonly catalog: Record<string, WorkflowDef>;
+  readonly policies: Record<string, PolicyMode>;
   private readonly anyTask = new Map<string, ReturnType<typeof defineMessage>>();
 
   constructor(o: WorkflowEngineOptions) {
@@ -54,6 +57,7 @@ export class WorkflowEngine {
     this.actor = o.actor;
     this.log = o.logger;
     this.catalog = o.catalog ?? {};
+    this.policies = o.policies ?? policiesFromEnv();
   }
 
   resolve(def: string | WorkflowDef | WorkflowInput): WorkflowDef {
@@ -71,7 +75,7 @@ export class WorkflowEngine {
     const ctx = trace.setSpan(context.active(), span);
     try {
       const traceparent = injectTraceHeaders(ctx).traceparent;
-      const plan = planStart(runId, d, input, { customer: o.customer, budgetUsd: o.budgetUsd, traceId: span.spanContext().traceId });
+      const plan = planStart(runId, d, input, { customer: o.customer, budgetUsd: o.budgetUsd, traceId: span.spanContext().traceId, policies: this.policies });
       const created = { ...plan.created, ...(traceparent ? { traceparent } : {}) };
       try {
         await this.store.append(RUN, runId, 0, [{ type: 'created', data: created }, ...plan.events], this.meta(runId, o.causationId, span.spanContext().traceId));
@@ -194,6 +198,10 @@ export class WorkflowEngine {
     if (!hasActive && st.traceparent) ctx = extractTraceContext({ traceparent: st.traceparent });
     await context.with(ctx, async () => {
       for (const e of effects) {
+        if (e.kind === 'audit') {
+          await this.store.appendAudit({ actor: { kind: 'system', id: `policy:${e.mode}` }, action: e.action, subject: e.subject, details: { runId, step: e.step, policy: e.policy, mode: e.mode, payload: e.payload } });
+          continue;
+        }
         if (e.kind === 'approval') {
           const existing = await this.store.getApproval(e.approvalId);
           if (!existing) {

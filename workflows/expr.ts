@@ -23,6 +23,10 @@ export function resolveMapping(m: Mapping, ctx: EvalContext): unknown {
   if (Array.isArray(m)) return m.map((x) => resolveMapping(x, ctx));
   if (m && typeof m === 'object') {
     if ('$literal' in m) return (m as { $literal: unknown }).$literal;
+    if ('$concat' in m) {
+      const parts = (m as { $concat: unknown[] }).$concat.map((x) => resolveMapping(x, ctx));
+      return parts.some((x) => x === undefined || x === null) ? undefined : parts.map(String).join('');
+    }
     // first mapped value that is not undefined/null, e.g. an edited approval text or the suggestion
     if ('$coalesce' in m) {
       for (const x of (m as { $coalesce: unknown[] }).$coalesce) {

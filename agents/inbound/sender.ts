@@ -64,7 +64,8 @@ export const send = defineCapability({
       const cfg = mailConfig(process.env, ctx.secrets.SMTP_PASSWORD);
       const mail = buildReply(
         { customer: { email: to }, subject: parent.subject ?? ticket.state.subject, ...(parent.messageId ? { messageId: parent.messageId } : {}), references: parent.references ?? [] },
-        { text, autoSubmitted: !approvedBy, headers: { 'X-Keel-Ticket': ticketId } },
+        // approved by a person: a normal reply; let through by policy (policy:auto, policy:audit): auto-replied (RFC 3834)
+        { text, autoSubmitted: !approvedBy || approvedBy.startsWith('policy:'), headers: { 'X-Keel-Ticket': ticketId } },
       );
       const sent = await ctx.effect('send', (key) => ctx.connector('smtp', () => mailSender(cfg).send({ ...mail, idempotencyKey: key })));
       ctx.logger.info({ ticketId, messageId: sent.messageId, path: sent.path, duplicate: sent.duplicate, relayed: sent.relayed }, 'reply sent');

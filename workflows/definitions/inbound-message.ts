@@ -24,6 +24,8 @@ export const inboundMessage = defineWorkflow({
       after: ['summarize', 'suggest'],
       approval: {
         action: 'reply.send',
+        // KEEL_POLICY_REPLY_EMAIL / KEEL_POLICY_REPLY_CHAT = approve (default) | audit | auto
+        policy: { $coalesce: [{ $concat: ['reply.', '$.steps.intake.output.channel'] }, { $literal: 'reply.email' }] },
         subject: '$.steps.intake.output.ticketId',
         payload: { ticketId: '$.steps.intake.output.ticketId', channel: '$.steps.intake.output.channel', text: '$.steps.suggest.output.text', summary: '$.steps.summarize.output.summary' },
         deadlineMs: 24 * 3_600_000,
