@@ -54,8 +54,10 @@ export class AgentSupervisor {
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !PRIVATE_ENV.test(k)) base[k] = v;
     const startedAt = Date.now();
     const child = spawn(process.execPath, [join(REPO_ROOT, 'cli', 'keel.ts'), 'agent', 'start', e.spec.spec, '--instance', `${e.spec.replica}-${process.pid}`], {
-      env: { ...base, ...e.spec.env },
+      env: { ...base, ...e.spec.env, KEEL_SUPERVISOR_PID: String(process.pid) },
       stdio: ['ignore', 'inherit', 'inherit'],
+      // its own process group: a Ctrl-C reaches the supervisor, which drains the agents in order
+      detached: true,
     });
     e.child = child;
     this.log.info({ agent: e.spec.name, replica: e.spec.replica, pid: child.pid }, 'agent process started');
@@ -68,6 +70,16 @@ export class AgentSupervisor {
       this.log.warn({ agent: e.spec.name, replica: e.spec.replica, code, signal, restartInMs: delay }, 'agent process exited; restarting');
       e.timer = setTimeout(() => this.launch(id), delay);
     });
+  }
+
+  /** Last resort (process exit, second Ctrl-C): SIGKILL every agent process now. */
+  killAll(): void {
+    this.stopping = true;
+    for (const e of this.procs.values()) {
+      if (e.timer) clearTimeout(e.timer);
+      const c = e.child;
+      if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    }
   }
 
   async stop(graceMs = 15_000): Promise<void> {

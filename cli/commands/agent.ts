@@ -55,6 +55,9 @@ export function registerAgent(program: Command): void {
           .then(() => telemetry.shutdown())
           .then(() => process.exit(0), () => process.exit(1));
       };
+      // supervised by `keel start`: if the supervisor dies (even by SIGKILL), drain and leave too
+      const supervisor = Number(process.env.KEEL_SUPERVISOR_PID ?? 0);
+      if (supervisor > 0) setInterval(() => process.ppid !== supervisor && stop('supervisor gone'), 1_000).unref();
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
       await new Promise<never>(() => undefined);

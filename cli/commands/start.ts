@@ -9,14 +9,20 @@ export function registerStart(program: Command): void {
     .action(async () => {
       const cfg = loadConfig();
       const engine = await startEngine(cfg);
-      let stopping = false;
+      let stopping = 0;
+      // whatever happens, no child outlives the engine
+      process.on('exit', () => {
+        engine.supervisor.killAll();
+        engine.localServer?.kill('SIGKILL');
+      });
       const stop = (sig: NodeJS.Signals) => {
         if (stopping) {
+          // npm and the terminal may both deliver one Ctrl-C: only a later one forces the exit
+          if (Date.now() - stopping < 2_000) return;
           engine.logger.warn({ signal: sig }, 'second signal: forcing exit');
-          engine.localServer?.kill('SIGKILL');
           process.exit(130);
         }
-        stopping = true;
+        stopping = Date.now();
         engine.logger.info({ signal: sig }, 'shutting down');
         engine
           .stop()
@@ -26,7 +32,6 @@ export function registerStart(program: Command): void {
           })
           .catch((err: unknown) => {
             engine.logger.error({ err }, 'shutdown failed');
-            engine.localServer?.kill('SIGKILL');
             process.exit(1);
           });
       };

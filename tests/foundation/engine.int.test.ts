@@ -46,7 +46,7 @@ describe('keel start (the embedded engine as a process)', () => {
       );
       const second = natsPid(e);
       expect(isAlive(second)).toBe(true);
-      // the supervisor dies without cleaning up: its nats-server is orphaned...
+      // the supervisor dies without cleaning up: its nats-server is orphaned (its agents notice and leave)...
       e.child.kill('SIGKILL');
       await new Promise((r) => e.child.once('exit', r));
       expect(isAlive(second)).toBe(true);

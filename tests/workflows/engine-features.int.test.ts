@@ -3,7 +3,8 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../config/index.ts';
 import { openStore, type RunState } from '../../shared-state/index.ts';
-import { startEngineProcess, waitFor } from '../helpers/index.ts';
+import { readFileSync } from 'node:fs';
+import { startEngineProcess, waitFor, isAlive } from '../helpers/index.ts';
 
 const GREETER = join(REPO_ROOT, 'tests', 'workflows', 'fixtures', 'greeter.ts');
 const DEFS = join(REPO_ROOT, 'tests', 'workflows', 'fixtures', 'greet-workflow.ts');
@@ -44,9 +45,16 @@ describe('workflows under `keel start`', () => {
       expect(shown.run.steps.greet!.attempt).toBe(2);
       expect(shown.history.map((h) => h.type)).toContain('step_reset');
       expect(keel(['run', 'retry', run.entityId, '--from', 'nope']).status).toBe(1);
+
+      // the engine is SIGKILLed: its agent processes notice and leave (no orphans)
+      const agentPid = agents().find((a) => a.agent === 'greeter')!.pid;
+      const natsPid = Number(readFileSync(join(e.dataDir, 'nats', 'nats-server.pid'), 'utf8'));
+      e.child.kill('SIGKILL');
+      await waitFor(() => !isAlive(agentPid), { timeoutMs: 15_000, what: 'the orphaned agent to exit' });
+      process.kill(natsPid, 'SIGKILL'); // the next `keel start` would reap it; this test cleans up itself
     } finally {
       await store.close();
-      expect(await e.stop('SIGINT')).toBe(0);
+      await e.stop('SIGINT');
       e.cleanup();
     }
   }, 120_000);
