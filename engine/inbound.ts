@@ -5,7 +5,8 @@ import type { Server } from 'node:http';
 import type { Hono } from 'hono';
 import type { Logger } from 'pino';
 import { startSmtpIngress, createChatRoutes, attachChatWebSocket, type InboundMessage, type SmtpIngress, type ChatWebSocketHub, type QuarantinedMessage } from '../channels/index.ts';
-import type { StateStore } from '../shared-state/index.ts';
+import type { StateStore, CommittedEvent } from '../shared-state/index.ts';
+import type { Bus } from '../bus/index.ts';
 import type { WorkflowEngine } from '../workflows/engine.ts';
 import { customerIdFor } from '../agents/inbound/ticket.ts';
 import { withSpan, getTracer, SpanKind } from '../observability/index.ts';
@@ -46,6 +47,27 @@ export function quarantineHandler(dataDir: string, store: StateStore, log: Logge
   };
 }
 
+/**
+ * Chat replies reach the customer live: every `reply_sent` event of a chat ticket (published by
+ * the outbox relay on `<p>.evt.ticket.<id>`) is pushed to the sockets in that conversation.
+ */
+export function startChatPush(o: { bus: Bus; store: StateStore; hub: () => ChatWebSocketHub | undefined; log: Logger }): { stop(): void } {
+  const sub = o.bus.nc.subscribe(`${o.bus.subjects.prefix}.evt.ticket.*`, {
+    callback: (_err, m) => {
+      void (async () => {
+        const e = m.json<CommittedEvent>();
+        if (e.type !== 'reply_sent') return;
+        const t = await o.store.get<{ channel?: string; threadKey?: string; conversationId?: string }>('ticket', e.entityId);
+        const conversation = t?.state.conversationId ?? t?.state.threadKey;
+        if (!t || t.state.channel !== 'chat' || !conversation) return;
+        const n = o.hub()?.pushToConversation(conversation, { kind: 'reply', ticketId: e.entityId, message: e.data }) ?? 0;
+        o.log.info({ ticket: e.entityId, conversation, sockets: n }, 'chat reply pushed');
+      })().catch((err: unknown) => o.log.warn({ err }, 'chat push failed'));
+    },
+  });
+  return { stop: () => sub.unsubscribe() };
+}
+
 export interface ChannelOptions {
   smtpHost: string;
   smtpPort: number;
@@ -53,7 +75,7 @@ export interface ChannelOptions {
   dataDir: string;
 }
 
-export async function startChannels(o: ChannelOptions & { workflows: WorkflowEngine; store: StateStore; log: Logger }): Promise<{ smtp: SmtpIngress; mount(app: Hono): void; attach(server: Server): ChatWebSocketHub; close(): Promise<void> }> {
+export async function startChannels(o: ChannelOptions & { workflows: WorkflowEngine; store: StateStore; bus: Bus; log: Logger }): Promise<{ smtp: SmtpIngress; mount(app: Hono): void; attach(server: Server): ChatWebSocketHub; close(): Promise<void> }> {
   const onMessage = inboundHandler(o.workflows, o.log);
   const smtp = await startSmtpIngress({
     host: o.smtpHost,
@@ -65,11 +87,13 @@ export async function startChannels(o: ChannelOptions & { workflows: WorkflowEng
     parse: { attachments: { dir: join(o.dataDir, 'attachments') } },
   });
   let hub: ChatWebSocketHub | undefined;
+  const push = startChatPush({ bus: o.bus, store: o.store, hub: () => hub, log: o.log });
   return {
     smtp,
     mount: (app) => void app.route('/', createChatRoutes({ onMessage, logger: o.log })),
     attach: (server) => (hub = attachChatWebSocket(server, { onMessage, logger: o.log })),
     close: async () => {
+      push.stop();
       await hub?.close();
       await smtp.close();
     },

@@ -153,7 +153,7 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'system', id: 'engine' }, logger: log, catalog });
     const triggers = await startTriggers({ bus, workflows, catalog, log });
     cleanups.push(() => triggers.stop());
-    const channels = await startChannels({ smtpHost: cfg.smtpHost, smtpPort: cfg.smtpPort, smtpMaxBytes: cfg.smtpMaxBytes, dataDir: cfg.dataDir, workflows, store, log });
+    const channels = await startChannels({ smtpHost: cfg.smtpHost, smtpPort: cfg.smtpPort, smtpMaxBytes: cfg.smtpMaxBytes, dataDir: cfg.dataDir, workflows, store, bus, log });
     cleanups.push(() => channels.close());
     // the engine's own metrics on GET /metrics (each agent serves its own, see KEEL_METRICS_PORT)
     const metrics = await createMetrics({ serviceName: 'keel-engine' });

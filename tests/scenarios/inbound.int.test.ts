@@ -120,6 +120,26 @@ describe('inbound customers end to end', () => {
     expect(keel(['why', emailTicket.entityId]).stdout).toMatch(/email message <first-1234@example\.com> from alice@example\.com/);
   });
 
+  it('a live chat over the WebSocket gets its approved reply pushed back', async (ctx) => {
+    if (!engine) return ctx.skip(skip);
+    const { WebSocket } = await import('ws');
+    const ws = new WebSocket(`${engine.httpUrl.replace('http', 'ws')}/v1/chat/ws`);
+    const frames: Array<{ type: string; conversationId?: string; payload?: { kind: string; message: { text: string } } }> = [];
+    ws.on('message', (d) => frames.push(JSON.parse(String(d))));
+    await new Promise((r, j) => (ws.once('open', r), ws.once('error', j)));
+    ws.send(JSON.stringify({ type: 'message', customer: { handle: 'carol7', name: 'Carol' }, text: 'Is there a student discount?', clientMessageId: 'c-1' }));
+    await waitFor(() => frames.some((f) => f.type === 'ack'), { what: 'the ack' });
+    const conversationId = frames.find((f) => f.type === 'ack')!.conversationId!;
+    let approval: { id: string } | undefined;
+    await waitFor(() => !!(approval = approvals().find((a) => tickets().find((t) => t.entityId === a.payload.ticketId)?.state.customerHandle === 'carol7')), { timeoutMs: 60_000, intervalMs: 500, what: 'the chat approval' });
+    expect(keel(['approve', approval!.id, '--text', 'Yes: 20% off with a student email.']).status).toBe(0);
+    await waitFor(() => frames.some((f) => f.type === 'push'), { timeoutMs: 30_000, what: 'the pushed reply' });
+    const push = frames.find((f) => f.type === 'push')!;
+    expect(push.conversationId).toBe(conversationId);
+    expect(push.payload!.message.text).toBe('Yes: 20% off with a student email.');
+    ws.close();
+  });
+
   it('a follow-up email in the same thread lands in the same ticket', async (ctx) => {
     if (!engine || !emailTicket) return ctx.skip(skip || 'needs the email ticket');
     const out = swaks(['--from', 'alice@example.com', '--header', 'Subject: Re: Refund for order 1234', '--header', 'Message-Id: <second-1234@example.com>', '--header', 'In-Reply-To: <first-1234@example.com>', '--header', 'References: <first-1234@example.com>', '--body', 'Any update on this? Thanks.']);
@@ -154,8 +174,8 @@ describe('inbound customers end to end', () => {
   it('one trace in Jaeger runs from SMTP ingress through at least four agent processes to the send', async (ctx) => {
     if (!engine || !emailTicket) return ctx.skip(skip || 'needs the email ticket');
     if (!jaeger) return ctx.skip('no trace backend (Jaeger) available');
-    const runs = (keel(['runs', '--json']).json() as { runs: Array<{ id: string; traceId: string; status: string }> }).runs;
-    const run = runs.find((x) => x.status === 'completed')!;
+    // the first email's run (approved and sent)
+    const run = (keel(['ticket', 'show', emailTicket.entityId, '--json']).json() as { runs: Array<{ id: string; traceId: string; status: string }> }).runs.find((x) => x.status === 'completed')!;
     expect(run).toBeTruthy();
     let services = new Set<string>();
     let ops: string[] = [];
