@@ -306,6 +306,11 @@ export class SqliteStore implements StateStore {
     };
   }
 
+  #snapshotOf(p: Row): EntitySnapshot {
+    const e = this.#rowToEntity<Record<string, unknown>>(p);
+    return { version: Number(p.version), state: e.state, deleted: e.deleted, createdAt: e.createdAt, updatedAt: e.updatedAt, schemaVersion: e.schemaVersion };
+  }
+
   #snapshot(type: string, id: string, version: number): EntitySnapshot | null {
     if (version === 0) return null;
     const p = this.#get('SELECT * FROM entities WHERE entity_type = ? AND entity_id = ?', type, id);
@@ -339,10 +344,22 @@ export class SqliteStore implements StateStore {
     const def = this.#reg.get(entityType);
     assertId('entity id', entityId);
     if (!Number.isInteger(expectedVersion) || expectedVersion < 0) throw new InvalidQueryError(`expected version must be an integer >= 0 (got ${String(expectedVersion)})`);
+    // Plan outside the write lock when the projection is at the expected version (the usual
+    // case): validation and serialization then do not hold up other processes' writes; the
+    // transaction only re-checks the version and inserts.
+    const p = this.#get('SELECT * FROM entities WHERE entity_type = ? AND entity_id = ?', entityType, entityId);
+    let early: ReturnType<typeof planAppend> | undefined;
+    if ((p ? Number(p.version) : 0) === expectedVersion) {
+      try {
+        early = planAppend(def, entityId, p ? this.#snapshotOf(p) : null, events, meta, this.#max);
+      } catch {
+        early = undefined; // decided under the lock, where a version conflict takes precedence
+      }
+    }
     const committed = this.#tx(() => {
       const actual = Number(this.#get('SELECT COALESCE(MAX(version), 0) AS v FROM events WHERE entity_type = ? AND entity_id = ?', entityType, entityId)!.v);
       if (actual !== expectedVersion) throw new VersionConflictError(entityType, entityId, expectedVersion, actual);
-      const plan = planAppend(def, entityId, this.#snapshot(entityType, entityId, actual), events, meta, this.#max);
+      const plan = early ?? planAppend(def, entityId, this.#snapshot(entityType, entityId, actual), events, meta, this.#max);
       const out: CommittedEvent[] = [];
       for (const e of plan.events) {
         const r = this.#run(
