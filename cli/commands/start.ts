@@ -9,6 +9,11 @@ export function registerStart(program: Command): void {
     .action(async () => {
       const cfg = loadConfig();
       const engine = await startEngine(cfg);
+      // one human line besides the JSON logs
+      const agents = engine.supervisor.list().length;
+      process.stderr.write(
+        `\nKeel is running: http://${cfg.httpHost}:${engine.http.port}/healthz · SMTP ${cfg.smtpHost}:${cfg.smtpPort} · bus ${engine.natsUrl} · ${agents} agent process${agents === 1 ? '' : 'es'} · data ${cfg.dataDir}\nTry ./bin/keel.js --help in another terminal; Ctrl-C stops everything.\n\n`,
+      );
       let stopping = 0;
       // whatever happens, no child outlives the engine
       process.on('exit', () => {
