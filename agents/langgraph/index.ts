@@ -33,3 +33,6 @@ export type { CheckpointedGraph, RunGraphOptions, GraphRunResult } from './run-g
 
 export { CheckpointError, isCheckpointError } from './errors.ts';
 export type { CheckpointErrorCode } from './errors.ts';
+
+export { defineGraphCapability } from './graph-capability.ts';
+export type { GraphCapabilityOptions } from './graph-capability.ts';

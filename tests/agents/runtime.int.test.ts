@@ -88,6 +88,28 @@ describe('agent runtime', () => {
     }, 90_000);
   }
 
+  it('a LangGraph agent killed between two nodes resumes at the second node, not from the start', async (ctx) => {
+    if (!nats) return ctx.skip(skip);
+    const { bus, prefix, state, store } = await setup();
+    const provider = await startProvider();
+    closers.push(() => provider.close());
+    const GRAPH = join(REPO_ROOT, 'tests', 'agents', 'fixtures', 'graph-agent.ts');
+    const env = { KEEL_NATS_URL: nats.url, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, PROVIDER_URL: provider.url };
+    const a = agentProcess(GRAPH, env);
+    await waitFor(async () => (await listAgents(bus.nc, bus.subjects.registryBucket)).length === 1, { timeoutMs: 30_000, what: 'the writer agent' });
+    const Write = defineMessage(taskType('content.write'), z.object({ topic: z.string() }));
+    await bus.publish(bus.subjects.task('content.write'), Write, { topic: 'pricing' }, { idempotencyKey: 'write-1' });
+    await waitFor(() => provider.calls.some((c) => c.body.node === 'polish' && c.body.pid === a.pid), { timeoutMs: 20_000, what: 'the first process inside the second node' });
+    a.kill('SIGKILL');
+    await new Promise((r) => a.once('exit', r));
+    const b = agentProcess(GRAPH, { ...env, RESUMED: '1' });
+    await waitFor(async () => (await store.getIdempotency('task:content.write:write-1'))?.status === 'completed', { timeoutMs: 30_000, what: 'the resumed task to complete' });
+    const nodes = provider.calls.filter((c) => c.path === '/node').map((c) => `${String(c.body.node)}@${c.body.pid === a.pid ? 'a' : 'b'}`);
+    expect(nodes).toEqual(['write@a', 'polish@a', 'polish@b']); // the first node did not run again
+    expect((await store.getIdempotency('task:content.write:write-1'))!.result).toEqual({ final: 'notes on pricing, polished' });
+    b.kill('SIGKILL');
+  }, 90_000);
+
   it('nats-server refuses an agent that publishes outside its manifest', async (ctx) => {
     const prefix = 'keel';
     const agent = defineAgent({

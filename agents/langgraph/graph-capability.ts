@@ -1,0 +1,67 @@
+import type { z } from 'zod';
+import { loadConfig } from '../../config/index.ts';
+import { PermanentError } from '../../bus/index.ts';
+import { defineCapability, type Capability, type Permissions, type TaskContext } from '../runtime/index.ts';
+import { createCheckpointer } from './checkpointer.ts';
+import { runGraph, type CheckpointedGraph } from './run-graph.ts';
+import type { KeelCheckpointSaver } from './saver.ts';
+
+export interface GraphCapabilityOptions<I, O> {
+  name: string;
+  version: string;
+  description?: string;
+  input: z.ZodType<I>;
+  output: z.ZodType<O>;
+  permissions?: Permissions;
+  costClass?: string;
+  timeoutMs?: number;
+  ackWaitMs?: number;
+  maxDeliver?: number;
+  concurrency?: number;
+  /** builds the compiled graph, once per process, with the checkpointer on the shared state */
+  graph: (checkpointer: KeelCheckpointSaver) => CheckpointedGraph | Promise<CheckpointedGraph>;
+  /** the graph's input from the task (default: the task input) */
+  toInput?: (input: I, ctx: TaskContext<I>) => unknown;
+  /** the capability's output from the graph's final values (default: the values) */
+  toOutput?: (values: Record<string, unknown>, ctx: TaskContext<I>) => O;
+  /** where checkpoints live (default KEEL_STATE) */
+  stateUrl?: string;
+}
+
+/**
+ * A capability whose handler is a compiled LangGraph graph. Its thread is the task's
+ * idempotency key and its checkpoints live in the shared state, so a task redelivered after
+ * its process died resumes at the last finished node instead of starting over.
+ */
+export function defineGraphCapability<I, O>(o: GraphCapabilityOptions<I, O>): Capability<I, O> {
+  let graph: Promise<CheckpointedGraph> | undefined;
+  const getGraph = () =>
+    (graph ??= (async () => {
+      const saver = await createCheckpointer(o.stateUrl ?? loadConfig().state);
+      return o.graph(saver);
+    })().catch((err: unknown) => {
+      graph = undefined; // a failed build is tried again on the next task
+      throw err;
+    }));
+  return defineCapability<I, O>({
+    name: o.name,
+    version: o.version,
+    description: o.description,
+    input: o.input,
+    output: o.output,
+    permissions: o.permissions,
+    costClass: o.costClass,
+    timeoutMs: o.timeoutMs,
+    ackWaitMs: o.ackWaitMs,
+    maxDeliver: o.maxDeliver,
+    concurrency: o.concurrency,
+    async handler(ctx) {
+      const g = await getGraph();
+      const r = await runGraph(g, o.toInput ? o.toInput(ctx.input, ctx) : ctx.input, { threadId: ctx.envelope.idempotencyKey, signal: ctx.signal });
+      if (r.status === 'interrupted') {
+        throw new PermanentError(`graph of ${o.name} stopped at interrupt() (${JSON.stringify(r.interrupts).slice(0, 200)}); answer it with runGraph(..., { resume }) from a handler that owns the approval`, { code: 'GRAPH_INTERRUPTED' });
+      }
+      return o.toOutput ? o.toOutput(r.values as Record<string, unknown>, ctx) : (r.values as O);
+    },
+  });
+}
