@@ -8,7 +8,7 @@ import {
 import { openStore, type StateStore } from '../../shared-state/index.ts';
 import { createLogger, createMetrics, type Logger, type Metrics } from '../../observability/index.ts';
 import { CircuitBreaker } from './breaker.ts';
-import { AgentError, PermissionDeniedError } from './errors.ts';
+import { AgentError, BudgetExceededError, PermissionDeniedError } from './errors.ts';
 import { scopeState } from './scoped-state.ts';
 import { WorkflowEngine, runCoordinates } from '../../workflows/engine.ts';
 import { invokeModel, type ModelRegistry } from '../models/index.ts';
@@ -189,6 +189,8 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
         // recorded like a side effect: a retried task reuses the answer, and replay reads it back
         return ctx.effect(`model-${n}`, async () => {
           if (!opts.models?.has(tier)) throw new AgentError('AGENT_UNKNOWN', `no ${tier} model configured`);
+          // the budget stops spending before it happens: no call once the task's budget is used up
+          if (env.budgetUsd !== undefined && spentUsd >= env.budgetUsd) throw new BudgetExceededError(env.budgetUsd, spentUsd);
           const r = await invokeModel({
             model: opts.models.get(tier, { capability: cap.name }),
             tier: tier === 'small' ? 1 : 2,
