@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { reduceRun, type RunState } from '../../shared-state/index.ts';
 import { defineWorkflow, WorkflowDefinitionError } from '../../workflows/definition.ts';
-import { planStart, planOutcome, planWake, policiesFromEnv, type Plan } from '../../workflows/decide.ts';
+import { planStart, planOutcome, planWake, planCancel, policiesFromEnv, type Plan } from '../../workflows/decide.ts';
 
 const t0 = new Date('2026-01-01T00:00:00Z');
 const at = (ms: number) => new Date(t0.getTime() + ms);
@@ -77,6 +77,15 @@ describe('the workflow planner (pure)', () => {
     expect(st.compensations.map((c) => [c.step, c.status])).toEqual([['b', 'completed'], ['a', 'completed']]);
     // a stale duplicate outcome changes nothing
     expect(planOutcome('r2', st, { step: 'c', attempt: 1, role: 'step', ok: true }, at(1_000)).events).toHaveLength(0);
+  });
+
+  it('cancels a running run; later outcomes change nothing', () => {
+    const s = planStart('r3', gated, {}, {}, t0);
+    let st = apply(s.created, s);
+    st = apply(st, planCancel('r3', st, 'operator', at(5)));
+    expect(st).toMatchObject({ status: 'cancelled', nextWakeAt: null });
+    expect(planOutcome('r3', st, { step: 'draft', attempt: 1, role: 'step', ok: true }, at(6)).effects).toHaveLength(0);
+    expect(planCancel('r3', st, 'operator', at(7)).events).toHaveLength(0);
   });
 
   it('refuses invalid definitions with every problem named', () => {
