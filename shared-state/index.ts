@@ -51,6 +51,7 @@ export type {
   EventInput,
   CommittedEvent,
   Entity,
+  AppendOptions,
   AppendResult,
   ChangesQuery,
   ChangesPage,

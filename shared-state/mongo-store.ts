@@ -56,6 +56,7 @@ import {
 } from './errors.ts';
 import { redactMongoUrl } from './health.ts';
 import type {
+  AppendOptions,
   AppendResult,
   Approval,
   ApprovalDecision,
@@ -383,7 +384,10 @@ export class MongoStore implements StateStore {
     return last?.lastCursor ?? 0;
   }
 
-  async append<S = Record<string, unknown>>(entityType: string, entityId: string, expectedVersion: number, events: EventInput[], meta: EventMeta): Promise<AppendResult<S>> {
+  async append<S = Record<string, unknown>>(entityType: string, entityId: string, expectedVersion: number, events: EventInput[], meta: EventMeta, opts: AppendOptions = {}): Promise<AppendResult<S>> {
+    // no multi-document transactions: the completion goes first (a completed task whose append
+    // then fails is advanced again from its recorded result when it is redelivered)
+    if (opts.complete) await this.complete(opts.complete.key, opts.complete.token, opts.complete.result, { cost: opts.complete.cost });
     const def = this.#reg.get(entityType);
     assertId('entity id', entityId);
     if (!Number.isInteger(expectedVersion) || expectedVersion < 0) throw new InvalidQueryError(`expected version must be an integer >= 0 (got ${String(expectedVersion)})`);

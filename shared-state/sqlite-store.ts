@@ -42,6 +42,7 @@ import {
   InvalidQueryError,
 } from './errors.ts';
 import type {
+  AppendOptions,
   AppendResult,
   Approval,
   ApprovalDecision,
@@ -340,7 +341,7 @@ export class SqliteStore implements StateStore {
     );
   }
 
-  async append<S = Record<string, unknown>>(entityType: string, entityId: string, expectedVersion: number, events: EventInput[], meta: EventMeta): Promise<AppendResult<S>> {
+  async append<S = Record<string, unknown>>(entityType: string, entityId: string, expectedVersion: number, events: EventInput[], meta: EventMeta, opts: AppendOptions = {}): Promise<AppendResult<S>> {
     const def = this.#reg.get(entityType);
     assertId('entity id', entityId);
     if (!Number.isInteger(expectedVersion) || expectedVersion < 0) throw new InvalidQueryError(`expected version must be an integer >= 0 (got ${String(expectedVersion)})`);
@@ -377,6 +378,9 @@ export class SqliteStore implements StateStore {
         out.push({ ...e, cursor: r.lastInsertRowid });
       }
       this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText);
+      if (opts.complete && !this.#completeIn(opts.complete.key, opts.complete.token, opts.complete.result, opts.complete.cost)) {
+        throw new IdempotencyLeaseLostError(opts.complete.key, 'the claim was taken over or completed meanwhile');
+      }
       return { events: out, entity: toEntity<S>(entityType, entityId, plan.snapshot) };
     });
     for (const l of this.#listeners) l(committed.events);
@@ -585,21 +589,22 @@ export class SqliteStore implements StateStore {
   }
 
   async complete(key: string, token: string, result: unknown = null, opts: { cost?: CostInput } = {}): Promise<void> {
-    const json = JSON.stringify(result ?? null);
-    const cost = opts.cost ? toCostRecord(opts.cost) : undefined;
-    const done = this.#tx(() => {
-      const r = this.#run(
-        "UPDATE idempotency SET status = 'completed', result = ?, completed_at = ?, token = NULL, lease_until = NULL WHERE key = ? AND status = 'running' AND token = ?",
-        json,
-        nowIso(),
-        key,
-        token,
-      );
-      if (r.changes === 0) return false;
-      if (cost) this.#insertCost(cost);
-      return true;
-    });
+    const done = this.#tx(() => this.#completeIn(key, token, result, opts.cost));
     if (!done) throw new IdempotencyLeaseLostError(key, await this.#leaseLostReason(key));
+  }
+
+  /** Inside a write transaction: completes a claim (and records its cost); false if the claim is not ours. */
+  #completeIn(key: string, token: string, result: unknown, cost: CostInput | undefined): boolean {
+    const r = this.#run(
+      "UPDATE idempotency SET status = 'completed', result = ?, completed_at = ?, token = NULL, lease_until = NULL WHERE key = ? AND status = 'running' AND token = ?",
+      JSON.stringify(result ?? null),
+      nowIso(),
+      key,
+      token,
+    );
+    if (r.changes === 0) return false;
+    if (cost) this.#insertCost(toCostRecord(cost));
+    return true;
   }
 
   async release(key: string, token: string): Promise<void> {

@@ -58,6 +58,12 @@ export interface Entity<S = Record<string, unknown>> {
   schemaVersion: number;
 }
 
+/** Extra work committed with an append (atomically on SQLite; just before it on MongoDB). */
+export interface AppendOptions {
+  /** complete an idempotency claim, as `complete(key, token, result, { cost })` would */
+  complete?: { key: string; token: string; result?: unknown; cost?: CostInput };
+}
+
 export interface AppendResult<S = Record<string, unknown>> {
   entity: Entity<S>;
   events: CommittedEvent[];
@@ -297,7 +303,7 @@ export interface StateStore {
   readonly info: StoreInfo;
 
   /** Appends events atomically if the entity is at `expectedVersion` (0 for a new entity). */
-  append<S = Record<string, unknown>>(entityType: string, entityId: string, expectedVersion: number, events: EventInput[], meta: EventMeta): Promise<AppendResult<S>>;
+  append<S = Record<string, unknown>>(entityType: string, entityId: string, expectedVersion: number, events: EventInput[], meta: EventMeta, opts?: AppendOptions): Promise<AppendResult<S>>;
   /** Current state, or null when the entity has no events. */
   get<S = Record<string, unknown>>(entityType: string, entityId: string): Promise<Entity<S> | null>;
   /** State as it was at `version` (null when the entity never reached that version). */

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { context, trace, type Context } from '@opentelemetry/api';
 import { defineMessage, type Bus } from '../bus/index.ts';
-import { isStateError, type Actor, type StateStore, type RunState, type CommittedEvent } from '../shared-state/index.ts';
+import { isStateError, type Actor, type AppendOptions, type StateStore, type RunState, type CommittedEvent } from '../shared-state/index.ts';
 import { extractTraceContext, injectTraceHeaders, getTracer, type Logger } from '../observability/index.ts';
 import { defineWorkflow, type WorkflowDef, type WorkflowInput } from './definition.ts';
 import { planApproval, planCancel, planOutcome, planRetryFrom, planStart, planWake, policiesFromEnv, type Effect, type Plan, type StepOutcome, type PolicyMode } from './decide.ts';
@@ -93,9 +93,14 @@ export class WorkflowEngine {
     }
   }
 
-  /** A task of a run finished or failed for good (called by the agent runtime). */
-  async onOutcome(runId: string, o: StepOutcome, causationId?: string): Promise<void> {
-    await this.transact(runId, (st) => planOutcome(runId, st, o), causationId);
+  /**
+   * A task of a run finished or failed for good (called by the agent runtime). `complete` is
+   * the task's idempotency claim: completed in the same transaction as the run's advance, so a
+   * step costs one write less and a step is never recorded done without its run moving on.
+   */
+  async onOutcome(runId: string, o: StepOutcome, causationId?: string, complete?: AppendOptions['complete']): Promise<void> {
+    const appended = await this.transact(runId, (st) => planOutcome(runId, st, o), causationId, complete);
+    if (complete && !appended) await this.store.complete(complete.key, complete.token, complete.result, { cost: complete.cost });
   }
 
   async decideApproval(approvalId: string, decision: 'approved' | 'rejected', by: Actor, text?: string, reason?: string): Promise<{ runId: string; step: string; applied: boolean }> {
@@ -155,14 +160,15 @@ export class WorkflowEngine {
   }
 
   /** Load → plan → append with the expected version → perform effects; reload on conflict. */
-  private async transact(runId: string, plan: (st: RunState) => Plan, causationId?: string): Promise<void> {
+  /** Returns whether events were appended. */
+  private async transact(runId: string, plan: (st: RunState) => Plan, causationId?: string, complete?: AppendOptions['complete']): Promise<boolean> {
     for (let attempt = 0; attempt < 50; attempt++) {
       const run = await this.store.get<RunState>(RUN, runId);
       if (!run) throw new WorkflowError('WORKFLOW_RUN_NOT_FOUND', `no workflow run '${runId}'`);
       const p = plan(run.state);
-      if (p.events.length === 0) return;
+      if (p.events.length === 0) return false;
       try {
-        await this.store.append(RUN, runId, run.version, p.events, this.meta(runId, causationId, trace.getActiveSpan()?.spanContext().traceId));
+        await this.store.append(RUN, runId, run.version, p.events, this.meta(runId, causationId, trace.getActiveSpan()?.spanContext().traceId), complete ? { complete } : {});
       } catch (err) {
         if (isStateError(err, 'STATE_VERSION_CONFLICT')) {
           await new Promise((r) => setTimeout(r, Math.random() * 5 * (attempt + 1)));
@@ -172,7 +178,7 @@ export class WorkflowEngine {
       }
       await this.perform(runId, p.state, p.effects, causationId);
       if (run.state.status !== p.state.status && (p.state.status === 'completed' || p.state.status === 'failed' || p.state.status === 'cancelled')) this.announceFinish(runId, p.state);
-      return;
+      return true;
     }
     throw new WorkflowError('WORKFLOW_CONTENDED', `run ${runId} kept changing under us; will retry`, true);
   }

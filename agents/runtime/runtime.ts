@@ -224,10 +224,25 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     costCounter?.add(0, { agent: def.name, capability: cap.name });
     // the task's own record (compute time; model spend has its own records), written with the
     // completion so a task is never counted twice
-    await store.complete(taskKey, claim.token, output ?? null, {
+    const complete = {
+      key: taskKey,
+      token: claim.token,
+      result: output ?? null,
       cost: { agent: def.name, capability: cap.name, runId: env.correlationId, customerId: env.customer, computeMs, costUsd: 0, traceId, details: { kind: 'task', taskId: env.id, delivery: env.deliveryCount } },
-    });
-    await advance(env, true, { output, durationMs: computeMs, costUsd: spentUsd });
+    };
+    const rc = opts.workflows === false ? undefined : runCoordinates(env.headers);
+    try {
+      if (rc) {
+        // a workflow step: the completion commits with the run's advance (one transaction)
+        await workflows.onOutcome(rc.runId, { step: rc.step, attempt: rc.attempt, role: rc.role, ok: true, agent: def.name, output, durationMs: computeMs, costUsd: spentUsd }, env.id, complete);
+      } else {
+        await store.complete(taskKey, claim.token, complete.result, { cost: complete.cost });
+      }
+    } catch (err) {
+      // nothing was recorded: let the retry run the task again (its effects are recorded)
+      await store.release(taskKey, claim.token).catch(() => undefined);
+      throw err;
+    }
     if (opts.onTaskCompleted) await opts.onTaskCompleted({ capability: cap.name, envelope: env, output });
     taskLog.info({ computeMs }, 'task completed');
   };
