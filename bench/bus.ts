@@ -8,8 +8,8 @@ import { z } from 'zod';
 import { jetstream, jetstreamManager, AckPolicy } from '@nats-io/jetstream';
 import { connectBus, createBus, defineMessage } from '../bus/index.ts';
 import { findTool } from '../config/index.ts';
-import { startNats, uniqueName } from '../tests/helpers/index.ts';
-import { compare, figures, type Bench, type Figures } from './lib.ts';
+import { uniqueName } from '../tests/helpers/index.ts';
+import { benchNats, compare, figures, type Bench, type Figures } from './lib.ts';
 
 const SIZE = 256;
 const WINDOW = 1_000;
@@ -105,10 +105,8 @@ export const busBench: Bench = {
   description: 'envelope publish→consume→ack vs raw nats.js; nats bench as the ceiling',
   async run(ctx) {
     const n = ctx.quick ? 5_000 : 50_000;
-    const env = process.env.KEEL_NATS_URL ?? process.env.NATS_URL;
-    const local = env ? undefined : await startNats();
-    if (local && !local.ok) throw new Error(local.reason);
-    const url = env ?? (local as { server: { url: string } }).server.url;
+    const nats = await benchNats();
+    const url = nats.url;
     try {
       ctx.progress(`warm-up`);
       await rawLoop(url, 2_000);
@@ -128,7 +126,7 @@ export const busBench: Bench = {
       const raw = median(raws);
       const envl = median(envs);
       return {
-        machine: { nats_server: local?.ok ? 'provisioned local' : url },
+        machine: { nats_server: url },
         results: [
           compare(
             'envelope publish→consume→ack (256 B, 1000 in flight, hop latency)',
@@ -138,7 +136,7 @@ export const busBench: Bench = {
         ],
       };
     } finally {
-      if (local?.ok) await local.server.stop();
+      await nats.stop();
     }
   },
 };

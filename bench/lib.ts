@@ -72,3 +72,13 @@ export function compare(scenario: string, measured: Figures, baseline: (Figures 
     ratio: baseline && baseline.throughput_per_s > 0 ? Math.round((measured.throughput_per_s / baseline.throughput_per_s) * 1000) / 1000 : null,
   };
 }
+
+/** The NATS server a benchmark uses: KEEL_NATS_URL / NATS_URL, else a provisioned local one. */
+export async function benchNats(): Promise<{ url: string; stop(): Promise<void> }> {
+  const env = process.env.KEEL_NATS_URL ?? process.env.NATS_URL;
+  if (env) return { url: env, stop: async () => undefined };
+  const { startNats } = await import('../tests/helpers/index.ts');
+  const local = await startNats();
+  if (!local.ok) throw new Error(local.reason);
+  return { url: local.server.url, stop: () => local.server.stop() };
+}

@@ -11,8 +11,8 @@ import { connectBus, createBus, listAgents, type Bus } from '../bus/index.ts';
 import { openStore } from '../shared-state/index.ts';
 import { WorkflowEngine } from '../workflows/engine.ts';
 import { defineWorkflow } from '../workflows/definition.ts';
-import { startNats, startMongo, tempDir, uniqueName, waitFor } from '../tests/helpers/index.ts';
-import { compare, figures, type Bench, type Figures } from './lib.ts';
+import { startMongo, tempDir, uniqueName, waitFor } from '../tests/helpers/index.ts';
+import { benchNats, compare, figures, type Bench, type Figures } from './lib.ts';
 
 const CHAIN = defineWorkflow({
   name: 'bench-chain',
@@ -164,10 +164,8 @@ export const workflowBench: Bench = {
   description: '3-step workflow of no-op capabilities in 3 agent processes (SQLite, MongoDB) vs a raw nats.js 3-hop chain',
   async run(ctx) {
     const n = ctx.quick ? 200 : 2_000;
-    const natsEnv = process.env.KEEL_NATS_URL ?? process.env.NATS_URL;
-    const local = natsEnv ? undefined : await startNats();
-    if (local && !local.ok) throw new Error(local.reason);
-    const url = natsEnv ?? (local as { server: { url: string } }).server.url;
+    const nats = await benchNats();
+    const url = nats.url;
     const dir = tempDir('keel-bench-wf-');
     try {
       ctx.progress('raw nats.js 3-hop chain (3 processes)');
@@ -197,7 +195,7 @@ export const workflowBench: Bench = {
       return { results };
     } finally {
       dir.remove();
-      if (local?.ok) await local.server.stop();
+      await nats.stop();
     }
   },
 };

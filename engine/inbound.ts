@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import type { Server } from 'node:http';
 import type { Hono } from 'hono';
 import type { Logger } from 'pino';
-import { startSmtpIngress, createChatRoutes, attachChatWebSocket, type InboundMessage, type SmtpIngress, type ChatWebSocketHub, type QuarantinedMessage } from '../channels/index.ts';
+import { startSmtpIngress, createChatRoutes, attachChatWebSocket, InboundMessageSchema, type InboundMessage, type SmtpIngress, type ChatWebSocketHub, type QuarantinedMessage } from '../channels/index.ts';
 import type { StateStore, CommittedEvent } from '../shared-state/index.ts';
-import type { Bus } from '../bus/index.ts';
+import { defineMessage, type Bus } from '../bus/index.ts';
 import type { WorkflowEngine } from '../workflows/engine.ts';
 import { customerIdFor } from '../agents/inbound/ticket.ts';
 import { withSpan, getTracer, SpanKind } from '../observability/index.ts';
@@ -20,16 +20,21 @@ export function runIdFor(msg: InboundMessage): string {
 }
 
 /**
- * Hands an inbound message to the bus: starts the `inbound-message` workflow run (persisted in the
- * state, its first task published to JetStream) before the channel acknowledges it, so an
- * accepted message is never lost.
+ * Hands an inbound message to the bus: records it on `<p>.in.<channel>` and starts the
+ * `inbound-message` workflow run (persisted in the state, its first task published to JetStream)
+ * before the channel acknowledges it, so an accepted message is never lost.
  */
-export function inboundHandler(workflows: WorkflowEngine, log: Logger) {
+const InboundMessageType = defineMessage('inbound.message', InboundMessageSchema);
+
+export function inboundHandler(workflows: WorkflowEngine, bus: Bus, log: Logger) {
   return async (msg: InboundMessage): Promise<void> => {
     const runId = runIdFor(msg);
-    const r = await withSpan(getTracer('keel.channels'), `${msg.channel}.receive`, { kind: SpanKind.SERVER, attributes: { 'keel.channel': msg.channel, 'keel.run_id': runId, 'keel.message.id': msg.messageId ?? msg.id } }, () =>
-      workflows.start(INBOUND_WORKFLOW, { message: msg }, { runId, customer: customerIdFor(msg.customer), causationId: msg.id }),
-    );
+    const customer = customerIdFor(msg.customer);
+    const r = await withSpan(getTracer('keel.channels'), `${msg.channel}.receive`, { kind: SpanKind.SERVER, attributes: { 'keel.channel': msg.channel, 'keel.run_id': runId, 'keel.message.id': msg.messageId ?? msg.id } }, async () => {
+      // the raw signal, kept on `<p>.in.<channel>` for audit and replay (deduplicated like the run)
+      await bus.publish(bus.subjects.in(msg.channel), InboundMessageType, msg, { id: runId, correlationId: runId, ...(customer ? { customer } : {}) });
+      return workflows.start(INBOUND_WORKFLOW, { message: msg }, { runId, customer, causationId: msg.id });
+    });
     log.info({ runId, channel: msg.channel, customer: msg.customer.email ?? msg.customer.handle, duplicate: !r.created, traceId: r.traceId }, 'inbound message accepted');
   };
 }
@@ -76,7 +81,7 @@ export interface ChannelOptions {
 }
 
 export async function startChannels(o: ChannelOptions & { workflows: WorkflowEngine; store: StateStore; bus: Bus; log: Logger }): Promise<{ smtp: SmtpIngress; mount(app: Hono): void; attach(server: Server): ChatWebSocketHub; close(): Promise<void> }> {
-  const onMessage = inboundHandler(o.workflows, o.log);
+  const onMessage = inboundHandler(o.workflows, o.bus, o.log);
   const smtp = await startSmtpIngress({
     host: o.smtpHost,
     port: o.smtpPort,

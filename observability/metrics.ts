@@ -6,9 +6,7 @@ import type { Meter } from '@opentelemetry/api';
 
 export interface Metrics {
   meter: Meter;
-  /** the Prometheus text endpoint, for mounting on an existing HTTP server */
-  handler(req: IncomingMessage, res: ServerResponse): void;
-  /** the current exposition text (for frameworks that want a body, not a response object) */
+  /** the current Prometheus exposition text, for serving `/metrics` from an existing HTTP API */
   text(): Promise<string>;
   /** `http://host:port/metrics` when this process serves its own endpoint */
   url: string | undefined;
@@ -35,7 +33,6 @@ export async function createMetrics(opts: { serviceName: string; port?: number; 
   });
   return {
     meter: provider.getMeter('keel'),
-    handler: (req, res) => exporter.getMetricsRequestHandler(req, res),
     text: () =>
       new Promise<string>((resolve) => {
         const sink = { statusCode: 200, setHeader: () => undefined, end: (body?: string) => resolve(body ?? '') };

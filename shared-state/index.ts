@@ -16,8 +16,7 @@
  *
  * See docs/shared-state.md for cursor semantics, the outbox and the audit chain.
  */
-export { openSqlite, parseStateUrl, probeState, redactMongoUrl } from './health.ts';
-export type { StateHealth } from './health.ts';
+export { openSqlite, parseStateUrl, redactMongoUrl } from './health.ts';
 
 export { openStore } from './open.ts';
 export type { OpenStoreOptions } from './open.ts';

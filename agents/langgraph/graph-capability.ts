@@ -1,23 +1,12 @@
-import type { z } from 'zod';
 import { loadConfig } from '../../config/index.ts';
 import { PermanentError } from '../../bus/index.ts';
-import { defineCapability, type Capability, type Permissions, type TaskContext } from '../runtime/index.ts';
+import { defineCapability, type Capability, type TaskContext } from '../runtime/index.ts';
 import { createCheckpointer } from './checkpointer.ts';
 import { runGraph, type CheckpointedGraph } from './run-graph.ts';
 import type { KeelCheckpointSaver } from './saver.ts';
 
-export interface GraphCapabilityOptions<I, O> {
-  name: string;
-  version: string;
-  description?: string;
-  input: z.ZodType<I>;
-  output: z.ZodType<O>;
-  permissions?: Permissions;
-  costClass?: string;
-  timeoutMs?: number;
-  ackWaitMs?: number;
-  maxDeliver?: number;
-  concurrency?: number;
+/** A capability's declaration (as for `defineCapability`), with a graph in place of the handler. */
+export interface GraphCapabilityOptions<I, O> extends Omit<Capability<I, O>, 'handler'> {
   /** builds the compiled graph, once per process, with the checkpointer on the shared state */
   graph: (checkpointer: KeelCheckpointSaver) => CheckpointedGraph | Promise<CheckpointedGraph>;
   /** the graph's input from the task (default: the task input) */
@@ -43,18 +32,9 @@ export function defineGraphCapability<I, O>(o: GraphCapabilityOptions<I, O>): Ca
       graph = undefined; // a failed build is tried again on the next task
       throw err;
     }));
+  const { graph: _graph, toInput: _toInput, toOutput: _toOutput, stateUrl: _stateUrl, ...declaration } = o;
   return defineCapability<I, O>({
-    name: o.name,
-    version: o.version,
-    description: o.description,
-    input: o.input,
-    output: o.output,
-    permissions: o.permissions,
-    costClass: o.costClass,
-    timeoutMs: o.timeoutMs,
-    ackWaitMs: o.ackWaitMs,
-    maxDeliver: o.maxDeliver,
-    concurrency: o.concurrency,
+    ...declaration,
     async handler(ctx) {
       const g = await getGraph();
       const r = await runGraph(g, o.toInput ? o.toInput(ctx.input, ctx) : ctx.input, { threadId: ctx.envelope.idempotencyKey, signal: ctx.signal });

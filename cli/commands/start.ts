@@ -5,7 +5,7 @@ import { startEngine } from '../../engine/index.ts';
 export function registerStart(program: Command): void {
   program
     .command('start')
-    .description('Run the engine on this machine: a supervised nats-server with JetStream (unless KEEL_NATS_URL is set), the state store (KEEL_STATE), and the HTTP API with GET /healthz. Stops cleanly on Ctrl-C / SIGTERM.')
+    .description('Run the engine on this machine: a supervised nats-server with JetStream (unless KEEL_NATS_URL is set), the state store (KEEL_STATE) and its outbox relay, the HTTP API (GET /healthz, /metrics, /v1/...), the SMTP ingress (KEEL_SMTP_PORT), workflow triggers, and every enabled agent (KEEL_AGENTS) as its own process. Stops cleanly on Ctrl-C / SIGTERM.')
     .action(async () => {
       const cfg = loadConfig();
       const engine = await startEngine(cfg);

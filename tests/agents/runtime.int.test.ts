@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -9,26 +9,14 @@ import { connectBus, createBus, defineMessage, listAgents, isBusError, type Bus 
 import { openStore, type StateStore } from '../../shared-state/index.ts';
 import { defineAgent, defineCapability, natsPermissionsFor, runAgent, taskType } from '../../agents/runtime/index.ts';
 import { initTelemetry, getTracer } from '../../observability/index.ts';
-import { startNats, startJaeger, getTrace, tempDir, uniqueName, waitFor, freePort, type NatsHandle } from '../helpers/index.ts';
+import { natsSuite, startNats, startJaeger, getTrace, uniqueName, waitFor, freePort } from '../helpers/index.ts';
 import { startProvider } from './provider.ts';
 
 const PAYER = join(REPO_ROOT, 'tests', 'agents', 'fixtures', 'payer.ts');
 const Pay = defineMessage(taskType('pay'), z.object({ orderId: z.string(), amount: z.number(), sleepBeforeMs: z.number().optional(), sleepAfterMs: z.number().optional() }));
 
-let nats: NatsHandle | undefined;
-let skip = '';
-const dir = tempDir('keel-agents-');
-const closers: Array<() => Promise<unknown>> = [];
-beforeAll(async () => {
-  const n = await startNats();
-  if (n.ok) nats = n.server;
-  else skip = n.reason;
-});
-afterAll(async () => {
-  for (const c of closers.reverse()) await c().catch(() => undefined);
-  await nats?.stop();
-  dir.remove();
-});
+const suite = natsSuite('agents');
+const closers = { push: (fn: () => Promise<unknown>) => suite.defer(fn) };
 
 function agentProcess(spec: string, env: Record<string, string>): ChildProcess {
   const child = spawn(process.execPath, [join(REPO_ROOT, 'cli', 'keel.ts'), 'agent', 'start', spec], {
@@ -46,11 +34,11 @@ function agentProcess(spec: string, env: Record<string, string>): ChildProcess {
 
 async function setup(): Promise<{ bus: Bus; prefix: string; state: string; store: StateStore }> {
   const prefix = uniqueName('a');
-  const nc = await connectBus({ servers: nats!.url });
+  const nc = await connectBus({ servers: suite.nats!.url });
   closers.push(() => nc.close());
   const bus = createBus(nc, { prefix });
   await bus.provision();
-  const state = `sqlite:${join(dir.path, `${prefix}.db`)}`;
+  const state = `sqlite:${join(suite.dir, `${prefix}.db`)}`;
   const store = await openStore(state);
   closers.push(() => store.close());
   return { bus, prefix, state, store };
@@ -59,11 +47,11 @@ async function setup(): Promise<{ bus: Bus; prefix: string; state: string; store
 describe('agent runtime', () => {
   for (const when of ['before', 'after'] as const) {
     it(`SIGKILL of an agent mid-task (${when} its side effect): another replica completes it and the effect happened once`, async (ctx) => {
-      if (!nats) return ctx.skip(skip);
+      if (!suite.nats) return ctx.skip(suite.skip);
       const { bus, prefix, state, store } = await setup();
       const provider = await startProvider();
       closers.push(() => provider.close());
-      const env = { KEEL_NATS_URL: nats.url, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, PROVIDER_URL: provider.url };
+      const env = { KEEL_NATS_URL: suite.nats.url, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, PROVIDER_URL: provider.url };
       const a = agentProcess(PAYER, env);
       await waitFor(async () => (await listAgents(bus.nc, bus.subjects.registryBucket)).length === 1, { timeoutMs: 30_000, what: 'replica a' });
       const input = when === 'before' ? { orderId: 'o-1', amount: 12.5, sleepBeforeMs: 60_000 } : { orderId: 'o-1', amount: 12.5, sleepAfterMs: 60_000 };
@@ -89,12 +77,12 @@ describe('agent runtime', () => {
   }
 
   it('a LangGraph agent killed between two nodes resumes at the second node, not from the start', async (ctx) => {
-    if (!nats) return ctx.skip(skip);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const { bus, prefix, state, store } = await setup();
     const provider = await startProvider();
     closers.push(() => provider.close());
     const GRAPH = join(REPO_ROOT, 'tests', 'agents', 'fixtures', 'graph-agent.ts');
-    const env = { KEEL_NATS_URL: nats.url, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, PROVIDER_URL: provider.url };
+    const env = { KEEL_NATS_URL: suite.nats.url, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, PROVIDER_URL: provider.url };
     const a = agentProcess(GRAPH, env);
     await waitFor(async () => (await listAgents(bus.nc, bus.subjects.registryBucket)).length === 1, { timeoutMs: 30_000, what: 'the writer agent' });
     const Write = defineMessage(taskType('content.write'), z.object({ topic: z.string() }));
@@ -123,7 +111,7 @@ describe('agent runtime', () => {
     const admin = createBus(await connectBus({ servers: srv.server.url, user: 'admin', pass: 'pw' }), { prefix });
     closers.push(() => admin.nc.close());
     await admin.provision();
-    const store = await openStore(`sqlite:${join(dir.path, 'narrow.db')}`);
+    const store = await openStore(`sqlite:${join(suite.dir, 'narrow.db')}`);
     closers.push(() => store.close());
     // the runtime itself runs fine with the generated permissions
     const running = await runAgent(agent, { natsUrl: srv.server.url, natsUser: 'agent-narrow', natsPassword: 'secret', state: store, prefix });
@@ -151,7 +139,7 @@ describe('agent runtime', () => {
   });
 
   it('refuses in the runtime what the manifest does not declare (entity types, enqueue), and dead-letters it', async (ctx) => {
-    if (!nats) return ctx.skip(skip);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const { bus, prefix, store } = await setup();
     const attempts: string[] = [];
     const agent = defineAgent({
@@ -173,7 +161,7 @@ describe('agent runtime', () => {
         }),
       ],
     });
-    const running = await runAgent(agent, { natsUrl: nats.url, state: store, prefix });
+    const running = await runAgent(agent, { natsUrl: suite.nats.url, state: store, prefix });
     closers.push(() => running.stop(1_000));
     const M = defineMessage(taskType('nosy'), z.object({ what: z.string() }));
     await bus.publish(bus.subjects.task('nosy'), M, { what: 'read' });
@@ -184,7 +172,7 @@ describe('agent runtime', () => {
   });
 
   it('runs a task once per idempotency key even when it is published again under a new message id', async (ctx) => {
-    if (!nats) return ctx.skip(skip);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const { bus, prefix, store } = await setup();
     let runs = 0;
     const agent = defineAgent({
@@ -192,7 +180,7 @@ describe('agent runtime', () => {
       version: '1',
       capabilities: [defineCapability({ name: 'once', version: '1', input: z.object({ n: z.number() }), output: z.object({ n: z.number() }), handler: async (c) => (runs++, { n: c.input.n * 2 }) })],
     });
-    const running = await runAgent(agent, { natsUrl: nats.url, state: store, prefix });
+    const running = await runAgent(agent, { natsUrl: suite.nats.url, state: store, prefix });
     closers.push(() => running.stop(1_000));
     const M = defineMessage(taskType('once'), z.object({ n: z.number() }));
     await bus.publish(bus.subjects.task('once'), M, { n: 21 }, { id: 'm1', idempotencyKey: 'order-7' });
@@ -207,7 +195,7 @@ describe('agent runtime', () => {
   });
 
   it('a task handled in an agent process is the child of the span that published it (Jaeger), and the agent serves /metrics', async (ctx) => {
-    if (!nats) return ctx.skip(skip);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const jaeger = await startJaeger();
     if (!jaeger.ok) return ctx.skip(jaeger.reason);
     closers.push(() => jaeger.server.stop());
@@ -215,7 +203,7 @@ describe('agent runtime', () => {
     const provider = await startProvider();
     closers.push(() => provider.close());
     const metricsPort = await freePort();
-    const a = agentProcess(PAYER, { KEEL_NATS_URL: nats.url, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, PROVIDER_URL: provider.url, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: jaeger.server.otlpTracesUrl, KEEL_METRICS_PORT: String(metricsPort) });
+    const a = agentProcess(PAYER, { KEEL_NATS_URL: suite.nats.url, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, PROVIDER_URL: provider.url, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: jaeger.server.otlpTracesUrl, KEEL_METRICS_PORT: String(metricsPort) });
     await waitFor(async () => (await listAgents(bus.nc, bus.subjects.registryBucket)).length === 1, { timeoutMs: 30_000, what: 'payer' });
     const tel = initTelemetry({ serviceName: 'operator-cli', env: { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: jaeger.server.otlpTracesUrl } });
     const root = getTracer('test').startSpan('operator.pay');

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { headers as natsHeaders, type NatsConnection } from '@nats-io/nats-core';
@@ -9,28 +9,17 @@ import {
   connectBus, createBus, defineMessage, keelTopology, provisionBus, PermanentError, HEADERS, isBusError,
   type Bus, type DeadLetter, type Envelope,
 } from '../../bus/index.ts';
-import { startNats, uniqueName, waitFor, type NatsHandle } from '../helpers/index.ts';
+import { natsSuite, uniqueName, waitFor } from '../helpers/index.ts';
 
 const Work = defineMessage('test.work', z.object({ n: z.number().int(), note: z.string().optional() }));
 const Echo = defineMessage('test.echo', z.object({ text: z.string() }));
 const EchoReply = defineMessage('test.echo.reply', z.object({ text: z.string(), by: z.string() }));
 
-let server: NatsHandle | undefined;
-let skipReason = '';
-const conns: NatsConnection[] = [];
-
-beforeAll(async () => {
-  const n = await startNats();
-  if (n.ok) server = n.server;
-  else skipReason = n.reason;
-});
-afterAll(async () => {
-  for (const c of conns) await c.close().catch(() => undefined);
-  await server?.stop();
-});
+const suite = natsSuite('bus');
+const conns = { push: (nc: NatsConnection) => suite.defer(() => nc.close()) };
 
 async function newBus(): Promise<Bus> {
-  const nc = await connectBus({ servers: server!.url });
+  const nc = await connectBus({ servers: suite.nats!.url });
   conns.push(nc);
   const bus = createBus(nc, { prefix: uniqueName('k') });
   await bus.provision();
@@ -51,7 +40,7 @@ async function readDlq(bus: Bus, capability: string, expected: number): Promise<
 
 describe('bus on a real nats-server', () => {
   it('provisions streams and buckets idempotently; applies a changed definition; refuses an impossible one', async (ctx) => {
-    if (!server) return ctx.skip(skipReason);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const bus = await newBus(); // provisioned once already
     const again = await bus.provision();
     expect(again.every((r) => r.action === 'unchanged')).toBe(true);
@@ -69,7 +58,7 @@ describe('bus on a real nats-server', () => {
   });
 
   it('delivers a message published twice with the same Nats-Msg-Id once', async (ctx) => {
-    if (!server) return ctx.skip(skipReason);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const bus = await newBus();
     const subject = bus.subjects.task('dedupe');
     const a = await bus.publish(subject, Work, { n: 1 }, { id: 'order-42' });
@@ -87,7 +76,7 @@ describe('bus on a real nats-server', () => {
   });
 
   it('retries a failing handler with backoff, then dead-letters it with the reason after the last attempt', async (ctx) => {
-    if (!server) return ctx.skip(skipReason);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const bus = await newBus();
     const attempts: number[] = [];
     const consumer = await bus.consumeTasks('poison', {
@@ -111,7 +100,7 @@ describe('bus on a real nats-server', () => {
   });
 
   it('dead-letters a permanent error at once, without retries', async (ctx) => {
-    if (!server) return ctx.skip(skipReason);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const bus = await newBus();
     let calls = 0;
     const consumer = await bus.consumeTasks('perm', {
@@ -129,7 +118,7 @@ describe('bus on a real nats-server', () => {
   });
 
   it('sends bad input to the dead-letter stream with its reason and carries on', async (ctx) => {
-    if (!server) return ctx.skip(skipReason);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const bus = await newBus();
     const js = jetstream(bus.nc);
     const subject = bus.subjects.task('hostile');
@@ -165,7 +154,7 @@ describe('bus on a real nats-server', () => {
   });
 
   it('refuses to publish a body that fails its schema', async (ctx) => {
-    if (!server) return ctx.skip(skipReason);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const bus = await newBus();
     const err = await bus.publish(bus.subjects.task('x'), Work, { n: 1.5 } as never).catch((e: unknown) => e);
     expect(isBusError(err, 'BUS_INVALID_MESSAGE')).toBe(true);
@@ -173,9 +162,9 @@ describe('bus on a real nats-server', () => {
   });
 
   it('bounds in-flight work with the concurrency limit and splits work between two replicas', async (ctx) => {
-    if (!server) return ctx.skip(skipReason);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const bus = await newBus();
-    const busB = createBus(await connectBus({ servers: server.url }), { prefix: bus.subjects.prefix });
+    const busB = createBus(await connectBus({ servers: suite.nats.url }), { prefix: bus.subjects.prefix });
     conns.push(busB.nc);
     const by: Record<string, number> = { a: 0, b: 0 };
     let active = 0;
@@ -203,7 +192,7 @@ describe('bus on a real nats-server', () => {
   });
 
   it('continues the publisher\'s trace in the consumer', async (ctx) => {
-    if (!server) return ctx.skip(skipReason);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const exporter = new InMemorySpanExporter();
     const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
     const cm = new AsyncLocalStorageContextManager().enable();
@@ -239,7 +228,7 @@ describe('bus on a real nats-server', () => {
   });
 
   it('answers requests, and times out or reports no responders clearly', async (ctx) => {
-    if (!server) return ctx.skip(skipReason);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const bus = await newBus();
     const none = await bus.request('echo', Echo, { text: 'hi' }, EchoReply, { timeoutMs: 500 }).catch((e: unknown) => e);
     expect(isBusError(none, 'BUS_NO_RESPONDERS')).toBe(true);

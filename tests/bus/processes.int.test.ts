@@ -3,28 +3,18 @@ import { spawnSync } from 'node:child_process';
 import { z } from 'zod';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { connectBus, createBus, defineMessage, listAgents, watchAgents, type Bus, type RegistryEvent } from '../../bus/index.ts';
-import { startNats, startJaeger, getTrace, uniqueName, waitFor, type NatsHandle, type JaegerHandle } from '../helpers/index.ts';
+import { natsSuite, startJaeger, getTrace, uniqueName, waitFor, type JaegerHandle } from '../helpers/index.ts';
 import { context, trace } from '@opentelemetry/api';
 import { initTelemetry, getTracer } from '../../observability/index.ts';
 import { collectEvents, spawnWorker, killAndWait, type WorkerEvent } from './helpers.ts';
 
 const Work = defineMessage('test.work', z.object({ n: z.number(), sleepMs: z.number().default(0) }));
 
-let server: NatsHandle | undefined;
-let skipReason = '';
-const conns: NatsConnection[] = [];
-beforeAll(async () => {
-  const n = await startNats();
-  if (n.ok) server = n.server;
-  else skipReason = n.reason;
-});
-afterAll(async () => {
-  for (const c of conns) await c.close().catch(() => undefined);
-  await server?.stop();
-});
+const suite = natsSuite('bus');
+const conns = { push: (nc: NatsConnection) => suite.defer(() => nc.close()) };
 
 async function newBus(opts: { registryTtlMs?: number } = {}): Promise<Bus> {
-  const nc = await connectBus({ servers: server!.url });
+  const nc = await connectBus({ servers: suite.nats!.url });
   conns.push(nc);
   const bus = createBus(nc, { prefix: uniqueName('p') });
   await bus.provision(opts);
@@ -36,10 +26,10 @@ const waitEvent = (events: WorkerEvent[], pred: (e: WorkerEvent) => boolean, wha
 
 describe('bus across OS processes', () => {
   it('a handler process killed mid-message: the message is redelivered to and handled by another replica', async (ctx) => {
-    if (!server) return ctx.skip(skipReason);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const bus = await newBus();
     const ev = collectEvents(bus.nc, bus.subjects.prefix);
-    const env = { NATS_URL: server.url, PREFIX: bus.subjects.prefix, CAPABILITY: 'crashy', ACK_WAIT_MS: '2000' };
+    const env = { NATS_URL: suite.nats.url, PREFIX: bus.subjects.prefix, CAPABILITY: 'crashy', ACK_WAIT_MS: '2000' };
     const a = spawnWorker({ ...env, WORKER: 'a' });
     await waitEvent(ev.events, (e) => e.worker === 'a' && e.event === 'ready', 'worker a ready');
     const pub = await bus.publish(bus.subjects.task('crashy'), Work, { n: 1, sleepMs: 60_000 });
@@ -59,10 +49,10 @@ describe('bus across OS processes', () => {
   });
 
   it('two replica processes split the work', async (ctx) => {
-    if (!server) return ctx.skip(skipReason);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const bus = await newBus();
     const ev = collectEvents(bus.nc, bus.subjects.prefix);
-    const env = { NATS_URL: server.url, PREFIX: bus.subjects.prefix, CAPABILITY: 'shared' };
+    const env = { NATS_URL: suite.nats.url, PREFIX: bus.subjects.prefix, CAPABILITY: 'shared' };
     const workers = [spawnWorker({ ...env, WORKER: 'r1' }), spawnWorker({ ...env, WORKER: 'r2' })];
     try {
       await waitFor(() => ev.events.filter((e) => e.event === 'ready').length === 2, { what: 'two replicas ready' });
@@ -80,7 +70,7 @@ describe('bus across OS processes', () => {
   });
 
   it('a killed instance\'s capability entry is gone within its TTL; a stopped one at once; `keel agents` lists the live ones', async (ctx) => {
-    if (!server) return ctx.skip(skipReason);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const ttlMs = 2_000;
     const bus = await newBus({ registryTtlMs: ttlMs });
     const ev = collectEvents(bus.nc, bus.subjects.prefix);
@@ -89,12 +79,12 @@ describe('bus across OS processes', () => {
     void (async () => {
       for await (const e of watch) seen.push(e);
     })();
-    const env = { NATS_URL: server.url, PREFIX: bus.subjects.prefix, CAPABILITY: 'announce', REGISTRY: '1' };
+    const env = { NATS_URL: suite.nats.url, PREFIX: bus.subjects.prefix, CAPABILITY: 'announce', REGISTRY: '1' };
     const k = spawnWorker({ ...env, WORKER: 'killed' });
     const s = spawnWorker({ ...env, WORKER: 'stopped' });
     try {
       await waitFor(async () => (await listAgents(bus.nc, bus.subjects.registryBucket)).length === 2, { what: 'two announcements' });
-      const cli = spawnSync(process.execPath, ['cli/keel.ts', 'agents', '--json'], { env: { ...process.env, KEEL_NATS_URL: server.url, KEEL_SUBJECT_PREFIX: bus.subjects.prefix }, encoding: 'utf8' });
+      const cli = spawnSync(process.execPath, ['cli/keel.ts', 'agents', '--json'], { env: { ...process.env, KEEL_NATS_URL: suite.nats.url, KEEL_SUBJECT_PREFIX: bus.subjects.prefix }, encoding: 'utf8' });
       expect(cli.status).toBe(0);
       const listed = JSON.parse(cli.stdout) as { agents: Array<{ instanceId: string; capabilities: Array<{ name: string }> }> };
       expect(listed.agents.map((a) => a.instanceId).sort()).toEqual(['killed', 'stopped']);
@@ -128,11 +118,11 @@ describe('bus across OS processes', () => {
     afterAll(async () => jaeger?.stop());
 
     it('a trace started before publish continues in the consumer process (seen in Jaeger)', async (ctx) => {
-      if (!server) return ctx.skip(skipReason);
+      if (!suite.nats) return ctx.skip(suite.skip);
       if (!jaeger) return ctx.skip(jaegerSkip);
       const bus = await newBus();
       const ev = collectEvents(bus.nc, bus.subjects.prefix);
-      const w = spawnWorker({ NATS_URL: server.url, PREFIX: bus.subjects.prefix, CAPABILITY: 'traced', WORKER: 'tw', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: jaeger.otlpTracesUrl });
+      const w = spawnWorker({ NATS_URL: suite.nats.url, PREFIX: bus.subjects.prefix, CAPABILITY: 'traced', WORKER: 'tw', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: jaeger.otlpTracesUrl });
       try {
         await waitEvent(ev.events, (e) => e.worker === 'tw' && e.event === 'ready', 'traced worker ready');
         // this test process is the publisher: its spans go to Jaeger as service bus-test-publisher

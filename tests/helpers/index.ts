@@ -5,3 +5,4 @@ export * from './mongo.ts';
 export * from './jaeger.ts';
 export * from './qdrant.ts';
 export * from './engine.ts';
+export * from './suite.ts';

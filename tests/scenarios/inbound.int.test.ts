@@ -7,7 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { REPO_ROOT } from '../../config/index.ts';
+import { connectBus } from '../../bus/index.ts';
 import { startEngineProcess, startJaeger, getTrace, waitFor, type EngineProcess, type JaegerHandle } from '../helpers/index.ts';
 
 const hasSwaks = spawnSync('swaks', ['--version']).status === 0;
@@ -67,6 +69,15 @@ describe('inbound customers end to end', () => {
     expect(emailTicket.state.suggestion?.text).toBeTruthy();
     const customer = keel(['entity', 'show', emailTicket.state.customerId, '--type', 'customer', '--json']).json() as { state: { email: string } };
     expect(customer.state.email).toBe('alice@example.com');
+    // the raw signal is kept on keel.in.email
+    const admin = (JSON.parse(readFileSync(join(engine.dataDir, 'credentials.json'), 'utf8')) as { admin: { user: string; password: string } }).admin;
+    const nc = await connectBus({ servers: `nats://127.0.0.1:${engine.natsPort}`, user: admin.user, pass: admin.password });
+    try {
+      const m = await (await jetstreamManager(nc)).streams.getMessage('KEEL_IN', { last_by_subj: 'keel.in.email' });
+      expect(m?.json<{ customer: { email: string }; messageId: string }>()).toMatchObject({ customer: { email: 'alice@example.com' }, messageId: '<first-1234@example.com>' });
+    } finally {
+      await nc.close();
+    }
   });
 
   it('a chat message posted over HTTP becomes a ticket for its customer, with an approval waiting', async (ctx) => {

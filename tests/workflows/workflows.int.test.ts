@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../config/index.ts';
@@ -6,26 +6,14 @@ import { connectBus, createBus, listAgents, type Bus } from '../../bus/index.ts'
 import { openStore, type RunState, type StateStore } from '../../shared-state/index.ts';
 import { WorkflowEngine } from '../../workflows/engine.ts';
 import { loadWorkflowCatalog } from '../../workflows/catalog.ts';
-import { startNats, tempDir, uniqueName, waitFor, type NatsHandle } from '../helpers/index.ts';
+import { natsSuite, uniqueName, waitFor } from '../helpers/index.ts';
 import { startCountingProvider } from './provider.ts';
 
 const AGENTS = join(REPO_ROOT, 'tests', 'workflows', 'fixtures', 'wf-agents.ts');
 const DEFS = join(REPO_ROOT, 'tests', 'workflows', 'fixtures', 'diamond.ts');
 
-let nats: NatsHandle | undefined;
-let skip = '';
-const dir = tempDir('keel-wf-');
-const closers: Array<() => Promise<unknown>> = [];
-beforeAll(async () => {
-  const n = await startNats();
-  if (n.ok) nats = n.server;
-  else skip = n.reason;
-});
-afterAll(async () => {
-  for (const c of closers.reverse()) await c().catch(() => undefined);
-  await nats?.stop();
-  dir.remove();
-});
+const suite = natsSuite('wf');
+const closers = { push: (fn: () => Promise<unknown>) => suite.defer(fn) };
 
 interface World {
   bus: Bus;
@@ -39,17 +27,17 @@ interface World {
 
 async function world(): Promise<World> {
   const prefix = uniqueName('w');
-  const nc = await connectBus({ servers: nats!.url });
+  const nc = await connectBus({ servers: suite.nats!.url });
   closers.push(() => nc.close());
   const bus = createBus(nc, { prefix });
   await bus.provision();
-  const state = `sqlite:${join(dir.path, `${prefix}.db`)}`;
+  const state = `sqlite:${join(suite.dir, `${prefix}.db`)}`;
   const store = await openStore(state);
   closers.push(() => store.close());
   const provider = await startCountingProvider();
   closers.push(() => provider.close());
   const engine = new WorkflowEngine({ store, bus, actor: { kind: 'human', id: 'tester' }, catalog: await loadWorkflowCatalog({ KEEL_WORKFLOWS: DEFS }) });
-  const env = { KEEL_NATS_URL: nats!.url, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, PROVIDER_URL: provider.url, KEEL_LOG_LEVEL: 'warn', KEEL_WORKFLOW_SWEEP_MS: '300' };
+  const env = { KEEL_NATS_URL: suite.nats!.url, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, PROVIDER_URL: provider.url, KEEL_LOG_LEVEL: 'warn', KEEL_WORKFLOW_SWEEP_MS: '300' };
   const agents: Record<string, ChildProcess> = {};
   const spawnAgent = (which: string) => {
     const child = spawn(process.execPath, [join(REPO_ROOT, 'cli', 'keel.ts'), 'agent', 'start', AGENTS], { env: { ...process.env, ...env, WF_AGENT: which }, stdio: ['ignore', 'inherit', 'inherit'] });
@@ -75,7 +63,7 @@ const finished = (w: World, runId: string, status = 'completed') =>
 
 describe('decentralized workflows', () => {
   it('a parallel branch and a join run across three agent processes; only they (and the starter) decide', async (ctx) => {
-    if (!nats) return ctx.skip(skip);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const w = await world();
     await startAll(w);
     const { runId } = await w.engine.start('diamond', { n: 0 });
@@ -95,7 +83,7 @@ describe('decentralized workflows', () => {
   });
 
   it('`keel replay` of a finished run makes no model call and no side effect and reports no divergence; after a change it reports one', async (ctx) => {
-    if (!nats) return ctx.skip(skip);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const w = await world();
     await startAll(w);
     const { runId } = await w.engine.start('diamond', { n: 0 });
@@ -119,7 +107,7 @@ describe('decentralized workflows', () => {
   });
 
   it('a step that fails for good runs the compensations of the completed steps in reverse order', async (ctx) => {
-    if (!nats) return ctx.skip(skip);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const w = await world();
     await startAll(w);
     const { runId } = await w.engine.start('diamond', { n: 0, fail: 'd' });
@@ -134,7 +122,7 @@ describe('decentralized workflows', () => {
   });
 
   it('an approval not answered before its deadline escalates as the definition says', async (ctx) => {
-    if (!nats) return ctx.skip(skip);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const w = await world();
     await startAll(w);
     const { runId } = await w.engine.start('gated', { n: 0 });
@@ -150,7 +138,7 @@ describe('decentralized workflows', () => {
   });
 
   it('SIGKILL of any agent at random points during 200 runs: every run completes, no side effect twice, nothing lost', async (ctx) => {
-    if (!nats) return ctx.skip(skip);
+    if (!suite.nats) return ctx.skip(suite.skip);
     const w = await world();
     await startAll(w);
     const N = 200;
