@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { jetstream, jetstreamManager, AckPolicy } from '@nats-io/jetstream';
 import { connectBus, createBus, defineMessage } from '../bus/index.ts';
 import { findTool } from '../config/index.ts';
-import { uniqueName } from '../tests/helpers/index.ts';
+import { uniqueName } from '../testkit/index.ts';
 import { benchNats, compare, figures, type Bench, type Figures } from './lib.ts';
 
 const SIZE = 256;

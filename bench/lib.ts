@@ -77,7 +77,7 @@ export function compare(scenario: string, measured: Figures, baseline: (Figures 
 export async function benchNats(): Promise<{ url: string; stop(): Promise<void> }> {
   const env = process.env.KEEL_NATS_URL ?? process.env.NATS_URL;
   if (env) return { url: env, stop: async () => undefined };
-  const { startNats } = await import('../tests/helpers/index.ts');
+  const { startNats } = await import('../testkit/index.ts');
   const local = await startNats();
   if (!local.ok) throw new Error(local.reason);
   return { url: local.server.url, stop: () => local.server.stop() };

@@ -11,8 +11,11 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { MongoClient } from 'mongodb';
 import { openSqlite, openStore, type StateStore } from '../shared-state/index.ts';
-import { startMongo } from '../tests/helpers/mongo.ts';
+import { startMongo } from '../testkit/index.ts';
 import { compare, figures, type Bench, type BenchContext, type Figures, type ScenarioResult } from './lib.ts';
+import { BUILTIN_FEATURES, entityTypesOf } from '../agents/index.ts';
+
+const ALL_ENTITY_TYPES = entityTypesOf(BUILTIN_FEATURES);
 
 const meta = { actor: { kind: 'system', id: 'bench' } } as const;
 const payload = (i: number) => ({ title: `benchmark task ${i}`, description: 'x'.repeat(200), tags: ['bench', `n${i % 10}`] });
@@ -44,7 +47,7 @@ async function sqliteScenarios(ctx: BenchContext, n: number, reads: number): Pro
   const dir = mkdtempSync(join(tmpdir(), 'keel-bench-state-'));
   try {
     ctx.progress(`sqlite: ${n} appends, ${reads} reads`);
-    const store = await openStore(`sqlite:${join(dir, 'keel.db')}`);
+    const store = await openStore(`sqlite:${join(dir, 'keel.db')}`, { types: ALL_ENTITY_TYPES });
     const durability = store.info.durability;
     const mine = await adapterRun(store, n, reads, 'b');
     await store.close();
@@ -77,7 +80,7 @@ async function mongoScenarios(ctx: BenchContext, n: number, reads: number): Prom
   const client = new MongoClient(m.server.url, { writeConcern: { w: 'majority', journal: true } });
   try {
     ctx.progress(`mongodb (${m.server.flavor}): ${n} appends, ${reads} reads`);
-    const store = await openStore(m.server.url, { mongodb: { database } });
+    const store = await openStore(m.server.url, { types: ALL_ENTITY_TYPES, mongodb: { database } });
     const durability = store.info.durability;
     const mine = await adapterRun(store, n, reads, 'b');
     await store.close();

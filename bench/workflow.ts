@@ -9,10 +9,13 @@ import { jetstreamManager, jetstream, AckPolicy } from '@nats-io/jetstream';
 import { REPO_ROOT } from '../config/index.ts';
 import { connectBus, createBus, listAgents, type Bus } from '../bus/index.ts';
 import { openStore } from '../shared-state/index.ts';
-import { WorkflowEngine } from '../workflows/engine.ts';
-import { defineWorkflow } from '../workflows/definition.ts';
-import { startMongo, tempDir, uniqueName, waitFor } from '../tests/helpers/index.ts';
+import { WorkflowEngine } from '../workflows/index.ts';
+import { defineWorkflow } from '../workflows/index.ts';
+import { startMongo, tempDir, uniqueName, waitFor } from '../testkit/index.ts';
 import { benchNats, compare, figures, type Bench, type Figures } from './lib.ts';
+import { BUILTIN_FEATURES, entityTypesOf } from '../agents/index.ts';
+
+const ALL_ENTITY_TYPES = entityTypesOf(BUILTIN_FEATURES);
 
 const CHAIN = defineWorkflow({
   name: 'bench-chain',
@@ -84,7 +87,7 @@ async function workflowScenario(natsUrl: string, state: string, n: number, progr
   const nc = await connectBus({ servers: natsUrl });
   const bus = createBus(nc, { prefix });
   await bus.provision();
-  const store = await openStore(state);
+  const store = await openStore(state, { types: ALL_ENTITY_TYPES });
   const engine = new WorkflowEngine({ store, bus, actor: { kind: 'system', id: 'bench' } });
   const env = { KEEL_NATS_URL: natsUrl, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, KEEL_WORKFLOW_SWEEP_MS: '2000' };
   const procs = ['bench.a', 'bench.b', 'bench.c'].map((cap) => spawnProc([join(REPO_ROOT, 'cli', 'keel.ts'), 'agent', 'start', join(REPO_ROOT, 'bench', 'fixtures', 'noop-agents.ts')], { ...env, NOOP_CAP: cap }));

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { KeelConfig } from '../config/index.ts';
 import { connectBus, type NatsConnection } from '../bus/index.ts';
-import { readCredentials } from '../agents/runtime/index.ts';
+import { readCredentials } from '../runtime/index.ts';
 
 /** The CLI's bus connection: KEEL_NATS_URL, or the local engine's bus with its admin credentials. */
 export async function connectCli(cfg: KeelConfig): Promise<NatsConnection> {

@@ -1,12 +1,19 @@
 import { loadConfig, type KeelConfig } from '../config/index.ts';
 import { createBus, type Bus } from '../bus/index.ts';
 import { openStore, type StateStore } from '../shared-state/index.ts';
-import { WorkflowEngine } from '../workflows/engine.ts';
-import { loadWorkflowCatalog } from '../workflows/catalog.ts';
+import { WorkflowEngine } from '../workflows/index.ts';
+import { loadFeatures, entityTypesOf, workflowsOf } from '../agents/index.ts';
+import type { Feature } from '../runtime/index.ts';
 import { connectCli } from './connect.ts';
+
+/** The system of record as the CLI sees it: every feature's entity types (KEEL_FEATURES included). */
+export async function openCliStore(cfg: KeelConfig = loadConfig(), features?: Feature[]): Promise<StateStore> {
+  return openStore(cfg.state, { types: entityTypesOf(features ?? (await loadFeatures(cfg.featureModules))), sqlite: { synchronous: cfg.sqliteSync } });
+}
 
 export interface CliContext {
   cfg: KeelConfig;
+  features: Feature[];
   store: StateStore;
   bus?: Bus;
   workflows?: WorkflowEngine;
@@ -16,16 +23,18 @@ export interface CliContext {
 /** Opens what a command needs: always the state store; the bus and the workflow engine on request. */
 export async function openCli(opts: { bus?: boolean } = {}): Promise<CliContext> {
   const cfg = loadConfig();
-  const store = await openStore(cfg.state);
-  if (!opts.bus) return { cfg, store, close: () => store.close() };
+  const features = await loadFeatures(cfg.featureModules);
+  const store = await openCliStore(cfg, features);
+  if (!opts.bus) return { cfg, features, store, close: () => store.close() };
   const nc = await connectCli(cfg).catch(async (err: unknown) => {
     await store.close();
     throw err;
   });
   const bus = createBus(nc, { prefix: cfg.subjectPrefix });
-  const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'human', id: process.env.KEEL_OPERATOR ?? process.env.USER ?? 'operator' }, catalog: await loadWorkflowCatalog() });
+  const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'human', id: cfg.operator }, catalog: await workflowsOf(features, cfg.workflowModules), policies: cfg.policies });
   return {
     cfg,
+    features,
     store,
     bus,
     workflows,

@@ -2,7 +2,7 @@
  * Keel's configuration, read from `KEEL_*` environment variables with documented defaults.
  *
  * ```ts
- * import { loadConfig } from '../config/index.ts';
+ * import { loadConfig } from './config/index.ts';
  * const cfg = loadConfig();            // process.env
  * const cfg2 = loadConfig({ KEEL_HTTP_PORT: '0' });
  * ```
@@ -35,6 +35,7 @@ export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_OPERATOR_EMAIL', default: 'operator@keel.local', description: 'Where escalations (with the whole ticket history) are sent.' },
   { name: 'KEEL_AGENTS', default: '(all built-in)', description: 'Agents `keel start` supervises: comma list of names or module paths, `name@N` for N replicas, `none` for none.' },
   { name: 'KEEL_WORKFLOWS', default: '(unset)', description: 'Extra workflow definition modules (comma-separated paths).' },
+  { name: 'KEEL_FEATURES', default: '(unset)', description: 'Extra feature modules (comma-separated paths, each default-exports `defineFeature(...)`): their entity types, workflows, agents and ingress join the built-in features.' },
   { name: 'KEEL_WORKFLOW_SWEEP_MS', default: '1000', description: 'How often each agent looks for due workflow timers (retries, timeouts, approval deadlines).' },
   { name: 'KEEL_METRICS_PORT', default: '(unset)', description: 'For `keel agent start`: serve the agent\'s /metrics on this port.' },
   { name: 'KEEL_SUPPORT_SIGNATURE', default: 'The support team', description: 'Signature of suggested replies.' },
@@ -76,7 +77,26 @@ const schema = z.object({
   KEEL_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   KEEL_TOOLS_DIR: z.string().min(1).optional(),
   KEEL_AUTO_PROVISION: z.enum(['0', '1', 'true', 'false']).default('1'),
+  KEEL_AGENTS: z.string().optional(),
+  KEEL_WORKFLOWS: z.string().optional(),
+  KEEL_FEATURES: z.string().optional(),
+  KEEL_WORKFLOW_SWEEP_MS: z.coerce.number({ error: 'KEEL_WORKFLOW_SWEEP_MS must be a number' }).int().min(0).default(1_000),
+  KEEL_METRICS_PORT: port('KEEL_METRICS_PORT').optional(),
+  KEEL_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+  KEEL_SUPPORT_SIGNATURE: z.string().trim().min(1).default('The support team'),
+  KEEL_OPERATOR_EMAIL: z.string().trim().min(1).default('operator@keel.local'),
+  KEEL_OPERATOR: z.string().trim().min(1).optional(),
+  USER: z.string().optional(),
+  KEEL_SMTP_RELAY: z.string().trim().min(1).optional(),
+  KEEL_SMTP_FROM: z.string().trim().min(1).default('support@keel.local'),
+  KEEL_DRAIN_MS: z.coerce.number({ error: 'KEEL_DRAIN_MS must be a number' }).int().min(0).default(10_000),
+  KEEL_SQLITE_SYNC: z.string().transform((v) => v.toUpperCase()).pipe(z.enum(['FULL', 'NORMAL'], { error: 'KEEL_SQLITE_SYNC must be FULL or NORMAL' })).default('FULL'),
+  KEEL_AGENT_NATS_USER: z.string().min(1).optional(),
+  KEEL_AGENT_NATS_PASSWORD: z.string().min(1).optional(),
+  KEEL_SUPERVISOR_PID: z.coerce.number().int().min(0).optional(),
 });
+
+export type PolicyMode = 'approve' | 'audit' | 'auto';
 
 export interface KeelConfig {
   dataDir: string;
@@ -94,7 +114,36 @@ export interface KeelConfig {
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
   toolsDir: string | undefined;
   autoProvision: boolean;
+  /** KEEL_AGENTS: names or module paths (`name@N` for replicas), `none`, or undefined for the defaults */
+  agents: string[] | 'none' | undefined;
+  /** KEEL_WORKFLOWS: extra workflow definition modules */
+  workflowModules: string[];
+  /** KEEL_FEATURES: extra feature modules */
+  featureModules: string[];
+  workflowSweepMs: number;
+  /** KEEL_METRICS_PORT: an agent's own /metrics port (undefined = none) */
+  metricsPort: number | undefined;
+  metricsHost: string;
+  supportSignature: string;
+  operatorEmail: string;
+  /** who the CLI records as the actor: KEEL_OPERATOR, else $USER, else `operator` */
+  operator: string;
+  smtpRelay: string | undefined;
+  smtpFrom: string;
+  drainMs: number;
+  sqliteSync: 'FULL' | 'NORMAL';
+  /** KEEL_POLICY_<ACTION>: policy modes by action key (`reply.email` …); unset = approve */
+  policies: Record<string, PolicyMode>;
+  /** KEEL_SECRET_<NAME> values by NAME; each agent receives only the ones it declares */
+  secrets: Record<string, string>;
+  /** an agent process's own bus credentials (set by the supervisor) */
+  agentNatsUser: string | undefined;
+  agentNatsPassword: string | undefined;
+  /** set by `keel start` for its agent processes: they leave when it is gone */
+  supervisorPid: number | undefined;
 }
+
+const list = (v: string | undefined): string[] => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 
 export class ConfigError extends Error {
   readonly code = 'KEEL_CONFIG_INVALID';
@@ -114,9 +163,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     if (v !== undefined && v !== '') picked[key] = v;
   }
   const parsed = schema.safeParse(picked);
-  if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  const issues = parsed.success ? [] : parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+  const policies: Record<string, PolicyMode> = {};
+  const secrets: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) continue;
+    if (k.startsWith('KEEL_SECRET_')) secrets[k.slice('KEEL_SECRET_'.length)] = v;
+    if (k.startsWith('KEEL_POLICY_') && v) {
+      const mode = v.trim().toLowerCase();
+      if (mode === 'approve' || mode === 'audit' || mode === 'auto') policies[k.slice('KEEL_POLICY_'.length).toLowerCase().replace(/_/g, '.')] = mode;
+      else issues.push(`${k}: '${v}' is not a policy: use approve, audit or auto`);
+    }
   }
+  if (!parsed.success || issues.length) throw new ConfigError(issues);
   const c = parsed.data;
   const dataDir = resolve(c.KEEL_DATA_DIR);
   return {
@@ -134,6 +193,24 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: c.KEEL_LOG_LEVEL,
     toolsDir: c.KEEL_TOOLS_DIR,
     autoProvision: c.KEEL_AUTO_PROVISION === '1' || c.KEEL_AUTO_PROVISION === 'true',
+    agents: c.KEEL_AGENTS?.trim() === 'none' ? 'none' : list(c.KEEL_AGENTS).length ? list(c.KEEL_AGENTS) : undefined,
+    workflowModules: list(c.KEEL_WORKFLOWS),
+    featureModules: list(c.KEEL_FEATURES),
+    workflowSweepMs: c.KEEL_WORKFLOW_SWEEP_MS,
+    metricsPort: c.KEEL_METRICS_PORT,
+    metricsHost: c.KEEL_METRICS_HOST,
+    supportSignature: c.KEEL_SUPPORT_SIGNATURE,
+    operatorEmail: c.KEEL_OPERATOR_EMAIL,
+    operator: c.KEEL_OPERATOR ?? c.USER ?? 'operator',
+    smtpRelay: c.KEEL_SMTP_RELAY,
+    smtpFrom: c.KEEL_SMTP_FROM,
+    drainMs: c.KEEL_DRAIN_MS,
+    sqliteSync: c.KEEL_SQLITE_SYNC,
+    policies,
+    secrets,
+    agentNatsUser: c.KEEL_AGENT_NATS_USER,
+    agentNatsPassword: c.KEEL_AGENT_NATS_PASSWORD,
+    supervisorPid: c.KEEL_SUPERVISOR_PID,
   };
 }
 

@@ -1,7 +1,7 @@
 import type { Hono } from 'hono';
 import { z } from 'zod';
 import type { StateStore } from '../shared-state/index.ts';
-import type { WorkflowEngine } from '../workflows/engine.ts';
+import type { WorkflowEngine } from '../workflows/index.ts';
 
 const StartRun = z.strictObject({ workflow: z.string().min(1), input: z.unknown().optional(), runId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/).optional(), customer: z.string().optional() });
 const Decide = z.strictObject({ decision: z.enum(['approved', 'rejected']), text: z.string().max(100_000).optional(), reason: z.string().max(2_000).optional(), by: z.string().max(200).optional() });

@@ -17,13 +17,10 @@ import type { Logger } from 'pino';
 import { findTool, provision, KEEL_VERSION, type KeelConfig } from '../config/index.ts';
 import { LocalNatsServer, connectBus, createBus, type Bus, type NatsConnection } from '../bus/index.ts';
 import { openStore, startOutboxRelay, natsEventPublisher, type StateStore, type OutboxRelay } from '../shared-state/index.ts';
-import { loadAgent, enabledAgents } from '../agents/catalog.ts';
-import { loadOrCreateCredentials, natsUsers, type AgentDefinition } from '../agents/runtime/index.ts';
+import { loadFeatures, entityTypesOf, workflowsOf, resolveAgent, enabledAgents } from '../agents/index.ts';
+import { loadOrCreateCredentials, natsUsers, type AgentDefinition, type Ingress } from '../runtime/index.ts';
 import { AgentSupervisor, parseAgentList } from './supervisor.ts';
-import { startChannels } from './inbound.ts';
-import { startTriggers } from './triggers.ts';
-import { WorkflowEngine } from '../workflows/engine.ts';
-import { loadWorkflowCatalog, workflowCapabilities } from '../workflows/catalog.ts';
+import { WorkflowEngine, startTriggers, workflowCapabilities } from '../workflows/index.ts';
 import { createLogger, createMetrics } from '../observability/index.ts';
 import { startHttpApi, type HealthReport, type HttpApi } from './http.ts';
 import { mountApi } from './api.ts';
@@ -71,11 +68,11 @@ async function probeStore(store: StateStore): Promise<Record<string, unknown> & 
 }
 
 /** Only the secrets an agent declared, from KEEL_SECRET_<NAME>. */
-function secretsFor(def: AgentDefinition): Record<string, string> {
+function secretsFor(def: AgentDefinition, secrets: Record<string, string>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const c of def.capabilities)
     for (const s of c.permissions?.secrets ?? []) {
-      const v = process.env[`KEEL_SECRET_${s}`];
+      const v = secrets[s];
       if (v !== undefined) out[`KEEL_SECRET_${s}`] = v;
     }
   return out;
@@ -92,12 +89,17 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
   };
 
   try {
-    // 0. the agents this engine supervises (their manifests shape the bus's permissions)
-    const wanted = parseAgentList(opts.agents ?? enabledAgents());
+    // 0. the features: their entity types, workflows, agents (whose manifests shape the bus's
+    // permissions) and ingress
+    const features = await loadFeatures(cfg.featureModules);
+    const wanted = parseAgentList(opts.agents ?? enabledAgents(features, cfg.agents));
     const agentDefs: Array<{ def: AgentDefinition; spec: string; replicas: number }> = [];
-    for (const w of wanted) agentDefs.push({ def: await loadAgent(w.spec), spec: w.spec, replicas: w.replicas });
+    for (const w of wanted) {
+      const { def, module } = await resolveAgent(w.spec, features);
+      agentDefs.push({ def, spec: module, replicas: w.replicas });
+    }
 
-    const catalog = await loadWorkflowCatalog();
+    const catalog = await workflowsOf(features, cfg.workflowModules);
 
     // 1. the bus: a local nats-server with one user per agent (least privilege), or KEEL_NATS_URL
     let localServer: LocalNatsServer | undefined;
@@ -124,7 +126,7 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     log.info({ changed: provisioned.filter((r) => r.action !== 'unchanged') }, 'bus streams and buckets provisioned');
 
     // 2. the system of record, and the outbox relay that puts its events on the bus
-    const store: StateStore = await openStore(cfg.state);
+    const store: StateStore = await openStore(cfg.state, { types: entityTypesOf(features), sqlite: { synchronous: cfg.sqliteSync } });
     cleanups.push(() => store.close());
     log.info({ state: store.info }, 'state store open');
     const relay: OutboxRelay = startOutboxRelay(store, natsEventPublisher(nats), { prefix: cfg.subjectPrefix, onError: (err) => log.warn({ err }, 'outbox relay: will retry') });
@@ -150,30 +152,38 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
       };
     };
     // 3b. workflows can be started here (HTTP, channels); agents advance them
-    const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'system', id: 'engine' }, logger: log, catalog });
+    const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'system', id: 'engine' }, logger: log, catalog, policies: cfg.policies });
     const triggers = await startTriggers({ bus, workflows, catalog, log });
     cleanups.push(() => triggers.stop());
-    const channels = await startChannels({ smtpHost: cfg.smtpHost, smtpPort: cfg.smtpPort, smtpMaxBytes: cfg.smtpMaxBytes, dataDir: cfg.dataDir, workflows, store, bus, log });
-    cleanups.push(() => channels.close());
+    // each feature's ingress (channels that feed the bus), hosted here
+    const ingresses: Ingress[] = [];
+    for (const f of features) {
+      if (!f.ingress) continue;
+      const mod = await f.ingress();
+      const ingress = await mod.startIngress({ config: cfg, bus, store, workflows, logger: log.child({ feature: f.name }) });
+      ingresses.push(ingress);
+      cleanups.push(() => ingress.close());
+    }
     // the engine's own metrics on GET /metrics (each agent serves its own, see KEEL_METRICS_PORT)
     const metrics = await createMetrics({ serviceName: 'keel-engine' });
     cleanups.push(() => metrics.shutdown());
-    const smtpStats = metrics.meter.createObservableCounter('keel_smtp_messages', { description: 'inbound mail by outcome' });
-    smtpStats.addCallback((r) => {
-      const st = channels.smtp.stats();
-      for (const [outcome, n] of Object.entries(st)) r.observe(n, { outcome });
-    });
+    const statNames = new Set(ingresses.flatMap((i) => Object.keys(i.stats?.() ?? {})));
+    for (const name of statNames) {
+      metrics.meter.createObservableCounter(name, { description: 'ingress messages by outcome' }).addCallback((r) => {
+        for (const i of ingresses) for (const [outcome, n] of Object.entries(i.stats?.()[name] ?? {})) r.observe(n, { outcome });
+      });
+    }
     const http = await startHttpApi({
       host: cfg.httpHost,
       port: cfg.httpPort,
       health,
       mount: (app) => {
         app.get('/metrics', async (c) => c.text(await metrics.text(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }));
-        channels.mount(app);
+        for (const i of ingresses) i.mount?.(app);
         mountApi(app, { store, workflows });
       },
     });
-    channels.attach(http.server);
+    for (const i of ingresses) i.attach?.(http.server);
     cleanups.push(() => http.close());
     // 4. the agents, each its own OS process
     const supervisor = new AgentSupervisor(log);
@@ -189,14 +199,13 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
             KEEL_SUBJECT_PREFIX: cfg.subjectPrefix,
             KEEL_DATA_DIR: cfg.dataDir,
             ...(creds ? { KEEL_AGENT_NATS_USER: creds.agents[a.def.name]!.user, KEEL_AGENT_NATS_PASSWORD: creds.agents[a.def.name]!.password } : {}),
-            ...secretsFor(a.def),
+            ...secretsFor(a.def, cfg.secrets),
           },
         })),
       ),
     );
     cleanups.push(() => supervisor.stop());
 
-    log.info({ smtp: `${cfg.smtpHost}:${channels.smtp.port}` }, 'SMTP ingress listening');
     log.info({ url: `http://${cfg.httpHost}:${http.port}`, nats: natsUrl, dataDir: cfg.dataDir }, 'keel engine ready');
 
     return { config: cfg, natsUrl, nats, bus, store, supervisor, localServer, http, logger: log, stop: cleanup };

@@ -5,7 +5,7 @@
  *
  * ```ts
  * import { openStore, startOutboxRelay, natsEventPublisher, ensureEventStream } from './shared-state/index.ts';
- * const store = await openStore(cfg.state);                 // sqlite:/path/keel.db or mongodb://...
+ * const store = await openStore(cfg.state, { types: [ticketType] }); // sqlite:/path/keel.db or mongodb://...
  * const actor = { kind: 'agent', id: 'triage' } as const;
  * const { entity } = await store.append('ticket', 'T-42', 0, [{ type: 'created', data: { subject: 'Refund?' } }], { actor, correlationId: 'conv-7' });
  * await store.append('ticket', 'T-42', entity.version, [{ type: 'updated', data: { status: 'escalated' } }], { actor });
@@ -21,20 +21,7 @@ export { openSqlite, parseStateUrl, redactMongoUrl } from './health.ts';
 export { openStore } from './open.ts';
 export type { OpenStoreOptions } from './open.ts';
 
-export {
-  defineEntityType,
-  createRegistry,
-  builtinRegistry,
-  BUILTIN_ENTITY_TYPES,
-  BUILTIN_EVENTS,
-  customerType,
-  productType,
-  taskType,
-  contentAssetType,
-  calendarItemType,
-  ticketType,
-  conversationType,
-} from './entity-types.ts';
+export { defineEntityType, createRegistry, BUILTIN_EVENTS } from './entity-types.ts';
 export type { EntityTypeDef, EntityTypeRegistry, State } from './entity-types.ts';
 
 export { startOutboxRelay, natsEventPublisher, ensureEventStream, eventSubject, eventStreamName, encodeEvent, eventHeaders } from './outbox.ts';
@@ -77,5 +64,3 @@ export type {
   StateStore,
 } from './types.ts';
 
-export { workflowRunType, reduceRun } from './workflow-run.ts';
-export type { RunState, RunStatus, StepState, StepStatus } from './workflow-run.ts';

@@ -1,5 +1,5 @@
 import type { WriteConcernSettings } from 'mongodb';
-import { builtinRegistry, createRegistry, type EntityTypeDef, type EntityTypeRegistry } from './entity-types.ts';
+import { createRegistry, type EntityTypeDef, type EntityTypeRegistry } from './entity-types.ts';
 import { DEFAULT_MAX_DOCUMENT_BYTES } from './core.ts';
 import { StateError } from './errors.ts';
 import { parseStateUrl } from './health.ts';
@@ -8,7 +8,7 @@ import { SqliteStore } from './sqlite-store.ts';
 import type { StateStore } from './types.ts';
 
 export interface OpenStoreOptions {
-  /** entity types this store knows (default: the seven built-in types) */
+  /** entity types this store knows (default: none). Features declare theirs; see agents/index.ts */
   types?: EntityTypeRegistry | readonly EntityTypeDef[];
   /** largest state or append payload in bytes (default 1 MiB) */
   maxDocumentBytes?: number;
@@ -40,7 +40,7 @@ export async function openStore(url: string, opts: OpenStoreOptions = {}): Promi
   } catch (err) {
     throw new StateError('STATE_BAD_URL', (err as Error).message, { cause: err });
   }
-  const registry = !opts.types ? builtinRegistry() : Array.isArray(opts.types) ? createRegistry(opts.types as EntityTypeDef[]) : (opts.types as EntityTypeRegistry);
+  const registry = !opts.types ? createRegistry([]) : Array.isArray(opts.types) ? createRegistry(opts.types as EntityTypeDef[]) : (opts.types as EntityTypeRegistry);
   const maxDocumentBytes = opts.maxDocumentBytes ?? DEFAULT_MAX_DOCUMENT_BYTES;
   if (parsed.kind === 'sqlite') {
     try {

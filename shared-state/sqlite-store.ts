@@ -191,10 +191,9 @@ export class SqliteStore implements StateStore {
   constructor(path: string, opts: SqliteStoreOptions) {
     this.#reg = opts.registry;
     this.#max = opts.maxDocumentBytes;
-    // KEEL_SQLITE_SYNC: FULL (default) syncs every commit to disk; NORMAL (WAL) survives any
+    // FULL (default; KEEL_SQLITE_SYNC) syncs every commit to disk; NORMAL (WAL) survives any
     // process crash but may lose the last commits on power loss, and is much faster
-    const envSync = process.env.KEEL_SQLITE_SYNC?.toUpperCase();
-    const sync = opts.synchronous ?? (envSync === 'NORMAL' ? 'NORMAL' : 'FULL');
+    const sync = opts.synchronous ?? 'FULL';
     const busy = opts.busyTimeoutMs ?? 10_000;
     this.#db = openSqlite(path);
     this.#busyMs = Math.trunc(busy);

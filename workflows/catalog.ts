@@ -1,22 +1,18 @@
 import { pathToFileURL } from 'node:url';
 import { isAbsolute, resolve } from 'node:path';
-import { defineWorkflow, type WorkflowDef, type WorkflowInput } from './definition.ts';
-
-import { BUILTIN_DEFINITIONS } from './definitions/index.ts';
-
-/** Workflows that ship with Keel, by name. */
-export const BUILTIN_WORKFLOWS: Record<string, WorkflowDef> = Object.fromEntries(BUILTIN_DEFINITIONS.map((d) => [d.name, d]));
+import { defineWorkflow, WorkflowDefinitionError, type WorkflowDef, type WorkflowInput } from './definition.ts';
 
 /**
- * Every workflow this process can start: the built-ins plus the modules listed in
- * `KEEL_WORKFLOWS` (comma-separated paths; each default-exports a definition or an array of them).
+ * Every workflow this process can start: the definitions the features declare, plus the modules
+ * named in `KEEL_WORKFLOWS` (each default-exports a definition or an array of them). A module's
+ * definition replaces a feature's of the same name.
  */
-export async function loadWorkflowCatalog(env: Record<string, string | undefined> = process.env): Promise<Record<string, WorkflowDef>> {
-  const out: Record<string, WorkflowDef> = { ...BUILTIN_WORKFLOWS };
-  for (const p of (env.KEEL_WORKFLOWS ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+export async function loadWorkflowCatalog(declared: readonly WorkflowDef[], modulePaths: readonly string[] = []): Promise<Record<string, WorkflowDef>> {
+  const out: Record<string, WorkflowDef> = Object.fromEntries(declared.map((d) => [d.name, d]));
+  for (const p of modulePaths) {
     const mod = (await import(pathToFileURL(isAbsolute(p) ? p : resolve(p)).href)) as { default?: WorkflowInput | WorkflowInput[] };
     const defs = Array.isArray(mod.default) ? mod.default : mod.default ? [mod.default] : [];
-    if (defs.length === 0) throw new Error(`${p} exports no workflow definition (export default defineWorkflow({...}))`);
+    if (defs.length === 0) throw new WorkflowDefinitionError(p, ['the module exports no workflow definition (export default defineWorkflow({...}))']);
     for (const d of defs) {
       const w = defineWorkflow(d);
       out[w.name] = w;

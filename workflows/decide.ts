@@ -4,7 +4,7 @@
  * the same way and appends them with the expected version: exactly one writer wins each
  * transition, the others reload and find nothing left to do.
  */
-import { reduceRun, type RunState, type StepState } from '../shared-state/index.ts';
+import { reduceRun, type RunState, type StepState } from './run-entity.ts';
 import type { EventInput } from '../shared-state/index.ts';
 import type { WorkflowDef, StepDef } from './definition.ts';
 import { evaluate, resolveMapping, type EvalContext } from './expr.ts';
@@ -16,19 +16,8 @@ export type Effect =
   | { kind: 'approval'; step: string; approvalId: string; action: string; subject: string; payload: unknown; deadlineAt: string }
   | { kind: 'audit'; step: string; action: string; subject: string; payload: unknown; policy: string; mode: PolicyMode };
 
-export type PolicyMode = 'approve' | 'audit' | 'auto';
-
-/** Policy modes by action key (`reply.email` …) from `KEEL_POLICY_<KEY>` (dots as `_`), default approve. */
-export function policiesFromEnv(env: Record<string, string | undefined> = process.env): Record<string, PolicyMode> {
-  const out: Record<string, PolicyMode> = {};
-  for (const [k, v] of Object.entries(env)) {
-    if (!k.startsWith('KEEL_POLICY_') || !v) continue;
-    const mode = v.trim().toLowerCase();
-    if (mode !== 'approve' && mode !== 'audit' && mode !== 'auto') throw new Error(`${k}=${v}: use approve, audit or auto`);
-    out[k.slice('KEEL_POLICY_'.length).toLowerCase().replace(/_/g, '.')] = mode;
-  }
-  return out;
-}
+export type { PolicyMode } from '../config/index.ts';
+import type { PolicyMode } from '../config/index.ts';
 
 export interface Plan {
   events: EventInput[];

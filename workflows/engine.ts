@@ -2,10 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { context, trace, type Context } from '@opentelemetry/api';
 import { defineMessage, type Bus } from '../bus/index.ts';
-import { isStateError, type Actor, type AppendOptions, type StateStore, type RunState, type CommittedEvent } from '../shared-state/index.ts';
+import { isStateError, type Actor, type AppendOptions, type StateStore, type CommittedEvent } from '../shared-state/index.ts';
+import type { RunState } from './run-entity.ts';
 import { extractTraceContext, injectTraceHeaders, getTracer, type Logger } from '../observability/index.ts';
 import { defineWorkflow, type WorkflowDef, type WorkflowInput } from './definition.ts';
-import { planApproval, planCancel, planOutcome, planRetryFrom, planStart, planWake, policiesFromEnv, type Effect, type Plan, type StepOutcome, type PolicyMode } from './decide.ts';
+import { planApproval, planCancel, planOutcome, planRetryFrom, planStart, planWake, type Effect, type Plan, type StepOutcome, type PolicyMode } from './decide.ts';
 
 /** Headers that tie a task to its run. */
 export const RUN_HEADERS = { runId: 'Keel-Run-Id', step: 'Keel-Step', attempt: 'Keel-Attempt', role: 'Keel-Role' } as const;
@@ -29,7 +30,7 @@ export interface WorkflowEngineOptions {
   logger?: Logger;
   /** definitions that can be started by name */
   catalog?: Record<string, WorkflowDef>;
-  /** policy modes by action key; default from KEEL_POLICY_* */
+  /** policy modes by action key (KeelConfig.policies, from KEEL_POLICY_*); an unlisted action is `approve` */
   policies?: Record<string, PolicyMode>;
 }
 
@@ -57,7 +58,7 @@ export class WorkflowEngine {
     this.actor = o.actor;
     this.log = o.logger;
     this.catalog = o.catalog ?? {};
-    this.policies = o.policies ?? policiesFromEnv();
+    this.policies = o.policies ?? {};
   }
 
   resolve(def: string | WorkflowDef | WorkflowInput): WorkflowDef {

@@ -5,8 +5,9 @@
  * `operator@keel.local`) through the same mail sender as replies, sent once per task inside
  * `ctx.effect('notify')`. Appends `escalated` to the ticket.
  */
+import { customerType, ticketType } from './entities.ts';
 import { z } from 'zod';
-import { defineAgent, defineCapability } from '../runtime/index.ts';
+import { defineAgent, defineCapability } from '../../runtime/index.ts';
 import type { CommittedEvent, Entity } from '../../shared-state/index.ts';
 import { mailConfig, mailSender } from './mail.ts';
 import { CUSTOMER, TICKET, getTicket, renderThread, updateTicket, type CustomerState, type TicketState } from './ticket.ts';
@@ -67,8 +68,8 @@ export const escalate = defineCapability({
     const ticket = await getTicket(ctx, ticketId);
     const customer = ticket.state.customerId ? await ctx.state.get<CustomerState>(CUSTOMER, ticket.state.customerId) : null;
     const history = await ctx.state.history(TICKET, ticketId);
-    const operator = process.env.KEEL_OPERATOR_EMAIL?.trim() || 'operator@keel.local';
-    const cfg = mailConfig(process.env, ctx.secrets.SMTP_PASSWORD);
+    const operator = ctx.config.operatorEmail;
+    const cfg = mailConfig(ctx.config, ctx.secrets.SMTP_PASSWORD);
     const note = operatorNotification(ticket, reason, customer?.state, history);
     const sent = await ctx.effect('notify', (key) =>
       ctx.connector('smtp', () =>
@@ -88,6 +89,7 @@ export const escalate = defineCapability({
 
 export default defineAgent({
   name: 'escalation',
+  entities: [customerType, ticketType],
   version: '1.0.0',
   description: 'Escalates tickets to the operator with the whole history.',
   capabilities: [escalate],

@@ -1,6 +1,6 @@
 /**
  * Tier 0 of the inbound agents: rules and wink-nlp's English model, no model call, no network.
- * Pure functions (the NLP model loads once per process), unit-tested in tests/inbound.
+ * Pure functions (the NLP model loads once per process), unit-tested in tests/agents/inbound.
  *
  * ```ts
  * const t = triageText(cleanText(message.text), { subject: message.subject });

@@ -1,11 +1,15 @@
 /**
- * The inbound-customer agents (issue #7): one module and one OS process each.
+ * The inbound-customers feature: email and chat messages become canonical tickets that agents
+ * triage, summarize and answer, with the operator approving what is sent. Everything the feature
+ * owns lives in this folder: its entity types (customer, ticket, conversation), the
+ * `inbound-message` workflow, the ingress (SMTP and chat channels feeding the bus) and six
+ * agents, each its own process.
  *
  * ```ts
- * import { runAgent } from './agents/runtime/index.ts';
- * import { intakeAgent, triageAgent } from './agents/inbound/index.ts';
- * await runAgent(intakeAgent, { natsUrl, state: 'sqlite:.keel/keel.db' });
- * await runAgent(triageAgent, { natsUrl, state: 'sqlite:.keel/keel.db', models: createModelRegistry() }); // tiers 1-2 when unsure
+ * import { runAgent, loadAgent } from './runtime/index.ts';
+ * import { inbound } from './agents/inbound/index.ts';
+ * const triage = await loadAgent(inbound.agents.triage!.module);
+ * await runAgent(triage, { natsUrl, state: 'sqlite:.keel/keel.db' });
  * // or: keel agent start intake | triage | summarizer | reply-suggester | sender | escalation
  * ```
  *
@@ -20,22 +24,30 @@
  *
  * See docs/inbound.md.
  */
-export { default as intakeAgent, intake, IntakeInput, IntakeOutput, threadKeyOf } from './intake.ts';
-export { default as triageAgent, triage, TriageInput, TriageOutput, TRIAGE_SYSTEM_PROMPT } from './triage.ts';
-export { default as summarizerAgent, summarize, SummarizeInput, SummarizeOutput } from './summarizer.ts';
-export { default as replySuggesterAgent, suggestReply, SuggestReplyInput, SuggestReplyOutput } from './reply-suggester.ts';
-export { default as senderAgent, send, SendInput, SendOutput } from './sender.ts';
-export { default as escalationAgent, escalate, EscalateInput, EscalateOutput, operatorNotification } from './escalation.ts';
+import { defineFeature } from '../../runtime/index.ts';
+import { INBOUND_ENTITY_TYPES } from './entities.ts';
+import { inboundMessage } from './workflow.ts';
 
-export {
-  INTENTS, URGENCIES, SENTIMENTS, CONFIDENCE_THRESHOLD, TriageSchema,
-  cleanText, htmlToText, triageText, extractEntities, summarizeThread, draftReply, firstName, extractJson, parseModelTriage,
-} from './heuristics.ts';
-export type { Intent, Urgency, Sentiment, Triage, TriageOptions, ThreadMessage, SummaryOptions, DraftInput } from './heuristics.ts';
+const agent = (file: string, description: string) => ({ module: new URL(file, import.meta.url).href, default: true, description });
 
-export { climb } from './models.ts';
-export type { Rung, LadderOptions, ModelTier } from './models.ts';
-export { mailConfig, mailSender, closeMailSenders } from './mail.ts';
-export type { MailConfig } from './mail.ts';
-export { customerIdFor, ticketIdFor, latestInbound, renderThread, updateTicket, TICKET, CUSTOMER } from './ticket.ts';
+export const inbound = defineFeature({
+  name: 'inbound',
+  description: 'Inbound customers: email and chat → canonical tickets → triage, summary, suggested reply → approval → send; escalation.',
+  entities: INBOUND_ENTITY_TYPES,
+  workflows: [inboundMessage],
+  agents: {
+    intake: agent('./intake.ts', 'inbound.intake: puts each inbound email/chat message on the canonical ticket of its thread'),
+    triage: agent('./triage.ts', 'ticket.triage: intent, urgency, sentiment, entities, escalate (heuristics; a model when unsure)'),
+    summarizer: agent('./summarizer.ts', 'ticket.summarize: summary of the whole ticket thread'),
+    'reply-suggester': agent('./reply-suggester.ts', 'ticket.suggest-reply: reply draft for approval'),
+    sender: agent('./sender.ts', 'message.send: sends an approved reply once (email threaded, chat recorded)'),
+    escalation: agent('./escalation.ts', 'operator.escalate: notifies the operator with the whole ticket history'),
+  },
+  ingress: () => import('./ingress.ts'),
+});
+export default inbound;
+
+export { customerType, ticketType, conversationType, INBOUND_ENTITY_TYPES } from './entities.ts';
+export { inboundMessage, INBOUND_WORKFLOW } from './workflow.ts';
+export { customerIdFor, ticketIdFor, TICKET, CUSTOMER } from './ticket.ts';
 export type { TicketState, TicketMessage, TicketTriage, CustomerState } from './ticket.ts';

@@ -8,9 +8,10 @@
  * chat conversation id. The message is appended once: a message whose id (or Message-ID) is
  * already on the ticket is not added again.
  */
+import { customerType, ticketType } from './entities.ts';
 import { z } from 'zod';
 import { InboundMessageSchema, normalizeMessageId, replySubject, threadRootOf, type InboundMessage } from '../../channels/index.ts';
-import { defineAgent, defineCapability, PermanentError, type TaskContext } from '../runtime/index.ts';
+import { defineAgent, defineCapability, PermanentError, type TaskContext } from '../../runtime/index.ts';
 import type { EventInput } from '../../shared-state/index.ts';
 import { cleanText } from './heuristics.ts';
 import {
@@ -161,6 +162,7 @@ export const intake = defineCapability({
 
 export default defineAgent({
   name: 'intake',
+  entities: [customerType, ticketType],
   version: '1.0.0',
   description: 'Inbound intake: every email and chat message lands on the canonical ticket of its thread.',
   capabilities: [intake],

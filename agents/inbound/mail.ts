@@ -1,6 +1,6 @@
 /**
- * The email channel's sender as the inbound agents use it, configured from the environment and
- * built once per configuration per process.
+ * The email channel's sender as the inbound agents use it, configured from the engine's
+ * configuration (`ctx.config`) and built once per configuration per process.
  *
  * | variable | default | meaning |
  * | --- | --- | --- |
@@ -8,7 +8,8 @@
  * | `KEEL_DATA_DIR` | `./.keel` | every sent mail is also written to `<KEEL_DATA_DIR>/outbox/*.eml` |
  * | `KEEL_SMTP_FROM` | `support@keel.local` | the From address of replies and operator notifications |
  */
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import type { KeelConfig } from '../../config/index.ts';
 import { createMailSender, type MailSender } from '../../channels/index.ts';
 
 export interface MailConfig {
@@ -17,9 +18,9 @@ export interface MailConfig {
   from: string;
 }
 
-/** The mail configuration from the environment; `smtpPassword` fills in a relay URL's missing password. */
-export function mailConfig(env: Record<string, string | undefined> = process.env, smtpPassword?: string): MailConfig {
-  let relay = env.KEEL_SMTP_RELAY?.trim() || undefined;
+/** The mail configuration; `smtpPassword` fills in a relay URL's missing password. */
+export function mailConfig(cfg: Pick<KeelConfig, 'smtpRelay' | 'dataDir' | 'smtpFrom'>, smtpPassword?: string): MailConfig {
+  let relay = cfg.smtpRelay;
   if (relay && smtpPassword) {
     try {
       const u = new URL(relay);
@@ -33,8 +34,8 @@ export function mailConfig(env: Record<string, string | undefined> = process.env
   }
   return {
     relay,
-    outboxDir: join(resolve(env.KEEL_DATA_DIR?.trim() || './.keel'), 'outbox'),
-    from: env.KEEL_SMTP_FROM?.trim() || 'support@keel.local',
+    outboxDir: join(cfg.dataDir, 'outbox'),
+    from: cfg.smtpFrom,
   };
 }
 

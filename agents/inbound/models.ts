@@ -4,7 +4,7 @@
  * (tier 2) if the answer is still unsure. No model configured, no budget left, or a model that
  * fails or answers nonsense: the agent keeps the best answer so far and says which tier it is.
  */
-import type { TaskContext } from '../runtime/index.ts';
+import type { TaskContext } from '../../runtime/index.ts';
 import { CONFIDENCE_THRESHOLD } from './heuristics.ts';
 
 export type ModelTier = 1 | 2;

@@ -5,8 +5,9 @@
  * and the order/invoice it concerns; its confidence follows the triage's. Below 0.6 a configured
  * model drafts from the whole thread. Writes `reply_suggested`.
  */
+import { customerType, ticketType } from './entities.ts';
 import { z } from 'zod';
-import { defineAgent, defineCapability, PermanentError } from '../runtime/index.ts';
+import { defineAgent, defineCapability, PermanentError } from '../../runtime/index.ts';
 import { cleanText, draftReply, triageText } from './heuristics.ts';
 import { climb } from './models.ts';
 import { CUSTOMER, TICKET, getTicket, latestInbound, renderThread, updateTicket, type CustomerState } from './ticket.ts';
@@ -20,9 +21,6 @@ export const SuggestReplyOutput = z.object({
 });
 export type SuggestReplyInput = z.infer<typeof SuggestReplyInput>;
 export type SuggestReplyOutput = z.infer<typeof SuggestReplyOutput>;
-
-/** Signature of drafted replies (KEEL_SUPPORT_SIGNATURE, default "The support team"). */
-const signature = () => process.env.KEEL_SUPPORT_SIGNATURE?.trim() || 'The support team';
 
 export const suggestReply = defineCapability({
   name: 'ticket.suggest-reply',
@@ -48,7 +46,7 @@ export const suggestReply = defineCapability({
       urgency: t.urgency,
       entities: t.entities,
       triageConfidence: t.confidence,
-      signature: signature(),
+      signature: ctx.config.supportSignature,
     });
     const rung = await climb<string>({
       ctx,
@@ -60,7 +58,7 @@ export const suggestReply = defineCapability({
             content: [
               'You draft replies to customers for a small business; the operator approves them before they are sent.',
               'Be brief, warm and concrete. Do not promise refunds, dates or fixes that the thread does not confirm.',
-              `Address the customer by first name if known, sign as "${signature()}". Answer with the reply text only.`,
+              `Address the customer by first name if known, sign as "${ctx.config.supportSignature}". Answer with the reply text only.`,
             ].join(' '),
           },
           {
@@ -80,6 +78,7 @@ export const suggestReply = defineCapability({
 
 export default defineAgent({
   name: 'reply-suggester',
+  entities: [customerType, ticketType],
   version: '1.0.0',
   description: 'Reply drafts per intent from templates at tier 0; a model when unsure and configured.',
   capabilities: [suggestReply],

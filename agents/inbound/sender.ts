@@ -11,9 +11,10 @@
  * Chat: the reply is recorded on the ticket only; pushing it to the customer's socket is the
  * chat channel's job (it follows the ticket's `reply_sent` events).
  */
+import { ticketType } from './entities.ts';
 import { z } from 'zod';
 import { buildReply } from '../../channels/index.ts';
-import { defineAgent, defineCapability, PermanentError } from '../runtime/index.ts';
+import { defineAgent, defineCapability, PermanentError } from '../../runtime/index.ts';
 import type { EventInput } from '../../shared-state/index.ts';
 import { mailConfig, mailSender } from './mail.ts';
 import { TICKET, getTicket, latestInbound, sha256, updateTicket, type TicketMessage } from './ticket.ts';
@@ -61,7 +62,7 @@ export const send = defineCapability({
     if (parent.channel === 'email') {
       const to = ticket.state.customerEmail ?? (parent.from.includes('@') ? parent.from : undefined);
       if (!to) throw new PermanentError(`ticket '${ticketId}' has no customer email to reply to`, { code: 'INBOUND_NO_ADDRESS' });
-      const cfg = mailConfig(process.env, ctx.secrets.SMTP_PASSWORD);
+      const cfg = mailConfig(ctx.config, ctx.secrets.SMTP_PASSWORD);
       const mail = buildReply(
         { customer: { email: to }, subject: parent.subject ?? ticket.state.subject, ...(parent.messageId ? { messageId: parent.messageId } : {}), references: parent.references ?? [] },
         // approved by a person: a normal reply; let through by policy (policy:auto, policy:audit): auto-replied (RFC 3834)
@@ -92,6 +93,7 @@ export const send = defineCapability({
 
 export default defineAgent({
   name: 'sender',
+  entities: [ticketType],
   version: '1.0.0',
   description: 'Sends approved replies: email threaded through the mail sender (once per task), chat recorded on the ticket.',
   capabilities: [send],

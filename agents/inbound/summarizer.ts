@@ -5,8 +5,9 @@
  * how much of the thread it covers; below 0.6 (long threads) a configured model writes an
  * abstractive summary instead.
  */
+import { ticketType } from './entities.ts';
 import { z } from 'zod';
-import { defineAgent, defineCapability } from '../runtime/index.ts';
+import { defineAgent, defineCapability } from '../../runtime/index.ts';
 import { summarizeThread } from './heuristics.ts';
 import { climb } from './models.ts';
 import { TICKET, getTicket, renderThread, updateTicket } from './ticket.ts';
@@ -51,6 +52,7 @@ export const summarize = defineCapability({
 
 export default defineAgent({
   name: 'summarizer',
+  entities: [ticketType],
   version: '1.0.0',
   description: 'Ticket summaries: extractive at tier 0, a model for long threads when configured.',
   capabilities: [summarize],

@@ -3,7 +3,7 @@
  * with retries, and provenance (the run and trace that wrote it) on every write.
  */
 import { createHash } from 'node:crypto';
-import { PermanentError, type TaskContext } from '../runtime/index.ts';
+import { PermanentError, type TaskContext } from '../../runtime/index.ts';
 import { isStateError, type Entity, type EventInput } from '../../shared-state/index.ts';
 
 export const TICKET = 'ticket';

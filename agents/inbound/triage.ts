@@ -5,8 +5,9 @@
  * configured, answers in JSON. Writes `triaged` to the ticket (which sets its priority, and its
  * status to `escalated` when it escalates).
  */
+import { ticketType } from './entities.ts';
 import { z } from 'zod';
-import { defineAgent, defineCapability, PermanentError } from '../runtime/index.ts';
+import { defineAgent, defineCapability, PermanentError } from '../../runtime/index.ts';
 import { INTENTS, SENTIMENTS, TriageSchema, URGENCIES, cleanText, parseModelTriage, triageText, type Triage } from './heuristics.ts';
 import { climb } from './models.ts';
 import { TICKET, getTicket, latestInbound, renderThread, updateTicket } from './ticket.ts';
@@ -73,6 +74,7 @@ export const triage = defineCapability({
 
 export default defineAgent({
   name: 'triage',
+  entities: [ticketType],
   version: '1.0.0',
   description: 'Ticket triage: heuristics first (wink-nlp), a model only when unsure and configured.',
   capabilities: [triage],

@@ -1,38 +1,31 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/index.ts';
-import { loadAgent } from '../../agents/catalog.ts';
-import { runAgent, readCredentials } from '../../agents/runtime/index.ts';
+import { loadFeatures, resolveAgent } from '../../agents/index.ts';
+import { runAgent, readCredentials } from '../../runtime/index.ts';
 import { createLogger, initTelemetry } from '../../observability/index.ts';
-import { createModelRegistry } from '../../agents/models/index.ts';
-
-/** Secrets come from KEEL_SECRET_<NAME>; the runtime hands each capability only those it declared. */
-function secretsFromEnv(env: NodeJS.ProcessEnv): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(env)) if (k.startsWith('KEEL_SECRET_') && v !== undefined) out[k.slice('KEEL_SECRET_'.length)] = v;
-  return out;
-}
+import { createModelRegistry } from '../../models/index.ts';
 
 export function registerAgent(program: Command): void {
   const agent = program.command('agent').description('Run or inspect one agent (see also `keel agents`).');
   agent
     .command('start')
-    .argument('<agent>', 'a name from agents/catalog.ts, or a module path that default-exports defineAgent(...)')
+    .argument('<agent>', 'a name from a feature (agents/index.ts), or a module path that default-exports defineAgent(...)')
     .description('Run one instance of an agent as this process. Uses KEEL_NATS_URL (or the local engine\'s bus on KEEL_NATS_PORT), KEEL_STATE, and the agent\'s own bus credentials (KEEL_AGENT_NATS_USER / KEEL_AGENT_NATS_PASSWORD, else the engine\'s credentials file). SIGTERM drains it.')
     .option('--instance <id>', 'instance id (default: pid-random)')
     .option('--metrics-port <port>', 'serve /metrics on this port (0 = any free port); default $KEEL_METRICS_PORT, else none')
     .action(async (spec: string, opts: { instance?: string; metricsPort?: string }) => {
       const cfg = loadConfig();
-      const def = await loadAgent(spec);
+      const { def } = await resolveAgent(spec, await loadFeatures(cfg.featureModules));
       const telemetry = initTelemetry({ serviceName: def.name });
       const log = createLogger(def.name, { level: cfg.logLevel });
-      let user = process.env.KEEL_AGENT_NATS_USER;
-      let password = process.env.KEEL_AGENT_NATS_PASSWORD;
+      let user = cfg.agentNatsUser;
+      let password = cfg.agentNatsPassword;
       if (!user && !cfg.natsUrl) {
         const creds = readCredentials(join(cfg.dataDir, 'credentials.json'))?.agents[def.name];
         if (creds) ({ user, password } = creds);
       }
-      const metricsPort = opts.metricsPort ?? process.env.KEEL_METRICS_PORT;
+      const metricsPort = opts.metricsPort !== undefined ? Number(opts.metricsPort) : cfg.metricsPort;
       const running = await runAgent(def, {
         natsUrl: cfg.natsUrl ?? `nats://127.0.0.1:${cfg.natsPort}`,
         natsUser: user,
@@ -41,8 +34,9 @@ export function registerAgent(program: Command): void {
         prefix: cfg.subjectPrefix,
         instanceId: opts.instance,
         logger: log,
-        metricsPort: metricsPort === undefined || metricsPort === '' ? undefined : Number(metricsPort),
-        secrets: secretsFromEnv(process.env),
+        metricsPort,
+        secrets: cfg.secrets,
+        config: cfg,
         models: createModelRegistry(),
       });
       let stopping = false;
@@ -51,12 +45,12 @@ export function registerAgent(program: Command): void {
         stopping = true;
         log.info({ signal: sig }, 'draining agent');
         void running
-          .stop(Number(process.env.KEEL_DRAIN_MS ?? 10_000))
+          .stop(cfg.drainMs)
           .then(() => telemetry.shutdown())
           .then(() => process.exit(0), () => process.exit(1));
       };
       // supervised by `keel start`: if the supervisor dies (even by SIGKILL), drain and leave too
-      const supervisor = Number(process.env.KEEL_SUPERVISOR_PID ?? 0);
+      const supervisor = cfg.supervisorPid ?? 0;
       if (supervisor > 0) setInterval(() => process.ppid !== supervisor && stop('supervisor gone'), 1_000).unref();
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));

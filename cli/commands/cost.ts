@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../../config/index.ts';
-import { openStore, type CostDimension, type CostQuery, type CostRecord, type CostTotals } from '../../shared-state/index.ts';
+import { openCliStore } from '../context.ts';
+import { type CostDimension, type CostQuery, type CostRecord, type CostTotals } from '../../shared-state/index.ts';
 
 /** A bad `keel cost` argument (duration, dimension, count). */
 export class CostArgumentError extends Error {
@@ -170,7 +170,7 @@ export function registerCost(program: Command): void {
       if (opts.capability) filters.capability = opts.capability;
       if (opts.model) filters.model = opts.model;
 
-      const store = await openStore(loadConfig().state);
+      const store = await openCliStore();
       try {
         const q: CostQuery = { since, by, ...filters };
         // every record in the window, so each group can list its own (the ledger is filtered by time first)

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
-import { CATALOG, loadAgent, loadAgentModule } from '../../agents/catalog.ts';
-import type { AgentDefinition } from '../../agents/runtime/index.ts';
-import { replayRun } from '../../workflows/replay.ts';
+import { agentCatalog } from '../../agents/index.ts';
+import { loadAgent, loadAgentModule, replayRun, type AgentDefinition } from '../../runtime/index.ts';
 import { openCli, print, table } from '../context.ts';
 
 export function registerReplay(program: Command): void {
@@ -15,8 +14,9 @@ export function registerReplay(program: Command): void {
       const c = await openCli();
       try {
         const agents: AgentDefinition[] = [];
-        for (const name of Object.keys(CATALOG)) agents.push(await loadAgent(name));
-        const extra = [...(o.agent ?? []), ...(process.env.KEEL_AGENTS ?? '').split(',').map((s) => s.trim().replace(/@\d+$/, '')).filter((s) => /\.(ts|js|mjs)$/.test(s))];
+        for (const a of Object.values(agentCatalog(c.features))) agents.push(await loadAgent(a.module));
+        const fromEnv = c.cfg.agents === 'none' ? [] : (c.cfg.agents ?? []);
+        const extra = [...(o.agent ?? []), ...fromEnv.map((s) => s.replace(/@\d+$/, '')).filter((s) => /\.(ts|js|mjs)$/.test(s))];
         for (const p of extra) agents.push(...(await loadAgentModule(p)));
         const r = await replayRun(c.store, runId, agents);
         print(o.json, r, () => {

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { RunState } from '../../shared-state/index.ts';
+import type { RunState } from '../../workflows/index.ts';
 import { openCli, print, table, parseJsonOption } from '../context.ts';
 
 function stepRows(st: RunState): string[][] {

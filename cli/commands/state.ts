@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../../config/index.ts';
-import { InvalidQueryError, openStore, singleType, type CommittedEvent, type Entity, type StateStore } from '../../shared-state/index.ts';
+import { openCliStore } from '../context.ts';
+import { InvalidQueryError, singleType, type CommittedEvent, type Entity, type StateStore } from '../../shared-state/index.ts';
 
 async function withStore<T>(fn: (s: StateStore) => Promise<T>): Promise<T> {
-  const store = await openStore(loadConfig().state);
+  const store = await openCliStore();
   try {
     return await fn(store);
   } finally {

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import type { StateStore, RunState, CostRecord } from '../../shared-state/index.ts';
+import type { StateStore, CostRecord } from '../../shared-state/index.ts';
+import type { RunState } from '../../workflows/index.ts';
 import { openCli, print, table } from '../context.ts';
 
 interface TicketMessage { id: string; direction: 'in' | 'out'; channel: string; from: string; to?: string; subject?: string; text: string; at: string; messageId?: string }

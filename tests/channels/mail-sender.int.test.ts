@@ -13,7 +13,7 @@ import {
   type InboundMessage,
   type MailSender,
 } from '../../channels/index.ts';
-import { freePort, tempDir } from '../helpers/common.ts';
+import { freePort, tempDir } from '../../testkit/common.ts';
 import { startTestIngress, swaks, type IngressFixture } from './smtp-helpers.ts';
 
 const cleanups: (() => Promise<void> | void)[] = [];

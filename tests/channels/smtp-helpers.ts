@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startSmtpIngress, type InboundMessage, type QuarantinedMessage, type SmtpIngress, type SmtpIngressOptions } from '../../channels/index.ts';
-import { freePort, tempDir } from '../helpers/common.ts';
+import { freePort, tempDir } from '../../testkit/common.ts';
 
 export interface SwaksResult {
   code: number | null;

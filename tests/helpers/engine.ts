@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../config/index.ts';
-import { freePort, tempDir, waitFor } from './common.ts';
+import { freePort, tempDir, waitFor } from '../../testkit/common.ts';
 
 export interface EngineProcess {
   child: ChildProcess;

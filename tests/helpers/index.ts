@@ -1,8 +1,5 @@
-/** Test helpers: one per real server. Each prefers an address from the environment. */
-export * from './common.ts';
-export * from './nats.ts';
-export * from './mongo.ts';
-export * from './jaeger.ts';
-export * from './qdrant.ts';
+/** Test helpers: the real-server library (testkit/) plus the engine and suite helpers tests share. */
+export * from '../../testkit/index.ts';
 export * from './engine.ts';
 export * from './suite.ts';
+export * from './types.ts';

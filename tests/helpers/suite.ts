@@ -1,6 +1,6 @@
 import { afterAll, beforeAll } from 'vitest';
-import { startNats, type NatsHandle } from './nats.ts';
-import { tempDir } from './common.ts';
+import { startNats, type NatsHandle } from '../../testkit/nats.ts';
+import { tempDir } from '../../testkit/common.ts';
 
 export interface NatsSuite {
   /** the server, once beforeAll ran (undefined when none could be had: see `skip`) */

@@ -8,9 +8,10 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openStore } from '../../shared-state/index.ts';
-import { createModelRegistry, invokeModel } from '../../agents/models/index.ts';
+import { createModelRegistry, invokeModel } from '../../models/index.ts';
 import { REPO_ROOT } from '../../config/index.ts';
-import { tempDir } from '../helpers/common.ts';
+import { tempDir } from '../../testkit/common.ts';
+import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
 let dir: ReturnType<typeof tempDir>;
 let state: string;
@@ -43,7 +44,7 @@ beforeAll(async () => {
 
   // configured exactly as an operator would: a scripted tier-1 model and a price for it
   const models = createModelRegistry({ KEEL_MODEL_SMALL: `scripted:${scriptPath}`, ...PRICE_ENV });
-  const store = await openStore(state);
+  const store = await openStore(state, { types: ALL_ENTITY_TYPES });
   try {
     const calls = [
       { customerId: 'acme', agent: 'triage', capability: 'ticket.triage', runId: 'run-a' },

@@ -3,8 +3,9 @@ import { context, trace, SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { openStore, type StateStore } from '../../shared-state/index.ts';
-import { CostNotRecordedError, invokeModel, isModelError, ScriptedChatModel, createModelRegistry, loadPriceTable } from '../../agents/models/index.ts';
-import { tempDir } from '../helpers/common.ts';
+import { CostNotRecordedError, invokeModel, isModelError, ScriptedChatModel, createModelRegistry, loadPriceTable } from '../../models/index.ts';
+import { tempDir } from '../../testkit/common.ts';
+import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
 const exporter = new InMemorySpanExporter();
 const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
@@ -17,7 +18,7 @@ beforeAll(async () => {
   context.setGlobalContextManager(contextManager.enable());
   trace.setGlobalTracerProvider(provider);
   dir = tempDir();
-  store = await openStore(`sqlite:${dir.path}/s.db`);
+  store = await openStore(`sqlite:${dir.path}/s.db`, { types: ALL_ENTITY_TYPES });
 });
 afterAll(async () => {
   await store.close();

@@ -7,8 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { openStore, type StateStore } from '../../shared-state/index.ts';
-import { createModelRegistry, invokeModel, BUILTIN_PRICES, type ModelRegistry } from '../../agents/models/index.ts';
-import { freePort, tempDir } from '../helpers/common.ts';
+import { createModelRegistry, invokeModel, BUILTIN_PRICES, type ModelRegistry } from '../../models/index.ts';
+import { freePort, tempDir } from '../../testkit/common.ts';
+import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
 interface Seen {
   path: string;
@@ -61,7 +62,7 @@ let models: ModelRegistry;
 beforeAll(async () => {
   fake = await fakeOpenAI();
   dir = tempDir();
-  store = await openStore(`sqlite:${dir.path}/s.db`);
+  store = await openStore(`sqlite:${dir.path}/s.db`, { types: ALL_ENTITY_TYPES });
   models = createModelRegistry({ KEEL_MODEL_SMALL: 'openai:gpt-4o-mini', KEEL_OPENAI_BASE_URL: fake.url, OPENAI_API_KEY: 'sk-local-test', KEEL_MODEL_MAX_RETRIES: '0' });
 });
 afterAll(async () => {

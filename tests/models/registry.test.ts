@@ -12,9 +12,9 @@ import {
   ModelNotConfiguredError,
   ScriptedChatModel,
   DEFAULT_OLLAMA_URL,
-} from '../../agents/models/index.ts';
+} from '../../models/index.ts';
 import { REPO_ROOT } from '../../config/index.ts';
-import { tempDir } from '../helpers/common.ts';
+import { tempDir } from '../../testkit/common.ts';
 
 const dirs: { remove(): void }[] = [];
 afterEach(() => dirs.splice(0).forEach((d) => d.remove()));

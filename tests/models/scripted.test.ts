@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { HumanMessage } from '@langchain/core/messages';
-import { ScriptedChatModel, isModelError, toModelError, loadPriceTable, lookupPrice, priceOf, BUILTIN_PRICES, ModelConfigError } from '../../agents/models/index.ts';
+import { ScriptedChatModel, isModelError, toModelError, loadPriceTable, lookupPrice, priceOf, BUILTIN_PRICES, ModelConfigError } from '../../models/index.ts';
 
 describe('ScriptedChatModel', () => {
   it('replies in order and reports usage_metadata and model_name like a real provider', async () => {

@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../config/index.ts';
 import { openStore } from '../../shared-state/index.ts';
 import { tempDir, uniqueName } from '../helpers/index.ts';
+import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
 const dir = tempDir('keel-state-cli-');
 afterAll(() => dir.remove());
@@ -18,7 +19,7 @@ describe('keel entity / changes / audit', () => {
   it('tampering with one audit record is detected by `keel audit verify`', async () => {
     const path = join(dir.path, `${uniqueName('audit')}.db`);
     const state = `sqlite:${path}`;
-    const store = await openStore(state);
+    const store = await openStore(state, { types: ALL_ENTITY_TYPES });
     for (let i = 1; i <= 5; i++) await store.appendAudit({ actor: { kind: 'human', id: 'op' }, action: 'approval.decided', subject: `approval/a${i}`, details: { decision: 'approved' } });
     await store.close();
 
@@ -50,7 +51,7 @@ describe('keel entity / changes / audit', () => {
 
   it('lists, shows (current, at a version, history) and reads the change log, with --json and clear errors', async () => {
     const state = `sqlite:${join(dir.path, `${uniqueName('cli')}.db`)}`;
-    const store = await openStore(state);
+    const store = await openStore(state, { types: ALL_ENTITY_TYPES });
     const actor = { kind: 'agent', id: 'triage' } as const;
     await store.append('ticket', 'T-7', 0, [{ type: 'created', data: { subject: 'Where is my parcel?' } }], { actor, correlationId: 'conv-1', causationId: 'mail-1' });
     await store.append('ticket', 'T-7', 1, [{ type: 'updated', data: { status: 'escalated' } }], { actor: { kind: 'human', id: 'op' } });

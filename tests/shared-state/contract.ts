@@ -3,9 +3,10 @@
  * mongo.int.test.ts). `open()` gives a fresh, empty store per test; `tamperAudit` alters one
  * audit record behind the store's back.
  */
+import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { BUILTIN_ENTITY_TYPES, defineEntityType, isStateError, type StateStore, type EventMeta, type OpenStoreOptions } from '../../shared-state/index.ts';
+import { defineEntityType, isStateError, type StateStore, type EventMeta, type OpenStoreOptions } from '../../shared-state/index.ts';
 
 export interface ContractTarget {
   name: string;
@@ -155,7 +156,7 @@ export function stateStoreContract(t: ContractTarget): void {
       expect((await s.search('c1', { types: ['invoice'] })).map((e) => e.entityId)).toEqual(['inv1']);
     }, {
       types: [
-        ...BUILTIN_ENTITY_TYPES,
+        ...ALL_ENTITY_TYPES,
         defineEntityType({
           name: 'invoice',
           schemaVersion: 2,

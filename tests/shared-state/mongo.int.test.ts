@@ -2,6 +2,7 @@ import { afterAll, beforeAll } from 'vitest';
 import { openStore, type StateStore } from '../../shared-state/index.ts';
 import { startMongo, uniqueName, type MongoHandle } from '../helpers/index.ts';
 import { stateStoreContract } from './contract.ts';
+import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
 // FerretDB (MongoDB wire protocol over SQLite) here; a real MongoDB wherever MONGODB_URL is set.
 let server: MongoHandle | undefined;
@@ -22,7 +23,7 @@ stateStoreContract({
   async open(opts) {
     if (!server) return { skip: reason };
     const database = uniqueName('keel');
-    const s = await openStore(server.url, { ...opts, mongodb: { database } });
+    const s = await openStore(server.url, { types: ALL_ENTITY_TYPES, ...opts, mongodb: { database } });
     dbs.set(s, database);
     return s;
   },

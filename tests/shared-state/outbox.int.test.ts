@@ -6,6 +6,7 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeEvent, ensureEventStream, eventHeaders, eventStreamName, eventSubject, natsEventPublisher, openStore, startOutboxRelay } from '../../shared-state/index.ts';
 import { startMongo, startNats, tempDir, uniqueName, waitFor, type MongoHandle, type NatsHandle } from '../helpers/index.ts';
+import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
 const CRASHER = join(import.meta.dirname, 'fixtures', 'crash-publisher.ts');
 
@@ -72,7 +73,7 @@ describe('outbox to the bus', () => {
       // the crash left exactly one event on the bus, and all four still pending in the store
       expect((await streamMessages(stream)).map((m) => m.msgId)).toEqual([ids[0]]);
 
-      const store = await openStore(url, db ? { mongodb: { database: db } } : {});
+      const store = await openStore(url, { types: ALL_ENTITY_TYPES, ...(db ? { mongodb: { database: db } } : {}) });
       try {
         expect((await store.pendingEvents()).map((e) => e.eventId)).toEqual(ids);
         const relay = startOutboxRelay(store, natsEventPublisher(nc!), { prefix, intervalMs: 50 });
@@ -99,7 +100,7 @@ describe('outbox to the bus', () => {
     const prefix = uniqueName('k').toLowerCase();
     expect(await ensureEventStream(nc, prefix)).toBe(eventStreamName(prefix));
     expect(await ensureEventStream(nc, prefix)).toBe(eventStreamName(prefix));
-    const store = await openStore(`sqlite:${join(dir.path, `${uniqueName('live')}.db`)}`);
+    const store = await openStore(`sqlite:${join(dir.path, `${uniqueName('live')}.db`)}`, { types: ALL_ENTITY_TYPES });
     const relay = startOutboxRelay(store, natsEventPublisher(nc), { prefix, intervalMs: 60_000 });
     try {
       const r = await store.append('task', 'live-1', 0, [{ type: 'created', data: { title: 'ship it' } }], { actor: { kind: 'human', id: 'op' }, correlationId: 'run-7', traceId: 'abc' });

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type StateStore } from '../../shared-state/index.ts';
 import { startMongo, tempDir, uniqueName, type MongoHandle } from '../helpers/index.ts';
+import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
 const APPENDER = join(import.meta.dirname, 'fixtures', 'appender.ts');
 
@@ -44,7 +45,7 @@ describe('several OS processes appending to the same entities at once', () => {
       const url = t.url();
       if (!url) return ctx.skip(mongoReason);
       const extra = t.env();
-      const store: StateStore = await openStore(url, extra.STATE_DB ? { mongodb: { database: extra.STATE_DB } } : {});
+      const store: StateStore = await openStore(url, { types: ALL_ENTITY_TYPES, ...(extra.STATE_DB ? { mongodb: { database: extra.STATE_DB } } : {}) });
       const ids = ['conv-a', 'conv-b'];
       try {
         for (const id of ids) await store.append('conversation', id, 0, [{ type: 'created', data: { channel: 'chat' } }], { actor: { kind: 'system', id: 'test' } });

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { openStore } from '../../shared-state/index.ts';
 import { tempDir, uniqueName } from '../helpers/index.ts';
 import { stateStoreContract } from './contract.ts';
+import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
 const dir = tempDir('keel-state-sqlite-');
 afterAll(() => dir.remove());
@@ -13,7 +14,7 @@ stateStoreContract({
   name: 'sqlite',
   async open(opts) {
     const path = join(dir.path, `${uniqueName('db')}.db`);
-    const s = await openStore(`sqlite:${path}`, opts);
+    const s = await openStore(`sqlite:${path}`, { types: ALL_ENTITY_TYPES, ...(opts) });
     paths.set(s, path);
     return s;
   },

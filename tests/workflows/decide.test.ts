@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { reduceRun, type RunState } from '../../shared-state/index.ts';
-import { defineWorkflow, WorkflowDefinitionError } from '../../workflows/definition.ts';
-import { planStart, planOutcome, planWake, planCancel, policiesFromEnv, type Plan } from '../../workflows/decide.ts';
+import { reduceRun, type RunState } from '../../workflows/index.ts';
+import { defineWorkflow, WorkflowDefinitionError } from '../../workflows/index.ts';
+import { planStart, planOutcome, planWake, planCancel, type Plan } from '../../workflows/index.ts';
+import { loadConfig } from '../../config/index.ts';
 
 const t0 = new Date('2026-01-01T00:00:00Z');
 const at = (ms: number) => new Date(t0.getTime() + ms);
@@ -95,7 +96,7 @@ describe('the workflow planner (pure)', () => {
     } catch (err) {
       expect((err as WorkflowDefinitionError).issues.join('\n')).toMatch(/unknown step 'zz'[\s\S]*cycle/);
     }
-    expect(() => policiesFromEnv({ KEEL_POLICY_REPLY_EMAIL: 'sometimes' })).toThrow(/approve, audit or auto/);
-    expect(policiesFromEnv({ KEEL_POLICY_REPLY_CHAT: 'AUTO' })).toEqual({ 'reply.chat': 'auto' });
+    expect(() => loadConfig({ KEEL_POLICY_REPLY_EMAIL: 'sometimes' })).toThrow(/approve, audit or auto/);
+    expect(loadConfig({ KEEL_POLICY_REPLY_CHAT: 'AUTO' }).policies).toEqual({ 'reply.chat': 'auto' });
   });
 });

@@ -2,9 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../config/index.ts';
-import { openStore, type RunState } from '../../shared-state/index.ts';
+import { openStore } from '../../shared-state/index.ts';
+import { type RunState } from '../../workflows/index.ts';
 import { readFileSync } from 'node:fs';
 import { startEngineProcess, waitFor, isAlive } from '../helpers/index.ts';
+import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
 const GREETER = join(REPO_ROOT, 'tests', 'workflows', 'fixtures', 'greeter.ts');
 const DEFS = join(REPO_ROOT, 'tests', 'workflows', 'fixtures', 'greet-workflow.ts');
@@ -16,7 +18,7 @@ describe('workflows under `keel start`', () => {
       const r = spawnSync(process.execPath, [join(REPO_ROOT, 'cli', 'keel.ts'), ...args], { env: { ...process.env, KEEL_DATA_DIR: e.dataDir, KEEL_NATS_PORT: String(e.natsPort), KEEL_WORKFLOWS: DEFS, KEEL_LOG_LEVEL: 'silent' }, encoding: 'utf8' });
       return { ...r, json: () => JSON.parse(r.stdout) as unknown };
     };
-    const store = await openStore(`sqlite:${join(e.dataDir, 'keel.db')}`);
+    const store = await openStore(`sqlite:${join(e.dataDir, 'keel.db')}`, { types: ALL_ENTITY_TYPES });
     try {
       const agents = () => (keel(['agents', '--json']).json() as { agents: Array<{ agent: string; pid: number }> }).agents;
       await waitFor(() => agents().some((a) => a.agent === 'greeter'), { timeoutMs: 30_000, intervalMs: 300, what: 'the greeter agent' });

@@ -3,11 +3,13 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../config/index.ts';
 import { connectBus, createBus, listAgents, type Bus } from '../../bus/index.ts';
-import { openStore, type RunState, type StateStore } from '../../shared-state/index.ts';
-import { WorkflowEngine } from '../../workflows/engine.ts';
-import { loadWorkflowCatalog } from '../../workflows/catalog.ts';
+import { openStore, type StateStore } from '../../shared-state/index.ts';
+import { type RunState } from '../../workflows/index.ts';
+import { WorkflowEngine } from '../../workflows/index.ts';
+import { loadWorkflowCatalog } from '../../workflows/index.ts';
 import { natsSuite, uniqueName, waitFor } from '../helpers/index.ts';
 import { startCountingProvider } from './provider.ts';
+import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
 const AGENTS = join(REPO_ROOT, 'tests', 'workflows', 'fixtures', 'wf-agents.ts');
 const DEFS = join(REPO_ROOT, 'tests', 'workflows', 'fixtures', 'diamond.ts');
@@ -32,11 +34,11 @@ async function world(): Promise<World> {
   const bus = createBus(nc, { prefix });
   await bus.provision();
   const state = `sqlite:${join(suite.dir, `${prefix}.db`)}`;
-  const store = await openStore(state);
+  const store = await openStore(state, { types: ALL_ENTITY_TYPES });
   closers.push(() => store.close());
   const provider = await startCountingProvider();
   closers.push(() => provider.close());
-  const engine = new WorkflowEngine({ store, bus, actor: { kind: 'human', id: 'tester' }, catalog: await loadWorkflowCatalog({ KEEL_WORKFLOWS: DEFS }) });
+  const engine = new WorkflowEngine({ store, bus, actor: { kind: 'human', id: 'tester' }, catalog: await loadWorkflowCatalog([], [DEFS]) });
   const env = { KEEL_NATS_URL: suite.nats!.url, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, PROVIDER_URL: provider.url, KEEL_LOG_LEVEL: 'warn', KEEL_WORKFLOW_SWEEP_MS: '300' };
   const agents: Record<string, ChildProcess> = {};
   const spawnAgent = (which: string) => {

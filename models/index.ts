@@ -1,0 +1,34 @@
+/**
+ * Models and cost: LangChain chat models per tier, configured by environment, and a cost ledger
+ * record for every call.
+ *
+ * ```ts
+ * import { createModelRegistry, invokeModel, isModelError } from './models/index.ts';
+ * const models = createModelRegistry();                      // KEEL_MODEL_SMALL=openai:gpt-4o-mini ...
+ * if (!models.has('small')) return heuristicAnswer(ticket);  // tier 0: no model needed
+ * const { message, costUsd } = await invokeModel({
+ *   model: models.get('small', { capability: 'ticket.triage' }),
+ *   messages: [{ role: 'user', content: ticket.text }],
+ *   attribution: { agent: 'triage', capability: 'ticket.triage', runId, customerId: 'C-7', entityType: 'ticket', entityId: 'T-42' },
+ *   costs: store,                                            // the StateStore: one cost record per call
+ *   signal,
+ * });
+ * ```
+ *
+ * `keel cost --by customer --since 7d` then answers what it cost and why. Tests and replays use
+ * `ScriptedChatModel` (or `KEEL_MODEL_SMALL=scripted:/path/replies.json`). See docs/models-and-cost.md.
+ */
+export { createModelRegistry, parseModelSpec, MODEL_TIERS, MODEL_PROVIDERS, MODEL_ENV_DOCS, DEFAULT_OLLAMA_URL, DEFAULT_MODEL_MAX_RETRIES, DEFAULT_MODEL_TIMEOUT_MS } from './registry.ts';
+export type { ModelRegistry, ModelHandle, ModelSpec, ModelDescription, ModelTier, TierName, ModelProvider, ModelEnvDoc, CreateModelRegistryOptions } from './registry.ts';
+
+export { ScriptedChatModel, readScript } from './scripted.ts';
+export type { ScriptedReply, ScriptedChatModelParams } from './scripted.ts';
+
+export { BUILTIN_PRICES, loadPriceTable, lookupPrice, priceOf, costOf, roundUsd } from './prices.ts';
+export type { ModelPrice, PriceTable, TokenUsage } from './prices.ts';
+
+export { invokeModel, usageOf, GENAI } from './invoke.ts';
+export type { InvokeModelOptions, InvokeModelResult, CostAttribution, CostSink } from './invoke.ts';
+
+export { ModelError, ModelNotConfiguredError, ModelConfigError, CostNotRecordedError, isModelError, toModelError } from './errors.ts';
+export type { ModelErrorCode, ModelErrorOptions } from './errors.ts';

@@ -1,0 +1,193 @@
+/**
+ * One model call, fully accounted: a GenAI span, normalized errors, and exactly one cost ledger
+ * record attributed to agent, capability, run, customer and entity.
+ */
+import { performance } from 'node:perf_hooks';
+import { isSpanContextValid, SpanKind, type Tracer } from '@opentelemetry/api';
+import type { BaseChatModel } from '@langchain/core/language_models/chat_models';
+import type { BaseLanguageModelInput } from '@langchain/core/language_models/base';
+import { AIMessage, type AIMessageChunk } from '@langchain/core/messages';
+import { getTracer, withSpan } from '../observability/index.ts';
+import type { CostInput } from '../shared-state/index.ts';
+import { CostNotRecordedError, toModelError } from './errors.ts';
+import { costOf, loadPriceTable, lookupPrice, type PriceTable, type TokenUsage } from './prices.ts';
+import type { ModelHandle, ModelProvider, ModelTier } from './registry.ts';
+
+/** Who a call is for: every cost record carries these. */
+export interface CostAttribution {
+  agent: string;
+  capability: string;
+  /** the workflow run */
+  runId?: string;
+  customerId?: string;
+  entityType?: string;
+  entityId?: string;
+}
+
+/** Where cost records go; a `StateStore` is one. */
+export interface CostSink {
+  recordCost(rec: CostInput): Promise<unknown>;
+}
+
+export interface InvokeModelOptions {
+  /** a handle from the registry, or any LangChain chat model (e.g. a `ScriptedChatModel`) */
+  model: ModelHandle | BaseChatModel;
+  /** default: the handle's tier; recorded in the record's details and on the span */
+  tier?: ModelTier;
+  messages: BaseLanguageModelInput;
+  attribution: CostAttribution;
+  costs: CostSink;
+  signal?: AbortSignal;
+  /** default `getTracer('keel.models')` */
+  tracer?: Tracer;
+  /** default: the handle's table, else the environment's (`loadPriceTable()`) */
+  prices?: PriceTable;
+  /** extra "why" for the record's details, e.g. `{ reason: 'low confidence' }` */
+  details?: Record<string, unknown>;
+}
+
+export interface InvokeModelResult {
+  message: AIMessage;
+  usage: TokenUsage;
+  costUsd: number;
+  /** the model that answered, as the provider named it (e.g. `gpt-4o-mini-2024-07-18`) */
+  model: string;
+  provider: string;
+  /** the ledger's record, as the sink returned it */
+  record: unknown;
+}
+
+// OpenTelemetry GenAI semantic conventions (incubating; spelled out rather than imported from
+// @opentelemetry/semantic-conventions/incubating, as that package advises)
+export const GENAI = {
+  OPERATION: 'gen_ai.operation.name',
+  SYSTEM: 'gen_ai.system',
+  PROVIDER: 'gen_ai.provider.name',
+  REQUEST_MODEL: 'gen_ai.request.model',
+  RESPONSE_MODEL: 'gen_ai.response.model',
+  RESPONSE_ID: 'gen_ai.response.id',
+  FINISH_REASONS: 'gen_ai.response.finish_reasons',
+  INPUT_TOKENS: 'gen_ai.usage.input_tokens',
+  OUTPUT_TOKENS: 'gen_ai.usage.output_tokens',
+  CACHE_READ_TOKENS: 'gen_ai.usage.cache_read.input_tokens',
+} as const;
+
+const LLM_TYPES: Record<string, ModelProvider> = { openai: 'openai', anthropic: 'anthropic', ollama: 'ollama', scripted: 'scripted' };
+
+function isHandle(m: ModelHandle | BaseChatModel): m is ModelHandle {
+  return typeof (m as ModelHandle).chat === 'object' && typeof (m as ModelHandle).provider === 'string';
+}
+
+/** The provider and requested model name of a bare LangChain chat model. */
+function identify(chat: BaseChatModel): { provider: string; model: string } {
+  const type = chat._llmType();
+  const provider = LLM_TYPES[type] ?? type;
+  const c = chat as unknown as { model?: unknown; modelName?: unknown };
+  const model = typeof c.model === 'string' ? c.model : typeof c.modelName === 'string' ? c.modelName : type;
+  return { provider, model };
+}
+
+/** Token usage as LangChain's `usage_metadata` reports it (cached tokens inside input tokens). */
+export function usageOf(message: AIMessage | AIMessageChunk): TokenUsage {
+  const u = message.usage_metadata;
+  const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.round(v) : 0);
+  return { inputTokens: n(u?.input_tokens), outputTokens: n(u?.output_tokens), cachedTokens: n(u?.input_token_details?.cache_read) };
+}
+
+let envPrices: PriceTable | undefined;
+
+/**
+ * Calls a chat model once and accounts for it: a CLIENT span `chat <model>` with the GenAI
+ * attributes, the usage from the reply's `usage_metadata`, the cost from the price table, and ONE
+ * record in the cost ledger (with the span's trace id, the wall time as `computeMs`, and
+ * `details: { tier, provider, requestModel, price }`).
+ *
+ * Failures are thrown as `ModelError`s with `retryable` set (429/5xx/network/timeouts retryable;
+ * 400/401/404 permanent) and write no record. If the reply arrived but the record could not be
+ * written, a `CostNotRecordedError` carries the result.
+ */
+export async function invokeModel(opts: InvokeModelOptions): Promise<InvokeModelResult> {
+  const handle = isHandle(opts.model) ? opts.model : undefined;
+  const chat = handle ? handle.chat : (opts.model as BaseChatModel);
+  const { provider, model: requestModel } = handle ? { provider: handle.provider as string, model: handle.model } : identify(chat);
+  const tier = opts.tier ?? handle?.tier;
+  const prices = opts.prices ?? handle?.prices ?? (envPrices ??= loadPriceTable());
+  const a = opts.attribution;
+  const tracer = opts.tracer ?? getTracer('keel.models');
+
+  const attributes: Record<string, string | number | boolean> = {
+    [GENAI.OPERATION]: 'chat',
+    [GENAI.SYSTEM]: provider,
+    [GENAI.PROVIDER]: provider,
+    [GENAI.REQUEST_MODEL]: requestModel,
+    'keel.agent': a.agent,
+    'keel.capability': a.capability,
+  };
+  if (tier !== undefined) attributes['keel.model.tier'] = tier;
+  if (a.runId) attributes['keel.run_id'] = a.runId;
+  if (a.customerId) attributes['keel.customer_id'] = a.customerId;
+  if (a.entityType && a.entityId) attributes['keel.entity'] = `${a.entityType}/${a.entityId}`;
+  if (handle?.endpoint && /^https?:/.test(handle.endpoint)) {
+    const u = new URL(handle.endpoint);
+    attributes['server.address'] = u.hostname;
+    attributes['server.port'] = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
+  }
+
+  return withSpan(tracer, `chat ${requestModel}`, { kind: SpanKind.CLIENT, attributes }, async (span) => {
+    const started = performance.now();
+    let reply: AIMessageChunk;
+    try {
+      reply = await chat.invoke(opts.messages, opts.signal ? { signal: opts.signal } : {});
+    } catch (err) {
+      const e = toModelError(err, { provider, model: requestModel, signal: opts.signal });
+      span.setAttribute('error.type', e.status !== undefined ? String(e.status) : e.code);
+      span.setAttribute('keel.error.retryable', e.retryable);
+      throw e;
+    }
+    const computeMs = Math.round((performance.now() - started) * 1000) / 1000;
+    const message = reply instanceof AIMessage ? reply : new AIMessage({ ...reply });
+    const usage = usageOf(reply);
+    const meta = (reply.response_metadata ?? {}) as Record<string, unknown>;
+    const responseModel = typeof meta.model_name === 'string' && meta.model_name ? meta.model_name : typeof meta.model === 'string' && meta.model ? meta.model : requestModel;
+    const hit = lookupPrice(`${provider}:${responseModel}`, prices) ?? (responseModel !== requestModel ? lookupPrice(`${provider}:${requestModel}`, prices) : undefined);
+    const costUsd = hit ? costOf(hit.price, usage) : 0;
+
+    span.setAttribute(GENAI.RESPONSE_MODEL, responseModel);
+    span.setAttribute(GENAI.INPUT_TOKENS, usage.inputTokens);
+    span.setAttribute(GENAI.OUTPUT_TOKENS, usage.outputTokens);
+    span.setAttribute(GENAI.CACHE_READ_TOKENS, usage.cachedTokens);
+    span.setAttribute('keel.cost.usd', costUsd);
+    const finish = meta.finish_reason ?? meta.stop_reason ?? meta.done_reason;
+    if (typeof finish === 'string') span.setAttribute(GENAI.FINISH_REASONS, [finish]);
+    if (typeof message.id === 'string') span.setAttribute(GENAI.RESPONSE_ID, message.id);
+
+    const sc = span.spanContext();
+    const details: Record<string, unknown> = { ...opts.details, provider, requestModel, price: hit ? { key: hit.key, ...hit.price } : null };
+    if (tier !== undefined) details.tier = tier;
+    const rec: CostInput = {
+      agent: a.agent,
+      capability: a.capability,
+      model: responseModel,
+      tokensIn: usage.inputTokens,
+      tokensOut: usage.outputTokens,
+      tokensCached: usage.cachedTokens,
+      costUsd,
+      computeMs,
+      details,
+    };
+    if (a.runId) rec.runId = a.runId;
+    if (a.customerId) rec.customerId = a.customerId;
+    if (a.entityType) rec.entityType = a.entityType;
+    if (a.entityId) rec.entityId = a.entityId;
+    if (isSpanContextValid(sc)) rec.traceId = sc.traceId;
+
+    const result: InvokeModelResult = { message, usage, costUsd, model: responseModel, provider, record: undefined };
+    try {
+      result.record = await opts.costs.recordCost(rec);
+    } catch (err) {
+      // withSpan records the exception and the error status
+      throw new CostNotRecordedError(result, err, { provider, model: responseModel });
+    }
+    return result;
+  });
+}

@@ -1,0 +1,115 @@
+import type { z } from 'zod';
+import type { Envelope } from '../bus/index.ts';
+import type { Logger } from '../observability/index.ts';
+import type { Span } from '@opentelemetry/api';
+import type { EntityTypeDef } from '../shared-state/index.ts';
+import type { KeelConfig } from '../config/index.ts';
+import type { BreakerOptions } from './breaker.ts';
+import type { ScopedState } from './scoped-state.ts';
+import { DefinitionError } from './errors.ts';
+
+/** What a capability may touch beyond its own task subject; enforced by nats-server and the runtime. */
+export interface Permissions {
+  /** capabilities it may enqueue tasks for */
+  enqueue?: string[];
+  /** extra subjects (relative to the prefix, e.g. `out.email`) it may publish to */
+  publish?: string[];
+  /** extra subjects (relative to the prefix) it may subscribe to */
+  subscribe?: string[];
+  /** entity types it may read and write */
+  entityTypes?: string[];
+  /** secret names it receives (from KEEL_SECRET_<NAME>) */
+  secrets?: string[];
+}
+
+export interface TaskContext<I> {
+  input: I;
+  envelope: Envelope<I>;
+  agent: string;
+  capability: string;
+  /** the engine's configuration (KEEL_* variables, read once by config/) */
+  config: KeelConfig;
+  /** the shared state, limited to the declared entity types */
+  state: ScopedState;
+  /** enqueue a task for another capability (declared in `permissions.enqueue`) */
+  enqueue(capability: string, input: unknown, meta?: { id?: string; idempotencyKey?: string }): Promise<{ id: string }>;
+  /**
+   * Runs an external side effect at most once per task and name: a redelivered task gets the
+   * recorded result instead of running it again. `key` is stable across retries; pass it to the
+   * external system as its idempotency key so a crash between the effect and its record is safe too.
+   */
+  effect<T>(name: string, fn: (key: string) => Promise<T>): Promise<T>;
+  /** a call through the named connector's circuit breaker */
+  connector<T>(name: string, fn: () => Promise<T>): Promise<T>;
+  /** only the secrets the capability declared */
+  secrets: Readonly<Record<string, string>>;
+  /** USD the task may still spend (from the message's budget), undefined = unlimited */
+  budgetUsd: number | undefined;
+  logger: Logger;
+  span: Span;
+  signal: AbortSignal;
+  /** keeps a long task's message from being redelivered */
+  working(): void;
+  /** model tiers configured for this process; see models/ */
+  models: unknown;
+  /**
+   * one model call at a tier ('small' | 'large'), attributed to this task's agent, capability,
+   * run and customer in the cost ledger; recorded so a retry or a replay reuses the answer
+   */
+  llm(tier: 'small' | 'large', messages: unknown[]): Promise<{ text: string; usage: { inputTokens: number; outputTokens: number; cachedTokens: number }; costUsd: number; model: string }>;
+  /** whether a model is configured at that tier (else stay at tier 0) */
+  hasModel(tier: 'small' | 'large'): boolean;
+}
+
+export interface Capability<I = unknown, O = unknown> {
+  name: string;
+  version: string;
+  description?: string;
+  input: z.ZodType<I>;
+  output: z.ZodType<O>;
+  permissions?: Permissions;
+  /** 'none' | 'heuristic' | 'small-model' | 'large-model' */
+  costClass?: string;
+  /** per-task timeout (default 60 s) */
+  timeoutMs?: number;
+  /** how long the server waits for an ack before redelivering (default 30 s; long tasks send working()) */
+  ackWaitMs?: number;
+  maxDeliver?: number;
+  concurrency?: number;
+  handler(ctx: TaskContext<I>): Promise<O>;
+}
+
+export interface AgentDefinition {
+  name: string;
+  version: string;
+  description?: string;
+  capabilities: Capability<any, any>[]; // eslint-disable-line @typescript-eslint/no-explicit-any
+  /** connectors wrapped in circuit breakers, by name */
+  connectors?: Record<string, BreakerOptions>;
+  /**
+   * the entity types this agent's capabilities read or write (its feature's declarations); the
+   * runtime opens the store with exactly these plus the workflow run type
+   */
+  entities?: EntityTypeDef[];
+}
+
+export function defineCapability<I, O>(c: Capability<I, O>): Capability<I, O> {
+  if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(c.name)) throw new DefinitionError(`invalid capability name '${c.name}'`);
+  return c;
+}
+
+export function defineAgent(a: AgentDefinition): AgentDefinition {
+  if (!/^[a-z0-9][a-z0-9-]*$/.test(a.name)) throw new DefinitionError(`invalid agent name '${a.name}': lowercase letters, digits and '-'`);
+  const names = new Set<string>();
+  const known = a.entities ? new Set(['workflow_run', ...a.entities.map((e) => e.name)]) : undefined;
+  for (const c of a.capabilities) {
+    if (names.has(c.name)) throw new DefinitionError(`agent '${a.name}' declares capability '${c.name}' twice`);
+    names.add(c.name);
+    for (const t of c.permissions?.entityTypes ?? [])
+      if (known && !known.has(t)) throw new DefinitionError(`agent '${a.name}': capability '${c.name}' may touch entity type '${t}', which the agent does not declare in entities`);
+  }
+  return a;
+}
+
+/** The message type of a capability's tasks. */
+export const taskType = (capability: string) => `task.${capability}`;

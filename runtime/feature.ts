@@ -1,0 +1,64 @@
+import type { Server } from 'node:http';
+import type { Hono } from 'hono';
+import type { KeelConfig } from '../config/index.ts';
+import type { Bus } from '../bus/index.ts';
+import type { EntityTypeDef, StateStore } from '../shared-state/index.ts';
+import type { WorkflowDef, WorkflowEngine } from '../workflows/index.ts';
+import type { Logger } from '../observability/index.ts';
+import { DefinitionError } from './errors.ts';
+
+/** One agent a feature ships: its module (default-exports `defineAgent(...)`) and whether `keel start` runs it by default. */
+export interface FeatureAgent {
+  /** absolute file URL or path of the module, e.g. `new URL('./triage.ts', import.meta.url).href` */
+  module: string;
+  default: boolean;
+  description: string;
+}
+
+/** What an ingress receives from the engine that hosts it. */
+export interface IngressContext {
+  config: KeelConfig;
+  bus: Bus;
+  store: StateStore;
+  /** starts runs as the engine (actor `system:engine`) */
+  workflows: WorkflowEngine;
+  logger: Logger;
+}
+
+/** A running ingress: channels that feed the bus, hosted in the engine process. */
+export interface Ingress {
+  /** routes on the engine's HTTP API */
+  mount?(app: Hono): void;
+  /** the engine's HTTP server, once listening (WebSockets) */
+  attach?(server: Server): void;
+  /** counters the engine exposes on /metrics, by metric name then label value */
+  stats?(): Record<string, Record<string, number>>;
+  close(): Promise<void>;
+}
+
+/**
+ * A feature: everything one scenario owns, in one folder. The engine and the CLI open the store
+ * with every feature's entity types, start runs of its workflows, supervise its agents and host
+ * its ingress; nothing below floor 7 names a feature.
+ */
+export interface Feature {
+  name: string;
+  description: string;
+  entities: readonly EntityTypeDef[];
+  workflows: readonly WorkflowDef[];
+  agents: Readonly<Record<string, FeatureAgent>>;
+  /** loaded by the engine only (agent processes never import it) */
+  ingress?: () => Promise<{ startIngress(ctx: IngressContext): Promise<Ingress> }>;
+}
+
+const NAME = /^[a-z0-9][a-z0-9-]*$/;
+
+/** Declares a feature; checks that names are well formed and that agents' modules are given. */
+export function defineFeature(f: Feature): Feature {
+  if (!NAME.test(f.name)) throw new DefinitionError(`invalid feature name '${f.name}': lowercase letters, digits and '-'`);
+  for (const [name, a] of Object.entries(f.agents)) {
+    if (!NAME.test(name)) throw new DefinitionError(`feature '${f.name}': invalid agent name '${name}'`);
+    if (!a.module) throw new DefinitionError(`feature '${f.name}': agent '${name}' has no module`);
+  }
+  return f;
+}

@@ -1,0 +1,46 @@
+/**
+ * The agent runtime: what makes an agent a plugin of the engine rather than a point tool.
+ *
+ * ```ts
+ * import { z } from 'zod';
+ * import { defineAgent, defineCapability } from './runtime/index.ts';
+ *
+ * export default defineAgent({
+ *   name: 'greeter',
+ *   version: '1.0.0',
+ *   capabilities: [
+ *     defineCapability({
+ *       name: 'greet',
+ *       version: '1',
+ *       input: z.object({ customerId: z.string() }),
+ *       output: z.object({ sent: z.boolean() }),
+ *       permissions: { entityTypes: ['customer'], secrets: ['SMTP_PASSWORD'] },
+ *       timeoutMs: 30_000,
+ *       async handler(ctx) {
+ *         const c = await ctx.state.get('customer', ctx.input.customerId);
+ *         await ctx.effect('send', (key) => mailer.send({ to: c!.state.email, idempotencyKey: key }));
+ *         return { sent: true };
+ *       },
+ *     }),
+ *   ],
+ * });
+ * ```
+ *
+ * Run it as its own process with `keel agent start --module ./greeter.ts` (or by name when it
+ * is in a feature's catalog, agents/index.ts); `keel start` supervises every enabled agent.
+ */
+export { defineAgent, defineCapability, taskType } from './define.ts';
+export type { AgentDefinition, Capability, TaskContext, Permissions } from './define.ts';
+export { runAgent, manifestCapabilities, agentEntityTypes, RetryableError, PermanentError } from './runtime.ts';
+export { defineFeature } from './feature.ts';
+export type { Feature, FeatureAgent, Ingress, IngressContext } from './feature.ts';
+export { loadAgent, loadAgentModule, loadFeatureModule } from './load.ts';
+export { replayRun } from './replay.ts';
+export type { ReplayReport, ReplayStep } from './replay.ts';
+export type { RunAgentOptions, RunningAgent } from './runtime.ts';
+export { CircuitBreaker } from './breaker.ts';
+export type { BreakerOptions, BreakerState } from './breaker.ts';
+export { natsPermissionsFor, natsUsers, loadOrCreateCredentials, readCredentials } from './permissions.ts';
+export type { Credentials, CredentialsFile } from './permissions.ts';
+export type { ScopedState } from './scoped-state.ts';
+export * from './errors.ts';

@@ -1,0 +1,323 @@
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { trace } from '@opentelemetry/api';
+import {
+  announce, connectBus, createBus, defineMessage, RetryableError, PermanentError,
+  type Announcement, type Bus, type ConsumerHandle, type Envelope, type Capability as ManifestCapability,
+} from '../bus/index.ts';
+import { openStore, type EntityTypeDef, type StateStore } from '../shared-state/index.ts';
+import { createLogger, createMetrics, type Logger, type Metrics } from '../observability/index.ts';
+import { loadConfig, type KeelConfig } from '../config/index.ts';
+import { CircuitBreaker } from './breaker.ts';
+import { AgentError, BudgetExceededError, PermissionDeniedError } from './errors.ts';
+import { scopeState } from './scoped-state.ts';
+import { WorkflowEngine, runCoordinates, workflowRunType } from '../workflows/index.ts';
+import { invokeModel, type ModelRegistry } from '../models/index.ts';
+import type { BaseMessageLike } from '@langchain/core/messages';
+import { taskType, type AgentDefinition, type Capability, type TaskContext } from './define.ts';
+
+export interface RunAgentOptions {
+  natsUrl: string;
+  /** this agent's bus credentials (least privilege); unset on an open server */
+  natsUser?: string;
+  natsPassword?: string;
+  /** `sqlite:PATH` or a MongoDB URL, or an open store */
+  state: string | StateStore;
+  prefix?: string;
+  instanceId?: string;
+  logger?: Logger;
+  /** serve this process's own /metrics on this port (0 = free port); undefined = no endpoint */
+  metricsPort?: number;
+  /** secret values by name; each capability sees only those it declared */
+  secrets?: Record<string, string>;
+  heartbeatMs?: number;
+  /** model tiers for `ctx.llm` / `ctx.models` (default: none, tier 0 only) */
+  models?: ModelRegistry;
+  /** how often this instance looks for due workflow timers (default: config.workflowSweepMs; 0 = never) */
+  sweepMs?: number;
+  /** the configuration handlers see as `ctx.config` (default: loadConfig() from the environment) */
+  config?: KeelConfig;
+}
+
+export interface RunningAgent {
+  definition: AgentDefinition;
+  instanceId: string;
+  bus: Bus;
+  store: StateStore;
+  metrics: Metrics | undefined;
+  consumers: Record<string, ConsumerHandle>;
+  announcement: Announcement;
+  /** drain: stop taking tasks, finish in-flight ones (up to graceMs), withdraw, disconnect */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** The entity types an agent's store must know: those it declares, plus the workflow run. */
+export function agentEntityTypes(def: AgentDefinition): EntityTypeDef[] {
+  return [...(def.entities ?? []), workflowRunType];
+}
+
+/** Extra time a task's claim outlives its timeout before another replica may take it over. */
+const LEASE_MARGIN_MS = 2_000;
+
+function jsonSchema(s: z.ZodType): Record<string, unknown> | undefined {
+  try {
+    return z.toJSONSchema(s, { unrepresentable: 'any' }) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+}
+
+export function manifestCapabilities(def: AgentDefinition): ManifestCapability[] {
+  return def.capabilities.map((c) => ({
+    name: c.name,
+    version: c.version,
+    description: c.description,
+    input: jsonSchema(c.input),
+    output: jsonSchema(c.output),
+    permissions: {
+      publish: [...(c.permissions?.enqueue ?? []).map((e) => `task.${e}`), ...(c.permissions?.publish ?? [])],
+      subscribe: c.permissions?.subscribe ?? [],
+      entityTypes: c.permissions?.entityTypes ?? [],
+      secrets: c.permissions?.secrets ?? [],
+    },
+    costClass: c.costClass ?? 'none',
+  }));
+}
+
+/**
+ * Runs one agent instance: consumes its capabilities' tasks from the bus with the runtime's
+ * reliability (idempotency, retries, dead letters, timeouts, concurrency, heartbeats), hands
+ * each handler a least-privilege context, announces its manifest, records a cost entry and a
+ * span per task, and exposes metrics.
+ */
+export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Promise<RunningAgent> {
+  const prefix = opts.prefix ?? 'keel';
+  const instanceId = opts.instanceId ?? `${process.pid}-${randomBytes(3).toString('hex')}`;
+  const log = (opts.logger ?? createLogger(def.name)).child({ agent: def.name, instance: instanceId });
+  const nc = await connectBus({ servers: opts.natsUrl, name: `${def.name}/${instanceId}`, user: opts.natsUser, pass: opts.natsPassword, logger: log });
+  const bus = createBus(nc, { prefix, logger: log });
+  // the store knows exactly the agent's declared entity types plus the runtime's own (workflow runs)
+  const config = opts.config ?? loadConfig();
+  const store = typeof opts.state === 'string' ? await openStore(opts.state, { types: agentEntityTypes(def), sqlite: { synchronous: config.sqliteSync } }) : opts.state;
+  const metrics = opts.metricsPort !== undefined ? await createMetrics({ serviceName: def.name, port: opts.metricsPort, host: config.metricsHost }) : undefined;
+  const tasksCounter = metrics?.meter.createCounter('keel_tasks', { description: 'tasks settled, by outcome (ack, retry, dead_letter)' });
+  const duration = metrics?.meter.createHistogram('keel_task_duration_seconds', { description: 'task handling time', unit: 's' });
+  const costCounter = metrics?.meter.createCounter('keel_cost_usd', { description: 'recorded spend in USD' });
+  const breakers = new Map<string, CircuitBreaker>();
+  for (const [name, o] of Object.entries(def.connectors ?? {})) breakers.set(name, new CircuitBreaker(name, o));
+
+  const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'agent', id: def.name }, logger: log });
+  const advance = async (env: Envelope<unknown>, ok: boolean, extra: { output?: unknown; error?: string; durationMs?: number; costUsd?: number }) => {
+    const rc = runCoordinates(env.headers);
+    if (!rc) return;
+    await workflows.onOutcome(rc.runId, { step: rc.step, attempt: rc.attempt, role: rc.role, ok, agent: def.name, ...extra }, env.id);
+  };
+
+  const taskMessage = new Map(def.capabilities.map((c) => [c.name, defineMessage(taskType(c.name), c.input)]));
+
+  const handlerFor = (cap: Capability) => async (env: Envelope<unknown>, hctx: { signal: AbortSignal; working(): void }) => {
+    const span = trace.getActiveSpan()!;
+    const traceId = span?.spanContext().traceId;
+    const taskLog = log.child({ capability: cap.name, task: env.id, correlation: env.correlationId });
+    span?.setAttributes({ 'keel.agent': def.name, 'keel.capability': cap.name, ...(env.customer ? { 'keel.customer': env.customer } : {}) });
+    const taskKey = `task:${cap.name}:${env.idempotencyKey}`;
+    const leaseMs = (cap.timeoutMs ?? 60_000) + LEASE_MARGIN_MS;
+    const claim = await store.claim(taskKey, { leaseMs });
+    if (claim.status === 'completed') {
+      taskLog.info('task already completed (redelivered or republished): not running it again');
+      // the process that completed it may have died before advancing its workflow run
+      await advance(env, true, { output: claim.result });
+      return;
+    }
+    if (claim.status === 'running') {
+      const wait = Math.max(250, Date.parse(claim.leaseUntil) - Date.now() + 250);
+      throw new AgentError('AGENT_TASK_IN_PROGRESS', `task ${taskKey} is held by another instance until ${claim.leaseUntil}`, { retryable: true, nextDelayMs: wait });
+    }
+    const t0 = performance.now();
+    const secrets: Record<string, string> = {};
+    for (const s of cap.permissions?.secrets ?? []) {
+      const v = opts.secrets?.[s];
+      if (v !== undefined) secrets[s] = v;
+    }
+    const allowedEnqueue = new Set(cap.permissions?.enqueue ?? []);
+    let spentUsd = 0;
+    let modelCalls = 0;
+    const ctx: TaskContext<unknown> = {
+      input: env.data,
+      envelope: env,
+      agent: def.name,
+      capability: cap.name,
+      config,
+      state: scopeState(store, def.name, cap.permissions?.entityTypes ?? [], { causationId: env.id, correlationId: env.correlationId, traceId }),
+      enqueue: async (capability, input, meta = {}) => {
+        if (!allowedEnqueue.has(capability)) throw new PermissionDeniedError(def.name, `tasks of capability '${capability}'`);
+        const mt = defineMessage(taskType(capability), z.unknown());
+        const r = await bus.publish(bus.subjects.task(capability), mt, input, {
+          id: meta.id,
+          idempotencyKey: meta.idempotencyKey,
+          correlationId: env.correlationId,
+          causationId: env.id,
+          customer: env.customer,
+          budgetUsd: env.budgetUsd,
+        });
+        return { id: r.id };
+      },
+      effect: async <T>(name: string, fn: (key: string) => Promise<T>): Promise<T> => {
+        const key = `effect:${cap.name}:${env.idempotencyKey}:${name}`;
+        const c = await store.claim(key, { leaseMs });
+        if (c.status === 'completed') return c.result as T;
+        if (c.status === 'running') {
+          throw new AgentError('AGENT_EFFECT_IN_PROGRESS', `side effect ${key} is in progress elsewhere`, { retryable: true, nextDelayMs: Math.max(250, Date.parse(c.leaseUntil) - Date.now() + 250) });
+        }
+        let result: T;
+        try {
+          result = await fn(key);
+        } catch (err) {
+          await store.release(key, c.token).catch(() => undefined);
+          throw err;
+        }
+        await store.complete(key, c.token, result ?? null);
+        return result;
+      },
+      connector: async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+        let b = breakers.get(name);
+        if (!b) breakers.set(name, (b = new CircuitBreaker(name)));
+        return b.call(fn);
+      },
+      secrets,
+      budgetUsd: env.budgetUsd,
+      logger: taskLog,
+      span,
+      signal: hctx.signal,
+      working: hctx.working,
+      models: opts.models,
+      llm: async (tier, messages) => {
+        const n = ++modelCalls;
+        // recorded like a side effect: a retried task reuses the answer, and replay reads it back
+        return ctx.effect(`model-${n}`, async () => {
+          if (!opts.models?.has(tier)) throw new AgentError('AGENT_UNKNOWN', `no ${tier} model configured`);
+          // the budget stops spending before it happens: no call once the task's budget is used up
+          if (env.budgetUsd !== undefined && spentUsd >= env.budgetUsd) throw new BudgetExceededError(env.budgetUsd, spentUsd);
+          const r = await invokeModel({
+            model: opts.models.get(tier, { capability: cap.name }),
+            tier: tier === 'small' ? 1 : 2,
+            messages: messages as BaseMessageLike[],
+            attribution: { agent: def.name, capability: cap.name, runId: env.correlationId, customerId: env.customer },
+            costs: store,
+            signal: hctx.signal,
+          });
+          spentUsd += r.costUsd;
+          costCounter?.add(r.costUsd, { agent: def.name, capability: cap.name });
+          return { text: typeof r.message.content === 'string' ? r.message.content : JSON.stringify(r.message.content), usage: r.usage, costUsd: r.costUsd, model: r.model };
+        });
+      },
+      hasModel: (tier) => !!opts.models?.has(tier),
+    };
+    let output: unknown;
+    try {
+      const raw = await cap.handler(ctx);
+      const parsed = cap.output.safeParse(raw);
+      if (!parsed.success) {
+        throw new AgentError('AGENT_BAD_OUTPUT', `capability ${cap.name} returned output that fails its schema: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(output)'}: ${i.message}`).join('; ')}`);
+      }
+      output = parsed.data;
+    } catch (err) {
+      await store.release(taskKey, claim.token).catch(() => undefined);
+      const e = err as { code?: string };
+      if (e.code === 'AGENT_PERMISSION_DENIED') taskLog.error({ err }, 'permission denied');
+      throw err;
+    }
+    const computeMs = Math.round((performance.now() - t0) * 1000) / 1000;
+    costCounter?.add(0, { agent: def.name, capability: cap.name });
+    // the task's own record (compute time; model spend has its own records), written with the
+    // completion so a task is never counted twice
+    const complete = {
+      key: taskKey,
+      token: claim.token,
+      result: output ?? null,
+      cost: { agent: def.name, capability: cap.name, runId: env.correlationId, customerId: env.customer, computeMs, costUsd: 0, traceId, details: { kind: 'task', taskId: env.id, delivery: env.deliveryCount } },
+    };
+    const rc = runCoordinates(env.headers);
+    try {
+      if (rc) {
+        // a workflow step: the completion commits with the run's advance (one transaction)
+        await workflows.onOutcome(rc.runId, { step: rc.step, attempt: rc.attempt, role: rc.role, ok: true, agent: def.name, output, durationMs: computeMs, costUsd: spentUsd }, env.id, complete);
+      } else {
+        await store.complete(taskKey, claim.token, complete.result, { cost: complete.cost });
+      }
+    } catch (err) {
+      // nothing was recorded: let the retry run the task again (its effects are recorded)
+      await store.release(taskKey, claim.token).catch(() => undefined);
+      throw err;
+    }
+    taskLog.info({ computeMs }, 'task completed');
+  };
+
+  const announcement = await announce(
+    nc,
+    bus.subjects.registryBucket,
+    { agent: def.name, instanceId, version: def.version, capabilities: manifestCapabilities(def) },
+    { heartbeatMs: opts.heartbeatMs, logger: log },
+  );
+
+  const consumers: Record<string, ConsumerHandle> = {};
+  for (const cap of def.capabilities) {
+    consumers[cap.name] = await bus.consumeTasks(cap.name, {
+      accepts: [taskMessage.get(cap.name)!],
+      handler: handlerFor(cap),
+      maxDeliver: cap.maxDeliver,
+      ackWaitMs: cap.ackWaitMs,
+      timeoutMs: cap.timeoutMs ?? 60_000,
+      concurrency: cap.concurrency ?? 4,
+      onDeadLetter: async (d) => {
+        if (d.envelope) await advance(d.envelope, false, { error: `${d.reason}: ${d.error.message}` });
+      },
+      onOutcome: (o) => {
+        tasksCounter?.add(1, { agent: def.name, capability: cap.name, outcome: o.outcome, ...(o.reason ? { reason: o.reason } : {}) });
+        duration?.record(o.durationMs / 1000, { agent: def.name, capability: cap.name, outcome: o.outcome });
+      },
+    });
+  }
+  // durable timers: any instance may fire a due one; the expected version decides who wins
+  const sweepMs = opts.sweepMs ?? config.workflowSweepMs;
+  let sweeping = false;
+  const sweeper =
+    sweepMs > 0
+      ? setInterval(() => {
+          if (sweeping) return;
+          sweeping = true;
+          workflows
+            .wakeDue()
+            .catch((err: unknown) => log.warn({ err }, 'workflow timer sweep failed'))
+            .finally(() => (sweeping = false));
+        }, sweepMs + Math.floor(Math.random() * 100))
+      : undefined;
+  sweeper?.unref();
+  log.info({ capabilities: def.capabilities.map((c) => c.name), metrics: metrics?.url }, 'agent running');
+
+  let stopped = false;
+  return {
+    definition: def,
+    instanceId,
+    bus,
+    store,
+    metrics,
+    consumers,
+    announcement,
+    stop: async (graceMs = 10_000) => {
+      if (stopped) return;
+      stopped = true;
+      if (sweeper) clearInterval(sweeper);
+      log.info('draining');
+      await Promise.all(Object.values(consumers).map((c) => c.stop(graceMs)));
+      await announcement.withdraw();
+      await metrics?.shutdown();
+      if (typeof opts.state === 'string') await store.close();
+      await nc.drain().catch(() => undefined);
+      log.info('stopped');
+    },
+  };
+}
+
+// re-exported for handlers that want to fail a task on purpose
+export { RetryableError, PermanentError };
