@@ -34,8 +34,8 @@ export async function loadFeatures(modulePaths: readonly string[] = []): Promise
 
 /** Every entity type the features declare, plus the workflow run type. */
 export function entityTypesOf(features: readonly Feature[]): EntityTypeDef[] {
-  const byName = new Map<string, EntityTypeDef>([[workflowRunType.name, workflowRunType]]);
-  for (const f of features)
+  const byName = new Map<string, EntityTypeDef>();
+  for (const f of [...features, { name: 'workflows', entities: [workflowRunType] }])
     for (const t of f.entities) {
       const seen = byName.get(t.name);
       if (seen && seen !== t) throw new DefinitionError(`entity type '${t.name}' is declared by two features`);

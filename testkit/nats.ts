@@ -51,41 +51,69 @@ export async function startNats(opts: { users?: LocalNatsUser[]; maxPayload?: nu
   };
 }
 
-/** Three nats-server nodes clustered on loopback (R3 streams), for reliability tests. */
-export async function startNatsCluster(size = 3): Promise<Availability<NatsClusterHandle & ServerHandle>> {
+/** How often the cluster helper picks new ports when one was taken between picking and binding. */
+const CLUSTER_START_ATTEMPTS = 5;
+
+/**
+ * Three nats-server nodes clustered on loopback (R3 streams), for reliability tests. Client ports
+ * are chosen by the servers themselves (no race). Cluster ports must be known before the nodes
+ * start (each lists the others as routes), so they are picked free and may be taken by another
+ * process before a node binds them: then every node this attempt started is stopped and the
+ * cluster starts again on new ports. A failure that is not a port clash stops the nodes too, so
+ * no server outlives a failed start.
+ */
+export async function startNatsCluster(size = 3, opts: { clusterPorts?: number[] } = {}): Promise<Availability<NatsClusterHandle & ServerHandle>> {
   const bin = findTool('nats-server');
   if (!bin) return { ok: false, reason: 'no nats-server binary for a local cluster: run `npm run provision` (needs Go)' };
   const dir = tempDir('keel-nats-cluster-');
-  const clusterPorts = await Promise.all(Array.from({ length: size }, () => freePort()));
-  const clientPorts = await Promise.all(Array.from({ length: size }, () => freePort()));
-  const routes = clusterPorts.map((p) => `nats://127.0.0.1:${p}`);
-  const nodes = clusterPorts.map((cp, i) => {
-    const storeDir = join(dir.path, `n${i}`);
-    mkdirSync(storeDir, { recursive: true });
-    return new LocalNatsServer({
-      bin,
-      port: clientPorts[i]!,
-      storeDir,
-      serverName: `keel-n${i}`,
-      cluster: { name: 'keel-test', port: cp, routes: routes.filter((_, j) => j !== i) },
-      supervise: false,
-      startTimeoutMs: 30_000,
+  for (let attempt = 1; ; attempt++) {
+    // `opts.clusterPorts` (first attempt only) lets a test hand it a port that is already taken
+    const clusterPorts = attempt === 1 && opts.clusterPorts ? opts.clusterPorts : await distinctFreePorts(size);
+    const routes = clusterPorts.map((p) => `nats://127.0.0.1:${p}`);
+    const nodes = clusterPorts.map((cp, i) => {
+      const storeDir = join(dir.path, `a${attempt}`, `n${i}`);
+      mkdirSync(storeDir, { recursive: true });
+      return new LocalNatsServer({
+        bin,
+        port: 0,
+        storeDir,
+        serverName: `keel-n${i}`,
+        cluster: { name: 'keel-test', port: cp, routes: routes.filter((_, j) => j !== i) },
+        supervise: false,
+        startTimeoutMs: 30_000,
+      });
     });
-  });
-  // JetStream in a cluster waits for a meta leader: start the nodes together.
-  await Promise.all(nodes.map((n) => n.start()));
-  const urls = nodes.map((n) => n.url);
-  return {
-    ok: true,
-    server: {
-      url: urls.join(','),
-      urls,
-      nodes,
-      source: 'local',
-      stop: async () => {
-        await Promise.all(nodes.map((n) => n.stop(2_000)));
-        dir.remove();
-      },
-    },
-  };
+    // JetStream in a cluster waits for a meta leader: start the nodes together.
+    const started = await Promise.allSettled(nodes.map((n) => n.start()));
+    const failure = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (!failure) {
+      const urls = nodes.map((n) => n.url);
+      return {
+        ok: true,
+        server: {
+          url: urls.join(','),
+          urls,
+          nodes,
+          source: 'local',
+          stop: async () => {
+            await Promise.all(nodes.map((n) => n.stop(2_000)));
+            dir.remove();
+          },
+        },
+      };
+    }
+    await Promise.all(nodes.map((n) => n.stop(2_000).catch(() => undefined)));
+    const clash = /address already in use/i.test(String((failure.reason as Error)?.message));
+    if (!clash || attempt >= CLUSTER_START_ATTEMPTS) {
+      dir.remove();
+      throw failure.reason;
+    }
+  }
+}
+
+/** `n` free loopback ports, all different. */
+async function distinctFreePorts(n: number): Promise<number[]> {
+  const out = new Set<number>();
+  while (out.size < n) out.add(await freePort());
+  return [...out];
 }

@@ -5,7 +5,10 @@ import { BasicTracerProvider, BatchSpanProcessor } from '@opentelemetry/sdk-trac
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { connectBus } from '../../bus/index.ts';
-import { startNats, startNatsCluster, startMongo, startJaeger, startQdrant, getTrace, reportSkip, uniqueName, waitFor } from '../helpers/index.ts';
+import { createServer, type AddressInfo } from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { join, sep } from 'node:path';
+import { freePort, startNats, startNatsCluster, startMongo, startJaeger, startQdrant, getTrace, reportSkip, uniqueName, waitFor } from '../helpers/index.ts';
 
 describe('real servers the tests stand on', () => {
   it('JetStream: a message published to a stream is consumed and acked through a durable consumer', async (ctx) => {
@@ -30,6 +33,29 @@ describe('real servers the tests stand on', () => {
     } finally {
       await nc.close();
       await nats.server.stop();
+    }
+  });
+
+  it('a cluster port taken before the node binds it: the helper stops what it started and retries on new ports', async (ctx) => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const cluster = await startNatsCluster(3, { clusterPorts: [port, await freePort(), await freePort()] });
+      if (!cluster.ok) return ctx.skip(cluster.reason);
+      try {
+        expect(cluster.server.nodes).toHaveLength(3);
+        // the first attempt's nodes (store dirs under a1/) are gone; only the second attempt's run
+        const storeDir = (n: { options: { storeDir: string } }) => n.options.storeDir;
+        expect(cluster.server.nodes.every((n) => storeDir(n).includes(`${sep}a2${sep}`))).toBe(true);
+        const ps = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
+        const root = storeDir(cluster.server.nodes[0]!).split(`${sep}a2${sep}`)[0]!;
+        expect(ps.split('\n').filter((l) => l.includes('nats-server') && l.includes(join(root, 'a1')))).toEqual([]);
+      } finally {
+        await cluster.server.stop();
+      }
+    } finally {
+      taken.close();
     }
   });
 
