@@ -46,6 +46,13 @@ export function entityTypesOf(features: readonly Feature[]): EntityTypeDef[] {
 
 /** Every workflow the features declare, plus the modules named in `KEEL_WORKFLOWS`. */
 export function workflowsOf(features: readonly Feature[], modulePaths: readonly string[] = []): Promise<Record<string, WorkflowDef>> {
+  const owner = new Map<string, string>();
+  for (const f of features)
+    for (const w of f.workflows) {
+      const other = owner.get(w.name);
+      if (other) throw new DefinitionError(`workflow '${w.name}' is declared by two features (${other}, ${f.name})`);
+      owner.set(w.name, f.name);
+    }
   return loadWorkflowCatalog(features.flatMap((f) => f.workflows), modulePaths);
 }
 

@@ -1,4 +1,5 @@
 import { cpus, totalmem, platform, release, arch } from 'node:os';
+import { BenchError } from './errors.ts';
 
 /** One measured figure set. Latencies are per operation (or per hop) in milliseconds. */
 export interface Figures {
@@ -79,6 +80,6 @@ export async function benchNats(): Promise<{ url: string; stop(): Promise<void> 
   if (env) return { url: env, stop: async () => undefined };
   const { startNats } = await import('../testkit/index.ts');
   const local = await startNats();
-  if (!local.ok) throw new Error(local.reason);
+  if (!local.ok) throw new BenchError('BENCH_NO_SERVER', local.reason);
   return { url: local.server.url, stop: () => local.server.stop() };
 }

@@ -13,6 +13,7 @@ import { WorkflowEngine } from '../workflows/index.ts';
 import { defineWorkflow } from '../workflows/index.ts';
 import { startMongo, tempDir, uniqueName, waitFor } from '../testkit/index.ts';
 import { benchNats, compare, figures, type Bench, type Figures } from './lib.ts';
+import { BenchError } from './errors.ts';
 import { BUILTIN_FEATURES, entityTypesOf } from '../agents/index.ts';
 
 const ALL_ENTITY_TYPES = entityTypesOf(BUILTIN_FEATURES);
@@ -56,7 +57,7 @@ async function driveRuns(engine: WorkflowEngine, bus: Bus, n: number, window = W
   let release: (() => void) | undefined;
   let allDone!: () => void;
   const done = new Promise<void>((r) => (allDone = r));
-  const sub = bus.nc.subscribe(`${bus.subjects.prefix}.run.finished.*`, {
+  const sub = bus.nc.subscribe(bus.subjects.runFinishedAll, {
     callback: (_e, m) => {
       const { runId, status } = m.json<{ runId: string; status: string }>();
       const t = started.get(runId);
@@ -78,7 +79,7 @@ async function driveRuns(engine: WorkflowEngine, bus: Bus, n: number, window = W
   await done;
   const elapsed = performance.now() - t0;
   sub.unsubscribe();
-  if (failed) throw new Error(`${failed} runs did not complete`);
+  if (failed) throw new BenchError('BENCH_INCOMPLETE', `${failed} runs did not complete`);
   return figures(n, elapsed, lat);
 }
 

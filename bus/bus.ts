@@ -3,11 +3,13 @@ import type { NatsConnection, Subscription } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
 import { SpanKind, context, trace } from '@opentelemetry/api';
 import { getTracer, injectTraceHeaders, extractTraceContext } from '../observability/index.ts';
+import { KeelError } from '../config/index.ts';
 import { buildHeaders, headersToRecord, openEnvelope, type EnvelopeMeta, type MessageType, type Envelope } from './envelope.ts';
 import { InvalidMessageError, RequestTimeoutError, NoRespondersError, BusError, toFailure } from './errors.ts';
 import { subjects as subjectSpace, type Subjects } from './subjects.ts';
-import { keelTopology, provisionBus, consumerSpecFor, ensureConsumer, type ProvisionReport } from './provision.ts';
+import { keelTopology, provisionBus, consumerSpecFor, eventConsumerSpec, ensureConsumer, type ProvisionReport } from './provision.ts';
 import { runConsumer, type ConsumerHandle, type Handler, type BackoffPolicy } from './consumer.ts';
+import { runEventConsumer, subscribeEvents, type EntityEventMessage, type EventConsumerHandle } from './events.ts';
 
 export interface PublishResult {
   id: string;
@@ -31,6 +33,25 @@ export interface TaskConsumerOptions<T> {
   onOutcome?: Parameters<typeof runConsumer<T>>[0]['onOutcome'];
 }
 
+export interface EventConsumerOptions {
+  /** durable consumer name, one per reader (letters, digits, '_', '-'); it keeps its position across restarts */
+  durable: string;
+  /** whose events: `<p>.evt.<entityType>.*` */
+  entityType: string;
+  /** resolves: ack; throws: redelivered after `retryDelayMs` */
+  handler: (event: EntityEventMessage) => Promise<void>;
+  /** deliveries per event, then the server gives up on it (default 10) */
+  maxDeliver?: number;
+  /** default 30 s */
+  ackWaitMs?: number;
+  /** delay before a failed event comes back (default 1 s) */
+  retryDelayMs?: number;
+  /** default 64 */
+  prefetch?: number;
+  /** called when the handler threw (default: a warning on the bus's logger) */
+  onError?: (err: unknown, event: EntityEventMessage) => void;
+}
+
 export interface Bus {
   nc: NatsConnection;
   js: JetStreamClient;
@@ -41,6 +62,13 @@ export interface Bus {
   publish<T>(subject: string, type: MessageType<T>, data: T, meta?: EnvelopeMeta): Promise<PublishResult>;
   /** competing consumer of `<p>.task.<capability>` with retries and dead letters */
   consumeTasks<T>(capability: string, opts: TaskConsumerOptions<T>): Promise<ConsumerHandle>;
+  /**
+   * durable consumer of an entity type's change events (`<p>.evt.<entityType>.*`), created on
+   * first use and starting from then (not the stream's history); explicit acks, in order
+   */
+  consumeEvents(opts: EventConsumerOptions): Promise<EventConsumerHandle>;
+  /** live events of an entity type over core NATS (best-effort: no replay, no redelivery) */
+  subscribeEvents(entityType: string, handler: (event: EntityEventMessage) => void | Promise<void>, opts?: { onError?: (err: unknown) => void }): { stop(): void };
   /** request/reply over core NATS with a timeout */
   request<Q, R>(service: string, req: MessageType<Q>, data: Q, res: MessageType<R>, opts?: { timeoutMs?: number }): Promise<R>;
   /** answer requests (queue group: replicas share them) */
@@ -102,6 +130,12 @@ export function createBus(nc: NatsConnection, opts: { prefix?: string; logger?: 
         onOutcome: o.onOutcome,
       });
     },
+    consumeEvents: async (o) => {
+      const spec = eventConsumerSpec(o.durable, o.entityType, { prefix: s.prefix, maxDeliver: o.maxDeliver, ackWaitMs: o.ackWaitMs });
+      await ensureConsumer(await jetstreamManager(nc), spec);
+      return runEventConsumer({ js, stream: spec.stream, durable: spec.durable, handler: o.handler, retryDelayMs: o.retryDelayMs, prefetch: o.prefetch, onError: o.onError, logger: log });
+    },
+    subscribeEvents: (entityType, handler, o = {}) => subscribeEvents(nc, s.evtAll(entityType), handler, { onError: o.onError, logger: log }),
     request: async (service, req, data, res, o = {}) => {
       const subject = s.rpc(service);
       const parsed = req.schema.safeParse(data);
@@ -119,10 +153,8 @@ export function createBus(nc: NatsConnection, opts: { prefix?: string; logger?: 
       }
       const body = reply.json<{ ok: boolean; data?: unknown; error?: { code: string; message: string; retryable: boolean } }>();
       if (!body.ok) {
-        const e = new Error(body.error?.message ?? 'request failed') as Error & { code?: string; retryable?: boolean };
-        e.code = body.error?.code;
-        e.retryable = body.error?.retryable;
-        throw e;
+        // the responder's own error, with its code and retryability
+        throw new KeelError(body.error?.code ?? 'BUS_REQUEST_FAILED', body.error?.message ?? 'request failed', { retryable: body.error?.retryable ?? false });
       }
       return res.schema.parse(body.data);
     },

@@ -5,7 +5,7 @@ import { SpanKind, SpanStatusCode, context, trace, type Span } from '@openteleme
 import { extractTraceContext, getTracer } from '../observability/index.ts';
 import { H, headersToRecord, openEnvelope, type Envelope, type MessageType } from './envelope.ts';
 import type { InvalidMessageError} from './errors.ts';
-import { toFailure, type Failure } from './errors.ts';
+import { BusError, toFailure, type Failure } from './errors.ts';
 
 export interface BackoffPolicy {
   /** delay before the 2nd delivery (default 500 ms) */
@@ -212,7 +212,7 @@ export async function runConsumer<T>(opts: ConsumeOptions<T>): Promise<ConsumerH
       const ac = new AbortController();
       const task = { m, ac, since: performance.now() };
       active.add(task);
-      const timer = opts.timeoutMs ? setTimeout(() => ac.abort(new Error(`timed out after ${opts.timeoutMs} ms`)), opts.timeoutMs) : undefined;
+      const timer = opts.timeoutMs ? setTimeout(() => ac.abort(new BusError('BUS_HANDLER_TIMEOUT', `timed out after ${opts.timeoutMs} ms`, { retryable: true })), opts.timeoutMs) : undefined;
       try {
         const run = context.with(trace.setSpan(parent, span), () =>
           opts.handler(env, { signal: ac.signal, working: () => m.working(), span, logger: log }),
@@ -278,7 +278,7 @@ export async function runConsumer<T>(opts: ConsumeOptions<T>): Promise<ConsumerH
       await messages.close().catch(() => undefined);
       const all = Promise.allSettled([...inFlight]);
       const t = setTimeout(() => {
-        for (const a of active) a.ac.abort(new Error('consumer stopped'));
+        for (const a of active) a.ac.abort(new BusError('BUS_CONSUMER_STOPPED', 'consumer stopped', { retryable: true }));
       }, graceMs);
       await all;
       clearTimeout(t);

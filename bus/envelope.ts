@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import { headers as natsHeaders, type MsgHdrs } from '@nats-io/nats-core';
-import { InvalidMessageError } from './errors.ts';
+import { BusError, InvalidMessageError } from './errors.ts';
 
 /**
  * Header names every Keel message carries (DESIGN.md §3). `Nats-Msg-Id` is the server-side
@@ -27,7 +27,7 @@ export interface MessageType<T = unknown> {
 }
 
 export function defineMessage<S extends z.ZodType>(type: string, schema: S): MessageType<z.infer<S>> {
-  if (!/^[A-Za-z0-9_.-]+$/.test(type)) throw new Error(`invalid message type '${type}'`);
+  if (!/^[A-Za-z0-9_.-]+$/.test(type)) throw new BusError('BUS_INVALID_MESSAGE_TYPE', `invalid message type '${type}'`);
   return { type, schema: schema as z.ZodType<z.infer<S>> };
 }
 

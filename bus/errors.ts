@@ -1,7 +1,9 @@
 /**
  * Typed errors of the bus. Check them by `code` (stable across processes and package copies),
- * not only with `instanceof`.
+ * not only with `instanceof`. Every one is a {@link KeelError}.
  */
+import { KeelError } from '../config/index.ts';
+
 export type BusErrorCode =
   | 'BUS_UNAVAILABLE'
   | 'BUS_AUTH_REFUSED'
@@ -13,17 +15,23 @@ export type BusErrorCode =
   | 'BUS_PAYLOAD_TOO_LARGE'
   | 'BUS_REQUEST_TIMEOUT'
   | 'BUS_NO_RESPONDERS'
-  | 'BUS_PUBLISH_FAILED';
+  | 'BUS_PUBLISH_FAILED'
+  /** a subject token (capability, entity type, prefix …) has characters NATS subjects cannot carry */
+  | 'BUS_INVALID_SUBJECT'
+  /** `defineMessage` was given a type name that is not letters, digits, '_', '.' or '-' */
+  | 'BUS_INVALID_MESSAGE_TYPE'
+  /** a handler ran past its `timeoutMs` (the abort reason of its signal; retryable) */
+  | 'BUS_HANDLER_TIMEOUT'
+  /** the consumer was stopped while the handler ran (the abort reason of its signal; retryable) */
+  | 'BUS_CONSUMER_STOPPED'
+  /** a request's responder answered `ok: false` without a code of its own */
+  | 'BUS_REQUEST_FAILED';
 
-export class BusError extends Error {
-  readonly code: BusErrorCode;
-  /** Whether trying again later may succeed. */
-  readonly retryable: boolean;
+export class BusError extends KeelError {
+  declare readonly code: BusErrorCode;
   constructor(code: BusErrorCode, message: string, opts: { cause?: unknown; retryable?: boolean } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super(code, message, opts);
     this.name = 'BusError';
-    this.code = code;
-    this.retryable = opts.retryable ?? false;
   }
 }
 
@@ -127,26 +135,21 @@ export function isBusError(err: unknown, code?: BusErrorCode): err is BusError {
  * Thrown by a handler to say "this will never succeed": the message goes to the dead-letter
  * stream at once instead of being retried.
  */
-export class PermanentError extends Error {
-  readonly code: string;
-  readonly retryable = false;
+export class PermanentError extends KeelError {
+  declare readonly retryable: false;
   constructor(message: string, opts: { code?: string; cause?: unknown } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super(opts.code ?? 'PERMANENT', message, { cause: opts.cause, retryable: false });
     this.name = 'PermanentError';
-    this.code = opts.code ?? 'PERMANENT';
   }
 }
 
 /** Thrown by a handler to ask for a retry, optionally after a given delay. */
-export class RetryableError extends Error {
-  readonly code: string;
-  readonly retryable = true;
-  readonly nextDelayMs: number | undefined;
+export class RetryableError extends KeelError {
+  declare readonly retryable: true;
+  declare readonly nextDelayMs: number | undefined;
   constructor(message: string, opts: { code?: string; cause?: unknown; nextDelayMs?: number } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super(opts.code ?? 'RETRYABLE', message, { cause: opts.cause, retryable: true, nextDelayMs: opts.nextDelayMs });
     this.name = 'RetryableError';
-    this.code = opts.code ?? 'RETRYABLE';
-    this.nextDelayMs = opts.nextDelayMs;
   }
 }
 

@@ -19,12 +19,14 @@
 export { connectBus } from './connection.ts';
 export type { BusConnectOptions, NatsConnection } from './connection.ts';
 export { createBus } from './bus.ts';
-export type { Bus, PublishResult, TaskConsumerOptions } from './bus.ts';
+export type { Bus, PublishResult, TaskConsumerOptions, EventConsumerOptions } from './bus.ts';
+export { natsEventPublisher, ensureEventStream, eventSubject, eventStreamName, runEventConsumer, subscribeEvents } from './events.ts';
+export type { EventPublisher, EntityEventMessage, EventConsumerHandle, RunEventConsumerOptions } from './events.ts';
 export { defineMessage, H as HEADERS, openEnvelope, buildHeaders, headersToRecord } from './envelope.ts';
 export type { Envelope, EnvelopeMeta, MessageType } from './envelope.ts';
 export { runConsumer, backoffDelay, DEFAULT_BACKOFF } from './consumer.ts';
 export type { ConsumeOptions, ConsumerHandle, ConsumerStats, Handler, HandlerContext, BackoffPolicy, DeadLetter } from './consumer.ts';
-export { keelTopology, consumerSpecFor, provisionBus, ensureStream, ensureConsumer, ensureKv } from './provision.ts';
+export { keelTopology, consumerSpecFor, eventStreamSpec, eventConsumerSpec, provisionBus, ensureStream, ensureConsumer, ensureKv } from './provision.ts';
 export type { Topology, StreamSpec, ConsumerSpec, KvSpec, ProvisionReport, ProvisionAction } from './provision.ts';
 export { subjects, durableFor, assertToken } from './subjects.ts';
 export type { Subjects } from './subjects.ts';

@@ -154,6 +154,8 @@ export class LocalNatsServer {
     this.lastStderr = [];
     return new Promise<void>((resolve, reject) => {
       let ready = false;
+      let serverReady = false;
+      let routesBound = false;
       let buf = '';
       const timer = setTimeout(() => {
         if (!ready) {
@@ -174,7 +176,11 @@ export class LocalNatsServer {
           if (m) this.boundPort = Number(m[1]);
           if (/\[(ERR|FTL)\]/.test(line)) o.logger?.error({ nats: line }, 'nats-server');
           else o.logger?.debug({ nats: line }, 'nats-server');
-          if (!ready && line.includes('Server is ready')) {
+          if (line.includes('Listening for route connections')) routesBound = true;
+          if (line.includes('Server is ready')) serverReady = true;
+          // a clustered node is ready once its route listener is bound too: the route port was
+          // picked before the server started, and a failed bind is fatal right after "ready"
+          if (!ready && serverReady && (routesBound || !o.cluster)) {
             ready = true;
             clearTimeout(timer);
             o.logger?.info({ url: this.url, server_pid: child.pid, storeDir: o.storeDir }, 'nats-server ready');

@@ -2,7 +2,7 @@ import { jetstreamManager, RetentionPolicy, StorageType, AckPolicy, DeliverPolic
 import { Kvm } from '@nats-io/kv';
 import { nanos, type NatsConnection } from '@nats-io/nats-core';
 import { ProvisionConflictError } from './errors.ts';
-import { subjects as subjectSpace, durableFor } from './subjects.ts';
+import { subjects as subjectSpace, durableFor, assertToken } from './subjects.ts';
 
 /** A stream as Keel declares it. Durations in milliseconds. */
 export interface StreamSpec {
@@ -33,6 +33,8 @@ export interface ConsumerSpec {
   maxDeliver: number;
   ackWaitMs: number;
   maxAckPending: number;
+  /** where a new consumer starts: the whole stream (default) or only messages from now on */
+  deliverPolicy?: 'all' | 'new';
   description?: string;
 }
 
@@ -68,6 +70,15 @@ export function keelTopology(opts: { prefix?: string; replicas?: number; registr
   };
 }
 
+/**
+ * The event stream (`<P>_EVT` on `<p>.evt.>`) exactly as {@link keelTopology} declares it: the
+ * outbox's exactly-once publishing relies on its 1 h duplicate window.
+ */
+export function eventStreamSpec(opts: { prefix?: string; replicas?: number } = {}): StreamSpec {
+  const name = subjectSpace(opts.prefix ?? 'keel').streams.evt;
+  return keelTopology(opts).streams.find((st) => st.name === name)!;
+}
+
 export function consumerSpecFor(capability: string, opts: { prefix?: string; maxDeliver?: number; ackWaitMs?: number; maxAckPending?: number } = {}): ConsumerSpec {
   const s = subjectSpace(opts.prefix ?? 'keel');
   return {
@@ -80,6 +91,24 @@ export function consumerSpecFor(capability: string, opts: { prefix?: string; max
     ackWaitMs: opts.ackWaitMs ?? 30_000,
     maxAckPending: opts.maxAckPending ?? 1_000,
     description: `tasks for capability ${capability}`,
+  };
+}
+
+/**
+ * A durable consumer of one entity type's events (`<p>.evt.<entityType>.*` on `<P>_EVT`). It
+ * starts with the events published from its creation on, not the stream's history.
+ */
+export function eventConsumerSpec(durable: string, entityType: string, opts: { prefix?: string; maxDeliver?: number; ackWaitMs?: number; maxAckPending?: number } = {}): ConsumerSpec {
+  const s = subjectSpace(opts.prefix ?? 'keel');
+  return {
+    stream: s.streams.evt,
+    durable: assertToken('durable name', durable),
+    filterSubject: s.evtAll(entityType),
+    maxDeliver: opts.maxDeliver ?? 10,
+    ackWaitMs: opts.ackWaitMs ?? 30_000,
+    maxAckPending: opts.maxAckPending ?? 1_000,
+    deliverPolicy: 'new',
+    description: `${entityType} events for ${durable}`,
   };
 }
 
@@ -127,8 +156,15 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Pro
     if (!isNotFound(err)) throw err;
   }
   if (!have) {
-    await jsm.streams.add(want);
-    return { resource: `stream ${spec.name}`, action: 'created' };
+    try {
+      await jsm.streams.add(want);
+      return { resource: `stream ${spec.name}`, action: 'created' };
+    } catch (err) {
+      // another process created it at the same moment: fall through to compare
+      have = (await jsm.streams.info(spec.name).catch(() => {
+        throw err;
+      })).config;
+    }
   }
   const changes = diff(want, have as unknown as Record<string, unknown>);
   if (changes.length === 0) return { resource: `stream ${spec.name}`, action: 'unchanged' };
@@ -142,7 +178,7 @@ export async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec):
   const want: Partial<ConsumerConfig> & { durable_name: string } = {
     durable_name: spec.durable,
     ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.All,
+    deliver_policy: spec.deliverPolicy === 'new' ? DeliverPolicy.New : DeliverPolicy.All,
     filter_subject: spec.filterSubject,
     max_deliver: spec.maxDeliver,
     ack_wait: nanos(spec.ackWaitMs),

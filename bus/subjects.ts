@@ -9,17 +9,23 @@
  * | `<p>.out.<channel>`            | `<P>_OUT`    | outbound side effects, gated by policy |
  * | `<p>.dlq.<capability>`         | `<P>_DLQ`    | dead letters with reason and original  |
  * | `<p>.rpc.<service>`            | (core NATS)  | request/reply queries                  |
+ * | `<p>.run.finished.<status>`    | (core NATS)  | best-effort notice when a run ends     |
+ *
+ * Wildcards: `evtAll(entityType)` is `<p>.evt.<entityType>.*` (every entity of a type),
+ * `runFinishedAll` is `<p>.run.finished.*` (every run end, whatever its status).
  */
+import { BusError } from './errors.ts';
+
 const TOKEN = /^[A-Za-z0-9_-]+$/;
 /** capability names may be dotted (`email.send`): each token must be valid */
 const DOTTED = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
 
 export function assertToken(kind: string, value: string): string {
-  if (!TOKEN.test(value)) throw new Error(`invalid ${kind} '${value}': use letters, digits, '_' or '-'`);
+  if (!TOKEN.test(value)) throw new BusError('BUS_INVALID_SUBJECT', `invalid ${kind} '${value}': use letters, digits, '_' or '-'`);
   return value;
 }
 export function assertDotted(kind: string, value: string): string {
-  if (!DOTTED.test(value)) throw new Error(`invalid ${kind} '${value}': dot-separated tokens of letters, digits, '_' or '-'`);
+  if (!DOTTED.test(value)) throw new BusError('BUS_INVALID_SUBJECT', `invalid ${kind} '${value}': dot-separated tokens of letters, digits, '_' or '-'`);
   return value;
 }
 
@@ -27,10 +33,16 @@ export interface Subjects {
   prefix: string;
   task(capability: string): string;
   evt(entityType: string, entityId: string): string;
+  /** `<p>.evt.<entityType>.*`: the events of every entity of a type */
+  evtAll(entityType: string): string;
   in(channel: string): string;
   out(channel: string): string;
   dlq(capability: string): string;
   rpc(service: string): string;
+  /** `<p>.run.finished.<status>` (status: completed, failed, cancelled); the subject is a contract */
+  runFinished(status: string): string;
+  /** `<p>.run.finished.*` */
+  runFinishedAll: string;
   streams: { tasks: string; evt: string; in: string; out: string; dlq: string };
   /** KV bucket of capability announcements */
   registryBucket: string;
@@ -43,10 +55,13 @@ export function subjects(prefix = 'keel'): Subjects {
     prefix,
     task: (c) => `${prefix}.task.${assertDotted('capability', c)}`,
     evt: (t, id) => `${prefix}.evt.${assertToken('entity type', t)}.${assertToken('entity id', id)}`,
+    evtAll: (t) => `${prefix}.evt.${assertToken('entity type', t)}.*`,
     in: (ch) => `${prefix}.in.${assertDotted('channel', ch)}`,
     out: (ch) => `${prefix}.out.${assertDotted('channel', ch)}`,
     dlq: (c) => `${prefix}.dlq.${assertDotted('capability', c)}`,
     rpc: (s) => `${prefix}.rpc.${assertDotted('service', s)}`,
+    runFinished: (status) => `${prefix}.run.finished.${assertToken('run status', status)}`,
+    runFinishedAll: `${prefix}.run.finished.*`,
     streams: { tasks: `${P}_TASKS`, evt: `${P}_EVT`, in: `${P}_IN`, out: `${P}_OUT`, dlq: `${P}_DLQ` },
     registryBucket: `${P}_agents`,
   };

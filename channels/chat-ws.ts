@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer, WebSocket, type RawData } from 'ws';
 import { z } from 'zod';
 import { chatMessageInputSchema, describeIssues, toInboundChat, DEFAULT_MAX_CHAT_TEXT_CHARS, type ChatMessageInput } from './chat-message.ts';
-import { describeError, isRetryable } from './errors.ts';
+import { ChannelError, describeError, isRetryable } from './errors.ts';
 import { silentLogger } from './logger.ts';
 import type { InboundMessage } from './message.ts';
 
@@ -80,7 +80,7 @@ export function attachChatWebSocket(server: HttpServer | HttpsServer, opts: Chat
   const handleFrame = async (ws: WebSocket, st: SocketState, data: RawData, isBinary: boolean): Promise<void> => {
     let body: unknown;
     try {
-      if (isBinary) throw new Error('binary frames are not accepted');
+      if (isBinary) throw new ChannelError('CHANNEL_INVALID_MESSAGE', 'binary frames are not accepted');
       body = JSON.parse(rawToString(data));
     } catch (err) {
       return send(ws, { type: 'error', error: 'invalid_json', message: `frame is not JSON: ${describeError(err)}` });

@@ -1,6 +1,6 @@
 import { simpleParser, type ParsedMail } from 'mailparser';
 import { storeAttachment, type AttachmentStoreOptions } from './attachments.ts';
-import { describeError } from './errors.ts';
+import { ChannelError, describeError } from './errors.ts';
 import {
   emptyFlags,
   newMessageId,
@@ -222,7 +222,7 @@ async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
     return await Promise.race([
       p,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`parsing took longer than ${ms} ms`)), ms);
+        timer = setTimeout(() => reject(new ChannelError('CHANNEL_PARSE_TIMEOUT', `parsing took longer than ${ms} ms`)), ms);
       }),
     ]);
   } finally {

@@ -1,24 +1,26 @@
 /**
  * Typed errors of the channels module. Check them by `code` (stable across processes and
- * package copies), not only with `instanceof`.
+ * package copies), not only with `instanceof`. Every one is a {@link KeelError}.
  */
+import { KeelError } from '../config/index.ts';
+
 export type ChannelErrorCode =
   | 'CHANNEL_CONFIG_INVALID'
   | 'CHANNEL_LISTEN_FAILED'
   | 'CHANNEL_HANDLER_FAILED'
   | 'CHANNEL_SEND_FAILED'
   | 'CHANNEL_OUTBOX_WRITE_FAILED'
-  | 'CHANNEL_INVALID_MESSAGE';
+  | 'CHANNEL_INVALID_MESSAGE'
+  /** mailparser did not finish within the parse timeout (the mail is quarantined as malformed) */
+  | 'CHANNEL_PARSE_TIMEOUT'
+  /** the SMTP ingress answers a command with a 4xx/5xx reply (`responseCode`) */
+  | 'CHANNEL_SMTP_REPLY';
 
-export class ChannelError extends Error {
-  readonly code: ChannelErrorCode;
-  /** Whether trying again later may succeed. */
-  readonly retryable: boolean;
+export class ChannelError extends KeelError {
+  declare readonly code: ChannelErrorCode;
   constructor(code: ChannelErrorCode, message: string, opts: { cause?: unknown; retryable?: boolean } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super(code, message, opts);
     this.name = 'ChannelError';
-    this.code = code;
-    this.retryable = opts.retryable ?? false;
   }
 }
 

@@ -11,7 +11,7 @@
  *   onMessage: async (msg) => publish('keel.in.email', msg),        // 250 only after this resolved
  *   onQuarantine: async (q) => store(q.reason, q.raw),               // auto-replies, loops, empty mail...
  * });
- * const mail = createMailSender({ outboxDir: '.keel/outbox', from: 'support@example.com', relay: process.env.KEEL_SMTP_RELAY });
+ * const mail = createMailSender({ outboxDir: '.keel/outbox', from: 'support@example.com', relay: cfg.smtpRelay });
  * await mail.send(buildReply(msg, { text: 'Refund issued.', idempotencyKey: `reply-${msg.id}` }));
  *
  * app.route('/', createChatRoutes({ onMessage: async (msg) => publish('keel.in.chat', msg) }));

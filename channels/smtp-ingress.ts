@@ -1,7 +1,7 @@
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { ChannelConfigError, ChannelListenError, describeError, isRetryable } from './errors.ts';
+import { ChannelConfigError, ChannelError, ChannelListenError, describeError, isRetryable } from './errors.ts';
 import { parseInboundEmail, type EmailParseOptions } from './email-parse.ts';
 import { silentLogger } from './logger.ts';
 import type { Envelope, InboundMessage, QuarantineReason } from './message.ts';
@@ -71,14 +71,19 @@ export interface SmtpIngress {
   close(): Promise<void>;
 }
 
-interface SmtpReplyError extends Error {
-  responseCode?: number;
+/** Handed to an smtp-server callback: it answers the command with `responseCode` and the message. */
+class SmtpReplyError extends ChannelError {
+  readonly responseCode: number;
+  constructor(responseCode: number, message: string) {
+    // 4xx asks the client to try again; 5xx is final
+    super('CHANNEL_SMTP_REPLY', message, { retryable: responseCode < 500 });
+    this.name = 'SmtpReplyError';
+    this.responseCode = responseCode;
+  }
 }
 
 function smtpError(code: number, message: string): SmtpReplyError {
-  const err: SmtpReplyError = new Error(message);
-  err.responseCode = code;
-  return err;
+  return new SmtpReplyError(code, message);
 }
 
 /**

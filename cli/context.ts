@@ -5,6 +5,7 @@ import { WorkflowEngine } from '../workflows/index.ts';
 import { loadFeatures, entityTypesOf, workflowsOf } from '../agents/index.ts';
 import type { Feature } from '../runtime/index.ts';
 import { connectCli } from './connect.ts';
+import { CliError } from './errors.ts';
 
 /** The system of record as the CLI sees it: every feature's entity types (KEEL_FEATURES included). */
 export async function openCliStore(cfg: KeelConfig = loadConfig(), features?: Feature[]): Promise<StateStore> {
@@ -60,6 +61,6 @@ export function parseJsonOption(name: string, v: string | undefined): unknown {
   try {
     return JSON.parse(v);
   } catch (err) {
-    throw Object.assign(new Error(`${name} is not valid JSON: ${(err as Error).message}`), { code: 'CLI_BAD_JSON' });
+    throw new CliError('CLI_BAD_JSON', `${name} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -12,7 +12,7 @@ import { registerRuns } from './commands/runs.ts';
 import { registerApprovals } from './commands/approvals.ts';
 import { registerReplay } from './commands/replay.ts';
 import { registerTickets } from './commands/tickets.ts';
-import { KEEL_VERSION } from '../config/index.ts';
+import { KEEL_VERSION, isKeelError, telemetryEnv } from '../config/index.ts';
 import { initTelemetry } from '../observability/index.ts';
 
 const program = new Command();
@@ -36,7 +36,7 @@ registerTickets(program);
 // every keel process traces: `keel start` as keel-engine, agents under their own names (set in
 // `keel agent start`), other commands as keel-cli, so an operator's approval joins the run's trace
 const sub = process.argv[2];
-const telemetry = sub === 'agent' ? undefined : initTelemetry({ serviceName: sub === 'start' ? 'keel-engine' : 'keel-cli' });
+const telemetry = sub === 'agent' ? undefined : initTelemetry({ serviceName: sub === 'start' ? 'keel-engine' : 'keel-cli', env: telemetryEnv() });
 
 try {
   await program.parseAsync(process.argv);
@@ -47,6 +47,7 @@ try {
     const e = err as Error & { code?: string };
     const json = process.argv.includes('--json');
     if (json) console.log(JSON.stringify({ error: e.code ?? e.name ?? 'error', message: e.message }));
+    else if (isKeelError(err)) console.error(`error [${err.code}]: ${err.message}`);
     else console.error(`keel: ${e.message}`);
     process.exitCode = 1;
   }

@@ -8,9 +8,11 @@
  * ```
  *
  * Every option is listed in {@link CONFIG_DOCS} (the README's configuration table is built from it).
+ * This floor also holds the error root {@link KeelError} (see errors.ts) that every family extends.
  */
 import { resolve, join } from 'node:path';
 import { z } from 'zod';
+import { KeelError } from './errors.ts';
 
 export interface ConfigDoc {
   name: string;
@@ -33,7 +35,7 @@ export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_SMTP_RELAY', default: '(unset)', description: 'smtp://host:port relay for outbound mail; unset = write .eml files to KEEL_DATA_DIR/outbox/.' },
   { name: 'KEEL_SMTP_FROM', default: 'support@keel.local', description: 'From address of replies.' },
   { name: 'KEEL_OPERATOR_EMAIL', default: 'operator@keel.local', description: 'Where escalations (with the whole ticket history) are sent.' },
-  { name: 'KEEL_AGENTS', default: '(all built-in)', description: 'Agents `keel start` supervises: comma list of names or module paths, `name@N` for N replicas, `none` for none.' },
+  { name: 'KEEL_AGENTS', default: '(every feature\'s default agents)', description: 'Agents `keel start` supervises: comma list of names or module paths, `name@N` for N replicas, `none` for none.' },
   { name: 'KEEL_WORKFLOWS', default: '(unset)', description: 'Extra workflow definition modules (comma-separated paths).' },
   { name: 'KEEL_FEATURES', default: '(unset)', description: 'Extra feature modules (comma-separated paths, each default-exports `defineFeature(...)`): their entity types, workflows, agents and ingress join the built-in features.' },
   { name: 'KEEL_WORKFLOW_SWEEP_MS', default: '1000', description: 'How often each agent looks for due workflow timers (retries, timeouts, approval deadlines).' },
@@ -141,15 +143,46 @@ export interface KeelConfig {
   agentNatsPassword: string | undefined;
   /** set by `keel start` for its agent processes: they leave when it is gone */
   supervisorPid: number | undefined;
+  /** `OTEL_*` variables, for initTelemetry */
+  telemetryEnv: Record<string, string>;
+  /** model variables (KEEL_MODEL_*, endpoints, API keys, KEEL_PRICES), for createModelRegistry */
+  modelEnv: Record<string, string>;
+}
+
+/** The variables of one family, by exact name or prefix, as a plain map. */
+function pick(env: Record<string, string | undefined>, names: readonly string[], prefixes: readonly string[] = []): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && (names.includes(k) || prefixes.some((p) => k.startsWith(p)))) out[k] = v;
+  return out;
+}
+
+/** Names of environment variables an agent process must not inherit (it gets only its own). */
+const PRIVATE_ENV = /^(KEEL_SECRET_|KEEL_AGENT_NATS_)/;
+
+/** The environment an agent process inherits from `keel start`: everything but secrets and bus credentials. */
+export function inheritedEnv(env: Record<string, string | undefined> = process.env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && !PRIVATE_ENV.test(k)) out[k] = v;
+  return out;
+}
+
+/** The standard OpenTelemetry variables (`OTEL_*`) for `initTelemetry({ env })`. */
+export function telemetryEnv(env: Record<string, string | undefined> = process.env): Record<string, string> {
+  return pick(env, [], ['OTEL_']);
+}
+
+/** The model variables (`KEEL_MODEL_*`, endpoints, API keys, `KEEL_PRICE_*`, `KEEL_PRICES`) for `createModelRegistry(env)`. */
+export function modelEnv(env: Record<string, string | undefined> = process.env): Record<string, string> {
+  return pick(env, ['KEEL_OPENAI_BASE_URL', 'KEEL_OLLAMA_URL', 'KEEL_PRICES', 'OPENAI_API_KEY', 'ANTHROPIC_API_KEY'], ['KEEL_MODEL_', 'KEEL_PRICE_']);
 }
 
 const list = (v: string | undefined): string[] => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 
-export class ConfigError extends Error {
-  readonly code = 'KEEL_CONFIG_INVALID';
+export class ConfigError extends KeelError {
+  declare readonly code: 'KEEL_CONFIG_INVALID';
   readonly issues: string[];
   constructor(issues: string[]) {
-    super(`invalid configuration:\n  ${issues.join('\n  ')}`);
+    super('KEEL_CONFIG_INVALID', `invalid configuration:\n  ${issues.join('\n  ')}`);
     this.name = 'ConfigError';
     this.issues = issues;
   }
@@ -211,9 +244,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     agentNatsUser: c.KEEL_AGENT_NATS_USER,
     agentNatsPassword: c.KEEL_AGENT_NATS_PASSWORD,
     supervisorPid: c.KEEL_SUPERVISOR_PID,
+    telemetryEnv: telemetryEnv(env),
+    modelEnv: modelEnv(env),
   };
 }
 
-export { findTool, provision, toolsDir, REPO_ROOT, PROVISION_SCRIPT } from './tools.ts';
+export { KeelError, isKeelError, toKeelError } from './errors.ts';
+export type { KeelErrorOptions } from './errors.ts';
+export { findTool, provision, toolsDir, REPO_ROOT, PROVISION_SCRIPT, ProvisionError } from './tools.ts';
 export type { ToolName } from './tools.ts';
 export { KEEL_VERSION } from './version.ts';

@@ -3,6 +3,7 @@ import { homedir } from 'node:os';
 import { join, dirname, delimiter } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawn } from 'node:child_process';
+import { KeelError } from './errors.ts';
 
 /** The servers deploy/provision.sh builds. `nats` is natscli. */
 export type ToolName = 'nats-server' | 'ferretdb' | 'jaeger' | 'nats';
@@ -41,13 +42,26 @@ export function findTool(name: ToolName, env: Record<string, string | undefined>
   return onPath(name);
 }
 
+/** deploy/provision.sh exited with an error (its own messages went to stderr). */
+export class ProvisionError extends KeelError {
+  declare readonly code: 'KEEL_PROVISION_FAILED';
+  readonly tools: ToolName[];
+  readonly exitCode: number | null;
+  constructor(tools: ToolName[], exitCode: number | null) {
+    super('KEEL_PROVISION_FAILED', `deploy/provision.sh ${tools.join(' ')} failed (exit ${exitCode}); see its messages above`);
+    this.name = 'ProvisionError';
+    this.tools = tools;
+    this.exitCode = exitCode;
+  }
+}
+
 /** Runs deploy/provision.sh for the given tools, streaming its progress to stderr. */
 export function provision(tools: ToolName[], env: Record<string, string | undefined> = process.env): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn('bash', [PROVISION_SCRIPT, ...tools], { stdio: ['ignore', 'inherit', 'inherit'], env: env as NodeJS.ProcessEnv });
     child.on('error', reject);
     child.on('exit', (code) =>
-      code === 0 ? resolve() : reject(new Error(`deploy/provision.sh ${tools.join(' ')} failed (exit ${code}); see its messages above`)),
+      code === 0 ? resolve() : reject(new ProvisionError(tools, code)),
     );
   });
 }

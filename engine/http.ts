@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
+import { EngineError } from './errors.ts';
 
 export interface HealthReport {
   status: 'ok' | 'degraded';
@@ -40,7 +41,7 @@ export async function startHttpApi(opts: {
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, hostname: opts.host, port: opts.port }, () => resolve(s));
     s.once('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'EADDRINUSE' ? new Error(`HTTP port ${opts.host}:${opts.port} is already in use; set KEEL_HTTP_PORT to another port`) : err),
+      reject(err.code === 'EADDRINUSE' ? new EngineError('ENGINE_HTTP_PORT_IN_USE', `HTTP port ${opts.host}:${opts.port} is already in use; set KEEL_HTTP_PORT to another port`, { cause: err }) : err),
     );
   });
   const port = (server.address() as AddressInfo).port;

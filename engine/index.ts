@@ -14,9 +14,9 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { findTool, provision, KEEL_VERSION, type KeelConfig } from '../config/index.ts';
-import { LocalNatsServer, connectBus, createBus, type Bus, type NatsConnection } from '../bus/index.ts';
-import { openStore, startOutboxRelay, natsEventPublisher, type StateStore, type OutboxRelay } from '../shared-state/index.ts';
+import { findTool, inheritedEnv, provision, KEEL_VERSION, type KeelConfig } from '../config/index.ts';
+import { LocalNatsServer, LocalServerError, connectBus, createBus, natsEventPublisher, type Bus, type NatsConnection } from '../bus/index.ts';
+import { openStore, startOutboxRelay, type StateStore, type OutboxRelay } from '../shared-state/index.ts';
 import { loadFeatures, entityTypesOf, workflowsOf, resolveAgent, enabledAgents } from '../agents/index.ts';
 import { loadOrCreateCredentials, natsUsers, type AgentDefinition, type Ingress } from '../runtime/index.ts';
 import { AgentSupervisor, parseAgentList } from './supervisor.ts';
@@ -24,8 +24,11 @@ import { WorkflowEngine, startTriggers, workflowCapabilities } from '../workflow
 import { createLogger, createMetrics } from '../observability/index.ts';
 import { startHttpApi, type HealthReport, type HttpApi } from './http.ts';
 import { mountApi } from './api.ts';
+import { EngineError } from './errors.ts';
 
 export type { HealthReport, HttpApi } from './http.ts';
+export { EngineError } from './errors.ts';
+export type { EngineErrorCode } from './errors.ts';
 
 export interface Engine {
   config: KeelConfig;
@@ -47,12 +50,12 @@ async function natsServerBinary(cfg: KeelConfig, log: Logger): Promise<string> {
   const found = findTool('nats-server');
   if (found) return found;
   if (!cfg.autoProvision) {
-    throw new Error('no nats-server binary found: run `npm run provision` (builds the pinned release with Go), set KEEL_NATS_SERVER_BIN, or set KEEL_NATS_URL to use a running server');
+    throw new LocalServerError('BUS_SERVER_NOT_FOUND', 'no nats-server binary found: run `npm run provision` (builds the pinned release with Go), set KEEL_NATS_SERVER_BIN, or set KEEL_NATS_URL to use a running server');
   }
   log.info('no nats-server binary yet: building the pinned release once with deploy/provision.sh (about a minute)');
   await provision(['nats-server']);
   const built = findTool('nats-server');
-  if (!built) throw new Error('deploy/provision.sh finished but no nats-server binary was found');
+  if (!built) throw new LocalServerError('BUS_SERVER_NOT_FOUND', 'deploy/provision.sh finished but no nats-server binary was found');
   return built;
 }
 
@@ -60,7 +63,7 @@ async function natsServerBinary(cfg: KeelConfig, log: Logger): Promise<string> {
 async function probeStore(store: StateStore): Promise<Record<string, unknown> & { status: 'up' | 'down' }> {
   const t0 = performance.now();
   try {
-    await Promise.race([store.headCursor(), new Promise((_, rej) => setTimeout(() => rej(new Error('no answer within 2 s')), 2_000).unref())]);
+    await Promise.race([store.headCursor(), new Promise((_, rej) => setTimeout(() => rej(new EngineError('ENGINE_PROBE_TIMEOUT', 'no answer within 2 s', { retryable: true })), 2_000).unref())]);
     return { status: 'up', ...store.info, latency_ms: Math.round((performance.now() - t0) * 1000) / 1000 };
   } catch (err) {
     return { status: 'down', ...store.info, error: (err as Error).message };
@@ -186,7 +189,7 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     for (const i of ingresses) i.attach?.(http.server);
     cleanups.push(() => http.close());
     // 4. the agents, each its own OS process
-    const supervisor = new AgentSupervisor(log);
+    const supervisor = new AgentSupervisor(log, inheritedEnv());
     supervisor.start(
       agentDefs.flatMap((a) =>
         Array.from({ length: a.replicas }, (_, i) => ({

@@ -18,9 +18,6 @@ export interface SupervisedAgent {
   restarts(): number;
 }
 
-/** Names of environment variables an agent process must not inherit (it gets only its own). */
-const PRIVATE_ENV = /^(KEEL_SECRET_|KEEL_AGENT_NATS_)/;
-
 /**
  * Runs each agent replica as its own OS process (`keel agent start`), restarts one that dies
  * with exponential backoff, and stops them all with SIGTERM (drain), then SIGKILL after a grace.
@@ -30,8 +27,12 @@ export class AgentSupervisor {
   private stopping = false;
   private readonly log: Logger;
 
-  constructor(log: Logger) {
+  private readonly baseEnv: Readonly<Record<string, string>>;
+
+  /** `baseEnv`: what every agent process inherits (config's `inheritedEnv()`), before its own variables */
+  constructor(log: Logger, baseEnv: Readonly<Record<string, string>>) {
     this.log = log;
+    this.baseEnv = baseEnv;
   }
 
   start(specs: AgentProcessSpec[]): SupervisedAgent[] {
@@ -50,11 +51,9 @@ export class AgentSupervisor {
 
   private launch(id: string): void {
     const e = this.procs.get(id)!;
-    const base: Record<string, string> = {};
-    for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !PRIVATE_ENV.test(k)) base[k] = v;
     const startedAt = Date.now();
     const child = spawn(process.execPath, [join(REPO_ROOT, 'cli', 'keel.ts'), 'agent', 'start', e.spec.spec, '--instance', `${e.spec.replica}-${process.pid}`], {
-      env: { ...base, ...e.spec.env, KEEL_SUPERVISOR_PID: String(process.pid) },
+      env: { ...this.baseEnv, ...e.spec.env, KEEL_SUPERVISOR_PID: String(process.pid) },
       stdio: ['ignore', 'inherit', 'inherit'],
       // its own process group: a Ctrl-C reaches the supervisor, which drains the agents in order
       detached: true,

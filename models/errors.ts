@@ -5,8 +5,10 @@
  * Every error carries `retryable`: whether the same call may succeed later (rate limits, 5xx,
  * network, timeouts) or never will (bad request, bad key, unknown model, nothing configured).
  * The agent runtime's `toFailure` reads that field alone to decide retry or dead-letter.
+ * Every one is a {@link KeelError}.
  */
 import { getRetryable } from '@langchain/core/errors';
+import { KeelError } from '../config/index.ts';
 
 export type ModelErrorCode =
   /** no model is configured for the tier a capability needs */
@@ -47,23 +49,18 @@ export interface ModelErrorOptions {
   nextDelayMs?: number;
 }
 
-export class ModelError extends Error {
-  readonly code: ModelErrorCode;
-  /** Whether trying the same call again later may succeed. */
-  readonly retryable: boolean;
+export class ModelError extends KeelError {
+  declare readonly code: ModelErrorCode;
+  declare readonly nextDelayMs: number | undefined;
   readonly provider: string | undefined;
   readonly model: string | undefined;
   readonly status: number | undefined;
-  readonly nextDelayMs: number | undefined;
   constructor(code: ModelErrorCode, message: string, opts: ModelErrorOptions = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super(code, message, { cause: opts.cause, retryable: opts.retryable, nextDelayMs: opts.nextDelayMs });
     this.name = 'ModelError';
-    this.code = code;
-    this.retryable = opts.retryable ?? false;
     this.provider = opts.provider;
     this.model = opts.model;
     this.status = opts.status;
-    this.nextDelayMs = opts.nextDelayMs;
   }
 }
 

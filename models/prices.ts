@@ -12,6 +12,7 @@
  */
 import { z } from 'zod';
 import { ModelConfigError } from './errors.ts';
+import { modelEnv } from '../config/index.ts';
 
 /** USD per 1M tokens. */
 export interface ModelPrice {
@@ -67,7 +68,7 @@ const price = z.strictObject({
  *
  * Throws {@link ModelConfigError} naming each malformed variable.
  */
-export function loadPriceTable(env: Record<string, string | undefined> = process.env): PriceTable {
+export function loadPriceTable(env: Record<string, string | undefined> = modelEnv()): PriceTable {
   const { table, issues } = readPriceTable(env);
   if (issues.length) throw new ModelConfigError(issues);
   return table;

@@ -14,6 +14,7 @@ import { ChatOllama } from '@langchain/ollama';
 import { ModelConfigError, ModelNotConfiguredError } from './errors.ts';
 import { readPriceTable, lookupPrice, type ModelPrice, type PriceTable } from './prices.ts';
 import { ScriptedChatModel, readScript, type ScriptedReply } from './scripted.ts';
+import { modelEnv } from '../config/index.ts';
 
 export type ModelTier = 1 | 2;
 export type TierName = 'small' | 'large';
@@ -112,14 +113,10 @@ function tierOf(t: ModelTier | TierName): (typeof MODEL_TIERS)[number] {
 }
 
 function checkUrl(variable: string, value: string, issues: Issue[]): string | undefined {
-  try {
-    const u = new URL(value);
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http(s)');
-    return value.replace(/\/+$/, '');
-  } catch {
-    issues.push({ variable, message: `must be an http(s) URL, got '${value}'` });
-    return undefined;
-  }
+  const protocol = URL.canParse(value) ? new URL(value).protocol : undefined;
+  if (protocol === 'http:' || protocol === 'https:') return value.replace(/\/+$/, '');
+  issues.push({ variable, message: `must be an http(s) URL, got '${value}'` });
+  return undefined;
 }
 
 function intVar(env: Record<string, string | undefined>, variable: string, dflt: number, min: number, issues: Issue[]): number {
@@ -153,12 +150,12 @@ export function parseModelSpec(value: string, variable: string): { provider: Mod
  * unset tiers are fine.
  *
  * ```ts
- * const models = createModelRegistry();                 // process.env
+ * const models = createModelRegistry();                 // the model variables, read by config/ (modelEnv)
  * if (models.has('small')) { const m = models.get(1); await m.chat.invoke('hi'); }
  * models.get('large', { capability: 'ticket.draft' }); // ModelNotConfiguredError: ... set KEEL_MODEL_LARGE
  * ```
  */
-export function createModelRegistry(env: Record<string, string | undefined> = process.env, opts: CreateModelRegistryOptions = {}): ModelRegistry {
+export function createModelRegistry(env: Record<string, string | undefined> = modelEnv(), opts: CreateModelRegistryOptions = {}): ModelRegistry {
   const read = readPriceTable(env);
   const prices = read.table;
   const issues: Issue[] = [...read.issues];

@@ -76,7 +76,12 @@ export function readScript(path: string, variable?: string): { replies: Scripted
 const estimate = (text: string) => Math.ceil(text.length / 4);
 const textOf = (m: BaseMessage) => (typeof m.content === 'string' ? m.content : JSON.stringify(m.content));
 
-/** An Error shaped like a provider SDK's HTTP error (`status`), so normalization treats it alike. */
+/**
+ * An Error shaped like a provider SDK's HTTP error (`status`), so normalization treats it alike.
+ * Deliberately not a KeelError: it stands in for a foreign SDK's error, which `toModelError`
+ * turns into a ModelError; a Keel `code`/`retryable` of its own would make a scripted failure
+ * behave unlike a real provider's wherever it is seen before that normalization.
+ */
 class ScriptedProviderError extends Error {
   readonly status: number | undefined;
   constructor(message: string, status: number | undefined) {

@@ -7,10 +7,11 @@ export type { Logger } from 'pino';
  * A pino logger whose every line carries the active span's `trace_id` and `span_id`, so a log
  * line can be found from a trace and the other way round.
  */
+/** `level` defaults to `info`; the engine and agents pass KEEL_LOG_LEVEL from config. */
 export function createLogger(name: string, opts: { level?: string; destination?: NodeJS.WritableStream } = {}): Logger {
   const options: LoggerOptions = {
     name,
-    level: opts.level ?? process.env.KEEL_LOG_LEVEL ?? 'info',
+    level: opts.level ?? 'info',
     base: { pid: process.pid, service: name },
     timestamp: pino.stdTimeFunctions.isoTime,
     mixin() {

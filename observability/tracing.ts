@@ -28,9 +28,9 @@ let current: Telemetry | undefined;
  * variables ask for it (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
  * unless `OTEL_TRACES_EXPORTER=none`); `OTEL_SERVICE_NAME` overrides the name.
  */
-export function initTelemetry(opts: { serviceName: string; exporter?: SpanExporter; env?: Record<string, string | undefined> }): Telemetry {
+export function initTelemetry(opts: { serviceName: string; exporter?: SpanExporter; /** the OTEL_* variables (config's telemetryEnv); none = export nothing */ env?: Record<string, string | undefined> }): Telemetry {
   if (current) return current;
-  const env = opts.env ?? process.env;
+  const env = opts.env ?? {};
   const serviceName = env.OTEL_SERVICE_NAME ?? opts.serviceName;
   const processors: SpanProcessor[] = [];
   const wantOtlp = env.OTEL_TRACES_EXPORTER !== 'none' && !!(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);

@@ -1,4 +1,6 @@
-/** Typed errors of the agent runtime (check by `code`). */
+/** Typed errors of the agent runtime (check by `code`). Every one is a {@link KeelError}. */
+import { KeelError } from '../config/index.ts';
+
 export type AgentErrorCode =
   | 'AGENT_PERMISSION_DENIED'
   | 'AGENT_CIRCUIT_OPEN'
@@ -7,18 +9,18 @@ export type AgentErrorCode =
   | 'AGENT_BAD_OUTPUT'
   | 'AGENT_UNKNOWN'
   | 'AGENT_BUDGET_EXCEEDED'
-  | 'AGENT_INVALID_DEFINITION';
+  | 'AGENT_INVALID_DEFINITION'
+  /** the bus credentials file has no entry for an agent that should run */
+  | 'AGENT_NO_CREDENTIALS'
+  /** replay met something it cannot answer from the log (internal to `replayRun`) */
+  | 'AGENT_REPLAY_STOPPED';
 
-export class AgentError extends Error {
-  readonly code: AgentErrorCode;
-  readonly retryable: boolean;
-  readonly nextDelayMs: number | undefined;
+export class AgentError extends KeelError {
+  declare readonly code: AgentErrorCode;
+  declare readonly nextDelayMs: number | undefined;
   constructor(code: AgentErrorCode, message: string, opts: { retryable?: boolean; nextDelayMs?: number; cause?: unknown } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super(code, message, opts);
     this.name = 'AgentError';
-    this.code = code;
-    this.retryable = opts.retryable ?? false;
-    this.nextDelayMs = opts.nextDelayMs;
   }
 }
 

@@ -26,7 +26,7 @@
  * });
  * ```
  *
- * Run it as its own process with `keel agent start --module ./greeter.ts` (or by name when it
+ * Run it as its own process with `keel agent start ./greeter.ts` (or by name when it
  * is in a feature's catalog, agents/index.ts); `keel start` supervises every enabled agent.
  */
 export { defineAgent, defineCapability, taskType } from './define.ts';
@@ -37,6 +37,7 @@ export type { Feature, FeatureAgent, Ingress, IngressContext } from './feature.t
 export { loadAgent, loadAgentModule, loadFeatureModule } from './load.ts';
 export { replayRun } from './replay.ts';
 export type { ReplayReport, ReplayStep } from './replay.ts';
+export { createCapabilityTestKit, type CapabilityTestKit, type CapabilityTestKitOptions, type CapabilityRunOptions, type CapabilityRunResult, type RecordedEffect, type RecordedEnqueue, type RecordedModelCall, type FailedModelCall, type CapturedLog } from './testkit.ts';
 export type { RunAgentOptions, RunningAgent } from './runtime.ts';
 export { CircuitBreaker } from './breaker.ts';
 export type { BreakerOptions, BreakerState } from './breaker.ts';

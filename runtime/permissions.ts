@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { subjects, durableFor, type LocalNatsUser } from '../bus/index.ts';
 import type { AgentDefinition } from './define.ts';
+import { AgentError } from './errors.ts';
 
 /**
  * nats-server permissions for one agent, generated from its manifest: it may pull and ack its
@@ -18,7 +19,7 @@ export function natsPermissionsFor(agent: AgentDefinition, prefix = 'keel', work
   // the runtime (not the handler) dispatches workflow steps: any agent may complete a step or
   // fire a timer, so each may publish the tasks of the declared workflows' capabilities
   for (const c of workflowCapabilities) pub.add(s.task(c));
-  pub.add(`${prefix}.run.finished.*`);
+  pub.add(s.runFinishedAll);
   for (const c of agent.capabilities) {
     const d = durableFor(c.name);
     for (const api of ['CONSUMER.INFO', 'CONSUMER.DURABLE.CREATE', 'CONSUMER.MSG.NEXT']) pub.add(`$JS.API.${api}.${T}.${d}`);
@@ -76,7 +77,7 @@ export function natsUsers(creds: CredentialsFile, agents: readonly AgentDefiniti
     { user: creds.admin.user, password: creds.admin.password },
     ...agents.map((a) => {
       const c = creds.agents[a.name];
-      if (!c) throw new Error(`no credentials for agent '${a.name}'`);
+      if (!c) throw new AgentError('AGENT_NO_CREDENTIALS', `no credentials for agent '${a.name}'`);
       return { user: c.user, password: c.password, ...natsPermissionsFor(a, prefix, workflowCapabilities) };
     }),
   ];

@@ -1,6 +1,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { AgentDefinition, Capability, TaskContext } from './define.ts';
 import type { ScopedState } from './scoped-state.ts';
+import { AgentError } from './errors.ts';
 import type { StateStore, Entity, CommittedEvent } from '../shared-state/index.ts';
 import { WorkflowError, type RunState } from '../workflows/index.ts';
 import type { Envelope } from '../bus/index.ts';
@@ -33,10 +34,11 @@ export interface ReplayReport {
   sideEffects: 0;
 }
 
-class ReplayStop extends Error {
+/** Stops replaying a step: it did something the log cannot answer. Caught in `replayRun`. */
+class ReplayStop extends AgentError {
   readonly reason: string;
   constructor(reason: string) {
-    super(reason);
+    super('AGENT_REPLAY_STOPPED', reason);
     this.name = 'ReplayStop';
     this.reason = reason;
   }

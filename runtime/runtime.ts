@@ -9,11 +9,11 @@ import { openStore, type EntityTypeDef, type StateStore } from '../shared-state/
 import { createLogger, createMetrics, type Logger, type Metrics } from '../observability/index.ts';
 import { loadConfig, type KeelConfig } from '../config/index.ts';
 import { CircuitBreaker } from './breaker.ts';
-import { AgentError, BudgetExceededError, PermissionDeniedError } from './errors.ts';
+import { AgentError, PermissionDeniedError } from './errors.ts';
 import { scopeState } from './scoped-state.ts';
+import { LEASE_MARGIN_MS, callModel, checkOutput, effectKey, grantedSecrets, recordOnce } from './task-parts.ts';
 import { WorkflowEngine, runCoordinates, workflowRunType } from '../workflows/index.ts';
-import { invokeModel, type ModelRegistry } from '../models/index.ts';
-import type { BaseMessageLike } from '@langchain/core/messages';
+import type { ModelRegistry } from '../models/index.ts';
 import { taskType, type AgentDefinition, type Capability, type TaskContext } from './define.ts';
 
 export interface RunAgentOptions {
@@ -56,8 +56,6 @@ export function agentEntityTypes(def: AgentDefinition): EntityTypeDef[] {
   return [...(def.entities ?? []), workflowRunType];
 }
 
-/** Extra time a task's claim outlives its timeout before another replica may take it over. */
-const LEASE_MARGIN_MS = 2_000;
 
 function jsonSchema(s: z.ZodType): Record<string, unknown> | undefined {
   try {
@@ -93,11 +91,11 @@ export function manifestCapabilities(def: AgentDefinition): ManifestCapability[]
 export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Promise<RunningAgent> {
   const prefix = opts.prefix ?? 'keel';
   const instanceId = opts.instanceId ?? `${process.pid}-${randomBytes(3).toString('hex')}`;
-  const log = (opts.logger ?? createLogger(def.name)).child({ agent: def.name, instance: instanceId });
+  const config = opts.config ?? loadConfig();
+  const log = (opts.logger ?? createLogger(def.name, { level: config.logLevel })).child({ agent: def.name, instance: instanceId });
   const nc = await connectBus({ servers: opts.natsUrl, name: `${def.name}/${instanceId}`, user: opts.natsUser, pass: opts.natsPassword, logger: log });
   const bus = createBus(nc, { prefix, logger: log });
   // the store knows exactly the agent's declared entity types plus the runtime's own (workflow runs)
-  const config = opts.config ?? loadConfig();
   const store = typeof opts.state === 'string' ? await openStore(opts.state, { types: agentEntityTypes(def), sqlite: { synchronous: config.sqliteSync } }) : opts.state;
   const metrics = opts.metricsPort !== undefined ? await createMetrics({ serviceName: def.name, port: opts.metricsPort, host: config.metricsHost }) : undefined;
   const tasksCounter = metrics?.meter.createCounter('keel_tasks', { description: 'tasks settled, by outcome (ack, retry, dead_letter)' });
@@ -134,11 +132,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
       throw new AgentError('AGENT_TASK_IN_PROGRESS', `task ${taskKey} is held by another instance until ${claim.leaseUntil}`, { retryable: true, nextDelayMs: wait });
     }
     const t0 = performance.now();
-    const secrets: Record<string, string> = {};
-    for (const s of cap.permissions?.secrets ?? []) {
-      const v = opts.secrets?.[s];
-      if (v !== undefined) secrets[s] = v;
-    }
+    const secrets = grantedSecrets(cap, opts.secrets);
     const allowedEnqueue = new Set(cap.permissions?.enqueue ?? []);
     let spentUsd = 0;
     let modelCalls = 0;
@@ -162,23 +156,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
         });
         return { id: r.id };
       },
-      effect: async <T>(name: string, fn: (key: string) => Promise<T>): Promise<T> => {
-        const key = `effect:${cap.name}:${env.idempotencyKey}:${name}`;
-        const c = await store.claim(key, { leaseMs });
-        if (c.status === 'completed') return c.result as T;
-        if (c.status === 'running') {
-          throw new AgentError('AGENT_EFFECT_IN_PROGRESS', `side effect ${key} is in progress elsewhere`, { retryable: true, nextDelayMs: Math.max(250, Date.parse(c.leaseUntil) - Date.now() + 250) });
-        }
-        let result: T;
-        try {
-          result = await fn(key);
-        } catch (err) {
-          await store.release(key, c.token).catch(() => undefined);
-          throw err;
-        }
-        await store.complete(key, c.token, result ?? null);
-        return result;
-      },
+      effect: async <T>(name: string, fn: (key: string) => Promise<T>): Promise<T> => (await recordOnce(store, effectKey(cap.name, env.idempotencyKey, name), leaseMs, fn)).result,
       connector: async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
         let b = breakers.get(name);
         if (!b) breakers.set(name, (b = new CircuitBreaker(name)));
@@ -195,32 +173,21 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
         const n = ++modelCalls;
         // recorded like a side effect: a retried task reuses the answer, and replay reads it back
         return ctx.effect(`model-${n}`, async () => {
-          if (!opts.models?.has(tier)) throw new AgentError('AGENT_UNKNOWN', `no ${tier} model configured`);
-          // the budget stops spending before it happens: no call once the task's budget is used up
-          if (env.budgetUsd !== undefined && spentUsd >= env.budgetUsd) throw new BudgetExceededError(env.budgetUsd, spentUsd);
-          const r = await invokeModel({
-            model: opts.models.get(tier, { capability: cap.name }),
-            tier: tier === 'small' ? 1 : 2,
-            messages: messages as BaseMessageLike[],
-            attribution: { agent: def.name, capability: cap.name, runId: env.correlationId, customerId: env.customer },
-            costs: store,
-            signal: hctx.signal,
+          const r = await callModel({
+            models: opts.models, tier, messages, capability: cap.name, store, signal: hctx.signal,
+            attribution: { agent: def.name, runId: env.correlationId, customerId: env.customer },
+            budgetUsd: env.budgetUsd, spentUsd,
           });
           spentUsd += r.costUsd;
           costCounter?.add(r.costUsd, { agent: def.name, capability: cap.name });
-          return { text: typeof r.message.content === 'string' ? r.message.content : JSON.stringify(r.message.content), usage: r.usage, costUsd: r.costUsd, model: r.model };
+          return r;
         });
       },
       hasModel: (tier) => !!opts.models?.has(tier),
     };
     let output: unknown;
     try {
-      const raw = await cap.handler(ctx);
-      const parsed = cap.output.safeParse(raw);
-      if (!parsed.success) {
-        throw new AgentError('AGENT_BAD_OUTPUT', `capability ${cap.name} returned output that fails its schema: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(output)'}: ${i.message}`).join('; ')}`);
-      }
-      output = parsed.data;
+      output = checkOutput(cap, await cap.handler(ctx));
     } catch (err) {
       await store.release(taskKey, claim.token).catch(() => undefined);
       const e = err as { code?: string };

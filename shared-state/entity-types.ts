@@ -19,7 +19,7 @@
  * merge patch, RFC 7396: `null` removes a field), `deleted` and `restored`.
  */
 import type { z } from 'zod';
-import { UnknownEntityTypeError } from './errors.ts';
+import { StateError, UnknownEntityTypeError } from './errors.ts';
 
 export type State = Record<string, unknown>;
 
@@ -43,13 +43,13 @@ const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Declares an entity type; checks the declaration itself. */
 export function defineEntityType(def: EntityTypeDef): EntityTypeDef {
-  if (!NAME.test(def.name)) throw new Error(`entity type name '${def.name}' must be 1-64 letters, digits, '_' or '-'`);
-  if (!Number.isInteger(def.schemaVersion) || def.schemaVersion < 1) throw new Error(`entity type '${def.name}': schemaVersion must be an integer >= 1`);
+  if (!NAME.test(def.name)) throw new StateError('STATE_INVALID_DEFINITION', `entity type name '${def.name}' must be 1-64 letters, digits, '_' or '-'`);
+  if (!Number.isInteger(def.schemaVersion) || def.schemaVersion < 1) throw new StateError('STATE_INVALID_DEFINITION', `entity type '${def.name}': schemaVersion must be an integer >= 1`);
   for (const ev of Object.keys(def.events ?? {})) {
-    if ((BUILTIN_EVENTS as readonly string[]).includes(ev)) throw new Error(`entity type '${def.name}': event '${ev}' is built in`);
-    if (!NAME.test(ev)) throw new Error(`entity type '${def.name}': event name '${ev}' must be letters, digits, '_' or '-'`);
+    if ((BUILTIN_EVENTS as readonly string[]).includes(ev)) throw new StateError('STATE_INVALID_DEFINITION', `entity type '${def.name}': event '${ev}' is built in`);
+    if (!NAME.test(ev)) throw new StateError('STATE_INVALID_DEFINITION', `entity type '${def.name}': event name '${ev}' must be letters, digits, '_' or '-'`);
   }
-  if (def.events && Object.keys(def.events).length > 0 && !def.reduce) throw new Error(`entity type '${def.name}' declares events but no reduce`);
+  if (def.events && Object.keys(def.events).length > 0 && !def.reduce) throw new StateError('STATE_INVALID_DEFINITION', `entity type '${def.name}' declares events but no reduce`);
   return def;
 }
 
@@ -64,7 +64,7 @@ export function createRegistry(defs: readonly EntityTypeDef[]): EntityTypeRegist
   for (const d of defs) {
     const seen = byName.get(d.name);
     if (seen === d) continue; // several agents of one feature list the same declaration
-    if (seen) throw new Error(`entity type '${d.name}' is declared twice`);
+    if (seen) throw new StateError('STATE_INVALID_DEFINITION', `entity type '${d.name}' is declared twice`);
     byName.set(d.name, d);
   }
   return {

@@ -1,7 +1,10 @@
 /**
  * Typed errors of the state store. Check them by `code` (stable across processes and package
- * copies), not only with `instanceof`: `isStateError(err, 'STATE_VERSION_CONFLICT')`.
+ * copies), not only with `instanceof`: `isStateError(err, 'STATE_VERSION_CONFLICT')`. Every one
+ * is a {@link KeelError}.
  */
+import { KeelError } from '../config/index.ts';
+
 export type StateErrorCode =
   | 'STATE_VERSION_CONFLICT'
   | 'STATE_SCHEMA_INVALID'
@@ -18,7 +21,9 @@ export type StateErrorCode =
   | 'STATE_APPROVAL_EXPIRED'
   | 'STATE_BUSY'
   | 'STATE_UNAVAILABLE'
-  | 'STATE_BAD_URL';
+  | 'STATE_BAD_URL'
+  /** an entity type declaration is invalid (name, schemaVersion, events) or declared twice */
+  | 'STATE_INVALID_DEFINITION';
 
 /** One failing field of a schema check: `path` is the dotted zod issue path (`messages.0.text`). */
 export interface FieldIssue {
@@ -26,15 +31,11 @@ export interface FieldIssue {
   message: string;
 }
 
-export class StateError extends Error {
-  readonly code: StateErrorCode;
-  /** Whether trying the same call again later may succeed. */
-  readonly retryable: boolean;
+export class StateError extends KeelError {
+  declare readonly code: StateErrorCode;
   constructor(code: StateErrorCode, message: string, opts: { cause?: unknown; retryable?: boolean } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super(code, message, opts);
     this.name = 'StateError';
-    this.code = code;
-    this.retryable = opts.retryable ?? false;
   }
 }
 

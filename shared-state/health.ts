@@ -1,16 +1,17 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
+import { StateError } from './errors.ts';
 
 /** Parses `KEEL_STATE`: `sqlite:PATH` or a `mongodb://` / `mongodb+srv://` URL. */
 export function parseStateUrl(url: string): { kind: 'sqlite'; path: string } | { kind: 'mongodb'; url: string } {
   if (url.startsWith('sqlite:')) {
     const path = url.slice('sqlite:'.length);
-    if (!path) throw new Error(`KEEL_STATE '${url}' names no file: use sqlite:/path/to/keel.db`);
+    if (!path) throw new StateError('STATE_BAD_URL', `KEEL_STATE '${url}' names no file: use sqlite:/path/to/keel.db`);
     return { kind: 'sqlite', path };
   }
   if (url.startsWith('mongodb://') || url.startsWith('mongodb+srv://')) return { kind: 'mongodb', url };
-  throw new Error(`KEEL_STATE '${url}' is neither sqlite:PATH nor a mongodb:// URL`);
+  throw new StateError('STATE_BAD_URL', `KEEL_STATE '${url}' is neither sqlite:PATH nor a mongodb:// URL`);
 }
 
 /** Host part of a MongoDB URL, credentials removed, for logs and health output. */

@@ -4,14 +4,15 @@
  * the cost ledger, approvals and a hash-chained audit log — one port, two adapters.
  *
  * ```ts
- * import { openStore, startOutboxRelay, natsEventPublisher, ensureEventStream } from './shared-state/index.ts';
- * const store = await openStore(cfg.state, { types: [ticketType] }); // sqlite:/path/keel.db or mongodb://...
+ * import { openStore, startOutboxRelay } from './shared-state/index.ts';
+ * import { natsEventPublisher, ensureEventStream } from './bus/index.ts';
+ * const store = await openStore(cfg.state, { types: [invoiceType] }); // sqlite:/path/keel.db or mongodb://...
  * const actor = { kind: 'agent', id: 'triage' } as const;
- * const { entity } = await store.append('ticket', 'T-42', 0, [{ type: 'created', data: { subject: 'Refund?' } }], { actor, correlationId: 'conv-7' });
- * await store.append('ticket', 'T-42', entity.version, [{ type: 'updated', data: { status: 'escalated' } }], { actor });
- * const { events, cursor } = await store.changes({ since: lastCursor, types: ['ticket'] });
+ * const { entity } = await store.append('invoice', 'INV-42', 0, [{ type: 'created', data: { amount: 120 } }], { actor, correlationId: 'run-7' });
+ * await store.append('invoice', 'INV-42', entity.version, [{ type: 'updated', data: { paid: true } }], { actor });
+ * const { events, cursor } = await store.changes({ since: lastCursor, types: ['invoice'] });
  * await ensureEventStream(nc);
- * const relay = startOutboxRelay(store, natsEventPublisher(nc));   // keel.evt.ticket.T-42, Nats-Msg-Id = event id
+ * const relay = startOutboxRelay(store, natsEventPublisher(nc));   // keel.evt.invoice.INV-42, Nats-Msg-Id = event id
  * ```
  *
  * See docs/shared-state.md for cursor semantics, the outbox and the audit chain.
@@ -24,7 +25,7 @@ export type { OpenStoreOptions } from './open.ts';
 export { defineEntityType, createRegistry, BUILTIN_EVENTS } from './entity-types.ts';
 export type { EntityTypeDef, EntityTypeRegistry, State } from './entity-types.ts';
 
-export { startOutboxRelay, natsEventPublisher, ensureEventStream, eventSubject, eventStreamName, encodeEvent, eventHeaders } from './outbox.ts';
+export { startOutboxRelay, encodeEvent, eventHeaders } from './outbox.ts';
 export type { EventPublisher, OutboxRelay, OutboxRelayOptions } from './outbox.ts';
 
 export { canonicalJson, auditHash, verifyChain, singleType, GENESIS_HASH, DEFAULT_MAX_DOCUMENT_BYTES } from './core.ts';

@@ -5,65 +5,14 @@
  * publishes them again; JetStream's duplicate window drops the second copy. Every committed event
  * therefore reaches the stream once in effect, provided a relay runs within the stream's
  * duplicate window (1 h) of a publish whose mark was lost.
+ *
+ * The NATS side (the publisher, the subject, the stream) is the bus's: `natsEventPublisher`,
+ * `eventSubject` and `ensureEventStream` in bus/events.ts.
  */
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { headers, nanos, type NatsConnection } from '@nats-io/nats-core';
-import { InvalidIdError } from './errors.ts';
+import { subjects, type EventPublisher } from '../bus/index.ts';
 import type { CommittedEvent, StateStore } from './types.ts';
 
-export interface EventPublisher {
-  /** resolves once the event is durably accepted (JetStream ack); rejects otherwise */
-  publish(subject: string, payload: Uint8Array, opts: { msgId: string; headers: Record<string, string> }): Promise<void>;
-}
-
-const TOKEN = /^[A-Za-z0-9_-]+$/;
-
-function token(kind: string, v: string): string {
-  if (!TOKEN.test(v)) throw new InvalidIdError(kind, v);
-  return v;
-}
-
-/** `<prefix>.evt.<entityType>.<entityId>` */
-export function eventSubject(prefix: string, entityType: string, entityId: string): string {
-  return `${token('subject prefix', prefix)}.evt.${token('entity type', entityType)}.${token('entity id', entityId)}`;
-}
-
-/** `KEEL_EVT` for prefix `keel`. */
-export function eventStreamName(prefix = 'keel'): string {
-  return `${token('subject prefix', prefix).toUpperCase().replace(/-/g, '_')}_EVT`;
-}
-
-/** Creates the event stream (`<P>_EVT` on `<prefix>.evt.>`, 1 h duplicate window) unless it exists. */
-export async function ensureEventStream(nc: NatsConnection, prefix = 'keel'): Promise<string> {
-  const name = eventStreamName(prefix);
-  const jsm = await jetstreamManager(nc);
-  try {
-    await jsm.streams.info(name);
-    return name;
-  } catch {
-    // not there yet
-  }
-  try {
-    await jsm.streams.add({ name, subjects: [`${prefix}.evt.>`], duplicate_window: nanos(3_600_000) });
-  } catch (err) {
-    await jsm.streams.info(name).catch(() => {
-      throw err; // a concurrent creator would have left it there
-    });
-  }
-  return name;
-}
-
-/** Publishes with JetStream and waits for the ack (the server dedupes on `Nats-Msg-Id`). */
-export function natsEventPublisher(nc: NatsConnection): EventPublisher {
-  const js = jetstream(nc);
-  return {
-    async publish(subject, payload, opts) {
-      const h = headers();
-      for (const [k, v] of Object.entries(opts.headers)) h.set(k, v);
-      await js.publish(subject, payload, { msgID: opts.msgId, headers: h });
-    },
-  };
-}
+export type { EventPublisher };
 
 /** The JSON body of a published event: the committed event as stored. */
 export function encodeEvent(e: CommittedEvent): Uint8Array {
@@ -110,7 +59,7 @@ export interface OutboxRelay {
  * stream in version order), marking each batch published after its acks.
  */
 export function startOutboxRelay(store: StateStore, publisher: EventPublisher, opts: OutboxRelayOptions = {}): OutboxRelay {
-  const prefix = opts.prefix ?? 'keel';
+  const s = subjects(opts.prefix ?? 'keel');
   const batch = opts.batchSize ?? 500;
   let running: Promise<number> | null = null;
   let again = false;
@@ -125,7 +74,7 @@ export function startOutboxRelay(store: StateStore, publisher: EventPublisher, o
       try {
         for (const e of pending) {
           if (stopped) break;
-          await publisher.publish(eventSubject(prefix, e.entityType, e.entityId), encodeEvent(e), { msgId: e.eventId, headers: eventHeaders(e) });
+          await publisher.publish(s.evt(e.entityType, e.entityId), encodeEvent(e), { msgId: e.eventId, headers: eventHeaders(e) });
           done.push(e.eventId);
         }
       } finally {

@@ -14,7 +14,7 @@ export interface EventMeta {
   actor: Actor;
   /** id of the message (task, inbound email, ...) that caused this change */
   causationId?: string;
-  /** the workflow run or conversation this belongs to */
+  /** the workflow run or thread this belongs to */
   correlationId?: string;
   /** W3C trace id of the span that wrote it */
   traceId?: string;
@@ -231,7 +231,7 @@ export interface ApprovalInput {
   id?: string;
   /** what would happen, e.g. `email.send` */
   action: string;
-  /** what it concerns, e.g. `ticket/T-42` */
+  /** what it concerns, e.g. `invoice/INV-42` */
   subject: string;
   payload?: unknown;
   requestedBy: Actor;
@@ -267,7 +267,7 @@ export interface AuditInput {
   actor: Actor;
   /** e.g. `approval.decided`, `email.sent`, `config.changed` */
   action: string;
-  /** e.g. `ticket/T-42` */
+  /** e.g. `invoice/INV-42` */
   subject: string;
   details?: Record<string, unknown>;
 }

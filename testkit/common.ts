@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { TestkitError } from './errors.ts';
 
 /** Where a test server came from: an address in the environment, a container, or a local binary. */
 export type ServerSource = 'env' | 'container' | 'local';
@@ -69,7 +70,7 @@ export async function waitFor(probe: () => Promise<boolean> | boolean, opts: { t
     }
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 50));
   }
-  throw new Error(`timed out waiting for ${opts.what ?? 'condition'}${lastErr ? `: ${(lastErr as Error).message}` : ''}`);
+  throw new TestkitError('TESTKIT_TIMEOUT', `timed out waiting for ${opts.what ?? 'condition'}${lastErr ? `: ${(lastErr as Error).message}` : ''}`, { cause: lastErr });
 }
 
 /** Prints why a test file skipped, so a skip is never silent. */

@@ -9,6 +9,7 @@
  * if (!nats.ok) console.log(`skipped: ${nats.reason}`);
  * ```
  */
+export * from './errors.ts';
 export * from './common.ts';
 export * from './nats.ts';
 export * from './mongo.ts';

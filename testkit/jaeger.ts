@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { findTool } from '../config/index.ts';
 import { dockerAvailable, freePort, tempDir, waitFor, type Availability, type ServerHandle } from './common.ts';
+import { TestkitError } from './errors.ts';
 
 export interface JaegerHandle extends ServerHandle {
   /** query API base, e.g. http://127.0.0.1:16686 (`url` is the same) */
@@ -109,7 +110,7 @@ export async function startJaeger(): Promise<Availability<JaegerHandle>> {
   try {
     await waitFor(
       async () => {
-        if (child.exitCode !== null) throw new Error(`jaeger exited: ${stderr}`);
+        if (child.exitCode !== null) throw new TestkitError('TESTKIT_SERVER_EXITED', `jaeger exited: ${stderr}`);
         const r = await fetch(`${queryUrl}/api/services`);
         return r.ok;
       },
@@ -126,7 +127,7 @@ export async function startJaeger(): Promise<Availability<JaegerHandle>> {
 export async function getTrace(queryUrl: string, traceId: string): Promise<JaegerTrace | undefined> {
   const r = await fetch(`${queryUrl}/api/traces/${traceId}`);
   if (r.status === 404) return undefined;
-  if (!r.ok) throw new Error(`jaeger query ${r.status}: ${await r.text()}`);
+  if (!r.ok) throw new TestkitError('TESTKIT_QUERY_FAILED', `jaeger query ${r.status}: ${await r.text()}`);
   const body = (await r.json()) as { data?: JaegerTrace[] };
   return body.data?.[0];
 }

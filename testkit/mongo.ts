@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { MongoClient } from 'mongodb';
 import { findTool } from '../config/index.ts';
 import { dockerAvailable, freePort, tempDir, waitFor, type Availability, type ServerHandle } from './common.ts';
+import { TestkitError } from './errors.ts';
 
 export interface MongoHandle extends ServerHandle {
   /** 'mongodb' for a real MongoDB, 'ferretdb' for the MongoDB-protocol server */
@@ -61,7 +62,7 @@ export async function startMongo(): Promise<Availability<MongoHandle>> {
   try {
     await waitFor(
       async () => {
-        if (child.exitCode !== null) throw new Error(`ferretdb exited: ${stderr}`);
+        if (child.exitCode !== null) throw new TestkitError('TESTKIT_SERVER_EXITED', `ferretdb exited: ${stderr}`);
         const client = new MongoClient(url, { serverSelectionTimeoutMS: 500 });
         try {
           await client.db('admin').command({ ping: 1 });

@@ -7,6 +7,7 @@
 import { reduceRun, type RunState, type StepState } from './run-entity.ts';
 import type { EventInput } from '../shared-state/index.ts';
 import type { WorkflowDef, StepDef } from './definition.ts';
+import { WorkflowError } from './errors.ts';
 import { evaluate, resolveMapping, type EvalContext } from './expr.ts';
 
 export type Role = 'step' | 'compensation' | 'escalation';
@@ -284,7 +285,7 @@ export function planApproval(runId: string, state: RunState, step: string, decis
 /** Re-drives a run from a step: that step and everything after it run again (with new input if given). */
 export function planRetryFrom(runId: string, state: RunState, step: string, inputOverride: unknown, now = new Date()): Plan {
   const p = new Planner(runId, state, now);
-  if (!p.def.steps[step]) throw new Error(`run ${runId} has no step '${step}' (steps: ${Object.keys(p.def.steps).join(', ')})`);
+  if (!p.def.steps[step]) throw new WorkflowError('WORKFLOW_BAD_REQUEST', `run ${runId} has no step '${step}' (steps: ${Object.keys(p.def.steps).join(', ')})`);
   const downstream = new Set([step]);
   for (let changed = true; changed; ) {
     changed = false;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { KeelError } from '../config/index.ts';
 
 /** A value mapped from the run: `'$.input.x'`, `'$.steps.triage.output.y'`, literals, nested objects. */
 export type Mapping = unknown;
@@ -67,11 +68,11 @@ export const WorkflowSchema = z.strictObject({
 export type WorkflowDef = z.infer<typeof WorkflowSchema>;
 export type WorkflowInput = z.input<typeof WorkflowSchema>;
 
-export class WorkflowDefinitionError extends Error {
-  readonly code = 'WORKFLOW_INVALID';
+export class WorkflowDefinitionError extends KeelError {
+  declare readonly code: 'WORKFLOW_INVALID';
   readonly issues: string[];
   constructor(name: string, issues: string[]) {
-    super(`workflow '${name}' is invalid:\n  ${issues.join('\n  ')}`);
+    super('WORKFLOW_INVALID', `workflow '${name}' is invalid:\n  ${issues.join('\n  ')}`);
     this.name = 'WorkflowDefinitionError';
     this.issues = issues;
   }

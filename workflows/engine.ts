@@ -6,21 +6,14 @@ import { isStateError, type Actor, type AppendOptions, type StateStore, type Com
 import type { RunState } from './run-entity.ts';
 import { extractTraceContext, injectTraceHeaders, getTracer, type Logger } from '../observability/index.ts';
 import { defineWorkflow, type WorkflowDef, type WorkflowInput } from './definition.ts';
+import { WorkflowError } from './errors.ts';
 import { planApproval, planCancel, planOutcome, planRetryFrom, planStart, planWake, type Effect, type Plan, type StepOutcome, type PolicyMode } from './decide.ts';
 
 /** Headers that tie a task to its run. */
 export const RUN_HEADERS = { runId: 'Keel-Run-Id', step: 'Keel-Step', attempt: 'Keel-Attempt', role: 'Keel-Role' } as const;
 
-export class WorkflowError extends Error {
-  readonly code: 'WORKFLOW_NOT_FOUND' | 'WORKFLOW_RUN_NOT_FOUND' | 'WORKFLOW_CONTENDED' | 'WORKFLOW_APPROVAL_NOT_FOUND' | 'WORKFLOW_BAD_REQUEST';
-  readonly retryable: boolean;
-  constructor(code: WorkflowError['code'], message: string, retryable = false) {
-    super(message);
-    this.name = 'WorkflowError';
-    this.code = code;
-    this.retryable = retryable;
-  }
-}
+// WorkflowError lives in errors.ts (decide.ts throws it too); re-exported here for existing imports
+export { WorkflowError };
 
 export interface WorkflowEngineOptions {
   store: StateStore;
@@ -190,7 +183,7 @@ export class WorkflowEngine {
    */
   private announceFinish(runId: string, st: RunState): void {
     try {
-      this.bus.nc.publish(`${this.bus.subjects.prefix}.run.finished.${st.status}`, JSON.stringify({ runId, status: st.status, workflow: st.workflow, error: st.error ?? null }));
+      this.bus.nc.publish(this.bus.subjects.runFinished(st.status), JSON.stringify({ runId, status: st.status, workflow: st.workflow, error: st.error ?? null }));
     } catch (err) {
       this.log?.debug({ err }, 'could not announce run end');
     }

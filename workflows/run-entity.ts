@@ -1,6 +1,5 @@
 import { z } from 'zod';
-// type-only: entity-types.ts imports this file for its built-in list
-import type { EntityTypeDef, State } from '../shared-state/entity-types.ts';
+import type { EntityTypeDef, State } from '../shared-state/index.ts';
 
 /**
  * A workflow run is an entity like any other: its event log is the run's history, its state the

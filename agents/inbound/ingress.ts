@@ -57,20 +57,15 @@ export function quarantineHandler(dataDir: string, store: StateStore, log: Logge
  * the outbox relay on `<p>.evt.ticket.<id>`) is pushed to the sockets in that conversation.
  */
 export function startChatPush(o: { bus: Bus; store: StateStore; hub: () => ChatWebSocketHub | undefined; log: Logger }): { stop(): void } {
-  const sub = o.bus.nc.subscribe(`${o.bus.subjects.prefix}.evt.ticket.*`, {
-    callback: (_err, m) => {
-      void (async () => {
-        const e = m.json<CommittedEvent>();
-        if (e.type !== 'reply_sent') return;
-        const t = await o.store.get<{ channel?: string; threadKey?: string; conversationId?: string }>('ticket', e.entityId);
-        const conversation = t?.state.conversationId ?? t?.state.threadKey;
-        if (!t || t.state.channel !== 'chat' || !conversation) return;
-        const n = o.hub()?.pushToConversation(conversation, { kind: 'reply', ticketId: e.entityId, message: e.data }) ?? 0;
-        o.log.info({ ticket: e.entityId, conversation, sockets: n }, 'chat reply pushed');
-      })().catch((err: unknown) => o.log.warn({ err }, 'chat push failed'));
-    },
-  });
-  return { stop: () => sub.unsubscribe() };
+  return o.bus.subscribeEvents('ticket', async (m) => {
+    const e = m.json<CommittedEvent>();
+    if (e.type !== 'reply_sent') return;
+    const t = await o.store.get<{ channel?: string; threadKey?: string; conversationId?: string }>('ticket', e.entityId);
+    const conversation = t?.state.conversationId ?? t?.state.threadKey;
+    if (!t || t.state.channel !== 'chat' || !conversation) return;
+    const n = o.hub()?.pushToConversation(conversation, { kind: 'reply', ticketId: e.entityId, message: e.data }) ?? 0;
+    o.log.info({ ticket: e.entityId, conversation, sockets: n }, 'chat reply pushed');
+  }, { onError: (err) => o.log.warn({ err }, 'chat push failed') });
 }
 
 /**

@@ -17,7 +17,7 @@ export function registerAgent(program: Command): void {
     .action(async (spec: string, opts: { instance?: string; metricsPort?: string }) => {
       const cfg = loadConfig();
       const { def } = await resolveAgent(spec, await loadFeatures(cfg.featureModules));
-      const telemetry = initTelemetry({ serviceName: def.name });
+      const telemetry = initTelemetry({ serviceName: def.name, env: cfg.telemetryEnv });
       const log = createLogger(def.name, { level: cfg.logLevel });
       let user = cfg.agentNatsUser;
       let password = cfg.agentNatsPassword;
@@ -37,7 +37,7 @@ export function registerAgent(program: Command): void {
         metricsPort,
         secrets: cfg.secrets,
         config: cfg,
-        models: createModelRegistry(),
+        models: createModelRegistry(cfg.modelEnv),
       });
       let stopping = false;
       const stop = (sig: string) => {

@@ -1,13 +1,13 @@
 import type { Command } from 'commander';
 import { openCliStore } from '../context.ts';
+import { CliError } from '../errors.ts';
 import { type CostDimension, type CostQuery, type CostRecord, type CostTotals } from '../../shared-state/index.ts';
 
 /** A bad `keel cost` argument (duration, dimension, count). */
-export class CostArgumentError extends Error {
-  readonly code = 'COST_BAD_ARGUMENT';
-  readonly retryable = false;
+export class CostArgumentError extends CliError {
+  declare readonly code: 'COST_BAD_ARGUMENT';
   constructor(message: string) {
-    super(message);
+    super('COST_BAD_ARGUMENT', message);
     this.name = 'CostArgumentError';
   }
 }

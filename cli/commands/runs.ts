@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { RunState } from '../../workflows/index.ts';
+import { WorkflowError, type RunState } from '../../workflows/index.ts';
 import { openCli, print, table, parseJsonOption } from '../context.ts';
 
 function stepRows(st: RunState): string[][] {
@@ -46,7 +46,7 @@ export function registerRuns(program: Command): void {
       const c = await openCli();
       try {
         const e = await c.store.get<RunState>('workflow_run', runId);
-        if (!e) throw Object.assign(new Error(`no workflow run '${runId}'`), { code: 'WORKFLOW_RUN_NOT_FOUND' });
+        if (!e) throw new WorkflowError('WORKFLOW_RUN_NOT_FOUND', `no workflow run '${runId}'`);
         const history = await c.store.history('workflow_run', runId);
         const st = e.state;
         const { definition: _d, ...summary } = st;

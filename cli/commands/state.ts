@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { openCliStore } from '../context.ts';
-import { InvalidQueryError, singleType, type CommittedEvent, type Entity, type StateStore } from '../../shared-state/index.ts';
+import { InvalidQueryError, StateError, singleType, type CommittedEvent, type Entity, type StateStore } from '../../shared-state/index.ts';
 
 async function withStore<T>(fn: (s: StateStore) => Promise<T>): Promise<T> {
   const store = await openCliStore();
@@ -104,13 +104,13 @@ export function registerState(program: Command): void {
         const type = o.type ?? singleType(id, await s.typesOf(id));
         if (o.history) {
           const events = await s.history(type, id);
-          if (events.length === 0) throw Object.assign(new Error(`${type} '${id}' not found`), { code: 'STATE_NOT_FOUND' });
+          if (events.length === 0) throw new StateError('STATE_NOT_FOUND', `${type} '${id}' not found`);
           if (o.json) return console.log(JSON.stringify({ entityType: type, entityId: id, events }));
           console.log(table([['VER', 'TIME', 'EVENT', 'ACTOR', 'CAUSATION', 'CORRELATION', 'DATA'], ...events.map((e) => [String(e.version), e.time, e.type, actorOf(e), e.meta.causationId ?? '', e.meta.correlationId ?? '', JSON.stringify(e.data).slice(0, 80)])]));
           return;
         }
         const e = o.at ? await s.getAt(type, id, o.at) : await s.get(type, id);
-        if (!e) throw Object.assign(new Error(`${type} '${id}'${o.at ? ` has no version ${o.at}` : ' not found'}`), { code: 'STATE_NOT_FOUND' });
+        if (!e) throw new StateError('STATE_NOT_FOUND', `${type} '${id}'${o.at ? ` has no version ${o.at}` : ' not found'}`);
         if (o.json) return console.log(JSON.stringify(e));
         printEntity(e);
       });

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { StateStore, CostRecord } from '../../shared-state/index.ts';
 import type { RunState } from '../../workflows/index.ts';
 import { openCli, print, table } from '../context.ts';
+import { CliError } from '../errors.ts';
 
 interface TicketMessage { id: string; direction: 'in' | 'out'; channel: string; from: string; to?: string; subject?: string; text: string; at: string; messageId?: string }
 interface TicketState {
@@ -18,7 +19,7 @@ async function runsOf(store: StateStore, ticketId: string): Promise<Array<{ id: 
 
 async function ticketDetails(store: StateStore, id: string) {
   const t = await store.get<TicketState>('ticket', id);
-  if (!t) throw Object.assign(new Error(`no ticket '${id}' (see \`keel tickets\`)`), { code: 'TICKET_NOT_FOUND' });
+  if (!t) throw new CliError('TICKET_NOT_FOUND', `no ticket '${id}' (see \`keel tickets\`)`);
   const runs = await runsOf(store, id);
   const approvals = (await Promise.all(runs.map((r) => store.getApproval(`${r.id}_approve`)))).filter((a) => a !== null);
   const costs: CostRecord[] = [];
@@ -97,7 +98,7 @@ export function registerTickets(program: Command): void {
       const c = await openCli();
       try {
         const runs = id.startsWith('tkt-') ? await runsOf(c.store, id) : [{ id, state: (await c.store.get<RunState>('workflow_run', id))?.state }].filter((r): r is { id: string; state: RunState } => !!r.state);
-        if (runs.length === 0) throw Object.assign(new Error(`nothing found for '${id}': give a ticket id (tkt-...) or a run id`), { code: 'NOT_FOUND' });
+        if (runs.length === 0) throw new CliError('NOT_FOUND', `nothing found for '${id}': give a ticket id (tkt-...) or a run id`);
         const chain: Array<{ runId: string; workflow: string; status: string; traceId: string | null; cause: { channel?: string; messageId: string | null; from: string | null; subject: string | null } | null; steps: Array<{ at: string; event: string; step: string | null; by: string; causedBy: string | null; decision: string | null; error: string | null; status: string | null; costUsd: number; computeMs: number; traceId: string | null }> }> = [];
         for (const r of runs) {
           const history = await c.store.history('workflow_run', r.id);

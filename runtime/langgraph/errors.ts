@@ -1,7 +1,10 @@
 /**
  * Typed errors of the LangGraph checkpointer. Check them by `code` (stable across processes and
  * package copies), not only with `instanceof`: `isCheckpointError(err, 'CHECKPOINT_BUSY')`.
+ * Every one is a {@link KeelError}.
  */
+import { KeelError } from '../../config/index.ts';
+
 export type CheckpointErrorCode =
   /** the RunnableConfig lacks `configurable.thread_id` (or `checkpoint_id` where one is required) */
   | 'CHECKPOINT_INVALID_CONFIG'
@@ -14,15 +17,11 @@ export type CheckpointErrorCode =
   /** the saver was closed */
   | 'CHECKPOINT_CLOSED';
 
-export class CheckpointError extends Error {
-  readonly code: CheckpointErrorCode;
-  /** Whether trying the same call again later may succeed. */
-  readonly retryable: boolean;
+export class CheckpointError extends KeelError {
+  declare readonly code: CheckpointErrorCode;
   constructor(code: CheckpointErrorCode, message: string, opts: { cause?: unknown; retryable?: boolean } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super(code, message, opts);
     this.name = 'CheckpointError';
-    this.code = code;
-    this.retryable = opts.retryable ?? false;
   }
 }
 

@@ -4,7 +4,8 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeEvent, ensureEventStream, eventHeaders, eventStreamName, eventSubject, natsEventPublisher, openStore, startOutboxRelay } from '../../shared-state/index.ts';
+import { ensureEventStream, eventStreamName, eventSubject, natsEventPublisher } from '../../bus/index.ts';
+import { encodeEvent, eventHeaders, openStore, startOutboxRelay } from '../../shared-state/index.ts';
 import { startMongo, startNats, tempDir, uniqueName, waitFor, type MongoHandle, type NatsHandle } from '../helpers/index.ts';
 import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
