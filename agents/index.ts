@@ -13,10 +13,13 @@
  * A new feature is one folder (see docs/add-an-agent.md) and one line in BUILTIN_FEATURES.
  */
 import { DefinitionError, loadAgent, loadFeatureModule, type AgentDefinition, type Feature, type FeatureAgent } from '../runtime/index.ts';
-import { loadWorkflowCatalog, workflowRunType, type WorkflowDef } from '../workflows/index.ts';
+import { loadWorkflowCatalog, WORKFLOW_ENTITY_TYPES, type WorkflowDef } from '../workflows/index.ts';
 import type { EntityTypeDef } from '../shared-state/index.ts';
 import { inbound } from './inbound/index.ts';
 import { launch } from './launch/index.ts';
+
+/** Customers as the operator names them (id, email or chat handle): the inbound feature owns the customer entity. */
+export { resolveCustomer, type ResolvedCustomer, type TicketState } from './inbound/index.ts';
 
 /** The features that ship with Keel. */
 export const BUILTIN_FEATURES: readonly Feature[] = [inbound, launch];
@@ -32,10 +35,10 @@ export async function loadFeatures(modulePaths: readonly string[] = []): Promise
   return out;
 }
 
-/** Every entity type the features declare, plus the workflow run type. */
+/** Every entity type the features declare, plus the workflow engine's (runs, lanes). */
 export function entityTypesOf(features: readonly Feature[]): EntityTypeDef[] {
   const byName = new Map<string, EntityTypeDef>();
-  for (const f of [...features, { name: 'workflows', entities: [workflowRunType] }])
+  for (const f of [...features, { name: 'workflows', entities: [...WORKFLOW_ENTITY_TYPES] }])
     for (const t of f.entities) {
       const seen = byName.get(t.name);
       if (seen && seen !== t) throw new DefinitionError(`entity type '${t.name}' is declared by two features`);

@@ -57,7 +57,7 @@ export interface Bus {
   js: JetStreamClient;
   subjects: Subjects;
   /** create/update the streams and buckets Keel needs (idempotent) */
-  provision(opts?: { replicas?: number; registryTtlMs?: number }): Promise<ProvisionReport[]>;
+  provision(opts?: { replicas?: number; registryTtlMs?: number; leaseTtlMs?: number }): Promise<ProvisionReport[]>;
   /** validate, stamp headers (ids, trace context), publish to JetStream and wait for the ack */
   publish<T>(subject: string, type: MessageType<T>, data: T, meta?: EnvelopeMeta): Promise<PublishResult>;
   /** competing consumer of `<p>.task.<capability>` with retries and dead letters */

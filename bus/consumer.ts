@@ -81,9 +81,17 @@ export interface ConsumeOptions<T> {
   logger?: Logger;
   /**
    * called before a dead letter is acked, with the envelope when the message was valid; if it
-   * throws, the message is not acked and comes back (so a workflow always learns of the failure)
+   * throws, the message is not acked and comes back (so a workflow always learns of the failure).
+   * `headers` are the original message's (they carry e.g. a workflow task's run coordinates even
+   * when the body could not be parsed into an envelope); `dlq` is where the letter was stored.
    */
-  onDeadLetter?: (d: { envelope: Envelope<T> | undefined; reason: string; error: { code: string; name: string; message: string } }) => Promise<void>;
+  onDeadLetter?: (d: {
+    envelope: Envelope<T> | undefined;
+    reason: string;
+    error: { code: string; name: string; message: string };
+    headers: Record<string, string>;
+    dlq: { stream: string; subject: string; seq: number };
+  }) => Promise<void>;
   /** called after each outcome (metrics) */
   onOutcome?: (o: { outcome: 'ack' | 'retry' | 'dead_letter'; type: string; reason?: string; durationMs: number }) => void;
 }
@@ -164,8 +172,10 @@ export async function runConsumer<T>(opts: ConsumeOptions<T>): Promise<ConsumerH
     h.set('Keel-Dlq-Reason', reason);
     const tp = headers[H.traceparent];
     if (tp) h.set(H.traceparent, tp);
-    await opts.js.publish(opts.dlqSubject, JSON.stringify(letter), { headers: h });
-    if (opts.onDeadLetter) await opts.onDeadLetter({ envelope: env, reason, error: { code: f.code, name: f.name, message: f.message } });
+    const ack = await opts.js.publish(opts.dlqSubject, JSON.stringify(letter), { headers: h });
+    if (opts.onDeadLetter) {
+      await opts.onDeadLetter({ envelope: env, reason, error: { code: f.code, name: f.name, message: f.message }, headers, dlq: { stream: ack.stream, subject: opts.dlqSubject, seq: ack.seq } });
+    }
     m.ack();
     stats.deadLettered++;
     stats.deadLetterReasons[reason] = (stats.deadLetterReasons[reason] ?? 0) + 1;

@@ -25,7 +25,9 @@ export type BusErrorCode =
   /** the consumer was stopped while the handler ran (the abort reason of its signal; retryable) */
   | 'BUS_CONSUMER_STOPPED'
   /** a request's responder answered `ok: false` without a code of its own */
-  | 'BUS_REQUEST_FAILED';
+  | 'BUS_REQUEST_FAILED'
+  /** `keel dlq show|redrive`: no dead letter with that sequence in the DLQ stream */
+  | 'BUS_DEAD_LETTER_NOT_FOUND';
 
 export class BusError extends KeelError {
   declare readonly code: BusErrorCode;

@@ -1,8 +1,8 @@
-import { jetstreamManager, RetentionPolicy, StorageType, AckPolicy, DeliverPolicy, DiscardPolicy, type StreamConfig, type ConsumerConfig, type JetStreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, RetentionPolicy, StorageType, AckPolicy, DeliverPolicy, DiscardPolicy, type StreamConfig, type ConsumerConfig, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { nanos, type NatsConnection } from '@nats-io/nats-core';
 import { ProvisionConflictError } from './errors.ts';
-import { subjects as subjectSpace, durableFor, assertToken } from './subjects.ts';
+import { subjects as subjectSpace, durableFor, assertToken, leaseDurable } from './subjects.ts';
 
 /** A stream as Keel declares it. Durations in milliseconds. */
 export interface StreamSpec {
@@ -14,6 +14,8 @@ export interface StreamSpec {
   maxMsgSize: number;
   replicas: number;
   description: string;
+  /** keep only the last N messages of each subject */
+  maxMsgsPerSubject?: number;
 }
 
 export interface KvSpec {
@@ -38,9 +40,17 @@ export interface ConsumerSpec {
   description?: string;
 }
 
+/** A lease (see lease.ts): its token and the consumer that hands it out. */
+export interface LeaseSpec {
+  name: string;
+  /** how long a holder that stopped renewing keeps it (the consumer's ack wait) */
+  ttlMs: number;
+}
+
 export interface Topology {
   streams: StreamSpec[];
   kv: KvSpec[];
+  leases?: LeaseSpec[];
 }
 
 export type ProvisionAction = 'created' | 'updated' | 'unchanged';
@@ -53,7 +63,12 @@ export interface ProvisionReport {
 const DAY = 86_400_000;
 
 /** The streams and buckets Keel needs, for a subject prefix (see subjects.ts). */
-export function keelTopology(opts: { prefix?: string; replicas?: number; registryTtlMs?: number } = {}): Topology {
+/** Default TTL of a lease (the workflow timer sweeper's): a dead holder's lease is taken over within about this long. */
+export const LEASE_TTL_MS = 2_000;
+/** The lease whose holder fires due workflow timers (retries, step timeouts, approval deadlines). */
+export const WORKFLOW_TIMER_LEASE = 'workflow-timers';
+
+export function keelTopology(opts: { prefix?: string; replicas?: number; registryTtlMs?: number; leaseTtlMs?: number } = {}): Topology {
   const s = subjectSpace(opts.prefix ?? 'keel');
   const p = s.prefix;
   const replicas = opts.replicas ?? 1;
@@ -65,8 +80,10 @@ export function keelTopology(opts: { prefix?: string; replicas?: number; registr
       { name: s.streams.in, subjects: [`${p}.in.>`], retention: 'limits', maxAgeMs: 30 * DAY, duplicateWindowMs: 10 * 60_000, maxMsgSize: 8 * mb - 1024, replicas, description: 'raw inbound channel messages' },
       { name: s.streams.out, subjects: [`${p}.out.>`], retention: 'limits', maxAgeMs: 30 * DAY, duplicateWindowMs: 60 * 60_000, maxMsgSize: mb, replicas, description: 'outbound side effects, gated by policy' },
       { name: s.streams.dlq, subjects: [`${p}.dlq.>`], retention: 'limits', maxAgeMs: 90 * DAY, duplicateWindowMs: 10 * 60_000, maxMsgSize: 8 * mb, replicas, description: 'dead letters: reason, error, original headers and body' },
+      { name: s.streams.leases, subjects: [`${p}.lease.>`], retention: 'limits', maxAgeMs: 0, duplicateWindowMs: 60_000, maxMsgSize: 1024, replicas, maxMsgsPerSubject: 1, description: 'one token per lease, handed out by its consumer (see lease.ts)' },
     ],
     kv: [{ bucket: s.registryBucket, ttlMs: opts.registryTtlMs ?? 15_000, markerTtlMs: 60_000, replicas }],
+    leases: [{ name: WORKFLOW_TIMER_LEASE, ttlMs: opts.leaseTtlMs ?? LEASE_TTL_MS }],
   };
 }
 
@@ -126,6 +143,7 @@ function streamConfig(s: StreamSpec): Partial<StreamConfig> & { name: string } {
     num_replicas: s.replicas,
     discard: DiscardPolicy.Old,
     description: s.description,
+    ...(s.maxMsgsPerSubject !== undefined ? { max_msgs_per_subject: s.maxMsgsPerSubject } : {}),
   };
 }
 
@@ -245,5 +263,37 @@ export async function provisionBus(nc: NatsConnection, topology: Topology): Prom
   const out: ProvisionReport[] = [];
   for (const s of topology.streams) out.push(await ensureStream(jsm, s));
   for (const k of topology.kv) out.push(await ensureKv(nc, k));
+  const leaseStream = topology.streams.find((st) => st.subjects.some((x) => x.endsWith('.lease.>')));
+  for (const l of topology.leases ?? []) if (leaseStream) out.push(await ensureLease(nc, jsm, leaseStream, l));
   return out;
+}
+
+/**
+ * A lease's consumer (ack wait = its TTL, one token out at a time, redelivered forever) and its
+ * token, published only when the subject holds none (expected last subject sequence 0), so
+ * provisioning twice never makes a second token.
+ */
+export async function ensureLease(nc: NatsConnection, jsm: JetStreamManager, stream: StreamSpec, lease: LeaseSpec): Promise<ProvisionReport> {
+  const prefix = stream.subjects[0]!.slice(0, -'.lease.>'.length);
+  const subject = `${prefix}.lease.${assertToken('lease name', lease.name)}`;
+  const consumer = await ensureConsumer(jsm, {
+    stream: stream.name,
+    durable: leaseDurable(lease.name),
+    filterSubject: subject,
+    maxDeliver: -1,
+    ackWaitMs: lease.ttlMs,
+    maxAckPending: 1,
+    description: `the token of lease ${lease.name}: whoever holds it renews it with +WPI and never acks it`,
+  });
+  let action = consumer.action;
+  const changes = [...(consumer.changes ?? [])];
+  try {
+    await jetstream(nc).publish(subject, lease.name, { expect: { lastSubjectSequence: 0 } });
+    action = action === 'unchanged' ? 'updated' : action;
+    changes.push('token published');
+  } catch (err) {
+    // a token is there already: the wrong-last-sequence answer is the expected one
+    if (!/wrong last sequence/i.test((err as Error).message) && (err as { code?: number }).code !== 10071) throw err;
+  }
+  return { resource: `lease ${lease.name}`, action, ...(changes.length ? { changes } : {}) };
 }

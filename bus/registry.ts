@@ -34,6 +34,23 @@ export const ManifestSchema = z.object({
   startedAt: z.string(),
   heartbeatAt: z.string(),
   capabilities: z.array(CapabilitySchema),
+  /**
+   * the process the instance runs in, refreshed on every heartbeat: resident memory, CPU (a
+   * fraction of one core since the previous heartbeat), the agents it hosts (more than one when
+   * co-hosted) and how often this agent was restarted inside it
+   */
+  process: z
+    .object({
+      rssBytes: z.number(),
+      cpu: z.number(),
+      cpuSeconds: z.number(),
+      host: z.string().optional(),
+      agents: z.array(z.string()),
+      restarts: z.number().int().default(0),
+    })
+    .optional(),
+  /** the leases this instance holds (e.g. `workflow-timers`: it fires due workflow timers) */
+  leases: z.array(z.string()).optional(),
 });
 export type Manifest = z.infer<typeof ManifestSchema>;
 
@@ -49,6 +66,8 @@ export function registryKey(agent: string, instanceId: string): string {
 
 export interface Announcement {
   manifest: Manifest;
+  /** rewrite the entry now (after a change such as a lease taken or lost), not at the next heartbeat */
+  refresh(): Promise<void>;
   /** stop heartbeating and remove the entry (graceful shutdown) */
   withdraw(): Promise<void>;
 }
@@ -66,7 +85,7 @@ export async function announce(
   nc: NatsConnection,
   bucket: string,
   m: Omit<Manifest, 'host' | 'pid' | 'startedAt' | 'heartbeatAt'> & Partial<Pick<Manifest, 'host' | 'pid'>>,
-  opts: { heartbeatMs?: number; logger?: Logger } = {},
+  opts: { heartbeatMs?: number; logger?: Logger; /** refreshed on every heartbeat */ process?: () => Manifest['process']; /** refreshed on every heartbeat */ leases?: () => string[] } = {},
 ): Promise<Announcement> {
   const kv = await openBucket(nc, bucket);
   const manifest: Manifest = ManifestSchema.parse({
@@ -78,6 +97,8 @@ export async function announce(
   });
   const put = async () => {
     manifest.heartbeatAt = new Date().toISOString();
+    if (opts.process) manifest.process = opts.process();
+    if (opts.leases) manifest.leases = opts.leases();
     await kv.put(registryKey(manifest.agent, manifest.instanceId), JSON.stringify(manifest));
   };
   await put();
@@ -87,11 +108,54 @@ export async function announce(
   timer.unref();
   return {
     manifest,
+    refresh: () => put().catch((err: unknown) => opts.logger?.warn({ err }, 'capability announcement failed')),
     withdraw: async () => {
       clearInterval(timer);
       await kv.delete(registryKey(manifest.agent, manifest.instanceId)).catch(() => undefined);
     },
   };
+}
+
+/** The agent processes behind a registry listing: one row per OS process (a host lists several agents), with its RSS and CPU. */
+export interface AgentProcess {
+  host: string;
+  pid: number;
+  /** the host's name (KEEL_AGENT_HOSTS), else its agents joined by `+` */
+  name: string;
+  agents: string[];
+  rssBytes: number;
+  /** fraction of one core over the last heartbeat interval */
+  cpu: number;
+  cpuSeconds: number;
+  /** `<agent>.<instanceId>` of each registry entry in it */
+  instances: string[];
+}
+
+export function agentProcesses(manifests: readonly Manifest[]): AgentProcess[] {
+  const byProcess = new Map<string, { host: string; pid: number; name: string; agents: string[]; rssBytes: number; cpu: number; cpuSeconds: number; instances: string[]; heartbeatAt: string }>();
+  for (const m of manifests) {
+    if (!m.process) continue;
+    const key = `${m.host}:${m.pid}`;
+    const seen = byProcess.get(key);
+    // the freshest heartbeat of the process's agents speaks for it
+    if (seen && seen.heartbeatAt >= m.heartbeatAt) {
+      seen.instances.push(`${m.agent}.${m.instanceId}`);
+      continue;
+    }
+    const agents = m.process.agents.length ? m.process.agents : [m.agent];
+    byProcess.set(key, {
+      host: m.host,
+      pid: m.pid,
+      name: m.process.host ?? agents.join('+'),
+      agents,
+      rssBytes: m.process.rssBytes,
+      cpu: m.process.cpu,
+      cpuSeconds: m.process.cpuSeconds,
+      instances: [...(seen?.instances ?? []), `${m.agent}.${m.instanceId}`],
+      heartbeatAt: m.heartbeatAt,
+    });
+  }
+  return [...byProcess.values()].map(({ heartbeatAt: _h, ...p }) => p).sort((a, b) => a.name.localeCompare(b.name) || a.pid - b.pid);
 }
 
 /** The live registry: every instance whose entry has not expired. */

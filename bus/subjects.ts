@@ -10,6 +10,7 @@
  * | `<p>.dlq.<capability>`         | `<P>_DLQ`    | dead letters with reason and original  |
  * | `<p>.rpc.<service>`            | (core NATS)  | request/reply queries                  |
  * | `<p>.run.finished.<status>`    | (core NATS)  | best-effort notice when a run ends     |
+ * | `<p>.lease.<name>`             | `<P>_LEASES` | a lease's token (see lease.ts)         |
  *
  * Wildcards: `evtAll(entityType)` is `<p>.evt.<entityType>.*` (every entity of a type),
  * `runFinishedAll` is `<p>.run.finished.*` (every run end, whatever its status).
@@ -43,9 +44,11 @@ export interface Subjects {
   runFinished(status: string): string;
   /** `<p>.run.finished.*` */
   runFinishedAll: string;
-  streams: { tasks: string; evt: string; in: string; out: string; dlq: string };
+  streams: { tasks: string; evt: string; in: string; out: string; dlq: string; leases: string };
   /** KV bucket of capability announcements */
   registryBucket: string;
+  /** `<p>.lease.<name>`: the token of a lease (one holder at a time, e.g. the workflow timer sweeper; see lease.ts) */
+  lease(name: string): string;
 }
 
 export function subjects(prefix = 'keel'): Subjects {
@@ -62,9 +65,15 @@ export function subjects(prefix = 'keel'): Subjects {
     rpc: (s) => `${prefix}.rpc.${assertDotted('service', s)}`,
     runFinished: (status) => `${prefix}.run.finished.${assertToken('run status', status)}`,
     runFinishedAll: `${prefix}.run.finished.*`,
-    streams: { tasks: `${P}_TASKS`, evt: `${P}_EVT`, in: `${P}_IN`, out: `${P}_OUT`, dlq: `${P}_DLQ` },
+    streams: { tasks: `${P}_TASKS`, evt: `${P}_EVT`, in: `${P}_IN`, out: `${P}_OUT`, dlq: `${P}_DLQ`, leases: `${P}_LEASES` },
     registryBucket: `${P}_agents`,
+    lease: (name) => `${prefix}.lease.${assertToken('lease name', name)}`,
   };
+}
+
+/** Durable consumer through which a lease's token is handed out. */
+export function leaseDurable(name: string): string {
+  return `lease-${assertToken('lease name', name)}`;
 }
 
 /** Durable consumer name for a capability (dots are not allowed in consumer names). */

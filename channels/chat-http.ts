@@ -1,5 +1,8 @@
-import { Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type * as HonoModule from 'hono';
+import type { Hono } from 'hono';
+import type { bodyLimit as BodyLimit } from 'hono/body-limit';
 import type { Logger } from 'pino';
 import { chatMessageInputSchema, describeIssues, toInboundChat, DEFAULT_MAX_CHAT_TEXT_CHARS } from './chat-message.ts';
 import { describeError, isRetryable } from './errors.ts';
@@ -19,21 +22,26 @@ export interface ChatRoutesOptions {
 /** Answer bodies of `POST /v1/chat/messages`. */
 export type ChatPostResponse =
   | { messageId: string; conversationId: string }
-  | { error: 'invalid_json' | 'unsupported_media_type' | 'payload_too_large' | 'unavailable' | 'handler_failed'; message: string }
-  | { error: 'invalid_message'; message: string; issues: { path: string; message: string }[] };
+  | { error: 'INVALID_JSON' | 'UNSUPPORTED_MEDIA_TYPE' | 'PAYLOAD_TOO_LARGE' | 'UNAVAILABLE' | 'HANDLER_FAILED'; message: string }
+  | { error: 'INVALID_MESSAGE'; message: string; issues: { path: string; message: string }[] };
 
 /**
  * Hono routes of the chat channel; mount with `app.route('/', createChatRoutes({...}))`.
  *
  * `POST /v1/chat/messages` with a JSON {@link ChatMessageInput}: 202 `{ messageId, conversationId }`
- * after `onMessage` resolved; 400 `invalid_json`; 413 `payload_too_large`; 415
- * `unsupported_media_type`; 422 `invalid_message` with `issues`; 503 `unavailable` (with
- * Retry-After) when `onMessage` failed retryably, 500 `handler_failed` when not.
+ * after `onMessage` resolved. Errors are `{ error: CODE, message, issues? }` like every Keel HTTP
+ * error: 400 `INVALID_JSON`; 413 `PAYLOAD_TOO_LARGE`; 415 `UNSUPPORTED_MEDIA_TYPE`; 422
+ * `INVALID_MESSAGE` with `issues`; 503 `UNAVAILABLE` (with Retry-After) when `onMessage` failed
+ * retryably, 500 `HANDLER_FAILED` when not.
  */
 export function createChatRoutes(opts: ChatRoutesOptions): Hono {
   const log = opts.logger ?? silentLogger();
   const maxBody = opts.maxBodyBytes ?? 64 * 1024;
   const schema = chatMessageInputSchema(opts.maxTextChars ?? DEFAULT_MAX_CHAT_TEXT_CHARS);
+  // hono loads only where chat routes are served (its ES module build, shared with the engine's HTTP API)
+  const load = (pkg: 'hono' | 'hono/body-limit') => createRequire(import.meta.url)(fileURLToPath(import.meta.resolve(pkg)));
+  const { Hono } = load('hono') as typeof HonoModule;
+  const { bodyLimit } = load('hono/body-limit') as { bodyLimit: typeof BodyLimit };
   const app = new Hono();
 
   app.post(
@@ -41,27 +49,27 @@ export function createChatRoutes(opts: ChatRoutesOptions): Hono {
     async (c, next) => {
       const type = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
       if (type !== 'application/json') {
-        return c.json({ error: 'unsupported_media_type', message: `Content-Type must be application/json, got '${type || '(none)'}'` } satisfies ChatPostResponse, 415);
+        return c.json({ error: 'UNSUPPORTED_MEDIA_TYPE', message: `Content-Type must be application/json, got '${type || '(none)'}'` } satisfies ChatPostResponse, 415);
       }
       await next();
       return undefined;
     },
     bodyLimit({
       maxSize: maxBody,
-      onError: (c) => c.json({ error: 'payload_too_large', message: `body is larger than ${maxBody} bytes` } satisfies ChatPostResponse, 413),
+      onError: (c) => c.json({ error: 'PAYLOAD_TOO_LARGE', message: `body is larger than ${maxBody} bytes` } satisfies ChatPostResponse, 413),
     }),
     async (c) => {
       let body: unknown;
       try {
         body = JSON.parse(await c.req.text());
       } catch (err) {
-        return c.json({ error: 'invalid_json', message: `body is not JSON: ${describeError(err)}` } satisfies ChatPostResponse, 400);
+        return c.json({ error: 'INVALID_JSON', message: `body is not JSON: ${describeError(err)}` } satisfies ChatPostResponse, 400);
       }
       const parsed = schema.safeParse(body);
       if (!parsed.success) {
         const issues = describeIssues(parsed.error);
         return c.json(
-          { error: 'invalid_message', message: `invalid fields: ${[...new Set(issues.map((i) => i.path))].join(', ')}`, issues } satisfies ChatPostResponse,
+          { error: 'INVALID_MESSAGE', message: `invalid fields: ${[...new Set(issues.map((i) => i.path))].join(', ')}`, issues } satisfies ChatPostResponse,
           422,
         );
       }
@@ -72,10 +80,10 @@ export function createChatRoutes(opts: ChatRoutesOptions): Hono {
         if (isRetryable(err)) {
           log.warn({ err: describeError(err), id: msg.id }, 'chat: handler failed, answering 503');
           c.header('Retry-After', '1');
-          return c.json({ error: 'unavailable', message: 'message not taken, try again' } satisfies ChatPostResponse, 503);
+          return c.json({ error: 'UNAVAILABLE', message: 'message not taken, try again' } satisfies ChatPostResponse, 503);
         }
         log.error({ err: describeError(err), id: msg.id }, 'chat: handler refused the message');
-        return c.json({ error: 'handler_failed', message: describeError(err) } satisfies ChatPostResponse, 500);
+        return c.json({ error: 'HANDLER_FAILED', message: describeError(err) } satisfies ChatPostResponse, 500);
       }
       log.info({ id: msg.id, conversation_id: msg.conversationId }, 'chat: message accepted');
       return c.json({ messageId: msg.id, conversationId: msg.conversationId! } satisfies ChatPostResponse, 202);

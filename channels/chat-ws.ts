@@ -2,7 +2,9 @@ import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { WebSocketServer, WebSocket, type RawData } from 'ws';
+import { createRequire } from 'node:module';
+import type * as WsModule from 'ws';
+import type { WebSocket, RawData } from 'ws';
 import { z } from 'zod';
 import { chatMessageInputSchema, describeIssues, toInboundChat, DEFAULT_MAX_CHAT_TEXT_CHARS, type ChatMessageInput } from './chat-message.ts';
 import { ChannelError, describeError, isRetryable } from './errors.ts';
@@ -26,7 +28,7 @@ export interface ChatWebSocketOptions {
 /** Frames the server sends. */
 export type ChatServerFrame =
   | { type: 'ack'; messageId: string; conversationId: string; clientMessageId?: string }
-  | { type: 'error'; error: 'invalid_json' | 'invalid_message' | 'unavailable' | 'handler_failed'; message: string; clientMessageId?: string; issues?: { path: string; message: string }[] }
+  | { type: 'error'; error: 'INVALID_JSON' | 'INVALID_MESSAGE' | 'UNAVAILABLE' | 'HANDLER_FAILED'; message: string; clientMessageId?: string; issues?: { path: string; message: string }[] }
   | { type: 'push'; conversationId: string; payload: unknown };
 
 export interface ChatWebSocketHub {
@@ -62,6 +64,8 @@ export function attachChatWebSocket(server: HttpServer | HttpsServer, opts: Chat
     type: z.literal('message'),
     customer: inputSchema.shape.customer.optional(),
   });
+  // ws loads only where a chat WebSocket is served (the engine), not in every process that imports channels/
+  const { WebSocketServer, WebSocket } = createRequire(import.meta.url)('ws') as typeof WsModule;
   const wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayloadBytes ?? 64 * 1024 });
   const states = new Map<WebSocket, SocketState>();
   const rooms = new Map<string, Set<WebSocket>>();
@@ -83,14 +87,14 @@ export function attachChatWebSocket(server: HttpServer | HttpsServer, opts: Chat
       if (isBinary) throw new ChannelError('CHANNEL_INVALID_MESSAGE', 'binary frames are not accepted');
       body = JSON.parse(rawToString(data));
     } catch (err) {
-      return send(ws, { type: 'error', error: 'invalid_json', message: `frame is not JSON: ${describeError(err)}` });
+      return send(ws, { type: 'error', error: 'INVALID_JSON', message: `frame is not JSON: ${describeError(err)}` });
     }
     const clientMessageId = typeof (body as { clientMessageId?: unknown })?.clientMessageId === 'string' ? (body as { clientMessageId: string }).clientMessageId : undefined;
     const withCustomer = body && typeof body === 'object' && !('customer' in body) && st.customer ? { ...body, customer: st.customer } : body;
     const parsed = frameSchema.safeParse(withCustomer);
     if (!parsed.success || !parsed.data.customer) {
       const issues = parsed.success ? [{ path: 'customer', message: 'the first frame must name the customer' }] : describeIssues(parsed.error);
-      return send(ws, { type: 'error', error: 'invalid_message', message: `invalid fields: ${[...new Set(issues.map((i) => i.path))].join(', ')}`, issues, ...(clientMessageId ? { clientMessageId } : {}) });
+      return send(ws, { type: 'error', error: 'INVALID_MESSAGE', message: `invalid fields: ${[...new Set(issues.map((i) => i.path))].join(', ')}`, issues, ...(clientMessageId ? { clientMessageId } : {}) });
     }
     const { type: _type, ...rest } = parsed.data;
     const input: ChatMessageInput = { ...rest, customer: parsed.data.customer };
@@ -103,7 +107,7 @@ export function attachChatWebSocket(server: HttpServer | HttpsServer, opts: Chat
       log.warn({ err: describeError(err), id: msg.id, retryable }, 'chat ws: handler failed');
       return send(ws, {
         type: 'error',
-        error: retryable ? 'unavailable' : 'handler_failed',
+        error: retryable ? 'UNAVAILABLE' : 'HANDLER_FAILED',
         message: retryable ? 'message not taken, send it again' : describeError(err),
         ...(clientMessageId ? { clientMessageId } : {}),
       });

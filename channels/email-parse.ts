@@ -1,4 +1,4 @@
-import { simpleParser, type ParsedMail } from 'mailparser';
+import type { ParsedMail } from 'mailparser';
 import { storeAttachment, type AttachmentStoreOptions } from './attachments.ts';
 import { ChannelError, describeError } from './errors.ts';
 import {
@@ -74,6 +74,8 @@ export async function parseInboundEmail(raw: Buffer, opts: EmailParseOptions = {
   const timeoutMs = opts.parseTimeoutMs ?? 10_000;
   let parsed: ParsedMail;
   let htmlOnly = false;
+  // mailparser loads with the first message (only the process that hosts the SMTP ingress parses mail)
+  const { simpleParser } = await import('mailparser');
   try {
     parsed = await withTimeout(simpleParser(raw, { skipHtmlToText: true, skipTextToHtml: true, skipImageLinks: true }), timeoutMs);
     if (!parsed.text?.trim() && typeof parsed.html === 'string' && parsed.html.trim()) {

@@ -39,7 +39,7 @@ export { parseInboundEmail, KEPT_HEADERS } from './email-parse.ts';
 export type { EmailParseOptions, ParsedInbound } from './email-parse.ts';
 export type { AttachmentStoreOptions } from './attachments.ts';
 
-export { startSmtpIngress } from './smtp-ingress.ts';
+export { startSmtpIngress, recipientMatcher } from './smtp-ingress.ts';
 export type { SmtpIngress, SmtpIngressOptions, SmtpIngressStats, QuarantinedMessage } from './smtp-ingress.ts';
 
 export { createMailSender, buildReply, replySubject } from './mail-sender.ts';

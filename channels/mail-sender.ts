@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import nodemailer from 'nodemailer';
+import type { Transporter } from 'nodemailer';
 import type { Logger } from 'pino';
 import { writeFileOnce } from './atomic-file.ts';
 import { ChannelConfigError, InvalidOutboundError, MailSendError, OutboxWriteError } from './errors.ts';
@@ -86,18 +86,23 @@ export function createMailSender(opts: MailSenderOptions): MailSender {
   const relay = opts.relay ? parseRelay(opts.relay) : undefined;
   const timeout = opts.relayTimeoutMs ?? 10_000;
 
-  const composer = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'windows' });
-  const relayTransport = relay
-    ? nodemailer.createTransport({
-        host: relay.host,
-        port: relay.port,
-        secure: relay.secure,
-        ...(relay.auth ? { auth: relay.auth } : {}),
-        connectionTimeout: timeout,
-        greetingTimeout: timeout,
-        socketTimeout: timeout * 3,
-      })
-    : undefined;
+  // nodemailer loads with the first mail (agents that never send one never load it)
+  let transports: Promise<{ composer: Transporter; relayTransport: Transporter | undefined }> | undefined;
+  const loadTransports = () =>
+    (transports ??= import('nodemailer').then(({ default: nodemailer }) => ({
+      composer: nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'windows' }),
+      relayTransport: relay
+        ? nodemailer.createTransport({
+            host: relay.host,
+            port: relay.port,
+            secure: relay.secure,
+            ...(relay.auth ? { auth: relay.auth } : {}),
+            connectionTimeout: timeout,
+            greetingTimeout: timeout,
+            socketTimeout: timeout * 3,
+          })
+        : undefined,
+    })));
   const inflight = new Map<string, Promise<SendResult>>();
 
   const sendOnce = async (mail: OutboundMail): Promise<SendResult> => {
@@ -121,6 +126,7 @@ export function createMailSender(opts: MailSenderOptions): MailSender {
     const inReplyTo = normalizeMessageId(mail.inReplyTo);
     const references = parseMessageIdList(mail.references ?? []);
 
+    const { composer, relayTransport } = await loadTransports();
     const built = await composer.sendMail({
       from: opts.from,
       to,
@@ -166,6 +172,8 @@ export function createMailSender(opts: MailSenderOptions): MailSender {
       return p;
     },
     async close() {
+      if (!transports) return;
+      const { composer, relayTransport } = await transports;
       relayTransport?.close();
       composer.close();
     },

@@ -1,4 +1,4 @@
-import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { ChannelConfigError, ChannelError, ChannelListenError, describeError, isRetryable } from './errors.ts';
@@ -37,7 +37,7 @@ export interface SmtpIngressOptions {
    * (e.g. found by In-Reply-To in the system of record). Default: {@link threadRootOf}.
    */
   resolveConversation?: (msg: InboundMessage) => Promise<string | undefined>;
-  /** Which RCPT TO addresses are taken (others get 550). Default: all. */
+  /** Which RCPT TO addresses are taken (others get 550 5.1.1). Default: all. See {@link recipientMatcher}. */
   acceptRecipient?: (address: string) => boolean;
   /** Name in the greeting and EHLO answer. Default `keel.local`. */
   serverName?: string;
@@ -160,6 +160,8 @@ export async function startSmtpIngress(opts: SmtpIngressOptions): Promise<SmtpIn
     });
   };
 
+  // smtp-server loads only in the process that hosts the ingress (not in agents importing channels/)
+  const { SMTPServer } = await import('smtp-server');
   const server = new SMTPServer({
     name: opts.serverName ?? 'keel.local',
     banner: 'Keel SMTP ingress',
@@ -172,8 +174,11 @@ export async function startSmtpIngress(opts: SmtpIngressOptions): Promise<SmtpIn
     socketTimeout: opts.socketTimeoutMs ?? 60_000,
     closeTimeout: 5_000,
     logger: false,
-    onRcptTo(address, _session, cb) {
-      if (opts.acceptRecipient && !safeCall(() => opts.acceptRecipient!(address.address))) return cb(smtpError(550, `Error: no mailbox here by that name: ${address.address}`));
+    onRcptTo(address, session, cb) {
+      if (opts.acceptRecipient && !safeCall(() => opts.acceptRecipient!(address.address))) {
+        log.info({ rcpt_to: address.address, remote: session.remoteAddress }, 'smtp: recipient refused (not an accepted domain or address)');
+        return cb(smtpError(550, `5.1.1 <${oneLine(address.address)}>: recipient not accepted here (no mailbox by that name)`));
+      }
       cb();
     },
     onData,
@@ -197,6 +202,23 @@ export async function startSmtpIngress(opts: SmtpIngressOptions): Promise<SmtpIn
     port: bound,
     stats: () => ({ ...stats }),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/**
+ * A recipient filter from a list of domains (`example.com`, also `@example.com`) and addresses
+ * (`support@example.com`), compared case-insensitively; `*` accepts every recipient. For
+ * {@link SmtpIngressOptions.acceptRecipient}, e.g. from `KEEL_SMTP_ACCEPT`.
+ */
+export function recipientMatcher(accept: readonly string[]): (address: string) => boolean {
+  const all = accept.some((a) => a.trim() === '*');
+  const addresses = new Set(accept.map((a) => a.trim().toLowerCase()).filter((a) => /^[^@]+@[^@]+$/.test(a)));
+  const domains = new Set(accept.map((a) => a.trim().toLowerCase().replace(/^@/, '')).filter((a) => a && a !== '*' && !a.includes('@')));
+  return (address: string) => {
+    if (all) return true;
+    const a = address.trim().toLowerCase();
+    const at = a.lastIndexOf('@');
+    return addresses.has(a) || (at > 0 && domains.has(a.slice(at + 1)));
   };
 }
 

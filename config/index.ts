@@ -34,11 +34,13 @@ export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_SMTP_MAX_BYTES', default: '10485760', description: 'Largest inbound message accepted (announced with SIZE; larger ones get 552).' },
   { name: 'KEEL_SMTP_RELAY', default: '(unset)', description: 'smtp://host:port relay for outbound mail; unset = write .eml files to KEEL_DATA_DIR/outbox/.' },
   { name: 'KEEL_SMTP_FROM', default: 'support@keel.local', description: 'From address of replies.' },
+  { name: 'KEEL_SMTP_ACCEPT', default: '(the domain of KEEL_SMTP_FROM)', description: 'Recipients the SMTP ingress takes mail for: comma list of domains (`example.com`) and addresses (`support@example.com`), `*` for any; other recipients are refused with 550 5.1.1.' },
   { name: 'KEEL_OPERATOR_EMAIL', default: 'operator@keel.local', description: 'Where escalations (with the whole ticket history) are sent.' },
   { name: 'KEEL_AGENTS', default: '(every feature\'s default agents)', description: 'Agents `keel start` supervises: comma list of names or module paths, `name@N` for N replicas, `none` for none.' },
   { name: 'KEEL_WORKFLOWS', default: '(unset)', description: 'Extra workflow definition modules (comma-separated paths).' },
   { name: 'KEEL_FEATURES', default: '(unset)', description: 'Extra feature modules (comma-separated paths, each default-exports `defineFeature(...)`): their entity types, workflows, agents and ingress join the built-in features.' },
-  { name: 'KEEL_WORKFLOW_SWEEP_MS', default: '1000', description: 'How often each agent looks for due workflow timers (retries, timeouts, approval deadlines).' },
+  { name: 'KEEL_WORKFLOW_SWEEP_MS', default: '1000', description: 'How often the agent instance holding the workflow timer lease looks for due timers (retries, timeouts, approval deadlines); the others wait on the bus and take over within the lease TTL (2 s) if it dies. 0: this process never fires timers.' },
+  { name: 'KEEL_AGENT_HOSTS', default: '(unset: one process per agent)', description: 'Co-host agents in fewer processes: `all` (every agent in one process), or `;`-separated groups `name:agent,agent` (e.g. `inbound:intake,triage,summarizer`). Each agent keeps its own bus user, secrets, heartbeat and restarts; a crash of the process stops every agent it hosts. See docs/agents.md.' },
   { name: 'KEEL_METRICS_PORT', default: '(unset)', description: 'For `keel agent start`: serve the agent\'s /metrics on this port.' },
   { name: 'KEEL_SUPPORT_SIGNATURE', default: 'The support team', description: 'Signature of suggested replies.' },
   { name: 'KEEL_OPERATOR', default: '$USER', description: 'Operator name the CLI records as the actor of approvals and runs it starts.' },
@@ -91,14 +93,75 @@ const schema = z.object({
   USER: z.string().optional(),
   KEEL_SMTP_RELAY: z.string().trim().min(1).optional(),
   KEEL_SMTP_FROM: z.string().trim().min(1).default('support@keel.local'),
+  KEEL_SMTP_ACCEPT: z
+    .string()
+    .transform((v) => list(v.toLowerCase()))
+    .pipe(z.array(z.string().regex(/^(\*|@?[^\s@,]+|[^\s@,]+@[^\s@,]+)$/, 'KEEL_SMTP_ACCEPT takes domains (example.com), addresses (support@example.com) or *, comma-separated')).min(1, 'KEEL_SMTP_ACCEPT names no recipient'))
+    .optional(),
   KEEL_DRAIN_MS: z.coerce.number({ error: 'KEEL_DRAIN_MS must be a number' }).int().min(0).default(10_000),
   KEEL_SQLITE_SYNC: z.string().transform((v) => v.toUpperCase()).pipe(z.enum(['FULL', 'NORMAL'], { error: 'KEEL_SQLITE_SYNC must be FULL or NORMAL' })).default('FULL'),
+  KEEL_AGENT_HOSTS: z
+    .string()
+    .transform((v, ctx) => {
+      const r = parseAgentHosts(v);
+      if (typeof r === 'string' && r !== 'all') {
+        ctx.addIssue({ code: 'custom', message: r });
+        return z.NEVER;
+      }
+      return r;
+    })
+    .optional(),
+  KEEL_AGENT_NATS_CREDENTIALS: z
+    .string()
+    .transform((v, ctx) => {
+      try {
+        return z.record(z.string(), z.object({ user: z.string().min(1), password: z.string().min(1) })).parse(JSON.parse(v));
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'KEEL_AGENT_NATS_CREDENTIALS must be JSON: { "<agent>": { "user": ..., "password": ... } }' });
+        return z.NEVER;
+      }
+    })
+    .optional(),
   KEEL_AGENT_NATS_USER: z.string().min(1).optional(),
   KEEL_AGENT_NATS_PASSWORD: z.string().min(1).optional(),
   KEEL_SUPERVISOR_PID: z.coerce.number().int().min(0).optional(),
 });
 
 export type PolicyMode = 'approve' | 'audit' | 'auto';
+
+/** One process that hosts several agents (KEEL_AGENT_HOSTS). */
+export interface AgentHostGroup {
+  name: string;
+  /** agent names (or module paths) as in KEEL_AGENTS, without replica counts */
+  agents: string[];
+}
+
+/**
+ * Parses KEEL_AGENT_HOSTS: `all`, or `;`-separated groups `[name:]agent,agent,...`. Returns the
+ * problem as a string when the value is malformed.
+ */
+export function parseAgentHosts(value: string): 'all' | AgentHostGroup[] | string {
+  const v = value.trim();
+  if (v === 'all') return 'all';
+  const groups: AgentHostGroup[] = [];
+  const seen = new Set<string>();
+  for (const [i, raw] of v.split(';').map((g) => g.trim()).filter(Boolean).entries()) {
+    // `name:agents` (a module URL's `file://` is not a name)
+    const named = /^([^,:]+):(?!\/\/)(.*)$/.exec(raw);
+    const name = named ? named[1]!.trim() : `host${i + 1}`;
+    const agents = list(named ? named[2] : raw).map((a) => a.replace(/@\d+$/, ''));
+    if (!/^[a-z0-9][a-z0-9-]*$/.test(name)) return `KEEL_AGENT_HOSTS: invalid host name '${name}' (lowercase letters, digits and '-')`;
+    if (agents.length === 0) return `KEEL_AGENT_HOSTS: host '${name}' names no agent`;
+    for (const a of agents) {
+      if (seen.has(a)) return `KEEL_AGENT_HOSTS: agent '${a}' is in two hosts`;
+      seen.add(a);
+    }
+    if (groups.some((g) => g.name === name)) return `KEEL_AGENT_HOSTS: host '${name}' is named twice`;
+    groups.push({ name, agents });
+  }
+  if (groups.length === 0) return 'KEEL_AGENT_HOSTS: give `all` or groups like `inbound:intake,triage`';
+  return groups;
+}
 
 export interface KeelConfig {
   dataDir: string;
@@ -132,12 +195,18 @@ export interface KeelConfig {
   operator: string;
   smtpRelay: string | undefined;
   smtpFrom: string;
+  /** KEEL_SMTP_ACCEPT: lower-cased domains and addresses the SMTP ingress takes mail for (`*`: any); default the domain of KEEL_SMTP_FROM */
+  smtpAccept: string[];
   drainMs: number;
   sqliteSync: 'FULL' | 'NORMAL';
   /** KEEL_POLICY_<ACTION>: policy modes by action key (`reply.email` …); unset = approve */
   policies: Record<string, PolicyMode>;
   /** KEEL_SECRET_<NAME> values by NAME; each agent receives only the ones it declares */
   secrets: Record<string, string>;
+  /** KEEL_AGENT_HOSTS: agents `keel start` runs together in one process (`all`, or named groups); undefined = one process per agent */
+  agentHosts: 'all' | AgentHostGroup[] | undefined;
+  /** a host process's bus credentials, by agent (set by the supervisor when it co-hosts agents) */
+  agentNatsCredentials: Record<string, { user: string; password: string }>;
   /** an agent process's own bus credentials (set by the supervisor) */
   agentNatsUser: string | undefined;
   agentNatsPassword: string | undefined;
@@ -177,6 +246,12 @@ export function modelEnv(env: Record<string, string | undefined> = process.env):
 }
 
 const list = (v: string | undefined): string[] => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+
+/** `support@keel.local` or `Support <support@keel.local>` → `keel.local`. */
+function domainOf(address: string): string {
+  const m = /@([^\s@<>,]+)>?\s*$/.exec(address.trim());
+  return (m?.[1] ?? address.trim()).toLowerCase();
+}
 
 export class ConfigError extends KeelError {
   declare readonly code: 'KEEL_CONFIG_INVALID';
@@ -237,10 +312,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     operator: c.KEEL_OPERATOR ?? c.USER ?? 'operator',
     smtpRelay: c.KEEL_SMTP_RELAY,
     smtpFrom: c.KEEL_SMTP_FROM,
+    smtpAccept: c.KEEL_SMTP_ACCEPT ?? [domainOf(c.KEEL_SMTP_FROM)],
     drainMs: c.KEEL_DRAIN_MS,
     sqliteSync: c.KEEL_SQLITE_SYNC,
     policies,
     secrets,
+    agentHosts: c.KEEL_AGENT_HOSTS,
+    agentNatsCredentials: c.KEEL_AGENT_NATS_CREDENTIALS ?? {},
     agentNatsUser: c.KEEL_AGENT_NATS_USER,
     agentNatsPassword: c.KEEL_AGENT_NATS_PASSWORD,
     supervisorPid: c.KEEL_SUPERVISOR_PID,

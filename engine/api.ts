@@ -1,10 +1,38 @@
-import type { Hono } from 'hono';
+import type { Context, Hono } from 'hono';
 import { z } from 'zod';
 import type { StateStore } from '../shared-state/index.ts';
-import type { WorkflowEngine } from '../workflows/index.ts';
+import { resolveRunId, type WorkflowEngine, type WorkflowError } from '../workflows/index.ts';
+import { errorCode, httpError } from './http.ts';
+
+/** `GET /v1/approvals?state=` values. */
+const APPROVAL_STATES = ['pending', 'approved', 'rejected', 'expired', 'superseded'] as const;
+const issuesOf = (e: z.ZodError) => e.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
+const invalid = (issues: { path: string }[]) => `invalid fields: ${[...new Set(issues.map((i) => i.path || '(body)'))].join(', ')}`;
 
 const StartRun = z.strictObject({ workflow: z.string().min(1), input: z.unknown().optional(), runId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/).optional(), customer: z.string().optional() });
-const Decide = z.strictObject({ decision: z.enum(['approved', 'rejected']), text: z.string().max(100_000).optional(), reason: z.string().max(2_000).optional(), by: z.string().max(200).optional() });
+/**
+ * `by` names the operator who decides. There is no authentication on this API yet: it is taken
+ * as given (default `operator:http`) and recorded as the decider (actor `human:<by>`); the
+ * security issue replaces it with the authenticated identity.
+ */
+const Decide = z.strictObject({
+  decision: z.enum(['approved', 'rejected']),
+  text: z.string().max(100_000).optional(),
+  reason: z.string().max(2_000).optional(),
+  by: z.string().trim().min(1, 'must not be empty').max(200).optional(),
+});
+/** The decider when the request names none. */
+export const HTTP_OPERATOR = 'operator:http';
+
+/** A workflow error as an HTTP answer: bad input 422 (fields in `issues`), superseded 409 (naming `current`), ambiguous id 400 (`candidates`). */
+function workflowFailure(c: Context, err: unknown, notFound: string, fieldPrefix = ''): Response {
+  const code = errorCode(err);
+  const e = err as Partial<WorkflowError> & Error;
+  if (code === 'WORKFLOW_INVALID_INPUT') return httpError(c, 422, code, e.message, (e.issues ?? []).map((i) => ({ path: `${fieldPrefix}${i.path}`, message: i.message })));
+  if (code === 'WORKFLOW_APPROVAL_SUPERSEDED') return c.json({ error: code, message: e.message, current: e.current ?? null }, 409);
+  if (code === 'WORKFLOW_AMBIGUOUS_ID') return c.json({ error: code, message: e.message, candidates: e.candidates ?? [] }, 400);
+  return httpError(c, code === notFound ? 404 : 500, code, e.message);
+}
 
 /** Operator API over HTTP: runs and approvals (the same operations as the CLI). */
 export function mountApi(app: Hono, o: { store: StateStore; workflows: WorkflowEngine }): void {
@@ -17,35 +45,45 @@ export function mountApi(app: Hono, o: { store: StateStore; workflows: WorkflowE
   };
   app.post('/v1/runs', async (c) => {
     const b = await body(c);
-    if (!b.ok) return c.json({ error: 'invalid_json' }, 400);
+    if (!b.ok) return httpError(c, 400, 'INVALID_JSON', 'the body is not JSON');
     const p = StartRun.safeParse(b.value);
-    if (!p.success) return c.json({ error: 'invalid_request', issues: p.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) }, 422);
+    if (!p.success) return httpError(c, 422, 'INVALID_REQUEST', invalid(issuesOf(p.error)), issuesOf(p.error));
     try {
       const r = await o.workflows.start(p.data.workflow, p.data.input ?? {}, { runId: p.data.runId, customer: p.data.customer });
       return c.json(r, r.created ? 201 : 200);
     } catch (err) {
-      const e = err as { code?: string; message: string };
-      return c.json({ error: e.code ?? 'error', message: e.message }, e.code === 'WORKFLOW_NOT_FOUND' ? 404 : 500);
+      return workflowFailure(c, err, 'WORKFLOW_NOT_FOUND', 'input.');
     }
   });
   app.get('/v1/runs/:id', async (c) => {
-    const r = await o.workflows.get(c.req.param('id'));
-    if (!r) return c.json({ error: 'not_found' }, 404);
+    let id: string;
+    try {
+      id = await resolveRunId(o.store, c.req.param('id')); // a unique prefix is enough
+    } catch (err) {
+      return workflowFailure(c, err, 'WORKFLOW_RUN_NOT_FOUND');
+    }
+    const r = await o.workflows.get(id);
+    if (!r) return httpError(c, 404, 'WORKFLOW_RUN_NOT_FOUND', `no workflow run '${c.req.param('id')}'`);
     const { definition: _d, ...state } = r.state;
-    return c.json({ id: c.req.param('id'), ...state });
+    return c.json({ id, ...state });
   });
-  app.get('/v1/approvals', async (c) => c.json({ approvals: await o.store.listApprovals({ state: (c.req.query('state') ?? 'pending') as 'pending' }) }));
+  app.get('/v1/approvals', async (c) => {
+    const state = c.req.query('state') ?? 'pending';
+    if (!(APPROVAL_STATES as readonly string[]).includes(state)) {
+      return httpError(c, 422, 'INVALID_REQUEST', `state takes ${APPROVAL_STATES.join(', ')}; got '${state}'`, [{ path: 'state', message: `one of ${APPROVAL_STATES.join(', ')}` }]);
+    }
+    return c.json({ approvals: await o.store.listApprovals({ state: state as 'pending' }) });
+  });
   app.post('/v1/approvals/:id', async (c) => {
     const b = await body(c);
-    if (!b.ok) return c.json({ error: 'invalid_json' }, 400);
+    if (!b.ok) return httpError(c, 400, 'INVALID_JSON', 'the body is not JSON');
     const p = Decide.safeParse(b.value);
-    if (!p.success) return c.json({ error: 'invalid_request', issues: p.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) }, 422);
+    if (!p.success) return httpError(c, 422, 'INVALID_REQUEST', invalid(issuesOf(p.error)), issuesOf(p.error));
     try {
-      const r = await o.workflows.decideApproval(c.req.param('id'), p.data.decision, { kind: 'human', id: p.data.by ?? 'operator' }, p.data.text, p.data.reason);
-      return c.json({ id: c.req.param('id'), decision: p.data.decision, ...r }, r.applied ? 200 : 409);
+      const r = await o.workflows.decideApproval(c.req.param('id'), p.data.decision, { kind: 'human', id: p.data.by ?? HTTP_OPERATOR }, p.data.text, p.data.reason);
+      return c.json({ decision: p.data.decision, ...r }, r.applied ? 200 : 409);
     } catch (err) {
-      const e = err as { code?: string; message: string };
-      return c.json({ error: e.code ?? 'error', message: e.message }, e.code === 'WORKFLOW_APPROVAL_NOT_FOUND' ? 404 : 500);
+      return workflowFailure(c, err, 'WORKFLOW_APPROVAL_NOT_FOUND');
     }
   });
 }

@@ -9,7 +9,9 @@ export type EngineErrorCode =
   /** the HTTP API cannot bind its port (another process holds it) */
   | 'ENGINE_HTTP_PORT_IN_USE'
   /** the health probe of the state store got no answer in time */
-  | 'ENGINE_PROBE_TIMEOUT';
+  | 'ENGINE_PROBE_TIMEOUT'
+  /** KEEL_AGENT_HOSTS names an agent `keel start` does not run */
+  | 'ENGINE_BAD_AGENT_HOSTS';
 
 export class EngineError extends KeelError {
   declare readonly code: EngineErrorCode;

@@ -1,4 +1,5 @@
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
@@ -19,9 +20,55 @@ export interface HttpApi {
   close(): Promise<void>;
 }
 
+/** The body of every HTTP error: an UPPER_SNAKE `error` code, a `message` for people, the bad fields in `issues`. */
+export interface HttpErrorBody {
+  error: string;
+  message: string;
+  issues?: { path: string; message: string }[];
+}
+
+/** Answers an error in the one shape (`HttpErrorBody`); `code` is UPPER_SNAKE. */
+export function httpError(c: Context, status: ContentfulStatusCode, code: string, message: string, issues?: HttpErrorBody['issues']): Response {
+  const body: HttpErrorBody = { error: code, message, ...(issues ? { issues } : {}) };
+  return c.json(body, status);
+}
+
+/** A Keel error code for anything thrown (`WORKFLOW_NOT_FOUND` stays; a lowercase or missing code becomes `INTERNAL`). */
+export function errorCode(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^[A-Z][A-Z0-9_]*$/.test(code) ? code : 'INTERNAL';
+}
+
+/** `/v1/runs/:id` → a RegExp matching the paths it serves. */
+function routeRegExp(path: string): RegExp {
+  let re = '';
+  for (const part of path.split('/').filter(Boolean)) {
+    if (part === '*') re += '(?:/.*)?';
+    else if (part.startsWith(':')) {
+      const m = /^:[^{?]+(\{(.+)\})?(\?)?$/.exec(part);
+      const inner = m?.[2] ?? '[^/]+';
+      re += m?.[3] ? `(?:/(?:${inner}))?` : `/(?:${inner})`;
+    } else re += `/${part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`;
+  }
+  return new RegExp(`^${re || '/'}/?$`);
+}
+
+/** The methods the app serves on `path` (HEAD with GET), for 405 and its `Allow` header. */
+export function allowedMethods(app: Hono, path: string): string[] {
+  const out = new Set<string>();
+  for (const r of app.routes) if (r.method !== 'ALL' && routeRegExp(r.path).test(path)) out.add(r.method.toUpperCase());
+  if (out.has('GET')) out.add('HEAD');
+  if (out.size) out.add('OPTIONS');
+  return [...out].sort();
+}
+
 /**
  * The engine's HTTP API. `GET /healthz` answers 200 with the report when bus and state are up,
  * 503 with the same JSON shape otherwise. Later modules mount their routes on `app`.
+ *
+ * Errors have one shape, {@link HttpErrorBody}: `404 NOT_FOUND` for an unknown path, `405
+ * METHOD_NOT_ALLOWED` with an `Allow` header for a known path and another method (`OPTIONS`
+ * answers 204 with `Allow`), `500 INTERNAL` for an unexpected failure.
  */
 export async function startHttpApi(opts: {
   host: string;
@@ -35,8 +82,14 @@ export async function startHttpApi(opts: {
     return c.json(report, report.status === 'ok' ? 200 : 503);
   });
   opts.mount?.(app);
-  app.notFound((c) => c.json({ error: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` }, 404));
-  app.onError((err, c) => c.json({ error: 'internal', message: err.message }, 500));
+  app.notFound((c) => {
+    const allowed = allowedMethods(app, c.req.path);
+    if (allowed.length === 0) return httpError(c, 404, 'NOT_FOUND', `no route for ${c.req.method} ${c.req.path}`);
+    c.header('Allow', allowed.join(', '));
+    if (c.req.method === 'OPTIONS') return c.body(null, 204);
+    return httpError(c, 405, 'METHOD_NOT_ALLOWED', `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allowed.join(', ')}`);
+  });
+  app.onError((err, c) => httpError(c, 500, 'INTERNAL', err.message));
 
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, hostname: opts.host, port: opts.port }, () => resolve(s));

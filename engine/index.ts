@@ -19,12 +19,13 @@ import { LocalNatsServer, LocalServerError, connectBus, createBus, natsEventPubl
 import { openStore, startOutboxRelay, type StateStore, type OutboxRelay } from '../shared-state/index.ts';
 import { loadFeatures, entityTypesOf, workflowsOf, resolveAgent, enabledAgents } from '../agents/index.ts';
 import { loadOrCreateCredentials, natsUsers, type AgentDefinition, type Ingress } from '../runtime/index.ts';
-import { AgentSupervisor, parseAgentList } from './supervisor.ts';
-import { WorkflowEngine, startTriggers, workflowCapabilities } from '../workflows/index.ts';
+import { AgentSupervisor, agentProcessSpecs, groupAgentProcesses, parseAgentList } from './supervisor.ts';
+import { WorkflowEngine, startTriggers, workflowCapabilities, localTaskSchemas, registryTaskSchemas } from '../workflows/index.ts';
 import { createLogger, createMetrics } from '../observability/index.ts';
 import { startHttpApi, type HealthReport, type HttpApi } from './http.ts';
 import { mountApi } from './api.ts';
 import { EngineError } from './errors.ts';
+import { engineFootprints } from './footprint.ts';
 
 export type { HealthReport, HttpApi } from './http.ts';
 export { EngineError } from './errors.ts';
@@ -96,11 +97,13 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     // permissions) and ingress
     const features = await loadFeatures(cfg.featureModules);
     const wanted = parseAgentList(opts.agents ?? enabledAgents(features, cfg.agents));
-    const agentDefs: Array<{ def: AgentDefinition; spec: string; replicas: number }> = [];
+    const agentDefs: Array<{ def: AgentDefinition; spec: string; replicas: number; entry: string }> = [];
     for (const w of wanted) {
       const { def, module } = await resolveAgent(w.spec, features);
-      agentDefs.push({ def, spec: module, replicas: w.replicas });
+      agentDefs.push({ def, spec: module, replicas: w.replicas, entry: w.spec });
     }
+    // one process per agent, or hosts of several (KEEL_AGENT_HOSTS), checked before anything starts
+    const processGroups = groupAgentProcesses(agentDefs.map((a) => ({ name: a.def.name, entry: a.entry, spec: a.spec, replicas: a.replicas })), cfg.agentHosts);
 
     const catalog = await workflowsOf(features, cfg.workflowModules);
 
@@ -155,7 +158,10 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
       };
     };
     // 3b. workflows can be started here (HTTP, channels); agents advance them
-    const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'system', id: 'engine' }, logger: log, catalog, policies: cfg.policies });
+    // run inputs and edited approval texts are checked against the capabilities' input schemas:
+    // those of the agents this engine runs, else what live agents announce in the registry
+    const taskSchemas = localTaskSchemas(agentDefs.flatMap((a) => a.def.capabilities), registryTaskSchemas(bus));
+    const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'system', id: 'engine' }, logger: log, catalog, policies: cfg.policies, taskSchemas });
     const triggers = await startTriggers({ bus, workflows, catalog, log });
     cleanups.push(() => triggers.stop());
     // each feature's ingress (channels that feed the bus), hosted here
@@ -168,7 +174,11 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
       cleanups.push(() => ingress.close());
     }
     // the engine's own metrics on GET /metrics (each agent serves its own, see KEEL_METRICS_PORT)
-    const metrics = await createMetrics({ serviceName: 'keel-engine' });
+    // with the footprint (RSS, CPU) of every Keel process: this one, each agent process, nats-server
+    const metrics = await createMetrics({
+      serviceName: 'keel-engine',
+      processes: engineFootprints({ nats, registryBucket: bus.subjects.registryBucket, natsServerPid: () => localServer?.pid }),
+    });
     cleanups.push(() => metrics.shutdown());
     const statNames = new Set(ingresses.flatMap((i) => Object.keys(i.stats?.() ?? {})));
     for (const name of statNames) {
@@ -188,25 +198,20 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     });
     for (const i of ingresses) i.attach?.(http.server);
     cleanups.push(() => http.close());
-    // 4. the agents, each its own OS process
+    // 4. the agents, each its own OS process (or several per process: KEEL_AGENT_HOSTS)
     const supervisor = new AgentSupervisor(log, inheritedEnv());
+    const defOf = (name: string) => agentDefs.find((a) => a.def.name === name)!.def;
     supervisor.start(
-      agentDefs.flatMap((a) =>
-        Array.from({ length: a.replicas }, (_, i) => ({
-          name: a.def.name,
-          spec: a.spec,
-          replica: i + 1,
-          env: {
-            KEEL_NATS_URL: natsUrl!,
-            KEEL_STATE: cfg.state,
-            KEEL_SUBJECT_PREFIX: cfg.subjectPrefix,
-            KEEL_DATA_DIR: cfg.dataDir,
-            ...(creds ? { KEEL_AGENT_NATS_USER: creds.agents[a.def.name]!.user, KEEL_AGENT_NATS_PASSWORD: creds.agents[a.def.name]!.password } : {}),
-            ...secretsFor(a.def, cfg.secrets),
-          },
-        })),
-      ),
+      agentProcessSpecs(processGroups, {
+        common: { KEEL_NATS_URL: natsUrl!, KEEL_STATE: cfg.state, KEEL_SUBJECT_PREFIX: cfg.subjectPrefix, KEEL_DATA_DIR: cfg.dataDir },
+        credentials: (name) => creds?.agents[name],
+        secrets: (name) => secretsFor(defOf(name), cfg.secrets),
+      }),
     );
+    // restarts per agent: a host's restarts count for each agent it runs
+    metrics.meter.createObservableGauge('keel_agent_process_restarts', { description: 'how often the supervisor restarted the process of an agent (a host process counts for each of its agents)' }).addCallback((r) => {
+      for (const p of supervisor.list()) for (const agent of p.agents) r.observe(p.restarts, { agent, process: p.id });
+    });
     cleanups.push(() => supervisor.stop());
 
     log.info({ url: `http://${cfg.httpHost}:${http.port}`, nats: natsUrl, dataDir: cfg.dataDir }, 'keel engine ready');

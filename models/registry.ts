@@ -6,15 +6,26 @@
  * string. Nothing configured is a valid state: the engine runs on tier 0 and a capability that
  * needs a model gets a {@link ModelNotConfiguredError} naming the variable to set.
  */
+import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { BaseChatModel } from '@langchain/core/language_models/chat_models';
-import { ChatOpenAI } from '@langchain/openai';
-import { ChatAnthropic } from '@langchain/anthropic';
-import { ChatOllama } from '@langchain/ollama';
+import type * as OpenAI from '@langchain/openai';
+import type * as Anthropic from '@langchain/anthropic';
+import type * as Ollama from '@langchain/ollama';
 import { ModelConfigError, ModelNotConfiguredError } from './errors.ts';
 import { readPriceTable, lookupPrice, type ModelPrice, type PriceTable } from './prices.ts';
 import { ScriptedChatModel, readScript, type ScriptedReply } from './scripted.ts';
 import { modelEnv } from '../config/index.ts';
+
+/**
+ * A provider package, loaded on the first `get()` of a tier that uses it (synchronously, through
+ * Node's require of its ES module build, so it shares @langchain/core with the rest): a process
+ * pays for the providers it is configured with, not for all three.
+ */
+function providerModule<T>(pkg: '@langchain/openai' | '@langchain/anthropic' | '@langchain/ollama'): T {
+  return createRequire(import.meta.url)(fileURLToPath(import.meta.resolve(pkg))) as T;
+}
 
 export type ModelTier = 1 | 2;
 export type TierName = 'small' | 'large';
@@ -187,7 +198,7 @@ export function createModelRegistry(env: Record<string, string | undefined> = mo
         endpoint = openaiBase ?? 'https://api.openai.com/v1';
         const m = model;
         make = () =>
-          new ChatOpenAI({
+          new (providerModule<typeof OpenAI>('@langchain/openai').ChatOpenAI)({
             model: m,
             // local OpenAI-compatible servers usually ignore the key, but the client insists on one
             apiKey: apiKey || 'not-needed',
@@ -206,14 +217,14 @@ export function createModelRegistry(env: Record<string, string | undefined> = mo
         }
         endpoint = 'https://api.anthropic.com';
         const m = model;
-        make = () => new ChatAnthropic({ model: m, apiKey, maxRetries, clientOptions: { timeout: timeoutMs } });
+        make = () => new (providerModule<typeof Anthropic>('@langchain/anthropic').ChatAnthropic)({ model: m, apiKey, maxRetries, clientOptions: { timeout: timeoutMs } });
         break;
       }
       case 'ollama': {
         endpoint = ollamaUrl ?? DEFAULT_OLLAMA_URL;
         const m = model;
         const baseUrl = endpoint;
-        make = () => new ChatOllama({ model: m, baseUrl, maxRetries });
+        make = () => new (providerModule<typeof Ollama>('@langchain/ollama').ChatOllama)({ model: m, baseUrl, maxRetries });
         break;
       }
       case 'scripted': {

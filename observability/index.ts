@@ -11,4 +11,6 @@ export type { Logger } from './logger.ts';
 export { initTelemetry, getTracer, injectTraceHeaders, extractTraceContext, withSpan, SpanKind, SpanStatusCode, context, trace } from './tracing.ts';
 export type { Telemetry, Span, Context, Tracer } from './tracing.ts';
 export { createMetrics } from './metrics.ts';
-export type { Metrics } from './metrics.ts';
+export type { Metrics, ProcessFootprint } from './metrics.ts';
+export { selfSampler, procSampler, readProcUsage } from './process.ts';
+export type { ProcessUsage } from './process.ts';

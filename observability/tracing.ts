@@ -1,11 +1,24 @@
 import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { context, propagation, trace, isSpanContextValid, TraceFlags, SpanKind, SpanStatusCode, type Context, type Span, type SpanOptions, type Tracer, type TracerProvider } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+import type { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { BatchSpanProcessor, SimpleSpanProcessor, type SpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { resourceFromAttributes } from '@opentelemetry/resources';
+import type { SpanProcessor, SpanExporter } from '@opentelemetry/sdk-trace-base';
+import type * as SdkTraceBase from '@opentelemetry/sdk-trace-base';
+import type * as SdkTraceNode from '@opentelemetry/sdk-trace-node';
+import type * as OtlpHttp from '@opentelemetry/exporter-trace-otlp-http';
+import type * as Resources from '@opentelemetry/resources';
+
+/**
+ * The OpenTelemetry SDK, loaded only by a process that exports spans (synchronously, through
+ * Node's require of the packages' ES module builds, so they share @opentelemetry/api with the
+ * rest): a process that exports nothing never loads it.
+ */
+function sdk<T>(pkg: '@opentelemetry/sdk-trace-node' | '@opentelemetry/sdk-trace-base' | '@opentelemetry/exporter-trace-otlp-http' | '@opentelemetry/resources'): T {
+  return createRequire(import.meta.url)(fileURLToPath(import.meta.resolve(pkg))) as T;
+}
 
 export { SpanKind, SpanStatusCode, context, trace } from '@opentelemetry/api';
 export type { Span, Context, Tracer } from '@opentelemetry/api';
@@ -34,10 +47,12 @@ export function initTelemetry(opts: { serviceName: string; exporter?: SpanExport
   const serviceName = env.OTEL_SERVICE_NAME ?? opts.serviceName;
   const processors: SpanProcessor[] = [];
   const wantOtlp = env.OTEL_TRACES_EXPORTER !== 'none' && !!(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
-  if (opts.exporter) processors.push(new SimpleSpanProcessor(opts.exporter));
+  const base = opts.exporter || wantOtlp ? sdk<typeof SdkTraceBase>('@opentelemetry/sdk-trace-base') : undefined;
+  if (opts.exporter) processors.push(new base!.SimpleSpanProcessor(opts.exporter));
   if (wantOtlp) {
     const url = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? `${env.OTEL_EXPORTER_OTLP_ENDPOINT!.replace(/\/$/, '')}/v1/traces`;
-    processors.push(new BatchSpanProcessor(new OTLPTraceExporter({ url }), { scheduledDelayMillis: 200 }));
+    const { OTLPTraceExporter } = sdk<typeof OtlpHttp>('@opentelemetry/exporter-trace-otlp-http');
+    processors.push(new base!.BatchSpanProcessor(new OTLPTraceExporter({ url }), { scheduledDelayMillis: 200 }));
   }
   if (processors.length === 0) {
     // nothing leaves the process: skip the SDK's span bookkeeping, keep context propagation
@@ -60,6 +75,8 @@ export function initTelemetry(opts: { serviceName: string; exporter?: SpanExport
     };
     return current;
   }
+  const { NodeTracerProvider } = sdk<typeof SdkTraceNode>('@opentelemetry/sdk-trace-node');
+  const { resourceFromAttributes } = sdk<typeof Resources>('@opentelemetry/resources');
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ 'service.name': serviceName, 'service.namespace': 'keel', 'process.pid': process.pid }),
     spanProcessors: processors,

@@ -39,6 +39,8 @@ export { replayRun } from './replay.ts';
 export type { ReplayReport, ReplayStep } from './replay.ts';
 export { createCapabilityTestKit, type CapabilityTestKit, type CapabilityTestKitOptions, type CapabilityRunOptions, type CapabilityRunResult, type RecordedEffect, type RecordedEnqueue, type RecordedModelCall, type FailedModelCall, type CapturedLog } from './testkit.ts';
 export type { RunAgentOptions, RunningAgent } from './runtime.ts';
+export { hostAgents } from './host.ts';
+export type { AgentHost, HostedAgentSpec, HostedAgentStatus, HostAgentsOptions } from './host.ts';
 export { CircuitBreaker } from './breaker.ts';
 export type { BreakerOptions, BreakerState } from './breaker.ts';
 export { natsPermissionsFor, natsUsers, loadOrCreateCredentials, readCredentials } from './permissions.ts';

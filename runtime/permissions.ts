@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { subjects, durableFor, type LocalNatsUser } from '../bus/index.ts';
+import { subjects, durableFor, leaseDurable, WORKFLOW_TIMER_LEASE, type LocalNatsUser } from '../bus/index.ts';
 import type { AgentDefinition } from './define.ts';
 import { AgentError } from './errors.ts';
 
@@ -20,6 +20,10 @@ export function natsPermissionsFor(agent: AgentDefinition, prefix = 'keel', work
   // fire a timer, so each may publish the tasks of the declared workflows' capabilities
   for (const c of workflowCapabilities) pub.add(s.task(c));
   pub.add(s.runFinishedAll);
+  // the workflow timer lease: wait for its token, renew it (+WPI) or hand it back (-NAK), check it
+  const leaseConsumer = `${s.streams.leases}.${leaseDurable(WORKFLOW_TIMER_LEASE)}`;
+  for (const api of ['CONSUMER.INFO', 'CONSUMER.MSG.NEXT']) pub.add(`$JS.API.${api}.${leaseConsumer}`);
+  pub.add(`$JS.ACK.${leaseConsumer}.>`);
   for (const c of agent.capabilities) {
     const d = durableFor(c.name);
     for (const api of ['CONSUMER.INFO', 'CONSUMER.DURABLE.CREATE', 'CONSUMER.MSG.NEXT']) pub.add(`$JS.API.${api}.${T}.${d}`);

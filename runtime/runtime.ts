@@ -2,17 +2,17 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { trace } from '@opentelemetry/api';
 import {
-  announce, connectBus, createBus, defineMessage, RetryableError, PermanentError,
+  announce, connectBus, createBus, defineMessage, holdLease, WORKFLOW_TIMER_LEASE, RetryableError, PermanentError,
   type Announcement, type Bus, type ConsumerHandle, type Envelope, type Capability as ManifestCapability,
 } from '../bus/index.ts';
 import { openStore, type EntityTypeDef, type StateStore } from '../shared-state/index.ts';
-import { createLogger, createMetrics, type Logger, type Metrics } from '../observability/index.ts';
+import { createLogger, createMetrics, selfSampler, type Logger, type Metrics } from '../observability/index.ts';
 import { loadConfig, type KeelConfig } from '../config/index.ts';
 import { CircuitBreaker } from './breaker.ts';
 import { AgentError, PermissionDeniedError } from './errors.ts';
 import { scopeState } from './scoped-state.ts';
 import { LEASE_MARGIN_MS, callModel, checkOutput, effectKey, grantedSecrets, recordOnce } from './task-parts.ts';
-import { WorkflowEngine, runCoordinates, workflowRunType } from '../workflows/index.ts';
+import { WorkflowEngine, runCoordinates, WORKFLOW_ENTITY_TYPES } from '../workflows/index.ts';
 import type { ModelRegistry } from '../models/index.ts';
 import { taskType, type AgentDefinition, type Capability, type TaskContext } from './define.ts';
 
@@ -28,12 +28,21 @@ export interface RunAgentOptions {
   logger?: Logger;
   /** serve this process's own /metrics on this port (0 = free port); undefined = no endpoint */
   metricsPort?: number;
+  /** metrics shared with other agents of the same process (a host); takes precedence over metricsPort */
+  metrics?: Metrics;
+  /** the process this instance shares with others (co-hosting), for its manifest */
+  host?: { name?: string; agents: string[] };
+  /** how often this agent was restarted inside its process so far (its manifest reports it) */
+  restarts?: number;
   /** secret values by name; each capability sees only those it declared */
   secrets?: Record<string, string>;
   heartbeatMs?: number;
   /** model tiers for `ctx.llm` / `ctx.models` (default: none, tier 0 only) */
   models?: ModelRegistry;
-  /** how often this instance looks for due workflow timers (default: config.workflowSweepMs; 0 = never) */
+  /**
+   * how often this instance looks for due workflow timers while it holds the timer lease
+   * (default: config.workflowSweepMs; 0 = never, and it does not compete for the lease)
+   */
   sweepMs?: number;
   /** the configuration handlers see as `ctx.config` (default: loadConfig() from the environment) */
   config?: KeelConfig;
@@ -47,13 +56,15 @@ export interface RunningAgent {
   metrics: Metrics | undefined;
   consumers: Record<string, ConsumerHandle>;
   announcement: Announcement;
+  /** the workflow timer sweeper: whether this instance holds the lease, and how many sweeps it ran */
+  timers: { holding(): boolean; sweeps(): number };
   /** drain: stop taking tasks, finish in-flight ones (up to graceMs), withdraw, disconnect */
   stop(graceMs?: number): Promise<void>;
 }
 
-/** The entity types an agent's store must know: those it declares, plus the workflow run. */
+/** The entity types an agent's store must know: those it declares, plus the workflow engine's (runs, lanes). */
 export function agentEntityTypes(def: AgentDefinition): EntityTypeDef[] {
-  return [...(def.entities ?? []), workflowRunType];
+  return [...(def.entities ?? []), ...WORKFLOW_ENTITY_TYPES];
 }
 
 
@@ -97,7 +108,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
   const bus = createBus(nc, { prefix, logger: log });
   // the store knows exactly the agent's declared entity types plus the runtime's own (workflow runs)
   const store = typeof opts.state === 'string' ? await openStore(opts.state, { types: agentEntityTypes(def), sqlite: { synchronous: config.sqliteSync } }) : opts.state;
-  const metrics = opts.metricsPort !== undefined ? await createMetrics({ serviceName: def.name, port: opts.metricsPort, host: config.metricsHost }) : undefined;
+  const metrics = opts.metrics ?? (opts.metricsPort !== undefined ? await createMetrics({ serviceName: def.name, port: opts.metricsPort, host: config.metricsHost }) : undefined);
   const tasksCounter = metrics?.meter.createCounter('keel_tasks', { description: 'tasks settled, by outcome (ack, retry, dead_letter)' });
   const duration = metrics?.meter.createHistogram('keel_task_duration_seconds', { description: 'task handling time', unit: 's' });
   const costCounter = metrics?.meter.createCounter('keel_cost_usd', { description: 'recorded spend in USD' });
@@ -220,11 +231,25 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     taskLog.info({ computeMs }, 'task completed');
   };
 
+  // the leases this instance holds, as its registry entry reports them
+  const leasesHeld = new Set<string>();
   const announcement = await announce(
     nc,
     bus.subjects.registryBucket,
     { agent: def.name, instanceId, version: def.version, capabilities: manifestCapabilities(def) },
-    { heartbeatMs: opts.heartbeatMs, logger: log },
+    {
+      heartbeatMs: opts.heartbeatMs,
+      logger: log,
+      process: (() => {
+        const sample = selfSampler();
+        const agents = opts.host?.agents ?? [def.name];
+        return () => {
+          const u = sample();
+          return { rssBytes: u.rssBytes, cpu: u.cpu, cpuSeconds: u.cpuSeconds, ...(opts.host?.name ? { host: opts.host.name } : {}), agents, restarts: opts.restarts ?? 0 };
+        };
+      })(),
+      leases: () => [...leasesHeld],
+    },
   );
 
   const consumers: Record<string, ConsumerHandle> = {};
@@ -237,7 +262,12 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
       timeoutMs: cap.timeoutMs ?? 60_000,
       concurrency: cap.concurrency ?? 4,
       onDeadLetter: async (d) => {
-        if (d.envelope) await advance(d.envelope, false, { error: `${d.reason}: ${d.error.message}` });
+        // the headers carry the run coordinates even when the body did not parse (schema mismatch):
+        // the step fails now, with the dead letter's reason, instead of waiting for its timeout
+        const rc = runCoordinates(d.envelope?.headers ?? d.headers);
+        if (!rc) return;
+        const deadLetter = { reason: d.reason, stream: d.dlq.stream, seq: d.dlq.seq, subject: d.dlq.subject };
+        await workflows.onOutcome(rc.runId, { step: rc.step, attempt: rc.attempt, role: rc.role, ok: false, agent: def.name, error: `${d.reason}: ${d.error.message}`, deadLetter }, d.envelope?.id ?? d.headers['Nats-Msg-Id']);
       },
       onOutcome: (o) => {
         tasksCounter?.add(1, { agent: def.name, capability: cap.name, outcome: o.outcome, ...(o.reason ? { reason: o.reason } : {}) });
@@ -245,21 +275,58 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
       },
     });
   }
-  // durable timers: any instance may fire a due one; the expected version decides who wins
+  // durable timers fire from one place at a time: the instance holding the timer lease (a
+  // JetStream token, bus/lease.ts) sweeps every sweepMs; every other instance waits on the bus
+  // for the token (a pending pull request, no polling) and gets it when the holder's lease runs
+  // out (it died) or is handed back (it stopped). Races between an old and a new holder resolve
+  // by the runs' expected versions.
   const sweepMs = opts.sweepMs ?? config.workflowSweepMs;
+  let sweeper: NodeJS.Timeout | undefined;
   let sweeping = false;
-  const sweeper =
-    sweepMs > 0
-      ? setInterval(() => {
-          if (sweeping) return;
-          sweeping = true;
-          workflows
-            .wakeDue()
-            .catch((err: unknown) => log.warn({ err }, 'workflow timer sweep failed'))
-            .finally(() => (sweeping = false));
-        }, sweepMs + Math.floor(Math.random() * 100))
-      : undefined;
-  sweeper?.unref();
+  let sweeps = 0;
+  const sweep = () => {
+    if (sweeping) return;
+    sweeping = true;
+    sweeps++;
+    workflows
+      .wakeDue()
+      .catch((err: unknown) => log.warn({ err }, 'workflow timer sweep failed'))
+      .finally(() => (sweeping = false));
+  };
+  const startSweeping = () => {
+    if (sweeper) return;
+    sweep();
+    sweeper = setInterval(sweep, sweepMs);
+    sweeper.unref();
+  };
+  const stopSweeping = () => {
+    if (sweeper) clearInterval(sweeper);
+    sweeper = undefined;
+  };
+  let timerLease: { holding(): boolean; release(): Promise<void> } | undefined;
+  if (sweepMs > 0) {
+    timerLease = await holdLease(nc, WORKFLOW_TIMER_LEASE, {
+      prefix,
+      holder: `${def.name}.${instanceId}`,
+      logger: log,
+      // the registry says at once who fires the timers (`keel agents`)
+      onAcquired: () => {
+        leasesHeld.add(WORKFLOW_TIMER_LEASE);
+        startSweeping();
+        void announcement.refresh();
+      },
+      onLost: () => {
+        leasesHeld.delete(WORKFLOW_TIMER_LEASE);
+        stopSweeping();
+        if (!stopped) void announcement.refresh();
+      },
+    }).catch((err: unknown) => {
+      // a bus provisioned before leases existed (no lease consumer): fall back to sweeping here
+      log.warn({ err }, 'no workflow timer lease (is the bus provisioned?): this instance sweeps on its own');
+      startSweeping();
+      return undefined;
+    });
+  }
   log.info({ capabilities: def.capabilities.map((c) => c.name), metrics: metrics?.url }, 'agent running');
 
   let stopped = false;
@@ -271,14 +338,17 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     metrics,
     consumers,
     announcement,
+    timers: { holding: () => !!sweeper, sweeps: () => sweeps },
     stop: async (graceMs = 10_000) => {
       if (stopped) return;
       stopped = true;
-      if (sweeper) clearInterval(sweeper);
+      // released first, so another instance takes the timers over at once
+      await timerLease?.release().catch((err: unknown) => log.warn({ err }, 'could not release the workflow timer lease'));
+      stopSweeping();
       log.info('draining');
       await Promise.all(Object.values(consumers).map((c) => c.stop(graceMs)));
       await announcement.withdraw();
-      await metrics?.shutdown();
+      if (!opts.metrics) await metrics?.shutdown();
       if (typeof opts.state === 'string') await store.close();
       await nc.drain().catch(() => undefined);
       log.info('stopped');

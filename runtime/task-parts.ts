@@ -5,7 +5,7 @@
  */
 import type { BaseMessageLike } from '@langchain/core/messages';
 import type { StateStore } from '../shared-state/index.ts';
-import { invokeModel, type ModelRegistry } from '../models/index.ts';
+import type { ModelRegistry } from '../models/index.ts';
 import type { Capability } from './define.ts';
 import { AgentError, BudgetExceededError } from './errors.ts';
 
@@ -72,6 +72,8 @@ export async function callModel(o: {
   if (!o.models?.has(o.tier)) throw new AgentError('AGENT_UNKNOWN', `no ${o.tier} model configured`);
   // the budget stops spending before it happens: no call once the task's budget is used up
   if (o.budgetUsd !== undefined && o.spentUsd >= o.budgetUsd) throw new BudgetExceededError(o.budgetUsd, o.spentUsd);
+  // LangChain loads on the first model call, not in every agent process
+  const { invokeModel } = await import('../models/index.ts');
   const r = await invokeModel({
     model: o.models.get(o.tier, { capability: o.capability }),
     tier: o.tier === 'small' ? 1 : 2,

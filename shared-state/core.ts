@@ -469,9 +469,9 @@ export function checkApprovalInput(input: unknown): z.infer<typeof approvalSchem
   return r.data;
 }
 
-export function checkDecision(d: unknown): { decision: 'approved' | 'rejected'; by: EventMeta['actor']; reason?: string } {
+export function checkDecision(d: unknown): { decision: 'approved' | 'rejected' | 'superseded'; by: EventMeta['actor']; reason?: string; text?: string } {
   const r = z
-    .strictObject({ decision: z.enum(['approved', 'rejected']), by: actorSchema, reason: z.string().max(2000).optional() })
+    .strictObject({ decision: z.enum(['approved', 'rejected', 'superseded']), by: actorSchema, reason: z.string().max(2000).optional(), text: z.string().max(200_000).optional() })
     .safeParse(d);
   if (!r.success) throw new InvalidQueryError(`invalid decision: ${issuesOf(r.error).map((i) => `${i.path}: ${i.message}`).join('; ')}`);
   return r.data;

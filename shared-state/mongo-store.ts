@@ -151,10 +151,12 @@ interface IdemDoneDoc {
 
 interface DecisionDoc {
   _id: string;
-  state: 'approved' | 'rejected' | 'expired';
+  state: 'approved' | 'rejected' | 'expired' | 'superseded';
   decidedAt: string;
   decidedBy: Approval['decidedBy'];
   reason: string | null;
+  /** absent in decisions recorded before edited texts were kept */
+  text?: string | null;
 }
 
 interface ApprovalDoc {
@@ -171,6 +173,7 @@ interface ApprovalDoc {
   decidedAt: string | null;
   decidedBy: Approval['decidedBy'];
   reason: string | null;
+  text?: string | null;
 }
 
 interface AuditDoc {
@@ -693,8 +696,8 @@ export class MongoStore implements StateStore {
 
   #docToApproval(d: ApprovalDoc, dec: DecisionDoc | null): Approval {
     const { _id, payloadJson, deadlineMs: _deadlineMs, ...rest } = d;
-    const a: Approval = { id: _id, payload: JSON.parse(payloadJson), ...rest };
-    return dec ? { ...a, state: dec.state, decidedAt: dec.decidedAt, decidedBy: dec.decidedBy, reason: dec.reason } : a;
+    const a: Approval = { id: _id, payload: JSON.parse(payloadJson), ...rest, text: rest.text ?? null };
+    return dec ? { ...a, state: dec.state, decidedAt: dec.decidedAt, decidedBy: dec.decidedBy, reason: dec.reason, text: dec.text ?? null } : a;
   }
 
   /** Records a decision; exactly one of several racing decisions (or the expiry) lands. */
@@ -728,6 +731,7 @@ export class MongoStore implements StateStore {
       decidedAt: null,
       decidedBy: null,
       reason: null,
+      text: null,
     };
     try {
       await this.#approvals.insertOne(doc);
@@ -744,7 +748,7 @@ export class MongoStore implements StateStore {
     const cur = await this.#approvals.findOne({ _id: id });
     if (!cur) throw new NotFoundError('approval', id);
     if (cur.deadlineMs > now) {
-      const won = await this.#decide(id, { state: dec.decision, decidedAt: new Date(now).toISOString(), decidedBy: dec.by, reason: dec.reason ?? null });
+      const won = await this.#decide(id, { state: dec.decision, decidedAt: new Date(now).toISOString(), decidedBy: dec.by, reason: dec.reason ?? null, text: dec.text ?? null });
       if (won) return (await this.getApproval(id))!;
     } else {
       await this.#decide(id, { state: 'expired', decidedAt: new Date(now).toISOString(), decidedBy: null, reason: null });

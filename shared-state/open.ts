@@ -3,7 +3,6 @@ import { createRegistry, type EntityTypeDef, type EntityTypeRegistry } from './e
 import { DEFAULT_MAX_DOCUMENT_BYTES } from './core.ts';
 import { StateError } from './errors.ts';
 import { parseStateUrl } from './health.ts';
-import { MongoStore } from './mongo-store.ts';
 import { SqliteStore } from './sqlite-store.ts';
 import type { StateStore } from './types.ts';
 
@@ -50,5 +49,7 @@ export async function openStore(url: string, opts: OpenStoreOptions = {}): Promi
       throw new StateError('STATE_UNAVAILABLE', `cannot open SQLite state store at ${parsed.path}: ${(err as Error).message}`, { cause: err, retryable: true });
     }
   }
+  // the MongoDB driver loads only for a MongoDB URL (an embedded SQLite process never pays for it)
+  const { MongoStore } = await import('./mongo-store.ts');
   return MongoStore.open(parsed.url, { registry, maxDocumentBytes, ...opts.mongodb });
 }

@@ -144,7 +144,8 @@ CREATE TABLE IF NOT EXISTS approvals (
   correlation_id TEXT,
   decided_at TEXT,
   decided_by TEXT,
-  reason TEXT
+  reason TEXT,
+  text TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, deadline_ms);
 CREATE TABLE IF NOT EXISTS audit (
@@ -199,7 +200,12 @@ export class SqliteStore implements StateStore {
     this.#busyMs = Math.trunc(busy);
     // 0: lock waits are done by #busyRetry (fine-grained); `busy` bounds them
     this.#db.exec(`PRAGMA synchronous = ${sync}; PRAGMA busy_timeout = 0;`);
-    this.#tx(() => this.#db.exec(SCHEMA));
+    this.#tx(() => {
+      this.#db.exec(SCHEMA);
+      // stores created before approvals kept the edited text
+      const cols = this.#db.prepare('PRAGMA table_info(approvals)').all() as Array<{ name: string }>;
+      if (!cols.some((c) => c.name === 'text')) this.#db.exec('ALTER TABLE approvals ADD COLUMN text TEXT');
+    });
     this.info = {
       kind: 'sqlite',
       location: path,
@@ -725,6 +731,7 @@ export class SqliteStore implements StateStore {
       decidedAt: (r.decided_at as string | null) ?? null,
       decidedBy: r.decided_by ? (JSON.parse(r.decided_by as string) as Approval['decidedBy']) : null,
       reason: (r.reason as string | null) ?? null,
+      text: (r.text as string | null) ?? null,
     };
   }
 
@@ -756,11 +763,12 @@ export class SqliteStore implements StateStore {
     const dec = checkDecision(d);
     const now = Date.now();
     const r = this.#run(
-      "UPDATE approvals SET state = ?, decided_at = ?, decided_by = ?, reason = ? WHERE id = ? AND state = 'pending' AND deadline_ms > ?",
+      "UPDATE approvals SET state = ?, decided_at = ?, decided_by = ?, reason = ?, text = ? WHERE id = ? AND state = 'pending' AND deadline_ms > ?",
       dec.decision,
       new Date(now).toISOString(),
       JSON.stringify(dec.by),
       dec.reason ?? null,
+      dec.text ?? null,
       id,
       now,
     );

@@ -224,7 +224,8 @@ export interface CostReport {
 
 // ---- approvals -----------------------------------------------------------------------------
 
-export type ApprovalState = 'pending' | 'approved' | 'rejected' | 'expired';
+/** `superseded`: replaced by a newer request for the same thing (e.g. a new message on the ticket); never sendable */
+export type ApprovalState = 'pending' | 'approved' | 'rejected' | 'expired' | 'superseded';
 
 export interface ApprovalInput {
   /** default a random id */
@@ -253,12 +254,16 @@ export interface Approval {
   decidedAt: string | null;
   decidedBy: Actor | null;
   reason: string | null;
+  /** the text the operator approved instead of the proposed one (an edit), if any */
+  text: string | null;
 }
 
 export interface ApprovalDecision {
-  decision: 'approved' | 'rejected';
+  decision: 'approved' | 'rejected' | 'superseded';
   by: Actor;
   reason?: string;
+  /** an edited text approved instead of the proposed one */
+  text?: string;
 }
 
 // ---- audit ---------------------------------------------------------------------------------

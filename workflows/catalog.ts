@@ -21,14 +21,16 @@ export async function loadWorkflowCatalog(declared: readonly WorkflowDef[], modu
   return out;
 }
 
-/** Every capability a set of workflows may dispatch: steps, compensations, escalations. */
+/** Every capability a set of workflows may dispatch: steps, compensations, escalations (approval deadlines, run failures). */
 export function workflowCapabilities(defs: Record<string, WorkflowDef>): string[] {
   const out = new Set<string>();
-  for (const d of Object.values(defs))
+  for (const d of Object.values(defs)) {
+    if (d.onFailure) out.add(d.onFailure.escalate);
     for (const s of Object.values(d.steps)) {
       if (s.capability) out.add(s.capability);
       if (s.compensate) out.add(s.compensate.capability);
       if (s.approval && typeof s.approval.onTimeout === 'object') out.add(s.approval.onTimeout.escalate);
     }
+  }
   return [...out].sort();
 }

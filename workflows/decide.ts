@@ -4,7 +4,7 @@
  * the same way and appends them with the expected version: exactly one writer wins each
  * transition, the others reload and find nothing left to do.
  */
-import { reduceRun, type RunState, type StepState } from './run-entity.ts';
+import { reduceRun, type RunState, type StepState, type StepDeadLetter } from './run-entity.ts';
 import type { EventInput } from '../shared-state/index.ts';
 import type { WorkflowDef, StepDef } from './definition.ts';
 import { WorkflowError } from './errors.ts';
@@ -15,7 +15,11 @@ export type Role = 'step' | 'compensation' | 'escalation';
 export type Effect =
   | { kind: 'task'; role: Role; step: string; attempt: number; capability: string; taskId: string; input: unknown }
   | { kind: 'approval'; step: string; approvalId: string; action: string; subject: string; payload: unknown; deadlineAt: string }
-  | { kind: 'audit'; step: string; action: string; subject: string; payload: unknown; policy: string; mode: PolicyMode };
+  | { kind: 'audit'; step: string; action: string; subject: string; payload: unknown; policy: string; mode: PolicyMode }
+  /** join the concurrency key's lane, or leave it (the run finished) */
+  | { kind: 'lane'; op: 'join' | 'release'; key: string }
+  /** mark a pending approval record superseded (it can no longer be approved) */
+  | { kind: 'approval_superseded'; step: string; approvalId: string; by: string; reason: string };
 
 export type { PolicyMode } from '../config/index.ts';
 import type { PolicyMode } from '../config/index.ts';
@@ -29,6 +33,13 @@ export interface Plan {
 /** A lost dispatch (crash between append and publish) is re-published this long after scheduling. */
 export const REDISPATCH_AFTER_MS = 5_000;
 export const DEFAULT_STEP_TIMEOUT_MS = 5 * 60_000;
+/** A join not answered (crash) is tried again after this; a waiting run re-checks its lane this often. */
+export const LANE_RETRY_MS = 5_000;
+export const LANE_RECHECK_MS = 30_000;
+/** The step name a run's `onFailure` escalation task carries (not a step of the definition). */
+export const FAILURE_STEP = '~failure';
+/** Dead-letter reasons that a retry of the same task cannot fix: the step fails for good at once. */
+export const isFinalDeadLetter = (reason: string) => reason !== 'max_deliveries';
 
 export const taskIdOf = (runId: string, step: string, attempt: number, role: Role = 'step') =>
   role === 'step' ? `${runId}.${step}.${attempt}` : `${runId}.${step}.${role}`;
@@ -59,13 +70,25 @@ class Planner {
   }
   emit(type: string, data: Record<string, unknown>): void {
     const d = { ...data, at: this.at };
+    const before = this.state;
     this.events.push({ type, data: d });
     this.state = reduceRun(this.state, { type, data: d }) as RunState;
+    if (type === 'run_finished') this.onFinished(before);
+  }
+  /** A run that ends leaves its lane, and a failed one escalates when the definition says so. */
+  private onFinished(before: RunState): void {
+    if (before.status !== 'running' && before.status !== 'compensating') return;
+    if (before.lane) this.effects.push({ kind: 'lane', op: 'release', key: before.lane.key });
+    const f = this.def.onFailure;
+    if (f && this.state.status === 'failed') {
+      const input = resolveMapping(f.input ?? { runId: '$.run.id', reason: '$.run.error' }, this.ctx());
+      this.effects.push({ kind: 'task', role: 'escalation', step: FAILURE_STEP, attempt: 0, capability: f.escalate, taskId: taskIdOf(this.runId, FAILURE_STEP, 0, 'escalation'), input });
+    }
   }
   ctx(): EvalContext {
     const steps: EvalContext['steps'] = {};
     for (const [k, v] of Object.entries(this.state.steps)) steps[k] = { output: v.output, status: v.status };
-    return { input: this.state.input, steps, run: { id: this.runId, customer: this.state.customer } };
+    return { input: this.state.input, steps, run: { id: this.runId, customer: this.state.customer, status: this.state.status, ...(this.state.error ? { error: this.state.error } : {}) } };
   }
   step(id: string): StepState {
     return this.state.steps[id] ?? { status: 'pending', attempt: 0 };
@@ -107,17 +130,36 @@ class Planner {
     this.effects.push({ kind: 'task', role: 'step', step: id, attempt, capability: s.capability!, taskId, input });
   }
 
-  /** An attempt failed: retry after backoff, or fail the step for good. */
-  failAttempt(id: string, error: string): void {
+  /**
+   * An attempt failed: retry after backoff, or fail the step for good. A dead letter whose
+   * reason a retry cannot fix (an invalid task, a permanent error) fails it for good at once.
+   */
+  failAttempt(id: string, error: string, deadLetter?: StepDeadLetter): void {
     const s = this.def.steps[id]!;
     const st = this.step(id);
     const retry = s.retry ?? { maxAttempts: 1, backoffMs: 1_000, factor: 2 };
-    if (st.attempt < retry.maxAttempts) {
+    const dl = deadLetter ? { deadLetter } : {};
+    if (st.attempt < retry.maxAttempts && !(deadLetter && isFinalDeadLetter(deadLetter.reason))) {
       const delay = retry.backoffMs * retry.factor ** (st.attempt - 1);
-      this.emit('step_failed', { step: id, attempt: st.attempt, error, retryAt: new Date(this.now.getTime() + delay).toISOString() });
+      this.emit('step_failed', { step: id, attempt: st.attempt, error, retryAt: new Date(this.now.getTime() + delay).toISOString(), ...dl });
     } else {
-      this.emit('step_failed', { step: id, attempt: st.attempt, error, final: true });
+      this.emit('step_failed', { step: id, attempt: st.attempt, error, final: true, ...dl });
     }
+  }
+
+  /**
+   * The concurrency key's lane: once the key resolves the run asks to join it, and until it
+   * holds the lane nothing new is scheduled. True while the run must wait.
+   */
+  private laneGate(): boolean {
+    if (this.def.concurrencyKey === undefined) return false;
+    const lane = this.state.lane;
+    if (lane) return lane.status !== 'acquired' && lane.status !== 'committed';
+    const key = resolveMapping(this.def.concurrencyKey, this.ctx());
+    if (typeof key !== 'string' || key === '') return false; // not known yet: steps before it run unserialized
+    this.emit('lane_requested', { key, retryAt: new Date(this.now.getTime() + LANE_RETRY_MS).toISOString() });
+    this.effects.push({ kind: 'lane', op: 'join', key });
+    return true;
   }
 
   /** Whatever follows from the state now: start ready steps, compensate, finish. */
@@ -143,6 +185,7 @@ class Planner {
     if (st.budgetUsd !== undefined && st.spentUsd > st.budgetUsd) {
       return this.beginCompensation(`budget exceeded: spent $${st.spentUsd.toFixed(4)} of $${st.budgetUsd}`);
     }
+    if (this.laneGate()) return;
     let pendingLeft = false;
     for (const [id, s] of Object.entries(this.def.steps)) {
       const cur = this.step(id);
@@ -183,8 +226,14 @@ class Planner {
     return true;
   }
 
-  /** Timers due at `now`: lost dispatches, step timeouts, retries, approval deadlines. */
+  /** Timers due at `now`: lost dispatches, step timeouts, retries, approval deadlines, lane re-checks. */
   wake(): void {
+    const lane = this.state.lane;
+    if (lane && (lane.status === 'requested' || lane.status === 'waiting') && lane.retryAt && Date.parse(lane.retryAt) <= this.now.getTime()) {
+      const retryAt = new Date(this.now.getTime() + (lane.status === 'waiting' ? LANE_RECHECK_MS : LANE_RETRY_MS)).toISOString();
+      this.emit(lane.status === 'waiting' ? 'lane_waiting' : 'lane_requested', { key: lane.key, ...(lane.holder ? { holder: lane.holder } : {}), retryAt });
+      this.effects.push({ kind: 'lane', op: 'join', key: lane.key });
+    }
     for (const [id, s] of Object.entries(this.state.steps)) {
       const def = this.def.steps[id];
       if (!def) continue;
@@ -212,10 +261,12 @@ class Planner {
 }
 
 export function planStart(runId: string, def: WorkflowDef, input: unknown, opts: { customer?: string; traceId?: string; budgetUsd?: number; policies?: Record<string, PolicyMode> }, now = new Date()): Plan & { created: RunState } {
+  // the stored snapshot is plain data: an input schema (a zod object) stays in memory
+  const { inputSchema: _schema, ...snapshot } = def;
   const created: RunState = {
     workflow: def.name,
     version: def.version,
-    definition: def as unknown as Record<string, unknown>,
+    definition: snapshot as unknown as Record<string, unknown>,
     status: 'running',
     input,
     ...(opts.customer ? { customer: opts.customer } : {}),
@@ -245,6 +296,8 @@ export interface StepOutcome {
   agent?: string;
   durationMs?: number;
   costUsd?: number;
+  /** the task was dead-lettered: why, and where the letter is */
+  deadLetter?: StepDeadLetter;
 }
 
 /** A task of this run finished (or failed for good); empty plan when it was already recorded. */
@@ -262,7 +315,7 @@ export function planOutcome(runId: string, state: RunState, o: StepOutcome, now 
   // stale: a different attempt, or the step already moved on
   if (cur.status !== 'scheduled' || cur.attempt !== o.attempt) return p.plan();
   if (o.ok) p.emit('step_completed', { step: o.step, attempt: o.attempt, output: o.output, agent: o.agent, durationMs: o.durationMs, costUsd: o.costUsd });
-  else p.failAttempt(o.step, o.error ?? 'failed');
+  else p.failAttempt(o.step, o.error ?? 'failed', o.deadLetter);
   p.advance();
   return p.plan();
 }
@@ -273,12 +326,68 @@ export function planWake(runId: string, state: RunState, now = new Date()): Plan
   return p.plan();
 }
 
-export function planApproval(runId: string, state: RunState, step: string, decision: 'approved' | 'rejected', by: string, text: string | undefined, now = new Date()): Plan {
+export function planApproval(runId: string, state: RunState, step: string, decision: 'approved' | 'rejected', by: string, text: string | undefined, now = new Date(), reason?: string): Plan {
   const p = new Planner(runId, state, now);
   const cur = p.step(step);
-  if (cur.status !== 'waiting_approval' && cur.status !== 'escalated') return p.plan();
-  p.emit('approval_decided', { step, decision, by, ...(text !== undefined ? { text } : {}) });
+  if (state.status !== 'running' || (cur.status !== 'waiting_approval' && cur.status !== 'escalated')) return p.plan();
+  p.emit('approval_decided', { step, decision, by, ...(text !== undefined ? { text } : {}), ...(reason ? { reason } : {}) });
   p.advance();
+  return p.plan();
+}
+
+/** The lane answered a join: the run holds it (and carries on), or waits for `holder`. */
+export function planLane(runId: string, state: RunState, key: string, outcome: { acquired: true } | { acquired: false; holder: string | null }, now = new Date()): Plan {
+  const p = new Planner(runId, state, now);
+  const lane = state.lane;
+  if ((state.status !== 'running' && state.status !== 'compensating') || !lane || lane.key !== key) return p.plan();
+  if (outcome.acquired) {
+    if (lane.status === 'acquired' || lane.status === 'committed') return p.plan();
+    p.emit('lane_acquired', { key });
+    p.advance();
+  } else if (lane.status !== 'waiting' || lane.holder !== (outcome.holder ?? undefined)) {
+    p.emit('lane_waiting', { key, ...(outcome.holder ? { holder: outcome.holder } : {}), retryAt: new Date(now.getTime() + LANE_RECHECK_MS).toISOString() });
+  }
+  return p.plan();
+}
+
+/** The run holds its lane and starts the `supersede.before` step: recorded with that step. */
+export function planLaneCommitted(plan: Plan, now = new Date()): Plan {
+  const key = plan.state.lane?.key;
+  if (!key || plan.state.lane?.status === 'committed') return plan;
+  const data = { key, at: now.toISOString() };
+  return { ...plan, events: [...plan.events, { type: 'lane_committed', data }], state: reduceRun(plan.state, { type: 'lane_committed', data }) as RunState };
+}
+
+/**
+ * A newer run of the same key superseded this one: its pending approvals are marked superseded
+ * (and can no longer be approved), and the run ends `superseded`.
+ */
+export function planSupersede(runId: string, state: RunState, by: string, reason: string, now = new Date()): Plan {
+  const p = new Planner(runId, state, now);
+  if (state.status !== 'running' && state.status !== 'compensating') return p.plan();
+  for (const [id, s] of Object.entries(state.steps)) {
+    if (s.status !== 'waiting_approval' && s.status !== 'escalated') continue;
+    p.emit('approval_superseded', { step: id, approvalId: s.approvalId, by, reason });
+    if (s.approvalId) p.effects.push({ kind: 'approval_superseded', step: id, approvalId: s.approvalId, by, reason });
+  }
+  p.emit('run_finished', { status: 'superseded', error: reason, supersededBy: by });
+  return p.plan();
+}
+
+/**
+ * A dead-lettered task of this run is sent again (`keel dlq redrive`): its step waits for that
+ * delivery as if it had just been dispatched, and a finished (failed) run runs again. Refused
+ * once compensations have run (re-drive from a checkpoint with `retryFrom` instead).
+ */
+export function planRedrive(runId: string, state: RunState, step: string, attempt: number, letter: { stream?: string; seq: number; by: string }, now = new Date()): Plan {
+  const p = new Planner(runId, state, now);
+  const def = p.def.steps[step];
+  const cur = p.step(step);
+  if (!def?.capability) throw new WorkflowError('WORKFLOW_BAD_REQUEST', `run ${runId} has no capability step '${step}'`);
+  if (state.compensations.length > 0) throw new WorkflowError('WORKFLOW_BAD_REQUEST', `run ${runId} has run compensations; re-drive it with \`keel run retry ${runId} --from ${step}\` instead`);
+  if (cur.status !== 'failed' || cur.attempt !== attempt) return p.plan();
+  if (state.status !== 'running' && state.status !== 'failed') return p.plan();
+  p.emit('step_redriven', { step, attempt, dlq: { stream: letter.stream, seq: letter.seq }, by: letter.by, deadlineAt: new Date(now.getTime() + (def.timeoutMs ?? DEFAULT_STEP_TIMEOUT_MS)).toISOString() });
   return p.plan();
 }
 

@@ -63,6 +63,30 @@ export const WorkflowSchema = z.strictObject({
   trigger: z.strictObject({ event: z.string().regex(/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/) }).optional(),
   /** USD a run may spend; the next step is not started once it is spent */
   budgetUsd: z.number().positive().optional(),
+  /**
+   * a zod schema the run's input must satisfy (or a function that loads it, so that modules
+   * which only list workflows do not load it): `start` refuses anything else, with the fields
+   * named, before a run exists. Kept in memory only (not in the run's stored definition).
+   */
+  inputSchema: z
+    .custom<z.ZodType | (() => Promise<z.ZodType>)>((v) => typeof v === 'function' || (!!v && typeof (v as { safeParse?: unknown }).safeParse === 'function'), 'a zod schema, or a function returning a promise of one')
+    .optional(),
+  /**
+   * per-key serialization: a mapping of the run (e.g. `$.steps.intake.output.ticketId`); once it
+   * resolves to a non-empty string the run joins that key's lane, and no further step starts
+   * until the run holds it. Runs of one key hold the lane one at a time, in order.
+   */
+  concurrencyKey: z.unknown().optional(),
+  /**
+   * with `concurrencyKey`: the newest run of a key wins. A run joining the lane supersedes the
+   * holder unless the holder has already started step `before` (it then waits for the holder to
+   * finish), and any older run still waiting. A superseded run ends `superseded`; its pending
+   * approvals are marked superseded with `reason` (mapped from the newer run) and can no longer
+   * be approved.
+   */
+  supersede: z.strictObject({ before: z.string().min(1), reason: z.unknown().optional() }).optional(),
+  /** when a run fails: dispatch this escalation task once (input mapped; `$.run.error` is the reason) */
+  onFailure: z.strictObject({ escalate: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/), input: z.unknown().optional() }).optional(),
   steps: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/), StepSchema),
 });
 export type WorkflowDef = z.infer<typeof WorkflowSchema>;
@@ -88,6 +112,8 @@ export function defineWorkflow(def: WorkflowInput): WorkflowDef {
   const ids = Object.keys(w.steps);
   if (ids.length === 0) issues.push('steps: at least one step');
   for (const [id, s] of Object.entries(w.steps)) for (const d of s.after) if (!w.steps[d]) issues.push(`steps.${id}.after: unknown step '${d}'`);
+  if (w.supersede && w.concurrencyKey === undefined) issues.push('supersede: needs a concurrencyKey');
+  if (w.supersede && !w.steps[w.supersede.before]) issues.push(`supersede.before: unknown step '${w.supersede.before}'`);
   // cycle check (DFS)
   const state = new Map<string, 1 | 2>();
   const visit = (id: string, path: string[]): void => {

@@ -6,8 +6,15 @@ import { isStateError, type Actor, type AppendOptions, type StateStore, type Com
 import type { RunState } from './run-entity.ts';
 import { extractTraceContext, injectTraceHeaders, getTracer, type Logger } from '../observability/index.ts';
 import { defineWorkflow, type WorkflowDef, type WorkflowInput } from './definition.ts';
-import { WorkflowError } from './errors.ts';
-import { planApproval, planCancel, planOutcome, planRetryFrom, planStart, planWake, type Effect, type Plan, type StepOutcome, type PolicyMode } from './decide.ts';
+import { WorkflowError, type FieldIssue } from './errors.ts';
+import {
+  definitionOf, planApproval, planCancel, planLane, planLaneCommitted, planOutcome, planRedrive, planRetryFrom, planStart, planSupersede, planWake,
+  type Effect, type Plan, type StepOutcome, type PolicyMode,
+} from './decide.ts';
+import { resolveMapping } from './expr.ts';
+import { LANE, emptyLane, laneIdOf, planCommit, planJoin, planRelease, type LaneDecision, type LaneState } from './lane.ts';
+import { currentApprovalOf, resolveApprovalId } from './ids.ts';
+import { schemaIssues, type TaskSchemaSource } from './schemas.ts';
 
 /** Headers that tie a task to its run. */
 export const RUN_HEADERS = { runId: 'Keel-Run-Id', step: 'Keel-Step', attempt: 'Keel-Attempt', role: 'Keel-Role' } as const;
@@ -25,7 +32,16 @@ export interface WorkflowEngineOptions {
   catalog?: Record<string, WorkflowDef>;
   /** policy modes by action key (KeelConfig.policies, from KEEL_POLICY_*); an unlisted action is `approve` */
   policies?: Record<string, PolicyMode>;
+  /**
+   * capability input schemas, where known (e.g. `registryTaskSchemas(bus)`): a run's first tasks
+   * and the task an approval's edited text feeds are checked against them before anything is
+   * accepted. Without it only a definition's `inputSchema` is checked.
+   */
+  taskSchemas?: TaskSchemaSource;
 }
+
+const TERMINAL = new Set(['completed', 'failed', 'cancelled', 'superseded']);
+const isLive = (st: RunState | undefined) => st?.status === 'running' || st?.status === 'compensating';
 
 const RUN = 'workflow_run';
 
@@ -43,6 +59,7 @@ export class WorkflowEngine {
   readonly log: Logger | undefined;
   readonly catalog: Record<string, WorkflowDef>;
   readonly policies: Record<string, PolicyMode>;
+  readonly taskSchemas: TaskSchemaSource | undefined;
   private readonly anyTask = new Map<string, ReturnType<typeof defineMessage>>();
 
   constructor(o: WorkflowEngineOptions) {
@@ -52,6 +69,35 @@ export class WorkflowEngine {
     this.log = o.logger;
     this.catalog = o.catalog ?? {};
     this.policies = o.policies ?? {};
+    this.taskSchemas = o.taskSchemas;
+  }
+
+  /** The problems of the tasks a plan would dispatch, under their capabilities' known input schemas. */
+  private async taskIssues(effects: Effect[]): Promise<FieldIssue[]> {
+    const out: FieldIssue[] = [];
+    if (!this.taskSchemas) return out;
+    for (const e of effects) {
+      if (e.kind !== 'task' || e.role !== 'step') continue;
+      const schema = await this.taskSchemas(e.capability);
+      if (schema) out.push(...schemaIssues(schema, e.input, { step: e.step, capability: e.capability }));
+    }
+    return out;
+  }
+
+  /**
+   * Checks a run's input before it exists: against the definition's `inputSchema`, and the first
+   * tasks against their capabilities' input schemas where known. Throws WORKFLOW_INVALID_INPUT
+   * naming every field.
+   */
+  async validateInput(def: string | WorkflowDef, input: unknown): Promise<void> {
+    const d = this.resolve(def);
+    if (!d.inputSchema && !this.taskSchemas) return;
+    const schema = typeof d.inputSchema === 'function' ? await d.inputSchema() : d.inputSchema;
+    const issues: FieldIssue[] = schema ? schemaIssues(schema, input) : [];
+    if (issues.length === 0) issues.push(...(await this.taskIssues(planStart('validate', d, input, { policies: this.policies }).effects)));
+    if (issues.length) {
+      throw new WorkflowError('WORKFLOW_INVALID_INPUT', `invalid input for workflow '${d.name}': ${issues.map((i) => `${i.path}: ${i.message}${i.capability ? ` (${i.capability})` : ''}`).join('; ')}`, { issues });
+    }
   }
 
   resolve(def: string | WorkflowDef | WorkflowInput): WorkflowDef {
@@ -65,6 +111,7 @@ export class WorkflowEngine {
   async start(def: string | WorkflowDef, input: unknown, o: { runId?: string; customer?: string; budgetUsd?: number; causationId?: string } = {}): Promise<{ runId: string; created: boolean; traceId: string }> {
     const d = this.resolve(def);
     const runId = o.runId ?? `run-${randomUUID()}`;
+    await this.validateInput(d, input);
     const span = getTracer('keel.workflow').startSpan(`workflow ${d.name}`, { attributes: { 'keel.run_id': runId, 'keel.workflow': d.name, 'keel.workflow.version': d.version } });
     const ctx = trace.setSpan(context.active(), span);
     try {
@@ -97,24 +144,75 @@ export class WorkflowEngine {
     if (complete && !appended) await this.store.complete(complete.key, complete.token, complete.result, { cost: complete.cost });
   }
 
-  async decideApproval(approvalId: string, decision: 'approved' | 'rejected', by: Actor, text?: string, reason?: string): Promise<{ runId: string; step: string; applied: boolean }> {
-    const a = await this.store.getApproval(approvalId);
+  /**
+   * The operator's decision on an approval (its id, or a unique prefix of it). The real decider
+   * is recorded on the run's event and on the approval, with the edited text and the reason. An
+   * edited text is checked against the input schema of the step that consumes it before anything
+   * is recorded; a superseded approval is refused, naming the current one.
+   */
+  async decideApproval(approvalId: string, decision: 'approved' | 'rejected', by: Actor, text?: string, reason?: string): Promise<{ id: string; runId: string; step: string; applied: boolean }> {
+    const id = await resolveApprovalId(this.store, approvalId);
+    const a = await this.store.getApproval(id);
     const runId = a?.correlationId ?? '';
-    const step = approvalId.slice(runId.length + 1);
+    const step = id.slice(runId.length + 1);
     const run = runId ? await this.store.get<RunState>(RUN, runId) : null;
     if (!a || !run || !run.state.steps[step]) throw new WorkflowError('WORKFLOW_APPROVAL_NOT_FOUND', `no approval '${approvalId}' (see \`keel approvals\`)`);
-    if (a && a.state === 'pending') await this.store.decideApproval(approvalId, { decision, by, ...(reason ? { reason } : {}) }).catch((err: unknown) => this.log?.warn({ err }, 'approval record already decided'));
+    if (a.state === 'superseded' || run.state.steps[step]!.status === 'superseded') throw await this.supersededError(id, runId, run.state);
+    const decidedBy = `${by.kind}:${by.id}`;
+    if (decision === 'approved' && text !== undefined) {
+      const issues: FieldIssue[] = text.trim() === '' ? [{ path: 'text', message: 'the edited text is empty' }] : [];
+      if (issues.length === 0) {
+        // what the step that consumes the decision would be given, checked against its capability's schema
+        const next = planApproval(runId, run.state, step, decision, decidedBy, text, new Date(), reason);
+        for (const i of await this.taskIssues(next.effects)) {
+          const e = next.effects.find((x) => x.kind === 'task' && x.step === i.step) as { input?: unknown } | undefined;
+          const v = i.path.split('.').reduce<unknown>((o, k) => (o && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined), e?.input);
+          issues.push(v === text ? { ...i, path: 'text' } : { ...i, path: `${i.step}.${i.path}` });
+        }
+      }
+      if (issues.length) throw new WorkflowError('WORKFLOW_INVALID_INPUT', `the edited text cannot be sent: ${issues.map((i) => `${i.path}: ${i.message}${i.capability ? ` (${i.capability} input)` : ''}`).join('; ')}`, { issues });
+    }
     let applied = false;
     await this.transact(runId, (st) => {
-      const p = planApproval(runId, st, step, decision, `${by.kind}:${by.id}`, text);
+      const p = planApproval(runId, st, step, decision, decidedBy, text, new Date(), reason);
       applied = p.events.length > 0;
       return p;
-    });
-    return { runId, step, applied };
+    }, undefined, undefined, by);
+    const after = (await this.store.get<RunState>(RUN, runId))?.state;
+    if (after?.steps[step]?.status === 'superseded') throw await this.supersededError(id, runId, after);
+    if (applied) {
+      await this.store
+        .decideApproval(id, { decision, by, ...(reason ? { reason } : {}), ...(text !== undefined ? { text } : {}) })
+        .catch((err: unknown) => this.log?.warn({ err, approvalId: id }, 'approval record already decided'));
+    }
+    return { id, runId, step, applied };
+  }
+
+  /** The approval that replaced a superseded one: the pending approval of the run now holding the lane. */
+  currentApproval(runId: string, st?: RunState): Promise<{ approvalId?: string; runId?: string }> {
+    return currentApprovalOf(this.store, runId, st);
+  }
+
+  private async supersededError(approvalId: string, runId: string, st: RunState): Promise<WorkflowError> {
+    const a = await this.store.getApproval(approvalId);
+    const why = a?.reason ?? Object.values(st.steps).find((s) => s.approvalId === approvalId)?.reason ?? st.error ?? 'superseded';
+    const cur = await this.currentApproval(runId, st);
+    const now = cur.approvalId
+      ? `the current one is ${cur.approvalId} (keel approval show ${cur.approvalId})`
+      : cur.runId ? `the current suggestion is still being prepared by run ${cur.runId} (see \`keel approvals\`)` : 'there is no current one';
+    return new WorkflowError('WORKFLOW_APPROVAL_SUPERSEDED', `approval ${approvalId} was superseded (${why}); ${now}`, cur.approvalId ? { current: cur.approvalId } : {});
   }
 
   async retryFrom(runId: string, step: string, input?: unknown): Promise<void> {
     await this.transact(runId, (st) => planRetryFrom(runId, st, step, input));
+  }
+
+  /**
+   * A dead-lettered task of this run is being sent again (`keel dlq redrive`): its step waits for
+   * the new delivery (a failed run runs again). False when the step has moved on.
+   */
+  async redrive(runId: string, step: string, attempt: number, letter: { stream?: string; seq: number }, by: Actor = this.actor): Promise<boolean> {
+    return this.transact(runId, (st) => planRedrive(runId, st, step, attempt, { ...letter, by: `${by.kind}:${by.id}` }), undefined, undefined, by);
   }
 
   async cancel(runId: string, by: string): Promise<boolean> {
@@ -149,20 +247,21 @@ export class WorkflowEngine {
     return { state: e.state, version: e.version, history: await this.store.history(RUN, runId) };
   }
 
-  private meta(runId: string, causationId?: string, traceId?: string) {
-    return { actor: this.actor, correlationId: runId, ...(causationId ? { causationId } : {}), ...(traceId ? { traceId } : {}) };
+  private meta(runId: string, causationId?: string, traceId?: string, actor: Actor = this.actor) {
+    return { actor, correlationId: runId, ...(causationId ? { causationId } : {}), ...(traceId ? { traceId } : {}) };
   }
 
   /** Load → plan → append with the expected version → perform effects; reload on conflict. */
-  /** Returns whether events were appended. */
-  private async transact(runId: string, plan: (st: RunState) => Plan, causationId?: string, complete?: AppendOptions['complete']): Promise<boolean> {
+  /** Returns whether events were appended. `actor` (default the engine's) is recorded as who did it. */
+  private async transact(runId: string, plan: (st: RunState) => Plan, causationId?: string, complete?: AppendOptions['complete'], actor?: Actor): Promise<boolean> {
     for (let attempt = 0; attempt < 50; attempt++) {
       const run = await this.store.get<RunState>(RUN, runId);
       if (!run) throw new WorkflowError('WORKFLOW_RUN_NOT_FOUND', `no workflow run '${runId}'`);
-      const p = plan(run.state);
+      let p = plan(run.state);
       if (p.events.length === 0) return false;
+      p = await this.commitIfNeeded(runId, run.state, p);
       try {
-        await this.store.append(RUN, runId, run.version, p.events, this.meta(runId, causationId, trace.getActiveSpan()?.spanContext().traceId), complete ? { complete } : {});
+        await this.store.append(RUN, runId, run.version, p.events, this.meta(runId, causationId, trace.getActiveSpan()?.spanContext().traceId, actor), complete ? { complete } : {});
       } catch (err) {
         if (isStateError(err, 'STATE_VERSION_CONFLICT')) {
           await new Promise((r) => setTimeout(r, Math.random() * 5 * (attempt + 1)));
@@ -171,10 +270,105 @@ export class WorkflowEngine {
         throw err;
       }
       await this.perform(runId, p.state, p.effects, causationId);
-      if (run.state.status !== p.state.status && (p.state.status === 'completed' || p.state.status === 'failed' || p.state.status === 'cancelled')) this.announceFinish(runId, p.state);
+      if (run.state.status !== p.state.status && TERMINAL.has(p.state.status)) this.announceFinish(runId, p.state);
       return true;
     }
     throw new WorkflowError('WORKFLOW_CONTENDED', `run ${runId} kept changing under us; will retry`, true);
+  }
+
+  /**
+   * Before a run holding a superseding lane starts its point of no return (`supersede.before`),
+   * it commits the lane (one append on the lane, ordered against joins): from then on newer runs
+   * wait for it. When a newer run got the lane first, this run is superseded instead.
+   */
+  private async commitIfNeeded(runId: string, before: RunState, p: Plan): Promise<Plan> {
+    const def = definitionOf(before);
+    const lane = p.state.lane;
+    if (!def.supersede || !lane || lane.status !== 'acquired') return p;
+    if (!p.effects.some((e) => e.kind === 'task' && e.role === 'step' && e.step === def.supersede!.before)) return p;
+    const laneId = laneIdOf(def.name, lane.key);
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const cur = await this.store.get<LaneState>(LANE, laneId);
+      const c = planCommit(cur?.state ?? emptyLane(def.name, lane.key), runId);
+      if (!c.ok) {
+        const by = cur?.state.superseded.find((x) => x.runId === runId)?.by ?? cur?.state.holder ?? 'a newer run';
+        return planSupersede(runId, before, by, await this.supersedeReason(by, def));
+      }
+      if (c.events.length === 0) return planLaneCommitted(p);
+      try {
+        await this.store.append(LANE, laneId, cur!.version, c.events, this.meta(runId));
+        return planLaneCommitted(p);
+      } catch (err) {
+        if (!isStateError(err, 'STATE_VERSION_CONFLICT')) throw err;
+      }
+    }
+    throw new WorkflowError('WORKFLOW_CONTENDED', `lane of run ${runId} kept changing under us; will retry`, true);
+  }
+
+  /** The reason a run superseded others: the definition's `supersede.reason` mapped from the newer run. */
+  private async supersedeReason(byRunId: string, def: WorkflowDef): Promise<string> {
+    const fallback = `superseded by run ${byRunId}`;
+    const m = def.supersede?.reason;
+    if (m === undefined) return fallback;
+    const newer = (await this.store.get<RunState>(RUN, byRunId))?.state;
+    if (!newer) return fallback;
+    const steps: Record<string, { output?: unknown; status?: string }> = {};
+    for (const [k, v] of Object.entries(newer.steps)) steps[k] = { output: v.output, status: v.status };
+    const r = resolveMapping(m, { input: newer.input, steps, run: { id: byRunId, customer: newer.customer, status: newer.status } });
+    return typeof r === 'string' && r ? `${r} (run ${byRunId})` : fallback;
+  }
+
+  /** Applies a lane decision to the lane (expected version), deciding again on a conflict; returns the decision applied. */
+  private async changeLane(runId: string, workflow: string, key: string, decide: (lane: LaneState) => Promise<LaneDecision>): Promise<LaneDecision> {
+    const laneId = laneIdOf(workflow, key);
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const cur = await this.store.get<LaneState>(LANE, laneId);
+      const d = await decide(cur?.state ?? emptyLane(workflow, key));
+      if (d.events.length === 0) return d;
+      try {
+        await this.store.append(LANE, laneId, cur?.version ?? 0, cur ? d.events : [{ type: 'created', data: emptyLane(workflow, key) }, ...d.events], this.meta(runId));
+        return d;
+      } catch (err) {
+        if (!isStateError(err, 'STATE_VERSION_CONFLICT')) throw err;
+        await new Promise((r) => setTimeout(r, Math.random() * 5 * (attempt + 1)));
+      }
+    }
+    throw new WorkflowError('WORKFLOW_CONTENDED', `lane '${key}' kept changing under us; will retry`, true);
+  }
+
+  /** Carries out what a lane change decided for the other runs: supersede some, let others go on. */
+  private async applyLane(byRunId: string, def: WorkflowDef, key: string, d: LaneDecision): Promise<void> {
+    if (d.superseded.length) {
+      const reason = await this.supersedeReason(byRunId, def);
+      for (const r of d.superseded) await this.transact(r, (st) => planSupersede(r, st, byRunId, reason));
+    }
+    for (const r of d.activated) await this.transact(r, (st) => planLane(r, st, key, { acquired: true }));
+  }
+
+  private async joinLane(runId: string, key: string, st: RunState): Promise<void> {
+    const def = definitionOf(st);
+    let result: { acquired: boolean; supersededBy?: string; holder: string | null } = { acquired: false, holder: null };
+    const d = await this.changeLane(runId, def.name, key, async (lane) => {
+      const holderLive = lane.holder && lane.holder !== runId ? isLive((await this.store.get<RunState>(RUN, lane.holder))?.state) : true;
+      const j = planJoin(lane, runId, { supersede: !!def.supersede, holderLive });
+      result = { acquired: j.acquired, holder: j.state.holder, ...(j.supersededBy ? { supersededBy: j.supersededBy } : {}) };
+      return j;
+    });
+    await this.applyLane(runId, def, key, d);
+    if (result.supersededBy) {
+      const by = result.supersededBy;
+      const reason = await this.supersedeReason(by, def);
+      await this.transact(runId, (s) => planSupersede(runId, s, by, reason));
+    } else {
+      await this.transact(runId, (s) => planLane(runId, s, key, result.acquired ? { acquired: true } : { acquired: false, holder: result.holder }));
+    }
+  }
+
+  private async releaseLane(runId: string, key: string, st: RunState): Promise<void> {
+    const def = definitionOf(st);
+    const d = await this.changeLane(runId, def.name, key, async (lane) => planRelease(lane, runId, { supersede: !!def.supersede }));
+    const next = d.activated[0];
+    await this.applyLane(next ?? runId, def, key, d);
   }
 
   /**
@@ -198,6 +392,20 @@ export class WorkflowEngine {
     if (!hasActive && st.traceparent) ctx = extractTraceContext({ traceparent: st.traceparent });
     await context.with(ctx, async () => {
       for (const e of effects) {
+        if (e.kind === 'lane') {
+          // a failure here is repaired by timers: a joining run asks again (lane_requested), and a
+          // waiting run's re-check releases a holder that finished without releasing (lane_waiting)
+          await (e.op === 'join' ? this.joinLane(runId, e.key, st) : this.releaseLane(runId, e.key, st)).catch((err: unknown) =>
+            this.log?.warn({ err, runId, key: e.key, op: e.op }, 'lane change failed; the run will try again on its timer'),
+          );
+          continue;
+        }
+        if (e.kind === 'approval_superseded') {
+          await this.store
+            .decideApproval(e.approvalId, { decision: 'superseded', by: { kind: 'system', id: `run:${e.by}` }, reason: e.reason.slice(0, 2_000) })
+            .catch((err: unknown) => this.log?.debug({ err, approvalId: e.approvalId }, 'approval record not pending; not marking it superseded'));
+          continue;
+        }
         if (e.kind === 'audit') {
           await this.store.appendAudit({ actor: { kind: 'system', id: `policy:${e.mode}` }, action: e.action, subject: e.subject, details: { runId, step: e.step, policy: e.policy, mode: e.mode, payload: e.payload } });
           continue;

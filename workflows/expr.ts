@@ -4,7 +4,7 @@ import type { Condition, Mapping } from './definition.ts';
 export interface EvalContext {
   input: unknown;
   steps: Record<string, { output?: unknown; status?: string }>;
-  run: { id: string; customer?: string };
+  run: { id: string; customer?: string; status?: string; error?: string };
 }
 
 export function getPath(ctx: EvalContext, path: string): unknown {

@@ -6,8 +6,27 @@ import type { EntityTypeDef, State } from '../shared-state/index.ts';
  * run's current position. Each transition is a custom event; `reduceRun` is pure, so replays and
  * the workflow engine's own decisions compute the same state the store does.
  */
-export type StepStatus = 'pending' | 'scheduled' | 'waiting_approval' | 'escalated' | 'completed' | 'failed' | 'skipped' | 'compensated';
-export type RunStatus = 'running' | 'completed' | 'failed' | 'compensating' | 'cancelled';
+export type StepStatus = 'pending' | 'scheduled' | 'waiting_approval' | 'escalated' | 'completed' | 'failed' | 'skipped' | 'compensated' | 'superseded';
+export type RunStatus = 'running' | 'completed' | 'failed' | 'compensating' | 'cancelled' | 'superseded';
+
+/** Where a run stands in its concurrency key's lane (see `concurrencyKey` in definition.ts). */
+export interface RunLane {
+  key: string;
+  /** requested: joining; waiting: another run holds it; acquired: this run holds it; committed: it started the `supersede.before` step */
+  status: 'requested' | 'waiting' | 'acquired' | 'committed';
+  /** the run holding the lane while this one waits */
+  holder?: string;
+  /** when the join is tried again (a lost join or release is repaired by this timer) */
+  retryAt?: string;
+}
+
+/** Why a dead-lettered task failed its step (from the dead letter). */
+export interface StepDeadLetter {
+  reason: string;
+  stream?: string;
+  seq?: number;
+  subject?: string;
+}
 
 export interface StepState {
   status: StepStatus;
@@ -29,6 +48,11 @@ export interface StepState {
   agent?: string;
   costUsd?: number;
   approvalId?: string;
+  /** the dead letter that failed the step, if that is how it failed */
+  deadLetter?: StepDeadLetter;
+  /** superseded approvals: by which run, why */
+  supersededBy?: string;
+  reason?: string;
 }
 
 export interface RunState extends State {
@@ -49,6 +73,9 @@ export interface RunState extends State {
   startedAt: string;
   finishedAt?: string;
   traceId?: string;
+  lane?: RunLane;
+  /** the newer run that superseded this one */
+  supersededBy?: string;
 }
 
 const stepEvent = z.object({ step: z.string(), at: z.string() }).loose();
@@ -62,10 +89,16 @@ const RUN_EVENTS = {
   approval_requested: stepEvent,
   approval_escalated: stepEvent,
   approval_decided: stepEvent,
+  approval_superseded: stepEvent,
+  step_redriven: stepEvent,
+  lane_requested: z.object({ key: z.string(), at: z.string() }).loose(),
+  lane_waiting: z.object({ key: z.string(), at: z.string() }).loose(),
+  lane_acquired: z.object({ key: z.string(), at: z.string() }).loose(),
+  lane_committed: z.object({ key: z.string(), at: z.string() }).loose(),
   compensation_scheduled: stepEvent,
   compensation_completed: stepEvent,
   compensation_failed: stepEvent,
-  run_finished: z.object({ status: z.enum(['completed', 'failed', 'cancelled']), at: z.string() }).loose(),
+  run_finished: z.object({ status: z.enum(['completed', 'failed', 'cancelled', 'superseded']), at: z.string() }).loose(),
   run_resumed: z.object({ at: z.string() }).loose(),
   spent: z.object({ usd: z.number(), at: z.string() }).loose(),
 } as const;
@@ -79,7 +112,8 @@ function wakeOf(s: StepState): string | undefined {
 
 function withWake(st: RunState): RunState {
   if (st.status !== 'running' && st.status !== 'compensating') return { ...st, nextWakeAt: null };
-  const all = Object.values(st.steps).map(wakeOf).filter((x): x is string => !!x).sort();
+  const lane = st.lane && (st.lane.status === 'requested' || st.lane.status === 'waiting') ? st.lane.retryAt : undefined;
+  const all = [...Object.values(st.steps).map(wakeOf), lane].filter((x): x is string => !!x).sort();
   return { ...st, nextWakeAt: all[0] ?? null };
 }
 
@@ -108,20 +142,35 @@ export function reduceRun(state: State, e: Ev): State {
       return put(d.step, {
         status: 'failed', error: d.error as string, errors: [...(step(d.step).errors ?? []), d.error as string],
         retryAt: d.retryAt as string | undefined, deadlineAt: undefined, redispatchAt: undefined,
+        ...(d.deadLetter ? { deadLetter: d.deadLetter as StepDeadLetter } : {}),
       });
+    case 'step_redriven':
+      // a dead-lettered task sent again (keel dlq redrive): the step waits for it like a dispatch
+      return put(d.step, { status: 'scheduled', error: undefined, retryAt: undefined, deadlineAt: d.deadlineAt as string | undefined, redispatchAt: undefined, scheduledAt: d.at }, { status: 'running', error: undefined, finishedAt: undefined });
     case 'step_skipped':
       return put(d.step, { status: 'skipped', completedAt: d.at, error: d.reason as string | undefined });
     case 'step_reset': {
       const steps = { ...st.steps };
       for (const name of d.steps as string[]) steps[name] = { status: 'pending', attempt: step(name).attempt, ...(d.inputOverride && name === d.step ? { input: d.inputOverride } : {}) };
-      return withWake({ ...st, status: 'running', error: undefined, finishedAt: undefined, steps, completedOrder: st.completedOrder.filter((s) => !(d.steps as string[]).includes(s)) });
+      // a finished run left its lane: re-driven, it asks for it again (as the newest run of its key)
+      const lane = st.status === 'running' || st.status === 'compensating' ? st.lane : undefined;
+      return withWake({ ...st, status: 'running', error: undefined, finishedAt: undefined, lane, steps, completedOrder: st.completedOrder.filter((s) => !(d.steps as string[]).includes(s)) });
     }
     case 'approval_requested':
       return put(d.step, { status: 'waiting_approval', approvalId: d.approvalId as string, attempt: 1, scheduledAt: d.at, deadlineAt: d.deadlineAt as string, input: d.input });
     case 'approval_escalated':
       return put(d.step, { status: 'escalated', deadlineAt: undefined });
+    case 'approval_superseded':
+      return put(d.step, { status: 'superseded', deadlineAt: undefined, supersededBy: d.by as string | undefined, reason: d.reason as string | undefined, completedAt: d.at });
+    case 'lane_requested':
+    case 'lane_waiting':
+    case 'lane_acquired':
+    case 'lane_committed': {
+      const status = ({ lane_requested: 'requested', lane_waiting: 'waiting', lane_acquired: 'acquired', lane_committed: 'committed' } as const)[e.type];
+      return withWake({ ...st, lane: { key: d.key as string, status, ...(d.holder ? { holder: d.holder as string } : {}), ...(d.retryAt ? { retryAt: d.retryAt as string } : {}) } });
+    }
     case 'approval_decided':
-      return put(d.step, { status: 'completed', output: { decision: d.decision, text: d.text, by: d.by }, completedAt: d.at, deadlineAt: undefined }, {
+      return put(d.step, { status: 'completed', output: { decision: d.decision, text: d.text, by: d.by, ...(d.reason ? { reason: d.reason } : {}) }, completedAt: d.at, deadlineAt: undefined }, {
         completedOrder: st.completedOrder.includes(d.step) ? st.completedOrder : [...st.completedOrder, d.step],
       });
     case 'compensation_scheduled':
@@ -136,7 +185,7 @@ export function reduceRun(state: State, e: Ev): State {
         ),
       });
     case 'run_finished':
-      return { ...st, status: d.status as RunStatus, finishedAt: d.at, error: d.error as string | undefined, nextWakeAt: null };
+      return { ...st, status: d.status as RunStatus, finishedAt: d.at, error: d.error as string | undefined, nextWakeAt: null, ...(d.supersededBy ? { supersededBy: d.supersededBy as string } : {}) };
     case 'run_resumed':
       return withWake({ ...st, status: 'running' });
     case 'spent':
@@ -154,7 +203,7 @@ export const workflowRunType: EntityTypeDef = {
       workflow: z.string().min(1),
       version: z.number().int().min(1),
       definition: z.record(z.string(), z.unknown()),
-      status: z.enum(['running', 'completed', 'failed', 'compensating', 'cancelled']),
+      status: z.enum(['running', 'completed', 'failed', 'compensating', 'cancelled', 'superseded']),
       input: z.unknown(),
       spentUsd: z.number().default(0),
       steps: z.record(z.string(), z.object({ status: z.string(), attempt: z.number() }).loose()),

@@ -30,6 +30,18 @@ export const customerType = defineEntityType({
  * and every agent's contribution (triage, summary, suggested reply, approval, escalation) as a
  * semantic event, so its history reads as what happened. Schema version 2 (v1 had no thread).
  */
+/** One file of a message: what it is and where its content is stored (`KEEL_DATA_DIR/attachments/<sha256>`). */
+const ticketAttachment = z.strictObject({
+  /** the sender's file name, reduced to its last path segment */
+  filename: z.string().max(255),
+  contentType: z.string().max(200),
+  size: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  /** false when the content was not kept (over the size limit, or no attachments dir) */
+  stored: z.boolean(),
+  /** absolute path of the stored content, when stored */
+  path: z.string().max(4096).optional(),
+});
 const ticketMessage = z.strictObject({
   /** unique within the ticket: the inbound message's id, or the outbound message's */
   id: z.string().min(1).max(200),
@@ -44,6 +56,8 @@ const ticketMessage = z.strictObject({
   messageId: z.string().max(1000).optional(),
   inReplyTo: z.string().max(1000).optional(),
   references: z.array(z.string().max(1000)).max(100).optional(),
+  /** the files that came with the message (email); contents stay in the attachments store */
+  attachments: z.array(ticketAttachment).max(100).optional(),
 });
 const ticketTriage = z.strictObject({
   intent: z.string().min(1).max(64),
@@ -57,12 +71,18 @@ const ticketTriage = z.strictObject({
   reasons: z.array(z.string().max(500)).max(50),
   /** the message it triaged */
   messageId: z.string().max(200).optional(),
+  /** the message's language as detected at tier 0 (ISO 639-1, e.g. `de`; `und` when unknown) */
+  language: z.string().min(2).max(16).optional(),
 });
 const ticketSuggestion = z.strictObject({
   text: z.string().max(50_000),
   tier: z.number().int().min(0).max(2),
   confidence: z.number().min(0).max(1),
+  /** a newer message made it stale: never sent; the run of that message drafts the next one */
+  supersededAt: isoTime.optional(),
+  supersededReason: z.string().max(2000).optional(),
 });
+const suggestionSuperseded = z.strictObject({ reason: z.string().max(2000), messageId: z.string().max(200).optional(), at: isoTime });
 const ticketApproval = z.strictObject({
   id: z.string().min(1),
   state: z.enum(['pending', 'approved', 'rejected', 'expired']),
@@ -120,6 +140,8 @@ export const ticketType = defineEntityType({
     triaged: ticketTriage,
     summarized: z.strictObject({ summary: z.string().max(20_000), tier: z.number().int().min(0).max(2) }),
     reply_suggested: ticketSuggestion,
+    /** a new message arrived while the suggestion waited for the operator: it is marked superseded (data: why, the message, when) */
+    suggestion_superseded: suggestionSuperseded,
     /** data = the outbound message; the ticket then waits on the customer (`pending`) */
     reply_sent: ticketMessage.extend({ direction: z.literal('out') }),
     escalated: ticketEscalation,
@@ -143,6 +165,11 @@ export const ticketType = defineEntityType({
         return { ...state, summary: (e.data as { summary: string }).summary };
       case 'reply_suggested':
         return { ...state, suggestion: e.data };
+      case 'suggestion_superseded': {
+        if (!state.suggestion) return state;
+        const d = e.data as z.infer<typeof suggestionSuperseded>;
+        return { ...state, suggestion: { ...(state.suggestion as object), supersededAt: d.at, supersededReason: d.reason } };
+      }
       case 'reply_sent':
         return { ...withMessage(state, e.data as TicketMessage), status: 'pending' };
       case 'escalated':

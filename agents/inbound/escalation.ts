@@ -12,9 +12,18 @@ import type { CommittedEvent, Entity } from '../../shared-state/index.ts';
 import { mailConfig, mailSender } from './mail.ts';
 import { CUSTOMER, TICKET, getTicket, renderThread, updateTicket, type CustomerState, type TicketState } from './ticket.ts';
 
-export const EscalateInput = z.object({ ticketId: z.string().min(1), reason: z.string().min(1).max(2_000) });
+export const EscalateInput = z.object({
+  /** the ticket; absent when a run failed before it had one (e.g. intake) */
+  ticketId: z.string().min(1).optional(),
+  reason: z.string().min(1).max(20_000),
+  /** the workflow run concerned (a failed run's escalation names it) */
+  runId: z.string().min(1).optional(),
+  /** the run failed: the operator is told so (subject `[Keel] Run failed: ...`) */
+  failed: z.boolean().optional(),
+});
 export const EscalateOutput = z.object({
-  ticketId: z.string(),
+  /** absent for a failed run without a ticket */
+  ticketId: z.string().optional(),
   /** who was told: the operator's address */
   notified: z.string(),
   /** how many messages of the thread the notification carried */
@@ -49,7 +58,7 @@ export function operatorNotification(
   lines.push('', `Thread (${t.messages.length} message${t.messages.length === 1 ? '' : 's'}, oldest first):`, '', renderThread(t) || '(no messages)');
   lines.push('', 'Change log:');
   for (const e of history) lines.push(`  v${e.version} ${e.time} ${e.type} by ${e.meta.actor.kind}:${e.meta.actor.id}${e.meta.correlationId ? ` run ${e.meta.correlationId}` : ''}${e.meta.traceId ? ` trace ${e.meta.traceId}` : ''}`);
-  const tag = t.triage?.urgency === 'high' ? 'URGENT' : 'Escalated';
+  const tag = /^run .*failed: /.test(reason) ? 'Run failed' : t.triage?.urgency === 'high' ? 'URGENT' : 'Escalated';
   return { subject: `[Keel] ${tag}: ${t.subject} (${ticket.entityId})`, text: lines.join('\n') };
 }
 
@@ -64,11 +73,22 @@ export const escalate = defineCapability({
   timeoutMs: 60_000,
   maxDeliver: 10,
   async handler(ctx): Promise<EscalateOutput> {
-    const { ticketId, reason } = ctx.input;
+    const { ticketId, runId, failed } = ctx.input;
+    const reason = failed ? `run ${runId ? `${runId} ` : ''}failed: ${ctx.input.reason}` : ctx.input.reason;
+    const operator = ctx.config.operatorEmail;
+    if (!ticketId) {
+      // a run that failed before it knew its ticket: the run and the reason, and where to look
+      const cfg = mailConfig(ctx.config, ctx.secrets.SMTP_PASSWORD);
+      const text = [`A workflow run failed before it had a ticket: ${reason}`, '', `Run:  ${runId ?? '(unknown)'}`, '', `See \`keel run show ${runId ?? '<run>'}\` and \`keel dlq list\`.`].join('\n');
+      const sent = await ctx.effect('notify', (key) =>
+        ctx.connector('smtp', () => mailSender(cfg).send({ to: operator, subject: `[Keel] Run failed: ${runId ?? 'unknown run'}`, text, autoSubmitted: true, headers: runId ? { 'X-Keel-Run': runId } : {}, idempotencyKey: key })),
+      );
+      ctx.logger.warn({ runId, operator, messageId: sent.messageId, path: sent.path, reason }, 'failed run escalated to the operator');
+      return { notified: operator, messages: 0 };
+    }
     const ticket = await getTicket(ctx, ticketId);
     const customer = ticket.state.customerId ? await ctx.state.get<CustomerState>(CUSTOMER, ticket.state.customerId) : null;
     const history = await ctx.state.history(TICKET, ticketId);
-    const operator = ctx.config.operatorEmail;
     const cfg = mailConfig(ctx.config, ctx.secrets.SMTP_PASSWORD);
     const note = operatorNotification(ticket, reason, customer?.state, history);
     const sent = await ctx.effect('notify', (key) =>

@@ -9,9 +9,13 @@
  * const draft = draftReply({ intent: t.intent, customerName: 'Ada', escalate: t.escalate, ... });
  * ```
  */
-import winkNLP, { type ItemSentence } from 'wink-nlp';
-import model from 'wink-eng-lite-web-model';
+import { createRequire } from 'node:module';
+import type winkNLP from 'wink-nlp';
+import type { ItemSentence } from 'wink-nlp';
 import { z } from 'zod';
+import { LANGUAGE_NAMES, LANGUAGE_RULES, REPLY_TEMPLATES, TIER0_LANGUAGES, detectLanguage, isTier0Language, localizedEntities, wordsOf, type LanguageGuess } from './languages.ts';
+
+export { detectLanguage, TIER0_LANGUAGES, type LanguageGuess } from './languages.ts';
 
 export const INTENTS = ['refund', 'billing', 'bug', 'cancellation', 'question', 'praise', 'other'] as const;
 export type Intent = (typeof INTENTS)[number];
@@ -35,6 +39,8 @@ export const TriageSchema = z.object({
   escalate: z.boolean(),
   /** why: the cues that decided it, readable by the operator */
   reasons: z.array(z.string()),
+  /** the message's language (ISO 639-1; `und` when unknown), detected at tier 0 */
+  language: z.string().optional(),
 });
 export type Triage = z.infer<typeof TriageSchema>;
 
@@ -42,9 +48,16 @@ export type Triage = z.infer<typeof TriageSchema>;
 
 type Nlp = ReturnType<typeof winkNLP>;
 let nlpInstance: Nlp | undefined;
-/** wink-nlp with its English lite model, loaded on first use (~0.2 s). */
+/**
+ * wink-nlp with its English lite model, loaded on first use (~0.2 s): importing this module costs
+ * nothing, so an agent that never reads text never loads the model.
+ */
 export function nlp(): Nlp {
-  nlpInstance ??= winkNLP(model);
+  if (!nlpInstance) {
+    const require = createRequire(import.meta.url);
+    const wink = require('wink-nlp') as typeof winkNLP;
+    nlpInstance = wink(require('wink-eng-lite-web-model') as Parameters<typeof winkNLP>[0]);
+  }
   return nlpInstance;
 }
 
@@ -175,6 +188,9 @@ const round = (n: number) => Math.round(n * 100) / 100;
  */
 export function triageText(text: string, opts: TriageOptions = {}): Triage {
   const full = [opts.subject ?? '', text].filter(Boolean).join('\n');
+  const guess = detectLanguage(full);
+  // German, French, Spanish: their own rules; another recognized language: said so, left to a model
+  if (guess.language !== 'en' && guess.language !== 'und') return triageOtherLanguage(full, guess);
   const lower = full.toLowerCase();
   const reasons: string[] = [];
 
@@ -257,6 +273,91 @@ export function triageText(text: string, opts: TriageOptions = {}): Triage {
     tier: 0,
     escalate,
     reasons,
+    language: guess.language,
+  };
+}
+
+/**
+ * Tier-0 triage of a message in another language than English. German, French and Spanish have
+ * their own intent, urgency and anger lexicons (languages.ts), scored like English; sentiment
+ * comes from those lexicons (wink-nlp's sentiment is English only). Another recognized language
+ * (Italian, Russian …) is `other` at low confidence with a reason saying tier 0 cannot read it,
+ * so a configured model looks at it; its urgency still follows `!!!` and shouting.
+ */
+function triageOtherLanguage(full: string, guess: LanguageGuess): Triage {
+  const lower = full.toLowerCase();
+  const reasons: string[] = [];
+  const name = LANGUAGE_NAMES[guess.language] ?? guess.language;
+  const rules = isTier0Language(guess.language) && guess.language !== 'en' ? LANGUAGE_RULES[guess.language] : undefined;
+  reasons.push(
+    rules
+      ? `language ${guess.language} (${name}; ${guess.cue})`
+      : `language ${guess.language} (${name}; ${guess.cue}): tier 0 reads only ${TIER0_LANGUAGES.join(', ')}, so intent is left as other and the reply is drafted in English`,
+  );
+
+  let intent: Intent = 'other';
+  let confidence = rules ? 0.3 : 0.15;
+  if (rules) {
+    const ranked = (Object.entries(rules.intent) as [Intent, Rule[]][])
+      .map(([i, rs]) => {
+        const hit = matches(lower, rs);
+        return [i, { score: hit.reduce((sum, x) => sum + x.weight, 0), labels: hit.map((x) => x.label) }] as const;
+      })
+      .sort((a, b) => b[1].score - a[1].score || INTENT_PRIORITY.indexOf(a[0]) - INTENT_PRIORITY.indexOf(b[0]));
+    const [first, second] = ranked;
+    if (!first || first[1].score === 0) reasons.push('no intent keyword matched');
+    else {
+      intent = first[0];
+      const top = first[1].score;
+      const runnerUp = second?.[1].score ?? 0;
+      const weakRunnerUp = second?.[0] === 'question' || second?.[0] === 'praise';
+      confidence = Math.min(0.95, 0.4 + 0.12 * top) - (weakRunnerUp ? 0.15 : 0.3) * (runnerUp / top);
+      reasons.push(`intent ${intent}: ${first[1].labels.join(', ')}`);
+      if (runnerUp > 0 && second) reasons.push(`also ${second[0]} (${second[1].labels.join(', ')})`);
+    }
+  }
+
+  const anger = rules ? matches(lower, rules.anger) : [];
+  const letters = (full.match(/\p{L}/gu) ?? []).length;
+  const exclaim = /!{3,}/.test(full);
+  const shoutWords = (full.match(/(?<![\p{L}\p{N}])\p{Lu}{3,}(?![\p{L}\p{N}])/gu) ?? []).filter((x) => !ACRONYMS.has(x));
+  const shouting = shoutWords.length >= 3 || (shoutWords.length >= 1 && letters > 0 && shoutWords.join('').length / letters > 0.3);
+  let sentiment: Sentiment = 'neutral';
+  if (anger.length > 0 || rules?.negative.test(lower)) sentiment = 'negative';
+  else if (intent === 'praise') sentiment = 'positive';
+  reasons.push(`sentiment ${sentiment} (${anger.length ? anger.map((x) => x.label).join(', ') : rules ? `${name} lexicon` : 'no lexicon'})`);
+  const strongAnger = anger.length >= 2 || (anger.length >= 1 && (exclaim || shouting));
+
+  const urgent = rules ? matches(lower, rules.urgent) : [];
+  let urgency: Urgency = 'normal';
+  if (urgent.length > 0 || exclaim || shouting) {
+    urgency = 'high';
+    reasons.push(`urgency high: ${[...urgent.map((x) => x.label), ...(exclaim ? ['!!!'] : []), ...(shouting ? ['shouting'] : [])].join(', ')}`);
+  } else if (rules?.low.test(lower) || (intent === 'praise' && sentiment !== 'negative')) urgency = 'low';
+  if (urgency === 'high' && rules?.low.test(lower) && urgent.length === 1 && urgent[0] === rules.urgent[0] && !exclaim && !shouting) {
+    urgency = 'low';
+    reasons.pop();
+  }
+
+  const words = wordsOf(full);
+  if (rules && (words.length < 2 || letters / Math.max(1, (full.match(/\S/g) ?? []).length) < 0.5)) {
+    intent = 'other';
+    confidence = Math.min(confidence, 0.2);
+    reasons.push(`little recognizable ${name} text`);
+  }
+
+  const escalate = urgency === 'high' || (sentiment === 'negative' && strongAnger);
+  if (escalate) reasons.push(urgency === 'high' ? 'escalate: high urgency' : 'escalate: strong anger');
+  return {
+    intent,
+    urgency,
+    sentiment,
+    entities: [...new Set([...localizedEntities(full), ...extractEntities(full)])].slice(0, 20),
+    confidence: round(Math.max(0.05, Math.min(0.95, confidence))),
+    tier: 0,
+    escalate,
+    reasons,
+    language: guess.language,
   };
 }
 
@@ -383,37 +484,50 @@ export interface DraftInput {
   entities?: readonly string[];
   /** confidence of the triage the draft is based on (default 0.5) */
   triageConfidence?: number;
-  /** signs the reply (default "The support team") */
+  /** signs the reply (default "The support team", or its translation) */
   signature?: string;
+  /** the customer's language (the triage's `language`); tier 0 writes en, de, fr and es, else English */
+  language?: string | undefined;
 }
 
-const BODIES: Record<Intent, string> = {
-  refund: "Thank you for reaching out about a refund{ref}. I'm sorry this didn't work out for you. I'm looking into your purchase now and will confirm the refund and when you can expect it to arrive.",
-  billing: "Thank you for getting in touch about your billing{ref}. I'm checking the charges on your account now and will come back to you with a clear breakdown and, if something was charged in error, the correction.",
-  bug: "Thank you for reporting this{ref}, and I'm sorry for the trouble. I've passed the details to our engineers and will update you as soon as we know more. If you can, please tell us what you were doing when it happened and send a screenshot of any error.",
-  cancellation: "I'm sorry to see you go. I've noted your request to cancel{ref} and will confirm once it has been processed, including the date your access ends and any final charges.",
-  question: "Thanks for your question{ref}. I'm looking into it and will get back to you with a full answer shortly.",
-  praise: "Thank you so much for your kind words! It means a lot to us, and I'll make sure the whole team sees your message.",
-  other: "Thank you for your message{ref}. I've read it and will get back to you shortly.",
-};
+export interface Draft {
+  text: string;
+  confidence: number;
+  /** the language the draft is written in */
+  language: string;
+  /** set when the customer's language has no tier-0 template (the draft is in English) */
+  note?: string;
+}
 
 /**
- * A reply from the intent's template, addressed to the customer by first name, naming the
- * order/invoice it concerns. Confidence follows the triage's (a template for `other` is a weak
- * answer); an escalated ticket says a person is on it.
+ * A reply from the intent's template in the customer's language (English, German, French or
+ * Spanish; any other language gets the English template, at half the confidence, and a `note`
+ * saying so), addressed by first name, naming the order/invoice it concerns. Confidence follows
+ * the triage's (a template for `other` is a weak answer); an escalated ticket says a person is on
+ * it. A signature left at the English default is translated.
  */
-export function draftReply(d: DraftInput): { text: string; confidence: number } {
+export function draftReply(d: DraftInput): Draft {
   const intent: Intent = (INTENTS as readonly string[]).includes(d.intent) ? (d.intent as Intent) : 'other';
+  const lang = isTier0Language(d.language) ? d.language : 'en';
+  const unsupported = !!d.language && d.language !== 'und' && !isTier0Language(d.language);
+  const tpl = REPLY_TEMPLATES[lang];
   const first = firstName(d.customerName);
   const refEntity = d.entities?.find((e) => /^(ORDER|INVOICE|REF|TICKET|CASE|ACCOUNT):/.test(e));
-  const ref = refEntity ? ` (${refEntity.split(':')[0]!.toLowerCase()} ${refEntity.slice(refEntity.indexOf(':') + 1)})` : '';
-  const parts = [first ? `Hi ${first},` : 'Hello,', '', BODIES[intent].replace('{ref}', ref)];
-  if (d.escalate) parts.push('', "I've flagged this as a priority and a member of our team is personally looking into it right now.");
-  else if (d.urgency === 'high') parts.push('', "I understand this is urgent and I'm treating it as a priority.");
-  parts.push('', 'Best regards,', d.signature ?? 'The support team');
+  const kind = refEntity?.split(':')[0];
+  const ref = refEntity ? ` (${tpl.refWords[kind!] ?? kind!.toLowerCase()} ${refEntity.slice(refEntity.indexOf(':') + 1)})` : '';
+  const parts = [tpl.greeting(first), '', tpl.bodies[intent].replace('{ref}', ref)];
+  if (d.escalate) parts.push('', tpl.escalated);
+  else if (d.urgency === 'high') parts.push('', tpl.urgent);
+  const signature = !d.signature || d.signature === REPLY_TEMPLATES.en.signature ? tpl.signature : d.signature;
+  parts.push('', tpl.signOff, signature);
   const base = d.triageConfidence ?? 0.5;
-  const fit = intent === 'other' ? 0.5 : d.escalate ? 0.8 : 0.95;
-  return { text: parts.join('\n'), confidence: round(Math.max(0.05, Math.min(0.95, base * fit))) };
+  const fit = (intent === 'other' ? 0.5 : d.escalate ? 0.8 : 0.95) * (unsupported ? 0.5 : 1);
+  return {
+    text: parts.join('\n'),
+    confidence: round(Math.max(0.05, Math.min(0.95, base * fit))),
+    language: lang,
+    ...(unsupported ? { note: `no tier-0 template in ${LANGUAGE_NAMES[d.language!] ?? d.language} (${d.language}): drafted in English` } : {}),
+  };
 }
 
 /** "Ada Lovelace" → "Ada"; an address or handle gives no name. */

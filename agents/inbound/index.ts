@@ -50,4 +50,6 @@ export default inbound;
 export { customerType, ticketType, conversationType, INBOUND_ENTITY_TYPES } from './entities.ts';
 export { inboundMessage, INBOUND_WORKFLOW } from './workflow.ts';
 export { customerIdFor, ticketIdFor, TICKET, CUSTOMER } from './ticket.ts';
-export type { TicketState, TicketMessage, TicketTriage, CustomerState } from './ticket.ts';
+export { resolveCustomer } from './customers.ts';
+export type { ResolvedCustomer } from './customers.ts';
+export type { TicketState, TicketMessage, TicketTriage, TicketAttachment, CustomerState } from './ticket.ts';

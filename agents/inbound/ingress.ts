@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Server } from 'node:http';
 import type { Hono } from 'hono';
 import type { Logger } from 'pino';
-import { startSmtpIngress, createChatRoutes, attachChatWebSocket, InboundMessageSchema, type InboundMessage, type ChatWebSocketHub, type QuarantinedMessage } from '../../channels/index.ts';
+import { startSmtpIngress, recipientMatcher, createChatRoutes, attachChatWebSocket, InboundMessageSchema, type InboundMessage, type ChatWebSocketHub, type QuarantinedMessage } from '../../channels/index.ts';
 import type { StateStore, CommittedEvent } from '../../shared-state/index.ts';
 import { defineMessage, type Bus } from '../../bus/index.ts';
 import type { WorkflowEngine } from '../../workflows/index.ts';
@@ -81,10 +81,12 @@ export async function startIngress(ctx: IngressContext): Promise<Ingress> {
     maxMessageBytes: config.smtpMaxBytes,
     onMessage,
     onQuarantine: quarantineHandler(config.dataDir, store, log),
+    // KEEL_SMTP_ACCEPT (default: the domain of KEEL_SMTP_FROM); other recipients get 550 5.1.1
+    acceptRecipient: recipientMatcher(config.smtpAccept),
     logger: log,
     parse: { attachments: { dir: join(config.dataDir, 'attachments') } },
   });
-  log.info({ smtp: `${config.smtpHost}:${smtp.port}` }, 'SMTP ingress listening');
+  log.info({ smtp: `${config.smtpHost}:${smtp.port}`, accept: config.smtpAccept }, 'SMTP ingress listening');
   let hub: ChatWebSocketHub | undefined;
   const push = startChatPush({ bus, store, hub: () => hub, log });
   return {

@@ -15,7 +15,7 @@ import { defineAgent, defineCapability, PermanentError, type TaskContext } from 
 import type { EventInput } from '../../shared-state/index.ts';
 import { cleanText } from './heuristics.ts';
 import {
-  CUSTOMER, TICKET, customerIdFor, provenance, ticketIdFor, withConflictRetry,
+  CUSTOMER, TICKET, customerIdFor, pendingSuggestion, provenance, ticketIdFor, withConflictRetry,
   type CustomerState, type TicketMessage, type TicketState,
 } from './ticket.ts';
 
@@ -31,6 +31,11 @@ export const IntakeOutput = z.object({
   text: z.string(),
   subject: z.string().optional(),
   channel: z.enum(['email', 'chat']),
+  /** who wrote it: the address or handle recorded on the message */
+  from: z.string().optional(),
+  /** the ticket's subject (the thread's, without `Re:`) */
+  ticketSubject: z.string().optional(),
+  receivedAt: z.string().optional(),
 });
 export type IntakeInput = z.infer<typeof IntakeInput>;
 export type IntakeOutput = z.infer<typeof IntakeOutput>;
@@ -96,6 +101,7 @@ function ticketMessageOf(msg: InboundMessage, text: string): TicketMessage {
   const irt = normalizeMessageId(msg.inReplyTo);
   if (irt) m.inReplyTo = irt;
   if (msg.references.length) m.references = msg.references.slice(-100);
+  if (msg.attachments.length) m.attachments = msg.attachments.slice(0, 100).map((a) => ({ filename: a.filename.slice(0, 255), contentType: a.contentType.slice(0, 200), size: a.size, sha256: a.sha256, stored: a.stored, ...(a.path ? { path: a.path } : {}) }));
   return m;
 }
 
@@ -137,15 +143,18 @@ export const intake = defineCapability({
         if (msg.customer.handle) created.customerHandle = msg.customer.handle.slice(0, 200);
         const events: EventInput[] = [{ type: 'created', data: created }, { type: 'message_added', data: message }, ...provenance(ctx, undefined)];
         await ctx.state.append(TICKET, ticketId, 0, events);
-        return { isNew: true, messageId: message.id };
+        return { isNew: true, messageId: message.id, subject: created.subject as string };
       }
       const dup = cur.state.messages.find((m) => m.id === message.id || (message.messageId !== undefined && m.messageId === message.messageId));
       if (dup) {
         ctx.logger.info({ ticketId, messageId: dup.id }, 'message already on the ticket: not adding it again');
-        return { isNew: false, messageId: dup.id };
+        return { isNew: false, messageId: dup.id, subject: cur.state.subject };
       }
-      await ctx.state.append(TICKET, ticketId, cur.version, [{ type: 'message_added', data: message }, ...provenance(ctx, cur.state)]);
-      return { isNew: false, messageId: message.id };
+      const events: EventInput[] = [{ type: 'message_added', data: message }];
+      // the suggestion still waiting for the operator no longer answers the thread: this message's run drafts the one that does
+      if (pendingSuggestion(cur.state)) events.push({ type: 'suggestion_superseded', data: { reason: `new message from ${message.from}`, messageId: message.id, at: new Date().toISOString() } });
+      await ctx.state.append(TICKET, ticketId, cur.version, [...events, ...provenance(ctx, cur.state)]);
+      return { isNew: false, messageId: message.id, subject: cur.state.subject };
     });
 
     return {
@@ -156,6 +165,9 @@ export const intake = defineCapability({
       text,
       ...(msg.subject !== undefined ? { subject: msg.subject } : {}),
       channel: msg.channel,
+      from: message.from,
+      ticketSubject: result.subject,
+      receivedAt: message.at,
     };
   },
 });

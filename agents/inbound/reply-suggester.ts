@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { defineAgent, defineCapability, PermanentError } from '../../runtime/index.ts';
 import { cleanText, draftReply, triageText } from './heuristics.ts';
 import { climb } from './models.ts';
-import { CUSTOMER, TICKET, getTicket, latestInbound, renderThread, updateTicket, type CustomerState } from './ticket.ts';
+import { CUSTOMER, TICKET, getTicket, latestInbound, renderThread, unansweredInbound, updateTicket, type CustomerState } from './ticket.ts';
 
 export const SuggestReplyInput = z.object({ ticketId: z.string().min(1) });
 export const SuggestReplyOutput = z.object({
@@ -18,6 +18,8 @@ export const SuggestReplyOutput = z.object({
   text: z.string(),
   tier: z.number().int().min(0).max(2),
   confidence: z.number().min(0).max(1),
+  /** the customer's messages this reply answers: every one not answered yet, oldest first */
+  answers: z.array(z.object({ id: z.string(), from: z.string(), at: z.string(), subject: z.string().optional(), text: z.string() })).optional(),
 });
 export type SuggestReplyInput = z.infer<typeof SuggestReplyInput>;
 export type SuggestReplyOutput = z.infer<typeof SuggestReplyOutput>;
@@ -46,6 +48,7 @@ export const suggestReply = defineCapability({
       urgency: t.urgency,
       entities: t.entities,
       triageConfidence: t.confidence,
+      language: t.language,
       signature: ctx.config.supportSignature,
     });
     const rung = await climb<string>({
@@ -70,9 +73,12 @@ export const suggestReply = defineCapability({
       },
     });
     const text = rung.value.slice(0, 50_000);
-    await updateTicket(ctx, ticketId, () => [{ type: 'reply_suggested', data: { text, tier: rung.tier, confidence: rung.confidence } }]);
+    // a message that arrived while drafting makes this draft stale: the newer message's run drafts
+    // the live suggestion, so this one is not recorded as the ticket's
+    await updateTicket(ctx, ticketId, (t) => (latestInbound(t.state)?.id !== msg.id ? undefined : [{ type: 'reply_suggested', data: { text, tier: rung.tier, confidence: rung.confidence } }]));
     ctx.logger.info({ ticketId, tier: rung.tier, confidence: rung.confidence, ...(rung.note ? { note: rung.note } : {}) }, 'reply suggested');
-    return { ticketId, text, tier: rung.tier, confidence: rung.confidence };
+    const answers = unansweredInbound(ticket.state).map((m) => ({ id: m.id, from: m.from, at: m.at, ...(m.subject ? { subject: m.subject } : {}), text: m.text.slice(0, 20_000) }));
+    return { ticketId, text, tier: rung.tier, confidence: rung.confidence, answers };
   },
 });
 

@@ -21,6 +21,17 @@ export interface TicketMessage {
   messageId?: string;
   inReplyTo?: string;
   references?: string[];
+  attachments?: TicketAttachment[];
+}
+
+/** A file that came with a message; its content is in the attachments store (`path`) when `stored`. */
+export interface TicketAttachment {
+  filename: string;
+  contentType: string;
+  size: number;
+  sha256: string;
+  stored: boolean;
+  path?: string;
 }
 
 export interface TicketTriage {
@@ -33,6 +44,7 @@ export interface TicketTriage {
   escalate: boolean;
   reasons: string[];
   messageId?: string;
+  language?: string;
 }
 
 /** The ticket's state (shared-state/entity-types.ts `ticketType`, schema version 2). */
@@ -50,7 +62,7 @@ export interface TicketState {
   messages: TicketMessage[];
   triage?: TicketTriage;
   summary?: string;
-  suggestion?: { text: string; tier: number; confidence: number };
+  suggestion?: { text: string; tier: number; confidence: number; supersededAt?: string; supersededReason?: string };
   approval?: { id: string; state: 'pending' | 'approved' | 'rejected' | 'expired'; decidedBy?: string; at?: string };
   escalated?: boolean;
   lastRunId?: string;
@@ -97,6 +109,26 @@ export function latestInbound(t: TicketState, messageId?: string): TicketMessage
     if (m) return m;
   }
   return [...t.messages].reverse().find((m) => m.direction === 'in');
+}
+
+/**
+ * The suggested reply still waiting for the operator: there is one, it was not superseded, and
+ * nothing was sent since the customer last wrote (the last message is theirs).
+ */
+export function pendingSuggestion(t: TicketState): boolean {
+  return !!t.suggestion && !t.suggestion.supersededAt && t.messages.at(-1)?.direction === 'in';
+}
+
+/** The customer's messages not answered yet, oldest first, up to `upTo` (default: all): a reply answers all of them. */
+export function unansweredInbound(t: TicketState, upTo?: TicketMessage): TicketMessage[] {
+  const end = upTo ? t.messages.findIndex((m) => m.id === upTo.id) : t.messages.length - 1;
+  const out: TicketMessage[] = [];
+  for (let i = end; i >= 0; i--) {
+    const m = t.messages[i]!;
+    if (m.direction === 'out') break;
+    out.unshift(m);
+  }
+  return out;
 }
 
 /** The `updated` event that records which run and trace wrote to the ticket, when that changed. */

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { defineAgent, defineCapability, PermanentError } from '../../runtime/index.ts';
 import { INTENTS, SENTIMENTS, TriageSchema, URGENCIES, cleanText, parseModelTriage, triageText, type Triage } from './heuristics.ts';
 import { climb } from './models.ts';
-import { TICKET, getTicket, latestInbound, renderThread, updateTicket } from './ticket.ts';
+import { TICKET, getTicket, latestInbound, renderThread, unansweredInbound, updateTicket } from './ticket.ts';
 
 export const TriageInput = z.object({ ticketId: z.string().min(1), messageId: z.string().min(1).optional() });
 export const TriageOutput = TriageSchema.extend({ ticketId: z.string() });
@@ -39,7 +39,10 @@ export const triage = defineCapability({
     const ticket = await getTicket(ctx, ticketId);
     const msg = latestInbound(ticket.state, messageId);
     if (!msg) throw new PermanentError(`ticket '${ticketId}' has no inbound message to triage`, { code: 'INBOUND_NOTHING_TO_TRIAGE' });
-    const text = cleanText(msg.text);
+    // every customer message not answered yet (this one among them): the reply answers all of
+    // them, and an urgent one among them still escalates when a later message superseded its run
+    const pending = unansweredInbound(ticket.state);
+    const text = (pending.some((m) => m.id === msg.id) ? pending : [msg]).map((m) => cleanText(m.text)).join('\n\n');
     const t0 = triageText(text, { subject: msg.subject });
 
     const rung = await climb<Triage>({
@@ -58,7 +61,7 @@ export const triage = defineCapability({
         const reasons = [...m.reasons, ...(t0.escalate && !m.escalate ? t0.reasons.filter((r) => r.startsWith('urgency') || r.startsWith('escalate')) : [])];
         const entities = [...new Set([...t0.entities, ...m.entities])].slice(0, 20);
         const urgency = t0.urgency === 'high' ? 'high' : m.urgency;
-        return { value: { ...m, urgency, entities, escalate, reasons: [`tier ${tier} model`, ...reasons], tier }, confidence: m.confidence };
+        return { value: { ...m, urgency, entities, escalate, reasons: [`tier ${tier} model`, ...reasons], tier, language: t0.language }, confidence: m.confidence };
       },
     });
     const result: Triage = { ...rung.value, tier: rung.tier, confidence: rung.confidence };

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { openCliStore } from '../context.ts';
+import { resolveCustomer } from '../../agents/index.ts';
 import { CliError } from '../errors.ts';
 import { type CostDimension, type CostQuery, type CostRecord, type CostTotals } from '../../shared-state/index.ts';
 
@@ -151,7 +152,7 @@ export function registerCost(program: Command): void {
     .description('What model calls cost and why: totals from the cost ledger (KEEL_STATE) grouped by agent, capability, customer, run, model or entity, with the records behind each total (time, agent, capability, model, tokens, cost, trace id).')
     .option('--by <dims>', 'group by agent, capability, customer, run, model, entity (comma-separated)', 'agent')
     .option('--since <duration>', 'window: a duration back from now (30m, 24h, 7d) or an ISO time', '24h')
-    .option('--customer <id>', 'only this customer')
+    .option('--customer <who>', 'only this customer: a customer id (cus-…), an email address or a chat handle')
     .option('--run <id>', 'only this workflow run')
     .option('--agent <name>', 'only this agent')
     .option('--capability <name>', 'only this capability')
@@ -164,7 +165,6 @@ export function registerCost(program: Command): void {
       const perGroup = Number(opts.records);
       if (!Number.isInteger(perGroup) || perGroup < 0) throw new CostArgumentError(`--records must be an integer >= 0 (got '${opts.records}')`);
       const filters: Partial<Record<CostDimension, string>> = {};
-      if (opts.customer) filters.customerId = opts.customer;
       if (opts.run) filters.runId = opts.run;
       if (opts.agent) filters.agent = opts.agent;
       if (opts.capability) filters.capability = opts.capability;
@@ -172,6 +172,7 @@ export function registerCost(program: Command): void {
 
       const store = await openCliStore();
       try {
+        if (opts.customer) filters.customerId = (await resolveCustomer(store, opts.customer)).id;
         const q: CostQuery = { since, by, ...filters };
         // every record in the window, so each group can list its own (the ledger is filtered by time first)
         if (perGroup > 0) q.records = Number.MAX_SAFE_INTEGER;

@@ -1,18 +1,20 @@
 import type { Command } from 'commander';
 import { agentCatalog } from '../../agents/index.ts';
 import { loadAgent, loadAgentModule, replayRun, type AgentDefinition } from '../../runtime/index.ts';
+import { resolveRunId } from '../../workflows/index.ts';
 import { openCli, print, table } from '../context.ts';
 
 export function registerReplay(program: Command): void {
   program
     .command('replay')
-    .argument('<runId>')
+    .argument('<runId>', 'run id, or a unique prefix of it')
     .option('--agent <module...>', 'agent module(s) whose handlers to replay (default: the built-in agents and KEEL_AGENTS modules)')
     .option('--json', 'print JSON: { runId, steps: [...], divergences, modelCalls: 0, sideEffects: 0 }')
     .description('Re-execute a finished run from its log with the recorded model answers and side-effect results: no model calls, no side effects. Reports every step whose decision now differs (exit 1 when one does).')
-    .action(async (runId: string, o: { agent?: string[]; json?: boolean }) => {
+    .action(async (runIdArg: string, o: { agent?: string[]; json?: boolean }) => {
       const c = await openCli();
       try {
+        const runId = await resolveRunId(c.store, runIdArg);
         const agents: AgentDefinition[] = [];
         for (const a of Object.values(agentCatalog(c.features))) agents.push(await loadAgent(a.module));
         const fromEnv = c.cfg.agents === 'none' ? [] : (c.cfg.agents ?? []);

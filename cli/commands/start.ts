@@ -1,3 +1,4 @@
+import module from 'node:module';
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/index.ts';
 import { startEngine } from '../../engine/index.ts';
@@ -9,6 +10,9 @@ export function registerStart(program: Command): void {
     .action(async () => {
       const cfg = loadConfig();
       const engine = await startEngine(cfg);
+      // persist the compiled code now, not only at a clean exit: the next start (or a restart after a
+      // crash) skips compiling and TypeScript stripping
+      module.flushCompileCache?.();
       // one human line besides the JSON logs
       const agents = engine.supervisor.list().length;
       process.stderr.write(

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { openCliStore } from '../context.ts';
+import { parseSince } from '../args.ts';
 import { InvalidQueryError, StateError, singleType, type CommittedEvent, type Entity, type StateStore } from '../../shared-state/index.ts';
 
 async function withStore<T>(fn: (s: StateStore) => Promise<T>): Promise<T> {
@@ -118,17 +119,36 @@ export function registerState(program: Command): void {
 
   program
     .command('changes')
-    .description('The change log after a cursor: what changed since you last looked.')
-    .option('--since <cursor>', 'only changes after this cursor (default 0: from the start)', int('--since'))
+    .description('The change log: what changed after a cursor (--after, from the last call\'s "next"), or since a time (--since).')
+    .option('--after <cursor>', 'only changes after this cursor (default 0: from the start)', int('--after'))
+    .option('--since <when>', 'only changes at or after this time: a duration (15m, 2h, 7d) or an ISO time')
     .option('--type <type>', 'only these entity types (repeatable or comma-separated)', collect)
     .option('--limit <n>', 'at most this many events (default 100)', int('--limit', 1))
-    .option('--json', 'print JSON')
-    .action(async (o: { since?: number; type?: string[]; limit?: number; json?: boolean }) => {
-      const page = await withStore((s) => s.changes({ since: o.since ?? 0, types: o.type, limit: o.limit }));
+    .option('--json', 'print JSON: { events, cursor, hasMore }')
+    .action(async (o: { after?: number; since?: string; type?: string[]; limit?: number; json?: boolean }) => {
+      const since = o.since !== undefined ? parseSince(o.since, { afterHint: '--after' }) : undefined;
+      const page = await withStore(async (s) => {
+        if (!since) return s.changes({ since: o.after ?? 0, types: o.type, limit: o.limit });
+        // by time: walk the log from the cursor to the first change at or after `since`
+        // (times grow with cursors, up to clock skew between writers)
+        const limit = o.limit ?? 100;
+        let cursor = o.after ?? 0;
+        for (;;) {
+          const p = await s.changes({ since: cursor, types: o.type, limit: 1000 });
+          const i = p.events.findIndex((e) => e.time >= since);
+          if (i >= 0) {
+            const first = p.events[i]!.cursor - 1;
+            const r = await s.changes({ since: first, types: o.type, limit });
+            return { ...r, events: r.events.filter((e) => e.time >= since) };
+          }
+          if (!p.hasMore) return { ...p, events: [] };
+          cursor = p.cursor;
+        }
+      });
       if (o.json) return console.log(JSON.stringify(page));
-      if (page.events.length === 0) console.log(`no changes after cursor ${o.since ?? 0}`);
+      if (page.events.length === 0) console.log(since ? `no changes since ${since}` : `no changes after cursor ${o.after ?? 0}`);
       printEvents(page.events);
-      console.log(`\nnext: keel changes --since ${page.cursor}${page.hasMore ? '   (more are waiting)' : ''}`);
+      console.log(`\nnext: keel changes --after ${page.cursor}${page.hasMore ? '   (more are waiting)' : ''}`);
     });
 
   const audit = program.command('audit').description('The tamper-evident audit log (a SHA-256 hash chain).');
@@ -136,10 +156,13 @@ export function registerState(program: Command): void {
   audit
     .command('export')
     .description('Print the audit log as JSON Lines, oldest first.')
-    .option('--since <seq>', 'only records after this sequence number', int('--since'))
-    .action(async (o: { since?: number }) => {
-      const recs = await withStore((s) => s.exportAudit({ sinceSeq: o.since }));
-      for (const r of recs) process.stdout.write(`${JSON.stringify(r)}\n`);
+    .option('--after <seq>', 'only records after this sequence number', int('--after'))
+    .option('--since <when>', 'only records at or after this time: a duration (15m, 2h, 7d) or an ISO time')
+    .option('--json', 'the output is JSON Lines either way (errors then print as JSON too)')
+    .action(async (o: { after?: number; since?: string }) => {
+      const since = o.since !== undefined ? parseSince(o.since, { afterHint: '--after' }) : undefined;
+      const recs = await withStore((s) => s.exportAudit({ sinceSeq: o.after }));
+      for (const r of recs) if (!since || r.time >= since) process.stdout.write(`${JSON.stringify(r)}\n`);
     });
 
   audit

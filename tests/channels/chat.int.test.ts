@@ -81,11 +81,11 @@ describe('chat over HTTP', () => {
     expect(fx.received[0]!.idempotencyKey).toBe(fx.received[1]!.idempotencyKey);
   });
 
-  it('answers 400 invalid_json for junk', async () => {
+  it('answers 400 INVALID_JSON for junk', async () => {
     const fx = await startChat();
     const res = await post(fx, '{"customer": {"email": "a@example.com"}, "text": "hi"');
     expect(res.status).toBe(400);
-    expect(await res.json()).toMatchObject({ error: 'invalid_json' });
+    expect(await res.json()).toMatchObject({ error: 'INVALID_JSON' });
     expect(fx.received).toHaveLength(0);
   });
 
@@ -94,7 +94,7 @@ describe('chat over HTTP', () => {
     const res = await post(fx, JSON.stringify({ customer: { email: 'not-an-email' }, text: '' }));
     expect(res.status).toBe(422);
     const body = (await res.json()) as { error: string; issues: { path: string }[] };
-    expect(body.error).toBe('invalid_message');
+    expect(body.error).toBe('INVALID_MESSAGE');
     expect(body.issues.map((i) => i.path).sort()).toEqual(['customer.email', 'text']);
 
     const noWho = await post(fx, JSON.stringify({ customer: { name: 'Anon' }, text: 'hi' }));
@@ -111,14 +111,14 @@ describe('chat over HTTP', () => {
     const fx = await startChat({ maxBodyBytes: 1024 });
     const res = await post(fx, JSON.stringify({ customer: { handle: 'x' }, text: 'z'.repeat(4000) }));
     expect(res.status).toBe(413);
-    expect(await res.json()).toMatchObject({ error: 'payload_too_large' });
+    expect(await res.json()).toMatchObject({ error: 'PAYLOAD_TOO_LARGE' });
   });
 
   it('answers 415 for a body that is not JSON by content type', async () => {
     const fx = await startChat();
     const res = await post(fx, 'customer=a&text=b', 'application/x-www-form-urlencoded');
     expect(res.status).toBe(415);
-    expect(await res.json()).toMatchObject({ error: 'unsupported_media_type' });
+    expect(await res.json()).toMatchObject({ error: 'UNSUPPORTED_MEDIA_TYPE' });
     // a charset parameter is fine
     expect((await post(fx, JSON.stringify({ customer: { handle: 'x' }, text: 'ok' }), 'application/json; charset=utf-8')).status).toBe(202);
   });
@@ -199,14 +199,14 @@ describe('chat over WebSocket', () => {
     const fx = await startChat();
     const c = await connect(fx.wsUrl);
     c.send('{not json');
-    expect(await c.next()).toMatchObject({ type: 'error', error: 'invalid_json' });
+    expect(await c.next()).toMatchObject({ type: 'error', error: 'INVALID_JSON' });
     c.send({ type: 'message', text: 'who am I?', clientMessageId: 'q' });
-    expect(await c.next()).toMatchObject({ type: 'error', error: 'invalid_message', clientMessageId: 'q', issues: [{ path: 'customer' }] });
+    expect(await c.next()).toMatchObject({ type: 'error', error: 'INVALID_MESSAGE', clientMessageId: 'q', issues: [{ path: 'customer' }] });
     c.send({ type: 'message', customer: { handle: 'h' }, text: '' });
-    expect(await c.next()).toMatchObject({ type: 'error', error: 'invalid_message', issues: [{ path: 'text' }] });
+    expect(await c.next()).toMatchObject({ type: 'error', error: 'INVALID_MESSAGE', issues: [{ path: 'text' }] });
     fx.setFailure(new ChannelHandlerError('bus down'));
     c.send({ type: 'message', customer: { handle: 'h' }, text: 'hi', clientMessageId: 'r' });
-    expect(await c.next()).toMatchObject({ type: 'error', error: 'unavailable', clientMessageId: 'r' });
+    expect(await c.next()).toMatchObject({ type: 'error', error: 'UNAVAILABLE', clientMessageId: 'r' });
     fx.setFailure(undefined);
     c.send({ type: 'message', customer: { handle: 'h' }, text: 'hi', clientMessageId: 'r' });
     expect(await c.next()).toMatchObject({ type: 'ack', clientMessageId: 'r' });

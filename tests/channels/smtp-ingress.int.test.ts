@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { connect } from 'node:net';
-import { ChannelHandlerError, InboundMessageSchema, threadRootOf } from '../../channels/index.ts';
+import { ChannelHandlerError, InboundMessageSchema, recipientMatcher, threadRootOf } from '../../channels/index.ts';
 import { emlFile, startTestIngress, swaks, type IngressFixture } from './smtp-helpers.ts';
 
 let fx: IngressFixture | undefined;
@@ -308,6 +308,26 @@ describe('SMTP ingress (raw protocol edges)', () => {
     expect(r.lastReply).toBe(250);
     expect(fx.messages.map((m) => m.text.trim())).toEqual(['after the hang-up']);
     expect(fx.quarantined).toHaveLength(0);
+  });
+
+  it('answers 550 5.1.1 to a recipient outside the accepted domains and addresses, and takes the mail for the others', async () => {
+    fx = await startTestIngress({ acceptRecipient: recipientMatcher(['keel.local', 'sales@acme.example']) });
+    const c = await rawSmtp(fx.smtp.port);
+    await c.say('EHLO client.example');
+    expect(await c.say('MAIL FROM:<alice@example.com>')).toMatch(/^250/);
+    expect(await c.say('RCPT TO:<someone@elsewhere.example>')).toMatch(/^550 5\.1\.1 <someone@elsewhere\.example>: recipient not accepted here/);
+    expect(await c.say('RCPT TO:<info@acme.example>')).toMatch(/^550 5\.1\.1 /);
+    expect(await c.say('RCPT TO:<Support@KEEL.local>')).toMatch(/^250/);
+    expect(await c.say('RCPT TO:<sales@acme.example>')).toMatch(/^250/);
+    expect(await c.say('DATA')).toMatch(/^354/);
+    expect(await c.say('From: alice@example.com\r\nSubject: hi\r\n\r\nhello\r\n.')).toMatch(/^250/);
+    c.destroy();
+    expect(fx.messages).toHaveLength(1);
+    expect(fx.messages[0]!.envelope?.rcptTo).toEqual(['Support@KEEL.local', 'sales@acme.example']);
+    // swaks, a real client, sees the refusal too
+    const r = await swaks(fx.smtp.port, ['--to', 'ceo@other.example', '--from', 'alice@example.com', '--body', 'x']);
+    expect(r.output).toMatch(/<\*\* 550 5\.1\.1 <ceo@other\.example>/);
+    expect(fx.messages).toHaveLength(1);
   });
 
   it('does not offer AUTH or STARTTLS on the embedded default', async () => {

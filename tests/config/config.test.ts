@@ -20,6 +20,14 @@ describe('configuration from KEEL_* variables', () => {
     expect(CONFIG_DOCS.map((d) => d.name)).toEqual(expect.arrayContaining(['KEEL_DATA_DIR', 'KEEL_NATS_PORT', 'KEEL_NATS_URL', 'KEEL_HTTP_PORT', 'KEEL_STATE']));
   });
 
+  it('KEEL_SMTP_ACCEPT: domains and addresses, default the domain of KEEL_SMTP_FROM', () => {
+    expect(loadConfig({}).smtpAccept).toEqual(['keel.local']);
+    expect(loadConfig({ KEEL_SMTP_FROM: 'Acme Support <help@Acme.example>' }).smtpAccept).toEqual(['acme.example']);
+    expect(loadConfig({ KEEL_SMTP_ACCEPT: 'Acme.example, support@other.example ,*' }).smtpAccept).toEqual(['acme.example', 'support@other.example', '*']);
+    expect(() => loadConfig({ KEEL_SMTP_ACCEPT: 'a b@c' })).toThrow(/KEEL_SMTP_ACCEPT/);
+    expect(() => loadConfig({ KEEL_SMTP_ACCEPT: ' , ' })).toThrow(/KEEL_SMTP_ACCEPT names no recipient/);
+  });
+
   it('names every bad variable in one error', () => {
     try {
       loadConfig({ KEEL_HTTP_PORT: 'x', KEEL_NATS_PORT: '70000', KEEL_SUBJECT_PREFIX: 'a.b' });

@@ -28,7 +28,13 @@ describe('keel entity / changes / audit', () => {
     expect(JSON.parse(ok.stdout)).toMatchObject({ ok: true, records: 5 });
     const exported = keel(['audit', 'export'], state).stdout.trim().split('\n').map((l) => JSON.parse(l) as { seq: number; hash: string });
     expect(exported.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
-    expect(keel(['audit', 'export', '--since', '3'], state).stdout.trim().split('\n')).toHaveLength(2);
+    expect(keel(['audit', 'export', '--after', '3'], state).stdout.trim().split('\n')).toHaveLength(2);
+    // --since is a time everywhere; a position in the log is --after
+    expect(keel(['audit', 'export', '--since', '1h'], state).stdout.trim().split('\n')).toHaveLength(5);
+    expect(keel(['audit', 'export', '--since', new Date(Date.now() + 60_000).toISOString()], state).stdout.trim()).toBe('');
+    const old = keel(['audit', 'export', '--since', '3', '--json'], state);
+    expect(old.code).toBe(1);
+    expect(JSON.parse(old.stdout)).toMatchObject({ error: 'CLI_BAD_ARGUMENT', message: expect.stringMatching(/use --after 3/) });
 
     const db = new DatabaseSync(path);
     db.prepare('UPDATE audit SET details = ? WHERE seq = 3').run(JSON.stringify({ decision: 'rejected' }));
@@ -70,11 +76,18 @@ describe('keel entity / changes / audit', () => {
     expect(hist.events[0]!.meta).toEqual({ actor, correlationId: 'conv-1', causationId: 'mail-1' });
     expect(keel(['entity', 'show', 'T-7', '--history'], state).stdout).toMatch(/mail-1\s+conv-1/);
 
-    const ch = JSON.parse(keel(['changes', '--since', '1', '--json'], state).stdout) as { events: { cursor: number }[]; cursor: number };
+    const ch = JSON.parse(keel(['changes', '--after', '1', '--json'], state).stdout) as { events: { cursor: number }[]; cursor: number };
     expect(ch.events.map((e) => e.cursor)).toEqual([2, 3]);
     expect(ch.cursor).toBe(3);
     expect(JSON.parse(keel(['changes', '--type', 'customer', '--json'], state).stdout).events).toHaveLength(1);
-    expect(keel(['changes', '--since', '3'], state).stdout).toMatch(/no changes after cursor 3/);
+    expect(keel(['changes', '--after', '3'], state).stdout).toMatch(/no changes after cursor 3/);
+    expect(keel(['changes', '--after', '1'], state).stdout).toMatch(/next: keel changes --after 3/);
+    expect((JSON.parse(keel(['changes', '--since', '1h', '--json'], state).stdout) as { events: unknown[] }).events).toHaveLength(3);
+    expect((JSON.parse(keel(['changes', '--since', '1h', '--type', 'customer', '--json'], state).stdout) as { events: unknown[] }).events).toHaveLength(1);
+    expect(keel(['changes', '--since', new Date(Date.now() + 60_000).toISOString()], state).stdout).toMatch(/no changes since/);
+    const cursor = keel(['changes', '--since', '5'], state);
+    expect(cursor.code).toBe(1);
+    expect(cursor.stderr).toMatch(/^error \[CLI_BAD_ARGUMENT\]: --since takes a duration .* use --after 5/);
 
     const missing = keel(['entity', 'show', 'nope', '--json'], state);
     expect(missing.code).toBe(1);
@@ -82,6 +95,7 @@ describe('keel entity / changes / audit', () => {
     const unknown = keel(['entity', 'list', '--type', 'spaceship'], state);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/unknown entity type 'spaceship'; known types: customer/);
-    expect(keel(['changes', '--since', 'x'], state).stderr).toMatch(/--since must be an integer/);
+    expect(keel(['changes', '--after', 'x'], state).stderr).toMatch(/--after must be an integer/);
+    expect(keel(['changes', '--since', 'x'], state).stderr).toMatch(/--since takes a duration \(15m, 2h, 7d/);
   });
 });

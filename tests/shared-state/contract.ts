@@ -336,6 +336,19 @@ export function stateStoreContract(t: ContractTarget): void {
       expect((await thrown(s.createApproval({ id: 'ap-short', action: 'x', subject: 'y', requestedBy: actor, deadline }))).code).toBe('STATE_INVALID_QUERY');
     });
 
+    withStore('approvals keep the decision\'s facts (edited text, reason); a superseded one can no longer be decided', async (s) => {
+      const deadline = new Date(Date.now() + 60_000).toISOString();
+      const a = await s.createApproval({ id: 'ap-edit', action: 'reply.send', subject: 'ticket/T-2', payload: { text: 'draft' }, requestedBy: actor, deadline });
+      expect(a.text).toBeNull();
+      await s.decideApproval('ap-edit', { decision: 'approved', by: { kind: 'human', id: 'ada' }, text: 'edited' });
+      expect(await s.getApproval('ap-edit')).toMatchObject({ state: 'approved', decidedBy: { kind: 'human', id: 'ada' }, text: 'edited', reason: null, decidedAt: expect.any(String) });
+      await s.createApproval({ id: 'ap-old', action: 'reply.send', subject: 'ticket/T-2', requestedBy: actor, deadline });
+      await s.decideApproval('ap-old', { decision: 'superseded', by: { kind: 'system', id: 'run:r2' }, reason: 'new message on the ticket' });
+      expect(await s.getApproval('ap-old')).toMatchObject({ state: 'superseded', reason: 'new message on the ticket', text: null });
+      expect((await s.listApprovals({ state: 'superseded' })).map((x) => x.id)).toEqual(['ap-old']);
+      expect(await thrown(s.decideApproval('ap-old', { decision: 'approved', by: actor }))).toMatchObject({ code: 'STATE_APPROVAL_NOT_PENDING' });
+    });
+
     it('audit log: a hash chain that exports in order and detects tampering', async (ctx) => {
       const s = await t.open();
       if ('skip' in s) return ctx.skip(s.skip);

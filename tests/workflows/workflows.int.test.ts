@@ -12,6 +12,8 @@ import { startCountingProvider } from './provider.ts';
 import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
 const AGENTS = join(REPO_ROOT, 'tests', 'workflows', 'fixtures', 'wf-agents.ts');
+/** the three fixture agents co-hosted in one process (KEEL_AGENT_HOSTS layout) */
+const HOSTED = ['wf-alpha.ts', 'wf-beta.ts', 'wf-gamma.ts'].map((f) => join(REPO_ROOT, 'tests', 'workflows', 'fixtures', f)).join(',');
 const DEFS = join(REPO_ROOT, 'tests', 'workflows', 'fixtures', 'diamond.ts');
 
 const suite = natsSuite('wf');
@@ -42,7 +44,9 @@ async function world(): Promise<World> {
   const env = { KEEL_NATS_URL: suite.nats!.url, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, PROVIDER_URL: provider.url, KEEL_LOG_LEVEL: 'warn', KEEL_WORKFLOW_SWEEP_MS: '300' };
   const agents: Record<string, ChildProcess> = {};
   const spawnAgent = (which: string) => {
-    const child = spawn(process.execPath, [join(REPO_ROOT, 'cli', 'keel.ts'), 'agent', 'start', AGENTS], { env: { ...process.env, ...env, WF_AGENT: which }, stdio: ['ignore', 'inherit', 'inherit'] });
+    // `host1`, `host2`: a process co-hosting all three agents; else one agent alone
+    const spec = which.startsWith('host') ? HOSTED : AGENTS;
+    const child = spawn(process.execPath, [join(REPO_ROOT, 'cli', 'keel.ts'), 'agent', 'start', spec], { env: { ...process.env, ...env, WF_AGENT: which }, stdio: ['ignore', 'inherit', 'inherit'] });
     agents[which] = child;
     closers.push(async () => {
       if (child.exitCode === null && child.signalCode === null) {
@@ -55,9 +59,13 @@ async function world(): Promise<World> {
   return { bus, store, engine, provider, env, agents, spawnAgent };
 }
 
-async function startAll(w: World): Promise<void> {
-  for (const a of ['alpha', 'beta', 'gamma']) w.spawnAgent(a);
-  await waitFor(async () => (await listAgents(w.bus.nc, w.bus.subjects.registryBucket)).length === 3, { timeoutMs: 30_000, what: 'three agent processes' });
+/** The layouts the chaos test runs in: one process per agent, or two processes co-hosting all three. */
+const LAYOUTS = { 'one process per agent': ['alpha', 'beta', 'gamma'], 'co-hosted (two hosts of all three agents)': ['host1', 'host2'] } as const;
+
+async function startAll(w: World, processes: readonly string[] = LAYOUTS['one process per agent']): Promise<void> {
+  for (const a of processes) w.spawnAgent(a);
+  const instances = processes.length * (processes[0]!.startsWith('host') ? 3 : 1);
+  await waitFor(async () => (await listAgents(w.bus.nc, w.bus.subjects.registryBucket)).length === instances, { timeoutMs: 30_000, what: `${instances} agent instances in ${processes.length} processes` });
 }
 
 const finished = (w: World, runId: string, status = 'completed') =>
@@ -139,10 +147,11 @@ describe('decentralized workflows', () => {
     expect(w.provider.byStep(runId)).toEqual({ a: 1, d: 1 });
   });
 
-  it('SIGKILL of any agent at random points during 200 runs: every run completes, no side effect twice, nothing lost', async (ctx) => {
+  for (const [layout, processes] of Object.entries(LAYOUTS))
+  it(`SIGKILL of any agent process at random points during 200 runs (${layout}): every run completes, no side effect twice, nothing lost`, async (ctx) => {
     if (!suite.nats) return ctx.skip(suite.skip);
     const w = await world();
-    await startAll(w);
+    await startAll(w, processes);
     const N = 200;
     const ids: string[] = [];
     let kills = 0;
@@ -151,7 +160,7 @@ describe('decentralized workflows', () => {
       while (chaos) {
         await new Promise((r) => setTimeout(r, 300 + Math.random() * 700));
         if (!chaos) break;
-        const which = ['alpha', 'beta', 'gamma'][Math.floor(Math.random() * 3)]!;
+        const which = processes[Math.floor(Math.random() * processes.length)]!;
         const victim = w.agents[which]!;
         victim.kill('SIGKILL');
         await new Promise((r) => victim.once('exit', r));
@@ -160,13 +169,14 @@ describe('decentralized workflows', () => {
       }
     })();
     for (let i = 0; i < N; i++) ids.push((await w.engine.start('diamond', { n: i, sleepMs: Math.floor(Math.random() * 20) })).runId);
-    await waitFor(async () => (await w.store.query<RunState>('workflow_run', { filter: { status: 'completed' }, limit: 1 })).total >= N * 0.6, { timeoutMs: 120_000, what: 'most runs under chaos' });
+    // chaos lasts until most runs are done and enough processes died (runs finish faster than kills come)
+    await waitFor(async () => kills > 5 && (await w.store.query<RunState>('workflow_run', { filter: { status: 'completed' }, limit: 1 })).total >= N * 0.6, { timeoutMs: 120_000, what: 'most runs under chaos' });
     chaos = false;
     await killer;
     await waitFor(async () => (await w.store.query<RunState>('workflow_run', { filter: { status: 'completed' }, limit: 1 })).total === N, { timeoutMs: 120_000, intervalMs: 500, what: `all ${N} runs completed` });
     expect(kills).toBeGreaterThan(5);
     for (const id of ids) expect(w.provider.byStep(id)).toEqual({ a: 1, b: 1, c: 1, d: 1 });
     // the fake API saw each effect key at least once, and the runtime repeated a call only after a crash
-    console.log(`[chaos] ${N} runs, ${kills} SIGKILLs, ${w.provider.calls()} effect calls for ${N * 4} effects`);
+    console.log(`[chaos] ${layout}: ${N} runs, ${kills} SIGKILLs, ${w.provider.calls()} effect calls for ${N * 4} effects`);
   }, 300_000);
 });

@@ -181,7 +181,9 @@ describe('inbound capabilities through the capability test kit (no servers)', ()
     const { output: t } = await k.run(intake, { message: vague });
     const r = await k.run(suggestReply, { ticketId: t.ticketId }, { agent: 'reply-suggester', customer: t.customerId, budgetUsd: 0.05, idempotencyKey: 'suggest-1', envelope: { correlationId: 'run-g' } });
 
-    expect(r.output).toEqual({ ticketId: t.ticketId, text: reply, tier: 1, confidence: 0.8 });
+    expect(r.output).toMatchObject({ ticketId: t.ticketId, text: reply, tier: 1, confidence: 0.8 });
+    // the reply answers every message not answered yet: here the one
+    expect(r.output.answers?.map((m) => m.from)).toEqual(['grace@example.com']);
     expect(model.played).toBe(1);
     expect(received).toHaveLength(1);
     const [system, user] = received[0]!;

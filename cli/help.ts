@@ -1,0 +1,60 @@
+/**
+ * An example under every `--help`, by command path. A command group without its own
+ * (`keel run --help`) shows its subcommands' first examples. tests/cli/cli.test.ts checks that
+ * every command has one.
+ */
+import type { Command } from 'commander';
+
+export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
+  '': ['keel tickets --status open', 'keel approvals', 'keel ticket show tkt-3f2a9c0d1e4b5a67 --json', 'keel cost --by customer --since 7d'],
+  init: ['KEEL_DATA_DIR=/srv/keel keel init'],
+  start: ['keel start', 'KEEL_AGENTS=intake,triage@2 KEEL_HTTP_PORT=8081 keel start'],
+  agents: ['keel agents', 'keel agents --json'],
+  'agent start': ['keel agent start triage', 'keel agent start ./my-agents/notes.ts --metrics-port 9465'],
+  'entity list': ['keel entity list --type customer --where status=lead --limit 20'],
+  'entity show': ['keel entity show cus-0a1b2c3d4e5f6a7b --history', 'keel entity show tkt-3f2a9c0d1e4b5a67 --at 3 --json'],
+  changes: ['keel changes --since 2h --type ticket', 'keel changes --after 1042 --json'],
+  'audit export': ['keel audit export --since 7d > audit.jsonl', 'keel audit export --after 120'],
+  'audit verify': ['keel audit verify'],
+  cost: ['keel cost --by customer --since 7d', 'keel cost --by agent,capability --customer alice@example.com --json'],
+  'run start': ['keel run start inbound-message --input \'{"message": {...}}\' --id my-run-1'],
+  'run show': ['keel run show in-5d41402abc4b2a76b9719d91'],
+  'run retry': ['keel run retry in-5d41402abc4b2a76b9719d91 --from triage'],
+  'run cancel': ['keel run cancel in-5d41402abc4b2a76b9719d91'],
+  runs: ['keel runs --status failed --since 24h', 'keel runs --customer alice@example.com --json'],
+  approvals: ['keel approvals', 'keel approvals --state approved --json'],
+  approve: ['keel approve in-5d41402abc4b2a76b9719d91_approve', 'keel approve in-5d41402abc4b2a76b9719d91_approve --text "Refunded today."'],
+  reject: ['keel reject in-5d41402abc4b2a76b9719d91_approve --reason "already answered by phone"'],
+  'approval show': ['keel approval show in-5d41', 'keel approval show in-5d41402abc4b2a76b9719d91_approve --json'],
+  'dlq list': ['keel dlq list', 'keel dlq list --capability inbound.intake --json'],
+  'dlq show': ['keel dlq show 12'],
+  'dlq redrive': ['keel dlq redrive 12'],
+  replay: ['keel replay in-5d41402abc4b2a76b9719d91 --json'],
+  tickets: ['keel tickets --status open --since 1d', 'keel tickets --customer alice@example.com', 'keel tickets --customer bob42 --json'],
+  'ticket show': ['keel ticket show tkt-3f2a9c0d1e4b5a67', 'keel ticket show tkt-3f2a9c0d1e4b5a67 --json'],
+  why: ['keel why tkt-3f2a9c0d1e4b5a67', 'keel why in-5d41402abc4b2a76b9719d91 --json'],
+};
+
+/** `run start` for the command `start` under `run`; '' for the program itself. */
+export function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c?.parent; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/** The examples `--help` shows for a command: its own, else its subcommands' first ones. */
+export function examplesOf(cmd: Command): string[] {
+  const own = EXAMPLES[commandPath(cmd)];
+  if (own?.length) return [...own];
+  return cmd.commands.flatMap((c) => examplesOf(c).slice(0, 1));
+}
+
+/** Adds the examples under every command's help (call after the commands are registered). */
+export function addExamples(program: Command): void {
+  const visit = (cmd: Command) => {
+    const ex = examplesOf(cmd);
+    if (ex.length) cmd.addHelpText('after', `\nExample${ex.length > 1 ? 's' : ''}:\n${ex.map((e) => `  $ ${e}`).join('\n')}\n`);
+    for (const c of cmd.commands) visit(c);
+  };
+  visit(program);
+}
