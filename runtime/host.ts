@@ -92,6 +92,8 @@ export async function hostAgents(specs: readonly HostedAgentSpec[], o: HostAgent
       void r.bus.nc.closed().then((err) => {
         if (stopping || slot.running !== r) return;
         slot.running = undefined;
+        // its timers (heartbeat, lease) and store go with it
+        void r.stop(0).catch(() => undefined);
         slot.lastError = err ? err.message : 'bus connection closed';
         schedule(slot, slot.lastError);
       });

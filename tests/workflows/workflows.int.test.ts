@@ -59,8 +59,8 @@ async function world(): Promise<World> {
   return { bus, store, engine, provider, env, agents, spawnAgent };
 }
 
-/** The layouts the chaos test runs in: one process per agent, or two processes co-hosting all three. */
-const LAYOUTS = { 'one process per agent': ['alpha', 'beta', 'gamma'], 'co-hosted (two hosts of all three agents)': ['host1', 'host2'] } as const;
+/** The layouts the chaos test runs in: one process per agent, or one process co-hosting all three (KEEL_AGENT_HOSTS=all; a kill stops them all until the restart). */
+const LAYOUTS = { 'one process per agent': ['alpha', 'beta', 'gamma'], 'co-hosted (one host of all three agents)': ['host1'] } as const;
 
 async function startAll(w: World, processes: readonly string[] = LAYOUTS['one process per agent']): Promise<void> {
   for (const a of processes) w.spawnAgent(a);
