@@ -199,7 +199,7 @@ export class WorkflowEngine {
     const cur = await this.currentApproval(runId, st);
     const now = cur.approvalId
       ? `the current one is ${cur.approvalId} (keel approval show ${cur.approvalId})`
-      : cur.runId ? `the current suggestion is still being prepared by run ${cur.runId} (see \`keel approvals\`)` : 'there is no current one';
+      : cur.runId ? `the thread is now handled by run ${cur.runId}, which has no pending approval (being prepared, or already decided: keel run show ${cur.runId})` : 'there is no current one';
     return new WorkflowError('WORKFLOW_APPROVAL_SUPERSEDED', `approval ${approvalId} was superseded (${why}); ${now}`, cur.approvalId ? { current: cur.approvalId } : {});
   }
 
