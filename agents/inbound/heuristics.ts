@@ -204,28 +204,7 @@ export function triageText(text: string, opts: TriageOptions = {}): Triage {
   const junk = words.length < 2 || letters / visible < 0.5 || vocab / Math.max(1, words.length) < 0.2;
 
   // intent
-  const scores = new Map<Intent, { score: number; labels: string[] }>();
-  for (const [intent, rules] of Object.entries(INTENT_RULES) as [Intent, Rule[]][]) {
-    const hit = matches(lower, rules);
-    scores.set(intent, { score: hit.reduce((s, r) => s + r.weight, 0), labels: hit.map((r) => r.label) });
-  }
-  const ranked = [...scores.entries()].sort((a, b) => b[1].score - a[1].score || INTENT_PRIORITY.indexOf(a[0]) - INTENT_PRIORITY.indexOf(b[0]));
-  const [first, second] = ranked;
-  let intent: Intent = 'other';
-  let confidence: number;
-  if (!first || first[1].score === 0) {
-    confidence = 0.3;
-    reasons.push('no intent keyword matched');
-  } else {
-    intent = first[0];
-    const top = first[1].score;
-    const runnerUp = second?.[1].score ?? 0;
-    // a question frame ("could I get a refund?") or a polite thanks hardly competes with a concrete intent
-    const weakRunnerUp = second?.[0] === 'question' || second?.[0] === 'praise';
-    confidence = Math.min(0.95, 0.4 + 0.12 * top) - (weakRunnerUp ? 0.15 : 0.3) * (runnerUp / top);
-    reasons.push(`intent ${intent}: ${first[1].labels.join(', ')}`);
-    if (runnerUp > 0 && second) reasons.push(`also ${second[0]} (${second[1].labels.join(', ')})`);
-  }
+  let { intent, confidence } = rankIntents(lower, INTENT_RULES, reasons);
 
   // sentiment
   const score = doc.out(its.sentiment) as unknown as number;
@@ -278,6 +257,32 @@ export function triageText(text: string, opts: TriageOptions = {}): Triage {
 }
 
 /**
+ * The intent whose rules score highest (ties by INTENT_PRIORITY), and a confidence that falls
+ * with the runner-up's score (less so when the runner-up is a question frame or a thanks);
+ * `other` at 0.3 when nothing matched. Pushes its reasons.
+ */
+function rankIntents(lower: string, rulesByIntent: Partial<Record<Intent, Rule[]>>, reasons: string[]): { intent: Intent; confidence: number } {
+  const ranked = (Object.entries(rulesByIntent) as [Intent, Rule[]][])
+    .map(([i, rs]) => {
+      const hit = matches(lower, rs);
+      return [i, { score: hit.reduce((sum, x) => sum + x.weight, 0), labels: hit.map((x) => x.label) }] as const;
+    })
+    .sort((a, b) => b[1].score - a[1].score || INTENT_PRIORITY.indexOf(a[0]) - INTENT_PRIORITY.indexOf(b[0]));
+  const [first, second] = ranked;
+  if (!first || first[1].score === 0) {
+    reasons.push('no intent keyword matched');
+    return { intent: 'other', confidence: 0.3 };
+  }
+  const top = first[1].score;
+  const runnerUp = second?.[1].score ?? 0;
+  // a question frame ("could I get a refund?") or a polite thanks hardly competes with a concrete intent
+  const weakRunnerUp = second?.[0] === 'question' || second?.[0] === 'praise';
+  reasons.push(`intent ${first[0]}: ${first[1].labels.join(', ')}`);
+  if (runnerUp > 0 && second) reasons.push(`also ${second[0]} (${second[1].labels.join(', ')})`);
+  return { intent: first[0], confidence: Math.min(0.95, 0.4 + 0.12 * top) - (weakRunnerUp ? 0.15 : 0.3) * (runnerUp / top) };
+}
+
+/**
  * Tier-0 triage of a message in another language than English. German, French and Spanish have
  * their own intent, urgency and anger lexicons (languages.ts), scored like English; sentiment
  * comes from those lexicons (wink-nlp's sentiment is English only). Another recognized language
@@ -295,27 +300,7 @@ function triageOtherLanguage(full: string, guess: LanguageGuess): Triage {
       : `language ${guess.language} (${name}; ${guess.cue}): tier 0 reads only ${TIER0_LANGUAGES.join(', ')}, so intent is left as other and the reply is drafted in English`,
   );
 
-  let intent: Intent = 'other';
-  let confidence = rules ? 0.3 : 0.15;
-  if (rules) {
-    const ranked = (Object.entries(rules.intent) as [Intent, Rule[]][])
-      .map(([i, rs]) => {
-        const hit = matches(lower, rs);
-        return [i, { score: hit.reduce((sum, x) => sum + x.weight, 0), labels: hit.map((x) => x.label) }] as const;
-      })
-      .sort((a, b) => b[1].score - a[1].score || INTENT_PRIORITY.indexOf(a[0]) - INTENT_PRIORITY.indexOf(b[0]));
-    const [first, second] = ranked;
-    if (!first || first[1].score === 0) reasons.push('no intent keyword matched');
-    else {
-      intent = first[0];
-      const top = first[1].score;
-      const runnerUp = second?.[1].score ?? 0;
-      const weakRunnerUp = second?.[0] === 'question' || second?.[0] === 'praise';
-      confidence = Math.min(0.95, 0.4 + 0.12 * top) - (weakRunnerUp ? 0.15 : 0.3) * (runnerUp / top);
-      reasons.push(`intent ${intent}: ${first[1].labels.join(', ')}`);
-      if (runnerUp > 0 && second) reasons.push(`also ${second[0]} (${second[1].labels.join(', ')})`);
-    }
-  }
+  let { intent, confidence } = rules ? rankIntents(lower, rules.intent, reasons) : { intent: 'other' as Intent, confidence: 0.15 };
 
   const anger = rules ? matches(lower, rules.anger) : [];
   const letters = (full.match(/\p{L}/gu) ?? []).length;
