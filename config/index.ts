@@ -10,6 +10,7 @@
  * Every option is listed in {@link CONFIG_DOCS} (the README's configuration table is built from it).
  * This floor also holds the error root {@link KeelError} (see errors.ts) that every family extends.
  */
+import { homedir } from 'node:os';
 import { resolve, join } from 'node:path';
 import { z } from 'zod';
 import { KeelError } from './errors.ts';
@@ -53,6 +54,14 @@ export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_SUBJECT_PREFIX', default: 'keel', description: 'First token of every bus subject, stream and bucket name (one prefix per tenant).' },
   { name: 'KEEL_LOG_LEVEL', default: 'info', description: 'pino log level: trace, debug, info, warn, error, fatal, silent.' },
   { name: 'KEEL_TOOLS_DIR', default: '~/.cache/keel/tools', description: 'Cache of the servers deploy/provision.sh builds (nats-server, FerretDB, Jaeger, natscli).' },
+  { name: 'KEEL_MEMORY', default: 'sqlite-vec:<KEEL_DATA_DIR>/memory.db', description: 'Long-term memory store: `sqlite-vec:PATH` (embedded) or a Qdrant URL `http(s)://host:6333` (production; collections are prefixed with KEEL_SUBJECT_PREFIX).' },
+  { name: 'KEEL_EMBEDDINGS', default: 'local:all-minilm-l6-v2', description: 'Embedding model as `provider:model`: `local:all-minilm-l6-v2` (no network; files provisioned by deploy/provision.sh), `openai:text-embedding-3-small` (KEEL_OPENAI_BASE_URL/OPENAI_API_KEY), `ollama:nomic-embed-text` (KEEL_OLLAMA_URL).' },
+  { name: 'KEEL_MODELS_DIR', default: '~/.cache/keel/models', description: 'Cache of the local model files deploy/provision.sh fetches (the embedded embedding model).' },
+  { name: 'KEEL_MEMORY_WEIGHTS', default: 'vector=0.55,lexical=0.3,recency=0.1,importance=0.05', description: 'How recall fuses its components into one score (relative weights; `keel memory search --explain` shows each).' },
+  { name: 'KEEL_BUDGET_ON_REFUSAL', default: 'cheaper', description: 'What a model call refused by a hard budget does instead: `cheaper` (the next cheaper tier, then tier 0), `tier0` (tier 0 at once), `ask` (tier 0 now, and an approval asking the operator to raise the limit).' },
+  { name: 'KEEL_INTENT_CACHE_TTL', default: '86400', description: 'Seconds a cached model answer stays valid in the intent cache (0 turns the cache off).' },
+  { name: 'KEEL_BATCH_WINDOW_MS', default: '30000', description: 'How long low-urgency model work (summaries, digests) waits to be batched into one call; urgent work never waits.' },
+  { name: 'KEEL_BATCH_SIZE', default: '8', description: 'A batch goes out when it holds this many items, even before its window ends.' },
   { name: 'KEEL_AUTO_PROVISION', default: '1', description: 'When no nats-server binary is found, `keel start` builds the pinned one with deploy/provision.sh (0 to refuse instead).' },
 ];
 
@@ -80,6 +89,14 @@ const schema = z.object({
     .default('keel'),
   KEEL_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   KEEL_TOOLS_DIR: z.string().min(1).optional(),
+  KEEL_MEMORY: z.string().min(1).optional(),
+  KEEL_EMBEDDINGS: z.string().regex(/^[a-z]+:.+$/, 'KEEL_EMBEDDINGS must be provider:model, e.g. local:all-minilm-l6-v2 or openai:text-embedding-3-small').default('local:all-minilm-l6-v2'),
+  KEEL_MODELS_DIR: z.string().min(1).optional(),
+  KEEL_MEMORY_WEIGHTS: z.string().optional(),
+  KEEL_BUDGET_ON_REFUSAL: z.enum(['cheaper', 'tier0', 'ask'], { error: 'KEEL_BUDGET_ON_REFUSAL must be cheaper, tier0 or ask' }).default('cheaper'),
+  KEEL_INTENT_CACHE_TTL: z.coerce.number({ error: 'KEEL_INTENT_CACHE_TTL must be a number of seconds' }).int().min(0).default(86_400),
+  KEEL_BATCH_WINDOW_MS: z.coerce.number({ error: 'KEEL_BATCH_WINDOW_MS must be a number' }).int().min(0).default(30_000),
+  KEEL_BATCH_SIZE: z.coerce.number({ error: 'KEEL_BATCH_SIZE must be a number' }).int().min(1).default(8),
   KEEL_AUTO_PROVISION: z.enum(['0', '1', 'true', 'false']).default('1'),
   KEEL_AGENTS: z.string().optional(),
   KEEL_WORKFLOWS: z.string().optional(),
@@ -212,6 +229,20 @@ export interface KeelConfig {
   agentNatsPassword: string | undefined;
   /** set by `keel start` for its agent processes: they leave when it is gone */
   supervisorPid: number | undefined;
+  /** KEEL_MEMORY: `sqlite-vec:/abs/path` or a Qdrant `http(s)://` URL */
+  memory: string;
+  /** KEEL_EMBEDDINGS: `provider:model` */
+  embeddings: string;
+  /** KEEL_MODELS_DIR: local model files (absolute) */
+  modelsDir: string;
+  /** KEEL_MEMORY_WEIGHTS parsed: relative weights of the recall components */
+  memoryWeights: { vector: number; lexical: number; recency: number; importance: number };
+  /** KEEL_BUDGET_ON_REFUSAL */
+  budgetOnRefusal: 'cheaper' | 'tier0' | 'ask';
+  /** KEEL_INTENT_CACHE_TTL in seconds (0 = off) */
+  intentCacheTtlS: number;
+  batchWindowMs: number;
+  batchSize: number;
   /** `OTEL_*` variables, for initTelemetry */
   telemetryEnv: Record<string, string>;
   /** model variables (KEEL_MODEL_*, endpoints, API keys, KEEL_PRICES), for createModelRegistry */
@@ -244,6 +275,22 @@ export function telemetryEnv(env: Record<string, string | undefined> = process.e
 export function modelEnv(env: Record<string, string | undefined> = process.env): Record<string, string> {
   return pick(env, ['KEEL_OPENAI_BASE_URL', 'KEEL_OLLAMA_URL', 'KEEL_PRICES', 'OPENAI_API_KEY', 'ANTHROPIC_API_KEY'], ['KEEL_MODEL_', 'KEEL_PRICE_']);
 }
+
+export const DEFAULT_MEMORY_WEIGHTS = Object.freeze({ vector: 0.55, lexical: 0.3, recency: 0.1, importance: 0.05 });
+
+/** `vector=0.6,lexical=0.3` → weights (unnamed components keep their defaults); a string names the problem. */
+export function parseMemoryWeights(v: string | undefined): KeelConfig['memoryWeights'] | string {
+  const out: KeelConfig["memoryWeights"] = { ...DEFAULT_MEMORY_WEIGHTS };
+  for (const part of list(v)) {
+    const m = /^(vector|lexical|recency|importance)\s*=\s*([0-9]*\.?[0-9]+)$/.exec(part);
+    if (!m) return `KEEL_MEMORY_WEIGHTS: '${part}' is not name=weight (names: vector, lexical, recency, importance)`;
+    out[m[1] as keyof typeof out] = Number(m[2]);
+  }
+  if (out.vector + out.lexical + out.recency + out.importance <= 0) return 'KEEL_MEMORY_WEIGHTS: the weights add up to 0';
+  return out;
+}
+
+const expandHome = (p: string): string => (p === '~' || p.startsWith('~/') ? join(homedir(), p.slice(1)) : p);
 
 const list = (v: string | undefined): string[] => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 
@@ -283,6 +330,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       else issues.push(`${k}: '${v}' is not a policy: use approve, audit or auto`);
     }
   }
+  const memoryWeights = parseMemoryWeights(env.KEEL_MEMORY_WEIGHTS);
+  if (typeof memoryWeights === 'string') issues.push(memoryWeights);
   if (!parsed.success || issues.length) throw new ConfigError(issues);
   const c = parsed.data;
   const dataDir = resolve(c.KEEL_DATA_DIR);
@@ -322,6 +371,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     agentNatsUser: c.KEEL_AGENT_NATS_USER,
     agentNatsPassword: c.KEEL_AGENT_NATS_PASSWORD,
     supervisorPid: c.KEEL_SUPERVISOR_PID,
+    memory: c.KEEL_MEMORY ?? `sqlite-vec:${join(dataDir, 'memory.db')}`,
+    embeddings: c.KEEL_EMBEDDINGS,
+    modelsDir: resolve(expandHome(c.KEEL_MODELS_DIR ?? join(env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'keel', 'models'))),
+    memoryWeights: memoryWeights as KeelConfig['memoryWeights'],
+    budgetOnRefusal: c.KEEL_BUDGET_ON_REFUSAL,
+    intentCacheTtlS: c.KEEL_INTENT_CACHE_TTL,
+    batchWindowMs: c.KEEL_BATCH_WINDOW_MS,
+    batchSize: c.KEEL_BATCH_SIZE,
     telemetryEnv: telemetryEnv(env),
     modelEnv: modelEnv(env),
   };
