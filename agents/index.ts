@@ -15,14 +15,16 @@
 import { DefinitionError, loadAgent, loadFeatureModule, type AgentDefinition, type Feature, type FeatureAgent } from '../runtime/index.ts';
 import { loadWorkflowCatalog, WORKFLOW_ENTITY_TYPES, type WorkflowDef } from '../workflows/index.ts';
 import type { EntityTypeDef } from '../shared-state/index.ts';
+import { MODEL_ENTITY_TYPES } from '../models/entities/index.ts';
 import { inbound } from './inbound/index.ts';
 import { launch } from './launch/index.ts';
+import { memoryFeature, MEMORY_FEATURE } from './memory/index.ts';
 
 /** Customers as the operator names them (id, email or chat handle): the inbound feature owns the customer entity. */
 export { resolveCustomer, type ResolvedCustomer, type TicketState } from './inbound/index.ts';
 
-/** The features that ship with Keel. */
-export const BUILTIN_FEATURES: readonly Feature[] = [inbound, launch];
+/** The features that ship with Keel; the memory feature remembers what the others' memory rules say. */
+export const BUILTIN_FEATURES: readonly Feature[] = [inbound, launch, memoryFeature([inbound, launch])];
 
 /** The built-in features plus those loaded from module paths (`KEEL_FEATURES`). */
 export async function loadFeatures(modulePaths: readonly string[] = []): Promise<Feature[]> {
@@ -32,13 +34,18 @@ export async function loadFeatures(modulePaths: readonly string[] = []): Promise
     if (out.some((x) => x.name === f.name)) throw new DefinitionError(`feature '${f.name}' (${p}) is already loaded`);
     out.push(f);
   }
+  // features loaded from modules may have memory rules too: the memory feature covers them all
+  if (out.length > BUILTIN_FEATURES.length) {
+    const rest = out.filter((f) => f.name !== MEMORY_FEATURE);
+    return [...rest, memoryFeature(rest)];
+  }
   return out;
 }
 
-/** Every entity type the features declare, plus the workflow engine's (runs, lanes). */
+/** Every entity type the features declare, plus the workflow engine's (runs, lanes) and the model budgets'. */
 export function entityTypesOf(features: readonly Feature[]): EntityTypeDef[] {
   const byName = new Map<string, EntityTypeDef>();
-  for (const f of [...features, { name: 'workflows', entities: [...WORKFLOW_ENTITY_TYPES] }])
+  for (const f of [...features, { name: 'workflows', entities: [...WORKFLOW_ENTITY_TYPES] }, { name: 'models', entities: [...MODEL_ENTITY_TYPES] }])
     for (const t of f.entities) {
       const seen = byName.get(t.name);
       if (seen && seen !== t) throw new DefinitionError(`entity type '${t.name}' is declared by two features`);

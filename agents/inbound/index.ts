@@ -27,13 +27,16 @@
 import { defineFeature } from '../../runtime/index.ts';
 import { INBOUND_ENTITY_TYPES } from './entities.ts';
 import { inboundMessage } from './workflow.ts';
+import { triageExampleType } from './learned.ts';
+import { TICKET_MEMORY } from './ticket.ts';
 
 const agent = (file: string, description: string) => ({ module: new URL(file, import.meta.url).href, default: true, description });
 
 export const inbound = defineFeature({
   name: 'inbound',
   description: 'Inbound customers: email and chat → canonical tickets → triage, summary, suggested reply → approval → send; escalation.',
-  entities: INBOUND_ENTITY_TYPES,
+  // the operator's triage decisions (learned.ts) are the feature's too
+  entities: [...INBOUND_ENTITY_TYPES, triageExampleType],
   workflows: [inboundMessage],
   agents: {
     intake: agent('./intake.ts', 'inbound.intake: puts each inbound email/chat message on the canonical ticket of its thread'),
@@ -43,13 +46,19 @@ export const inbound = defineFeature({
     sender: agent('./sender.ts', 'message.send: sends an approved reply once (email threaded, chat recorded)'),
     escalation: agent('./escalation.ts', 'operator.escalate: notifies the operator with the whole ticket history'),
   },
+  // what the memory agent remembers of tickets: inbound messages, summaries, histories
+  memory: TICKET_MEMORY,
   ingress: () => import('./ingress.ts'),
 });
 export default inbound;
 
 export { customerType, ticketType, conversationType, INBOUND_ENTITY_TYPES } from './entities.ts';
 export { inboundMessage, INBOUND_WORKFLOW } from './workflow.ts';
-export { customerIdFor, ticketIdFor, TICKET, CUSTOMER } from './ticket.ts';
+export { TRIAGE_EXAMPLE, triageExampleType, recordExample, forgetExample, listExamples, exampleIdFor, LearnedTriage, corpusEmbeddingsCache, loadTriageCorpus, corpusExamples, defaultFeaturizer, ngramFeaturizer, exampleText, expectedCalibrationError } from './learned.ts';
+export type { TriageExampleState, CorpusItem, Featurizer, LabeledExample, LearnedPrediction } from './learned.ts';
+export { INTENTS, URGENCIES, cleanText, triageText, ESCALATION_RULES } from './heuristics.ts';
+export type { Intent, Urgency } from './heuristics.ts';
+export { customerIdFor, ticketIdFor, TICKET, CUSTOMER, TICKET_MEMORY, RECALL_THRESHOLD } from './ticket.ts';
 export { resolveCustomer } from './customers.ts';
 export type { ResolvedCustomer } from './customers.ts';
 export type { TicketState, TicketMessage, TicketTriage, TicketAttachment, CustomerState } from './ticket.ts';

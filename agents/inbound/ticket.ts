@@ -3,8 +3,10 @@
  * with retries, and provenance (the run and trace that wrote it) on every write.
  */
 import { createHash } from 'node:crypto';
-import { PermanentError, type TaskContext } from '../../runtime/index.ts';
+import { trace } from '@opentelemetry/api';
+import { PermanentError, type MemoryRule, type TaskContext } from '../../runtime/index.ts';
 import { isStateError, type Entity, type EventInput } from '../../shared-state/index.ts';
+import type { RecallHit } from '../../memory/index.ts';
 
 export const TICKET = 'ticket';
 export const CUSTOMER = 'customer';
@@ -195,4 +197,165 @@ export function renderThread(t: TicketState, opts: { maxChars?: number } = {}): 
   const text = parts.join('\n\n---\n\n');
   const max = opts.maxChars ?? Infinity;
   return text.length > max ? `...${text.slice(text.length - max + 3)}` : text;
+}
+
+// ---- long-term memory ------------------------------------------------------------------------
+
+const clip = (s: string, n: number) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
+const stateOf = (entity: Entity | null) => (entity && !entity.deleted ? (entity.state as unknown as TicketState) : undefined);
+
+/**
+ * What the inbound feature remembers (the memory agent writes it, agents/memory/): every inbound
+ * message (with the ticket's subject), the ticket's latest summary (replacing the previous one),
+ * and its event history once a reply is sent or it is escalated (replacing the previous one).
+ */
+export const TICKET_MEMORY: readonly MemoryRule[] = [
+  {
+    event: 'ticket.message_added',
+    toMemory(e, entity) {
+      const m = e.data as TicketMessage;
+      const t = stateOf(entity);
+      if (m.direction !== 'in' || !m.text.trim()) return [];
+      const subject = m.subject ?? t?.subject;
+      return [{
+        kind: 'message',
+        text: clip(`${subject ? `${subject}\n` : ''}${m.text.trim()}`, 8_000),
+        ...(t?.customerId ? { customerId: t.customerId } : {}),
+        entityType: TICKET,
+        entityId: e.entityId,
+        createdAt: m.at,
+        importance: 0.5,
+        meta: { ...(subject ? { subject: clip(subject, 300) } : {}), channel: m.channel, from: m.from, messageId: m.id },
+      }];
+    },
+  },
+  {
+    event: 'ticket.summarized',
+    toMemory(e, entity) {
+      const t = stateOf(entity);
+      const summary = (e.data as { summary: string }).summary.trim();
+      if (!summary) return [];
+      return [{
+        kind: 'summary',
+        text: clip(`${t?.subject ? `${t.subject}\n` : ''}${summary}`, 8_000),
+        ...(t?.customerId ? { customerId: t.customerId } : {}),
+        entityType: TICKET,
+        entityId: e.entityId,
+        importance: 0.6,
+        replacesPrevious: true,
+        meta: t?.subject ? { subject: clip(t.subject, 300) } : {},
+      }];
+    },
+  },
+  ...(['reply_sent', 'escalated'] as const).map((type): MemoryRule => ({
+    event: `ticket.${type}`,
+    needsHistory: true,
+    toMemory(e, entity, history = []) {
+      const t = stateOf(entity);
+      if (!t) return [];
+      const day = (iso: string) => iso.slice(0, 10);
+      const lines = [`Ticket "${t.subject}" (${t.channel ?? 'unknown channel'}), opened ${day(history[0]?.time ?? e.time)}.`];
+      for (const h of history) {
+        if (h.type === 'triaged') {
+          const g = h.data as TicketTriage;
+          lines.push(`${day(h.time)}: triaged as ${g.intent}, urgency ${g.urgency}, sentiment ${g.sentiment}${g.escalate ? ', escalated' : ''}.`);
+        } else if (h.type === 'escalated') lines.push(`${day(h.time)}: escalated to the operator (${clip((h.data as { reason: string }).reason, 200)}).`);
+        else if (h.type === 'reply_sent') lines.push(`${day(h.time)}: reply sent: ${clip((h.data as TicketMessage).text.replace(/\s+/g, ' ').trim(), 300)}`);
+        else if (h.type === 'message_added' && (h.data as TicketMessage).direction === 'in') lines.push(`${day(h.time)}: the customer wrote.`);
+      }
+      return [{
+        kind: 'history',
+        text: clip(lines.join('\n'), 8_000),
+        ...(t.customerId ? { customerId: t.customerId } : {}),
+        entityType: TICKET,
+        entityId: e.entityId,
+        importance: 0.4,
+        replacesPrevious: true,
+        meta: { subject: clip(t.subject, 300), status: t.status },
+      }];
+    },
+  })),
+];
+
+/**
+ * Recall refers to an earlier ticket only when its best memory scores at least this (the fused
+ * score of memory/fusion.ts, 0..1, under the default weights). Measured with the default
+ * embedder (all-MiniLM-L6-v2): a paraphrase of an earlier request with no word in common scores
+ * about 0.4, one sharing words 0.55–0.6; an unrelated earlier ticket of the same customer
+ * 0.14–0.2 (a recent memory's recency and importance alone give ≈ 0.13).
+ */
+export const RECALL_THRESHOLD = 0.35;
+
+/** An earlier ticket of the same customer that recall found relevant. */
+export interface EarlierTicket {
+  ticketId: string;
+  subject: string | undefined;
+  /** when the recalled memory happened (ISO) */
+  at: string;
+  text: string;
+  score: number;
+  memoryId: string;
+}
+
+export interface TicketRecall {
+  /** every hit above the threshold from other tickets of the customer, best first */
+  hits: RecallHit[];
+  /** the best hit per earlier ticket, best first */
+  earlier: EarlierTicket[];
+  /** why nothing was recalled (no customer, no memory, the store failed) */
+  note?: string;
+}
+
+/**
+ * What long-term memory holds about this customer's OTHER tickets that is relevant to `query`
+ * (a `search_memory` span records it). Never fails the task: without memory (no permission, the
+ * model not provisioned, the store down) it returns nothing and says why.
+ */
+export async function recallEarlierTickets(ctx: TaskContext<unknown>, t: Entity<TicketState>, query: string, opts: { limit?: number; threshold?: number } = {}): Promise<TicketRecall> {
+  const customerId = t.state.customerId;
+  if (!customerId) return { hits: [], earlier: [], note: 'the ticket has no customer' };
+  const threshold = opts.threshold ?? RECALL_THRESHOLD;
+  const span = trace.getTracer('keel.inbound').startSpan('search_memory', { attributes: { 'gen_ai.operation.name': 'search_memory', 'keel.customer': customerId } });
+  try {
+    // recorded like a side effect: a retried task recalls the same, and a replay reads it back
+    const found = await ctx.effect('memory-recall', async () => {
+      const memory = await ctx.memory();
+      span.setAttribute('gen_ai.memory.store.id', memory.info.url);
+      return memory.search({ text: clip(query, 4_000), customerId, kind: ['message', 'summary', 'history'], limit: opts.limit ?? 20 });
+    });
+    const hits = found.filter((h) => h.memory.entityId !== t.entityId && h.memory.source.entityId !== t.entityId && h.score >= threshold);
+    const best = new Map<string, RecallHit>();
+    for (const h of hits) {
+      const id = h.memory.entityId ?? h.memory.source.entityId ?? h.memory.id;
+      if (!best.has(id)) best.set(id, h);
+    }
+    const earlier = [...best.entries()].map(([ticketId, h]) => ({
+      ticketId,
+      subject: typeof h.memory.meta?.subject === 'string' ? h.memory.meta.subject : undefined,
+      at: h.memory.createdAt,
+      text: h.memory.text,
+      score: Math.round(h.score * 1000) / 1000,
+      memoryId: h.memory.id,
+    }));
+    span.setAttributes({ 'gen_ai.memory.record.count': hits.length, 'keel.memory.ids': hits.map((h) => h.memory.id), 'keel.memory.threshold': threshold });
+    return { hits, earlier };
+  } catch (err) {
+    ctx.logger.warn({ err }, 'long-term memory unavailable: no earlier tickets recalled');
+    span.setAttribute('error.type', (err as { code?: string }).code ?? 'memory_unavailable');
+    return { hits: [], earlier: [], note: `memory unavailable: ${(err as Error).message}` };
+  } finally {
+    span.end();
+  }
+}
+
+/** "May 3" (this year) or "May 3, 2023", in UTC. */
+export function ticketDate(iso: string, now = new Date()): string {
+  const d = new Date(iso);
+  const sameYear = d.getUTCFullYear() === now.getUTCFullYear();
+  return d.toLocaleDateString('en-US', { month: 'long', day: 'numeric', ...(sameYear ? {} : { year: 'numeric' }), timeZone: 'UTC' });
+}
+
+/** One line naming an earlier ticket: `your ticket of May 3 about "Refund for order 1234"`. */
+export function earlierTicketPhrase(e: EarlierTicket, now = new Date()): string {
+  return `your ticket of ${ticketDate(e.at, now)}${e.subject ? ` about "${clip(e.subject, 120)}"` : ''}`;
 }

@@ -5,6 +5,7 @@ import { resolveCustomer, type TicketState as InboundTicketState } from '../../a
 import { openCli, print, table } from '../context.ts';
 import { CliError } from '../errors.ts';
 import { enumOption, intArg, parseSince } from '../args.ts';
+import { registerRetriage } from './triage.ts';
 
 interface Attachment { filename: string; contentType: string; size: number; sha256: string; stored: boolean; path?: string }
 interface TicketMessage { id: string; direction: 'in' | 'out'; channel: string; from: string; to?: string; subject?: string; text: string; at: string; messageId?: string; attachments?: Attachment[] }
@@ -74,6 +75,13 @@ async function ticketDetails(store: StateStore, id: string) {
         .map(([step, s]) => ({ runId: r.id, step, error: s.error ?? null, deadLetter: s.deadLetter ?? null, runStatus: r.state.status })),
     ),
     cost: { usd: Math.round(total.usd * 1e9) / 1e9, computeMs: Math.round(total.ms * 1000) / 1000, tokensIn: total.tokensIn, tokensOut: total.tokensOut, records: costs.length },
+    // the long-term memories each step was shown or referred to (`keel memory show ID`)
+    memoriesShown: runs.flatMap((r) =>
+      Object.entries(r.state.steps).flatMap(([step, st]) => {
+        const ids = (st.output as { memories?: unknown } | undefined)?.memories;
+        return Array.isArray(ids) && ids.length ? [{ runId: r.id, step, memories: ids.map(String) }] : [];
+      }),
+    ),
   };
 }
 
@@ -112,6 +120,8 @@ export function registerTickets(program: Command): void {
     });
 
   const ticket = program.command('ticket').description('One ticket.');
+  // keel ticket retriage: the operator's triage, learned from (issue 18; cli/commands/triage.ts)
+  registerRetriage(ticket);
   ticket
     .command('show')
     .argument('<id>')
@@ -137,6 +147,7 @@ export function registerTickets(program: Command): void {
             console.log(`  ${a.id} ${a.state}${a.by ? ` by ${a.by}` : ''}${a.decidedAt ? ` at ${a.decidedAt}` : ''}${a.reason ? ` — ${a.reason}` : ''}`);
             if (a.text !== null) console.log(`    edited text sent: ${a.text.replace(/\s+/g, ' ').slice(0, 200)}`);
           }
+          for (const m of d.memoriesShown) console.log(`\nmemories shown to ${m.step} (run ${m.runId}): ${m.memories.join(', ')} (keel memory show ID)`);
           for (const f of d.failures) console.log(`\nFAILED: run ${f.runId} step ${f.step}: ${f.error ?? 'failed'}${f.deadLetter?.seq !== undefined ? ` (dead letter ${f.deadLetter.seq}: keel dlq show ${f.deadLetter.seq})` : ''}`);
           console.log(`runs: ${d.runs.map((r) => `${r.id} ${r.status} trace ${r.traceId}${r.supersededBy ? ` (superseded by ${r.supersededBy})` : r.error && r.status !== 'completed' ? ` (${r.error})` : ''}`).join('\n      ') || 'none'}`);
         });
@@ -157,7 +168,7 @@ export function registerTickets(program: Command): void {
         const runId = id.startsWith('tkt-') ? id : await resolveRunId(c.store, id).catch((err: unknown) => ((err as { code?: string }).code === 'WORKFLOW_RUN_NOT_FOUND' ? id : Promise.reject(err)));
         const runs = id.startsWith('tkt-') ? await runsOf(c.store, id) : [{ id: runId, state: (await c.store.get<RunState>('workflow_run', runId))?.state }].filter((r): r is { id: string; state: RunState } => !!r.state);
         if (runs.length === 0) throw new CliError('NOT_FOUND', `nothing found for '${id}': give a ticket id (tkt-...) or a run id`);
-        const chain: Array<{ runId: string; workflow: string; status: string; traceId: string | null; cause: { channel?: string; messageId: string | null; from: string | null; subject: string | null } | null; steps: Array<{ at: string; event: string; step: string | null; by: string; causedBy: string | null; decision: string | null; error: string | null; status: string | null; costUsd: number; computeMs: number; traceId: string | null; text: string | null; reason: string | null; deadLetter: { reason: string; seq?: number } | null; supersededBy: string | null }> }> = [];
+        const chain: Array<{ runId: string; workflow: string; status: string; traceId: string | null; cause: { channel?: string; messageId: string | null; from: string | null; subject: string | null } | null; steps: Array<{ at: string; event: string; step: string | null; by: string; causedBy: string | null; decision: string | null; error: string | null; status: string | null; costUsd: number; computeMs: number; traceId: string | null; text: string | null; reason: string | null; deadLetter: { reason: string; seq?: number } | null; supersededBy: string | null; memories: string[] | null }> }> = [];
         for (const r of runs) {
           const history = await c.store.history('workflow_run', r.id);
           const costs = (await c.store.costs({ runId: r.id, records: 1000 })).records;
@@ -165,7 +176,8 @@ export function registerTickets(program: Command): void {
           const steps = history
             .filter((h) => ['step_completed', 'step_failed', 'approval_requested', 'approval_decided', 'approval_superseded', 'approval_escalated', 'step_skipped', 'step_redriven', 'compensation_completed', 'run_finished'].includes(h.type))
             .map((h) => {
-              const d = h.data as { step?: string; decision?: string; by?: string; error?: string; durationMs?: number; status?: string; text?: string; reason?: string; deadLetter?: { reason: string; seq?: number }; supersededBy?: string };
+              const d = h.data as { step?: string; decision?: string; by?: string; error?: string; durationMs?: number; status?: string; text?: string; reason?: string; deadLetter?: { reason: string; seq?: number }; supersededBy?: string; output?: { memories?: unknown } };
+              const shown = h.type === 'step_completed' && Array.isArray(d.output?.memories) ? d.output.memories.map(String) : null;
               const stepCosts = costs.filter((x) => x.capability && (r.state.definition as { steps: Record<string, { capability?: string }> }).steps[d.step ?? '']?.capability === x.capability);
               return {
                 at: h.time, event: h.type, step: d.step ?? null, by: `${h.meta.actor.kind}:${h.meta.actor.id}`,
@@ -173,6 +185,8 @@ export function registerTickets(program: Command): void {
                 costUsd: stepCosts.reduce((s, x) => s + x.costUsd, 0), computeMs: stepCosts.reduce((s, x) => s + x.computeMs, 0), traceId: h.meta.traceId ?? null,
                 // the decision's facts (edited text, reason), a dead letter's reason, who superseded it
                 text: d.text ?? null, reason: d.reason ?? null, deadLetter: d.deadLetter ?? null, supersededBy: d.supersededBy ?? (h.type === 'approval_superseded' ? (d.by ?? null) : null),
+                // the long-term memories the step's model was shown (or its tier-0 text refers to)
+                memories: shown,
               };
             });
           chain.push({ runId: r.id, workflow: r.state.workflow, status: r.state.status, traceId: r.state.traceId ?? null, cause: msg ? { channel: msg.channel, messageId: msg.messageId ?? null, from: msg.customer?.email ?? msg.customer?.handle ?? null, subject: msg.subject ?? null } : null, steps });
@@ -181,7 +195,7 @@ export function registerTickets(program: Command): void {
           for (const r of chain) {
             console.log(`${r.cause ? `${r.cause.channel} message ${r.cause.messageId ?? ''} from ${r.cause.from ?? '?'}${r.cause.subject ? ` "${r.cause.subject}"` : ''}` : 'run'}\n└─ run ${r.runId} (${r.workflow}, ${r.status}) trace ${r.traceId}`);
             for (const s of r.steps) {
-              const facts = [s.reason ? `reason: ${s.reason}` : '', s.text !== null ? `edited text: ${s.text.replace(/\s+/g, ' ').slice(0, 80)}` : '', s.deadLetter ? `dead letter${s.deadLetter.seq !== undefined ? ` ${s.deadLetter.seq}` : ''} (${s.deadLetter.reason})` : '', s.supersededBy && s.event === 'approval_superseded' ? `superseded by run ${s.supersededBy}` : ''].filter(Boolean).join('; ');
+              const facts = [s.reason ? `reason: ${s.reason}` : '', s.text !== null ? `edited text: ${s.text.replace(/\s+/g, ' ').slice(0, 80)}` : '', s.deadLetter ? `dead letter${s.deadLetter.seq !== undefined ? ` ${s.deadLetter.seq}` : ''} (${s.deadLetter.reason})` : '', s.supersededBy && s.event === 'approval_superseded' ? `superseded by run ${s.supersededBy}` : '', s.memories?.length ? `memories: ${s.memories.join(', ')}` : ''].filter(Boolean).join('; ');
               console.log(`   ├─ ${s.at} ${s.event}${s.step ? ` ${s.step}` : ''}${s.decision ? ` ${s.decision}` : ''}${s.status && s.event === 'run_finished' ? ` ${s.status}` : ''} by ${s.by}${s.costUsd || s.computeMs ? ` — $${s.costUsd.toFixed(6)}, ${s.computeMs.toFixed(1)} ms` : ''}${s.error && s.event !== 'approval_superseded' ? ` — ${s.error}` : ''}${facts ? ` — ${facts}` : ''}`);
             }
           }

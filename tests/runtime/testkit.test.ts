@@ -184,23 +184,32 @@ describe('capability test kit', () => {
       },
     });
 
-    const r = await k.run(cap, { q: 'why?' }, { budgetUsd: 0.001, customer: 'C-1', idempotencyKey: 'think-1', envelope: { correlationId: 'run-3' } });
-    expect(r.output).toEqual({ first: 'first answer', refused: 'AGENT_BUDGET_EXCEEDED' });
+    const r = await k.run(cap, { q: 'why?' }, { budgetUsd: 0.003, customer: 'C-1', idempotencyKey: 'think-1', envelope: { correlationId: 'run-3' } });
+    // the first call's reservation (a few input tokens + 1024 max output tokens ≈ $0.00205) fits
+    // the $0.003 run budget; it settles at $0.002, and the second reservation no longer fits
+    expect(r.output).toEqual({ first: 'first answer', refused: 'MODEL_BUDGET_REFUSED' });
     expect(model.played).toBe(1); // counted by the model itself: the second call never reached it
     expect(r.modelCalls).toEqual([
       { tier: 'small', messages: [{ role: 'user', content: 'why?' }], text: 'first answer', costUsd: 0.002, model: 'pricey', usage: { inputTokens: 1000, outputTokens: 500, cachedTokens: 0 }, key: 'effect:demo.think:think-1:model-1', replayed: false },
     ]);
-    expect(r.failedModelCalls).toEqual([{ tier: 'small', messages: [{ role: 'user', content: 'and?' }], key: 'effect:demo.think:think-1:model-2', error: { code: 'AGENT_BUDGET_EXCEEDED', message: expect.stringContaining('$0.001') } }]);
+    expect(r.failedModelCalls).toEqual([{ tier: 'small', messages: [{ role: 'user', content: 'and?' }], key: 'effect:demo.think:think-1:model-2', error: { code: 'MODEL_BUDGET_REFUSED', message: expect.stringContaining('run:run-3') } }]);
     const ledger = await k.store.costs({ capability: 'demo.think', records: 10 });
-    expect(ledger.totals).toMatchObject({ count: 1, tokensIn: 1000, tokensOut: 500, costUsd: 0.002 });
-    expect(ledger.records[0]).toMatchObject({ agent: 'demo', capability: 'demo.think', runId: 'run-3', customerId: 'C-1', model: 'pricey', details: expect.objectContaining({ tier: 1, provider: 'scripted' }) });
+    // one record of the call, one of the refusal (no tokens, no cost)
+    expect(ledger.totals).toMatchObject({ count: 2, tokensIn: 1000, tokensOut: 500, costUsd: 0.002 });
+    const paid = ledger.records.filter((rec) => !(rec.details as { refused?: unknown } | undefined)?.refused);
+    expect(paid).toHaveLength(1);
+    expect(paid[0]).toMatchObject({ agent: 'demo', capability: 'demo.think', runId: 'run-3', customerId: 'C-1', model: 'pricey', details: expect.objectContaining({ tier: 1, provider: 'scripted' }) });
+    expect(ledger.records.find((rec) => (rec.details as { refused?: unknown } | undefined)?.refused)).toMatchObject({ costUsd: 0, runId: 'run-3' });
 
     // the same task again (budget now spent): the answer is read back, no model call, no new cost
     const again = await k.run(cap, { q: 'why?' }, { budgetUsd: 0, idempotencyKey: 'think-1' });
-    expect(again.output).toEqual({ first: 'first answer', refused: 'AGENT_BUDGET_EXCEEDED' });
+    expect(again.output).toEqual({ first: 'first answer', refused: 'MODEL_BUDGET_REFUSED' });
     expect(again.modelCalls).toEqual([expect.objectContaining({ text: 'first answer', costUsd: 0.002, replayed: true })]);
     expect(model.played).toBe(1);
-    expect((await k.store.costs({ capability: 'demo.think' })).totals.count).toBe(1);
+    // no new paid record; the second call was asked again and refused again (a second refusal record)
+    const after = await k.store.costs({ capability: 'demo.think', records: 10 });
+    expect(after.totals).toMatchObject({ count: 3, costUsd: 0.002 });
+    expect(after.records.filter((rec) => (rec.details as { refused?: unknown } | undefined)?.refused)).toHaveLength(2);
 
     // no model at a tier: refused with the runtime's error
     const none = await kit();

@@ -8,6 +8,6 @@ import { describeInboundScenario } from './scenario.ts';
 describeInboundScenario({
   name: 'one process per agent',
   env: {},
-  agentProcesses: 6,
+  agentProcesses: 7,
   traceServices: ['keel-engine', 'intake', 'triage', 'summarizer', 'reply-suggester', 'sender'],
 });
