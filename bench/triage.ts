@@ -79,7 +79,7 @@ async function runLearned(model: LearnedTriage, items: CorpusItem[]): Promise<{ 
   for (const x of items) {
     const s = performance.now();
     const t = triageText(cleanText(x.text), { subject: x.subject, priorContacts: x.priorContacts });
-    const p = await model.predict(x.text, x.subject);
+    const p = await model.predict(x.text, x.subject, t.intent);
     lat.push(performance.now() - s);
     learned.push(p);
     got.push(route(t, p));
@@ -127,19 +127,38 @@ export async function correctionGain(featurizer: Featurizer, test: CorpusItem[],
   return { class: worst, corrections: corrections.length, recall_before: before, recall_after: await recall(after), retrain_ms: retrainMs };
 }
 
-async function learnedScenario(ctx: BenchContext, name: string, featurizer: Featurizer, test: CorpusItem[], extra: Record<string, unknown> = {}): Promise<ScenarioResult> {
+async function learnedScenario(ctx: BenchContext, name: string, featurizer: Featurizer, test: CorpusItem[], extra: Record<string, unknown> = {}, uncached?: Featurizer): Promise<ScenarioResult> {
   ctx.progress(`${name}: training on the train split (${featurizer.id})`);
   const model = await LearnedTriage.train(corpusExamples('train'), featurizer);
   ctx.progress(`${name}: trained in ${model.report.trainMs} ms (temperature ${model.report.temperature})`);
+  // a message never seen: the same model reading through a featurizer with no vector cache (what
+  // a new customer mail costs: rules, n-gram model, and the embedding pass when the n-grams are unsure)
+  let timing: Record<string, unknown> = {};
+  if (uncached) {
+    const fresh = model.withFeaturizer(uncached);
+    await fresh.predict('warm up the embedding model', 'warm-up');
+    ctx.progress(`${name}: timing never-seen messages (no vector cache)`);
+    const cpu0 = process.cpuUsage();
+    const r = await runLearned(fresh, test);
+    const cpu = process.cpuUsage(cpu0);
+    const f = figures(test.length, r.elapsed, r.lat);
+    timing = { uncached_p50_ms: f.p50_ms, uncached_p99_ms: f.p99_ms, uncached_cpu_ms_per_message: r3((cpu.user + cpu.system) / 1000 / test.length), uncached_embedded: r.learned.filter((p) => !p.fast).length };
+  }
   const run = await runLearned(model, test);
   const conf = run.learned.map((p) => p.confidence);
   const ok = run.learned.map((p, k) => p.intent === test[k]!.intent);
   const alone = quality(test, run.learned.map((p, k) => ({ intent: p.intent, urgency: test[k]!.urgency, escalate: false })));
   const q = quality(test, run.got);
-  let worst: Intent = 'other';
-  for (const i of INTENTS) if (q.per_intent[i]!.recall < q.per_intent[worst]!.recall) worst = i;
-  ctx.progress(`${name}: 50 simulated corrections of '${worst}'`);
-  const gain = ctx.quick ? { skipped: '--quick' } : await correctionGain(featurizer, test, worst);
+  // the worst-recalled class; and the worst among those with 50 train examples to hold back (plus 6 kept)
+  const trainCount = (i: Intent) => corpusExamples('train').filter((e) => e.intent === i).length;
+  const worstOf = (xs: Intent[]) => xs.reduce((w, i) => (q.per_intent[i]!.recall < q.per_intent[w]!.recall ? i : w), xs[0]!);
+  const worst = worstOf([...INTENTS]);
+  const worst50 = worstOf(INTENTS.filter((i) => trainCount(i) >= 56));
+  const gain: unknown[] = [];
+  for (const cls of [...new Set([worst, worst50])]) {
+    ctx.progress(`${name}: up to 50 simulated corrections of '${cls}'`);
+    gain.push(ctx.quick ? { class: cls, skipped: '--quick' } : await correctionGain(featurizer, test, cls));
+  }
   return result(name, test, run, {
     featurizer: featurizer.id,
     learned_alone_accuracy: alone.intent_accuracy,
@@ -147,6 +166,8 @@ async function learnedScenario(ctx: BenchContext, name: string, featurizer: Feat
     below_threshold: conf.filter((c) => c < THRESHOLD).length,
     calibration: { temperature: model.report.temperature, ece_heldout_train_before: model.report.eceBefore, ece_heldout_train_after: model.report.eceAfter, ece_test: r3(expectedCalibrationError(conf, ok)) },
     train_ms: model.report.trainMs,
+    fast_path: { answered_without_embedding: run.learned.filter((p) => p.fast).length, of: test.length },
+    ...timing,
     corrections: gain,
     ...extra,
   });
@@ -185,7 +206,8 @@ export const triageBench: Bench = {
       ctx.progress(`embedding the ${all.length} corpus messages once (cached for later runs)`);
       await d.featurizer.features(all.map((x) => exampleText(x.text, x.subject)));
       const embedMs = await uncachedEmbedLatency(cfg, test.slice(0, ctx.quick ? 5 : 20));
-      results.push(await learnedScenario(ctx, 'rules + learned (embeddings + n-grams)', d.featurizer, test, { embedding_p50_ms_uncached: embedMs.p50, embedding_p99_ms_uncached: embedMs.p99, latency_note: 'p50/p99 here use cached vectors; add embedding_p50_ms_uncached for a message never seen' }));
+      const fresh = await defaultFeaturizer(cfg);
+      results.push(await learnedScenario(ctx, 'rules + learned (embeddings + n-grams)', d.featurizer, test, { embedding_p50_ms_uncached: embedMs.p50, embedding_p99_ms_uncached: embedMs.p99, latency_note: 'p50/p99 use cached vectors; uncached_p50_ms/uncached_p99_ms time the same model on never-seen messages (no vector cache): the embedding pass runs only when the n-gram model is unsure' }, 'featurizer' in fresh ? fresh.featurizer : undefined));
     } else ctx.progress(`no embeddings: ${d.missing}`);
     results.push(await learnedScenario(ctx, 'rules + learned (n-grams only)', ngramFeaturizer(), test));
     return { results, machine: { corpus: { messages: all.length, train: all.length - test.length, test: test.length }, ...('missing' in d ? { embeddings: d.missing } : { embeddings: cfg.embeddings }) } };

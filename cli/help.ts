@@ -43,6 +43,9 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   'memory sweep': ['keel memory sweep', 'keel memory sweep --now 2027-01-01T00:00:00Z --json'],
   'memory reindex': ['KEEL_EMBEDDINGS=openai:text-embedding-3-small keel memory reindex', 'keel memory reindex --batch-size 128 --json'],
   'ticket show': ['keel ticket show tkt-3f2a9c0d1e4b5a67', 'keel ticket show tkt-3f2a9c0d1e4b5a67 --json'],
+  'ticket retriage': ['keel ticket retriage tkt-3f2a9c0d1e4b5a67 --intent cancellation', 'keel ticket retriage tkt-3f2a9c0d1e4b5a67 --intent refund --urgency high --escalate --json'],
+  'triage examples': ['keel triage examples', 'keel triage examples --all --json'],
+  'triage forget': ['keel triage forget tex-9c1f2ab34d5e6f70', 'keel triage forget tex-9c1f2ab34d5e6f70 --json'],
   why: ['keel why tkt-3f2a9c0d1e4b5a67', 'keel why in-5d41402abc4b2a76b9719d91 --json'],
 };
 

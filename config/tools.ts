@@ -5,8 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { spawn } from 'node:child_process';
 import { KeelError } from './errors.ts';
 
-/** The servers deploy/provision.sh builds. `nats` is natscli. */
-export type ToolName = 'nats-server' | 'ferretdb' | 'jaeger' | 'nats';
+/** The servers deploy/provision.sh builds (`nats` is natscli), and the local model it fetches. */
+export type ToolName = 'nats-server' | 'ferretdb' | 'jaeger' | 'nats' | 'all-minilm-l6-v2';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const PROVISION_SCRIPT = join(REPO_ROOT, 'deploy', 'provision.sh');

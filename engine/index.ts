@@ -60,6 +60,23 @@ async function natsServerBinary(cfg: KeelConfig, log: Logger): Promise<string> {
   return built;
 }
 
+/** Fetches the local embedding model when KEEL_EMBEDDINGS names it and it is missing (KEEL_AUTO_PROVISION). */
+async function ensureEmbeddingModel(cfg: KeelConfig, log: Logger): Promise<void> {
+  if (cfg.embeddings !== 'local:all-minilm-l6-v2') return;
+  const { localMiniLMPresent } = await import('../memory/index.ts');
+  if (await localMiniLMPresent(cfg.modelsDir)) return;
+  if (!cfg.autoProvision) {
+    log.warn({ modelsDir: cfg.modelsDir }, 'the local embedding model is missing and KEEL_AUTO_PROVISION=0: memory and the intent cache are unavailable until `npm run provision`');
+    return;
+  }
+  log.info({ modelsDir: cfg.modelsDir }, 'no local embedding model yet: fetching all-minilm-l6-v2 once with deploy/provision.sh (about 85 MB)');
+  try {
+    await provision(['all-minilm-l6-v2'], { ...process.env, KEEL_MODELS_DIR: cfg.modelsDir });
+  } catch (err) {
+    log.warn({ err }, 'could not fetch the local embedding model: memory and the intent cache are unavailable until `npm run provision` succeeds');
+  }
+}
+
 /** A cheap round trip to the system of record, bounded in time. */
 async function probeStore(store: StateStore): Promise<Record<string, unknown> & { status: 'up' | 'down' }> {
   const t0 = performance.now();
@@ -130,6 +147,10 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     const bus = createBus(nats, { prefix: cfg.subjectPrefix, logger: log });
     const provisioned = await bus.provision();
     log.info({ changed: provisioned.filter((r) => r.action !== 'unchanged') }, 'bus streams and buckets provisioned');
+
+    // the embedded embedding model (memory, the intent cache, the learned triage tier): fetched
+    // once, like nats-server; without it those parts say so and the rest runs on
+    await ensureEmbeddingModel(cfg, log);
 
     // 2. the system of record, and the outbox relay that puts its events on the bus
     const store: StateStore = await openStore(cfg.state, { types: entityTypesOf(features), sqlite: { synchronous: cfg.sqliteSync } });

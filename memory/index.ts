@@ -49,8 +49,11 @@ export interface OpenMemoryOptions {
   halfLifeDays?: number;
   /** open a store of another dimension so that `reindex()` can migrate it (default false: fail) */
   allowDimensionChange?: boolean;
-  /** sqlite-vec tuning: exact scan below `annMinRows` vectors (default 5000); `annCandidates` reranked above (default 400) */
-  sqliteVec?: { annMinRows?: number; annCandidates?: number };
+  /**
+   * sqlite-vec tuning: an exact scan below `annMinRows` memories (default 5000); above, a hamming
+   * prefilter of `annCandidates` (default 2000), int8 scoring, exact rerank of `annRerank` (default 100)
+   */
+  sqliteVec?: { annMinRows?: number; annCandidates?: number; annRerank?: number };
 }
 
 /** Opens the store `url` names: `sqlite-vec:/abs/path.db` or a Qdrant `http(s)://host:6333` URL. */

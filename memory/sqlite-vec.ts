@@ -10,9 +10,10 @@
  * - `memory_meta`: the store's dimension and model, and a generation counter bumped by every
  *   change that is not an append (forget, supersede, reindex) so other processes' indexes reload.
  *
- * Vector recall: below `annMinRows` active memories (and for filtered queries that match few
- * rows) an exact scan with sqlite-vec's `vec_distance_cosine`; above it a hamming prefilter of
- * `annCandidates` memories reranked with exact cosine. Only vectors of the current embedder are
+ * Vector recall: below `annMinRows` memories (and for filtered queries that match few rows) an
+ * exact scan with sqlite-vec's `vec_distance_cosine`; above it a hamming prefilter of
+ * `annCandidates` memories, the best `annRerank` of them by int8 codes, reranked with exact
+ * float32 cosine (sign-index.ts). Only vectors of the current embedder are
  * compared: after a model change the old ones wait for `reindex`.
  *
  * WAL + a 5 s busy timeout: the memory agent and the CLI both write the file.
@@ -37,8 +38,10 @@ export interface SqliteVecMemoryOptions {
   halfLifeDays?: number;
   /** below this many stored vectors vector recall scans exactly (default 5000) */
   annMinRows?: number;
-  /** how many hamming-nearest memories the ANN path reranks exactly (default 400) */
+  /** how many hamming-nearest memories the ANN path scores with int8 codes (default 2000) */
   annCandidates?: number;
+  /** how many of those, best by int8 score, it reranks with exact cosine (default 100, at least 2 × the recall pool) */
+  annRerank?: number;
   /**
    * Open a store whose vectors have another dimension than the embedder's instead of failing:
    * `put` and `search` then refuse with MEMORY_DIMENSION_MISMATCH and `reindex` migrates it
@@ -125,6 +128,7 @@ class SqliteVecMemory implements MemoryStore {
   readonly #halfLife: number;
   readonly #annMinRows: number;
   readonly #annCandidates: number;
+  readonly #annRerank: number;
   /** set while the stored vectors have another dimension than the embedder's */
   #blocked: MemoryError | null = null;
   #index: SignIndex | null = null;
@@ -142,7 +146,8 @@ class SqliteVecMemory implements MemoryStore {
     this.#now = o.now ?? (() => new Date());
     this.#halfLife = o.halfLifeDays ?? DEFAULT_HALF_LIFE_DAYS;
     this.#annMinRows = o.annMinRows ?? 5000;
-    this.#annCandidates = o.annCandidates ?? 400;
+    this.#annCandidates = o.annCandidates ?? 2000;
+    this.#annRerank = o.annRerank ?? 100;
     this.info = { adapter: 'sqlite-vec', url, embeddingModel: o.embeddings.id, dim };
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.#db = new DatabaseSync(path, { allowExtension: true, timeout: 5_000 });
@@ -269,7 +274,7 @@ class SqliteVecMemory implements MemoryStore {
     const insVec = this.#db.prepare('INSERT INTO memory_vec (rowid, embedding) VALUES (?, vec_bit(?))');
     const insFts = this.#db.prepare('INSERT INTO memory_fts (rowid, text) VALUES (?, ?)');
     const sup = this.#db.prepare("UPDATE memories SET status = 'superseded', superseded_by = ? WHERE id = ? AND id <> ? RETURNING rowid");
-    const added: Array<{ rowid: number; sig: Uint8Array }> = [];
+    const added: Array<{ rowid: number; sig: Uint8Array; v: number[] }> = [];
     const superseded: number[] = [];
     this.#tx(() => {
       this.#syncCenter();
@@ -286,14 +291,14 @@ class SqliteVecMemory implements MemoryStore {
         const sig = this.#sig(v);
         insVec.run(BigInt(r.rowid), sig);
         insFts.run(BigInt(r.rowid), inp.text);
-        added.push({ rowid: r.rowid, sig });
+        added.push({ rowid: r.rowid, sig, v });
         for (const old of inp.supersedes ?? []) for (const s of sup.all(id, old, id) as Array<{ rowid: number }>) superseded.push(s.rowid);
       });
       if (superseded.length) this.#bump();
     });
     // own commits do not change PRAGMA data_version, so the cached one still tells other writers' commits apart
     if (this.#index) {
-      for (const a of added) this.#index.add(a.rowid, a.sig, true);
+      for (const a of added) this.#index.add(a.rowid, a.sig, true, a.v);
       for (const r of superseded) this.#index.setActive(r, false);
     }
     const byId = new Map(this.#rowsByIds(ids).map((r) => [r.id, toMemory(r)]));
@@ -404,14 +409,14 @@ class SqliteVecMemory implements MemoryStore {
     let idx = this.#index;
     let after = idx?.loadedUpTo ?? 0;
     if (!idx || gen !== this.#indexGen) {
-      idx = new SignIndex(Math.ceil(this.#dim / 8));
+      idx = new SignIndex(this.#dim, this.#center);
       after = 0;
     }
     const rows = this.#db
-      .prepare("SELECT v.rowid AS rowid, v.embedding AS sig, m.status AS status FROM memory_vec v JOIN memories m ON m.rowid = v.rowid WHERE v.rowid > ? AND m.embedding_model = ?")
-      .all(after, this.#emb.id) as Array<{ rowid: number; sig: Uint8Array; status: string }>;
+      .prepare('SELECT v.rowid AS rowid, v.embedding AS sig, m.status AS status, m.embedding AS vec FROM memory_vec v JOIN memories m ON m.rowid = v.rowid WHERE v.rowid > ? AND m.embedding_model = ?')
+      .iterate(after, this.#emb.id) as Iterable<{ rowid: number; sig: Uint8Array; status: string; vec: Uint8Array }>;
     for (const r of rows) {
-      idx.add(r.rowid, r.sig, r.status === 'active');
+      idx.add(r.rowid, r.sig, r.status === 'active', f32(r.vec));
       if (r.rowid > idx.loadedUpTo) idx.loadedUpTo = r.rowid;
     }
     this.#index = idx;
@@ -448,7 +453,7 @@ class SqliteVecMemory implements MemoryStore {
       if (matching <= this.#annMinRows) return exact();
     }
     const idx = this.#signIndex();
-    const cand = idx.nearest(this.#sig(qv), Math.max(this.#annCandidates, want * 4), !!q.includeSuperseded);
+    const cand = idx.nearest(this.#sig(qv), qv, Math.max(this.#annCandidates, want * 4), Math.max(this.#annRerank, want * 2), !!q.includeSuperseded);
     let allowed = cand;
     if (f.narrowing) {
       const ok = this.#db.prepare(`SELECT m.rowid AS rowid FROM memories m WHERE m.rowid IN (SELECT value FROM json_each(?)) AND ${f.sql}`).all(JSON.stringify(cand), ...f.args) as Array<{ rowid: number }>;

@@ -260,7 +260,8 @@ export async function callModel(o: {
         cache,
         costs: o.store,
         attribution,
-        request: { capability: o.capability, intent: call.intent ?? 'other', scope: call.cacheScope === 'global' ? 'global' : `customer:${o.attribution.customerId ?? 'none'}`, text, ...(call.entities ? { entities: call.entities } : {}), ...(call.uses ? { uses: call.uses } : {}) },
+        // one tier's answers never serve another's (a large model's answer is what was paid for)
+        request: { capability: `${o.capability}@${o.tier}`, intent: call.intent ?? 'other', scope: call.cacheScope === 'global' ? 'global' : `customer:${o.attribution.customerId ?? 'none'}`, text, ...(call.entities ? { entities: call.entities } : {}), ...(call.uses ? { uses: call.uses } : {}) },
         call: async () => {
           const a = await provider();
           if (!a) throw refusal!; // every tier refused

@@ -334,8 +334,10 @@ const round = (n: number) => Math.round(n * 100) / 100;
  * - urgency: `high` on urgent wording, `!!!`, shouting, outages or legal threats; `low` on
  *   "no rush"-style wording or pure praise.
  * - sentiment: wink-nlp's sentiment score plus an anger lexicon; anger cues make it negative.
- * - escalate: urgency high, or negative sentiment with strong anger (two anger cues, or one with
- *   shouting / `!!!`).
+ * - escalate: an escalation rule ({@link ESCALATION_RULES}: threats, safety, account compromise,
+ *   a locked-out team, production down, repeat contacts — also from `opts.priorContacts` —,
+ *   abuse, shouting), or negative sentiment with strong anger; each with its reason. Urgent
+ *   wording alone raises urgency, not an escalation; an escalation makes urgency high.
  * - little recognizable English text: intent `other` at low confidence, so a model can look.
  */
 export function triageText(text: string, opts: TriageOptions = {}): Triage {

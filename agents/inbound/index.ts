@@ -17,6 +17,7 @@
  * | --- | --- | --- | --- |
  * | `inbound.intake` | intake | `{ message: InboundMessage }` | `{ ticketId, customerId, messageId, isNew, text, subject?, channel }` |
  * | `ticket.triage` | triage | `{ ticketId, messageId? }` | `{ ticketId, intent, urgency, sentiment, entities, confidence, tier, escalate, reasons }` |
+ * | `triage.learn` | triage | `{ reason? }` | `{ trained, examples?, operatorExamples?, featurizer?, temperature?, eceAfter?, trainMs?, note? }` |
  * | `ticket.summarize` | summarizer | `{ ticketId }` | `{ ticketId, summary, tier }` |
  * | `ticket.suggest-reply` | reply-suggester | `{ ticketId }` | `{ ticketId, text, tier, confidence }` |
  * | `message.send` | sender | `{ ticketId, text, approvalId?, approvedBy? }` | `{ ticketId, channel, messageId, to, path? }` |
@@ -40,7 +41,7 @@ export const inbound = defineFeature({
   workflows: [inboundMessage],
   agents: {
     intake: agent('./intake.ts', 'inbound.intake: puts each inbound email/chat message on the canonical ticket of its thread'),
-    triage: agent('./triage.ts', 'ticket.triage: intent, urgency, sentiment, entities, escalate (heuristics; a model when unsure)'),
+    triage: agent('./triage.ts', 'ticket.triage: intent, urgency, sentiment, entities, escalate (rules, the learned tier, a model when unsure); triage.learn'),
     summarizer: agent('./summarizer.ts', 'ticket.summarize: summary of the whole ticket thread'),
     'reply-suggester': agent('./reply-suggester.ts', 'ticket.suggest-reply: reply draft for approval'),
     sender: agent('./sender.ts', 'message.send: sends an approved reply once (email threaded, chat recorded)'),

@@ -107,13 +107,13 @@ async function withLearnedTier(ctx: TaskContext<TriageInput>, rules: Triage, tex
     return { ...rules, reasons: [...rules.reasons, `learned tier unavailable (${(err as Error).message}); rules only`] };
   }
   if (!lt.model) return { ...rules, reasons: [...rules.reasons, lt.note ?? 'learned tier off; rules only'] };
-  const p = await lt.model.predict(text, subject);
+  const p = await lt.model.predict(text, subject, rules.intent);
   const r = lt.model.report;
   const about = `${r.examples} examples, ${r.operatorExamples} from the operator`;
   const note = lt.note ? [lt.note] : [];
   if (p.confidence >= CONFIDENCE_THRESHOLD) {
     const agree = p.intent === rules.intent;
-    const why = p.follows ? `like the operator's example ${p.follows.id} (similarity ${p.follows.similarity})` : `p ${p.confidence}; ${about}`;
+    const why = p.follows ? `like the operator's example ${p.follows.id} (similarity ${p.follows.similarity})` : `p ${p.confidence}; ${about}${p.fast ? '; n-gram model, no embedding needed' : ''}`;
     return { ...rules, intent: p.intent, confidence: Math.max(p.confidence, agree ? rules.confidence : 0), reasons: [...rules.reasons, `learned tier: intent ${p.intent} (${why})${agree ? '' : `, over the rules' ${rules.intent}`}`, ...note] };
   }
   // unsure: a configured model is asked (the ladder climbs below the threshold); without one, it says so

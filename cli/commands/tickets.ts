@@ -5,7 +5,7 @@ import { resolveCustomer, type TicketState as InboundTicketState } from '../../a
 import { openCli, print, table } from '../context.ts';
 import { CliError } from '../errors.ts';
 import { enumOption, intArg, parseSince } from '../args.ts';
-import { registerRetriage } from './triage.ts';
+import { addRetriageCommand } from './triage.ts';
 
 interface Attachment { filename: string; contentType: string; size: number; sha256: string; stored: boolean; path?: string }
 interface TicketMessage { id: string; direction: 'in' | 'out'; channel: string; from: string; to?: string; subject?: string; text: string; at: string; messageId?: string; attachments?: Attachment[] }
@@ -121,7 +121,7 @@ export function registerTickets(program: Command): void {
 
   const ticket = program.command('ticket').description('One ticket.');
   // keel ticket retriage: the operator's triage, learned from (issue 18; cli/commands/triage.ts)
-  registerRetriage(ticket);
+  addRetriageCommand(ticket);
   ticket
     .command('show')
     .argument('<id>')

@@ -1,7 +1,7 @@
 /**
  * What the learned triage tier learned from the operator (issue 18):
  *
- *   keel triage examples [--all] [--json]   the operator's labeled examples (active; --all: forgotten too)
+ *   keel triage examples [--all] [--limit N] [--json]   the operator's labeled examples (active; --all: forgotten too)
  *   keel triage forget ID [--json]          takes one out of training (kept, marked forgotten; audited)
  *   keel ticket retriage ID --intent I …    (registered on `keel ticket` by tickets.ts) records one
  *
@@ -28,7 +28,8 @@ export async function requestRetrain(reason: string): Promise<{ queued: boolean;
     await c.bus!.publish(c.bus!.subjects.task('triage.learn'), defineMessage('task.triage.learn', z.unknown()), { reason }, { idempotencyKey: `triage.learn:${reason}` });
     return { queued: true };
   } catch (err) {
-    return { queued: false, note: `no engine reachable (${(err as Error).message.split('\n')[0]}): triage replicas retrain on their next triage` };
+    const code = (err as { code?: string }).code;
+    return { queued: false, note: `no engine reachable${code ? ` (${code})` : ''}: triage replicas retrain on their next triage` };
   } finally {
     await c?.close().catch(() => undefined);
   }
@@ -47,7 +48,7 @@ export function registerTriage(program: Command): void {
     .option('--all', 'forgotten examples too')
     .option('--limit <n>', 'at most this many', (v) => Number(v), 200)
     .option('--json', 'print JSON: { examples: [...], total }')
-    .description("The operator's labeled examples (from `keel ticket retriage` and edited approvals), newest first.")
+    .description("The operator's labeled examples (from `keel ticket retriage`), newest first.")
     .action(async (o: { all?: boolean; limit: number; json?: boolean }) => {
       if (!Number.isInteger(o.limit) || o.limit < 1) throw new CliError('CLI_BAD_ARGUMENT', `--limit must be a positive integer, got '${String(o.limit)}'`);
       const c = await openCli();
@@ -95,7 +96,7 @@ interface RetriageTicket {
  * the operator's triage of a ticket's message. It becomes the ticket's triage (event `triaged`,
  * by the operator) and a labeled example the learned tier trains on; a replica is asked to retrain.
  */
-export function registerRetriage(ticket: Command): void {
+export function addRetriageCommand(ticket: Command): void {
   ticket
     .command('retriage')
     .argument('<id>', 'a ticket id (tkt-…)')

@@ -10,7 +10,14 @@ import { fileURLToPath } from 'node:url';
 import { Embeddings } from '@langchain/core/embeddings';
 import type * as OpenAI from '@langchain/openai';
 import type * as Ollama from '@langchain/ollama';
-import { DEFAULT_OLLAMA_URL, DEFAULT_MODEL_TIMEOUT_MS, toModelError } from '../../models/index.ts';
+import type * as Models from '../../models/index.ts';
+
+// models/ (and LangChain's chat stack with it) loads on the first remote call, not when memory/ is imported
+let models: typeof Models | undefined;
+const loadModels = async (): Promise<typeof Models> => (models ??= await import('../../models/index.ts'));
+/** the same defaults as models/registry.ts (DEFAULT_OLLAMA_URL, DEFAULT_MODEL_TIMEOUT_MS) */
+const DEFAULT_OLLAMA_URL = 'http://127.0.0.1:11434';
+const DEFAULT_MODEL_TIMEOUT_MS = 120_000;
 import { EmbeddingsError } from './errors.ts';
 import type { KeelEmbeddings } from './types.ts';
 
@@ -76,8 +83,8 @@ export class RemoteEmbeddings extends Embeddings implements KeelEmbeddings {
     return this.inner;
   }
 
-  private wrap(err: unknown): EmbeddingsError {
-    const me = toModelError(err, { provider: this.provider, model: this.model });
+  private async wrap(err: unknown): Promise<EmbeddingsError> {
+    const me = (await loadModels()).toModelError(err, { provider: this.provider, model: this.model });
     return new EmbeddingsError('EMBEDDINGS_FAILED', `${this.id} at ${this.endpoint}: ${me.message}`, { cause: me, retryable: me.retryable, model: this.id });
   }
 
@@ -87,7 +94,7 @@ export class RemoteEmbeddings extends Embeddings implements KeelEmbeddings {
     try {
       out = await this.client().embedDocuments(documents);
     } catch (err) {
-      throw this.wrap(err);
+      throw await this.wrap(err);
     }
     if (out.length !== documents.length) throw new EmbeddingsError('EMBEDDINGS_FAILED', `${this.id} at ${this.endpoint}: asked for ${documents.length} vectors, got ${out.length}`, { model: this.id, retryable: false });
     if (out[0]) this.dims = out[0].length;
@@ -99,7 +106,7 @@ export class RemoteEmbeddings extends Embeddings implements KeelEmbeddings {
     try {
       v = await this.client().embedQuery(document);
     } catch (err) {
-      throw this.wrap(err);
+      throw await this.wrap(err);
     }
     this.dims = v.length;
     return v;

@@ -104,6 +104,18 @@ describe('the daily loop against a running engine', () => {
 
   it('HTTP errors have one shape: UPPER_SNAKE code and a message; a wrong method on a known route is 405 with Allow', async () => {
     const url = engine!.httpUrl;
+    // the keel commands of the tests before run with spawnSync, which blocks this process's event
+    // loop for seconds: an idle keep-alive socket can outlive the server's keep-alive timeout
+    // unnoticed, and the next request is sent on a socket the server closed. Like any HTTP client,
+    // send such a request again on a new connection.
+    const fetch = async (u: string, init?: RequestInit): Promise<Response> => {
+      try {
+        return await globalThis.fetch(u, init);
+      } catch (err) {
+        if ((err as { cause?: { code?: string } }).cause?.code !== 'UND_ERR_SOCKET') throw err;
+        return globalThis.fetch(u, init);
+      }
+    };
     const get = await fetch(`${url}/v1/chat/messages`);
     expect(get.status).toBe(405);
     expect(get.headers.get('allow')).toBe('OPTIONS, POST');

@@ -53,7 +53,7 @@ describe('sqlite-vec adapter: approximate vector path', () => {
     const exact = await openMemory(url, { embeddings: emb, weights: vectorOnly });
     stores.push(exact);
     await exact.put(texts.map((text, i) => ({ id: `t${String(i).padStart(3, '0')}`, text, kind: 'message', writtenBy: 'test', source: { eventIds: [] } })));
-    const ann = await openMemory(url, { embeddings: emb, weights: vectorOnly, sqliteVec: { annMinRows: 0, annCandidates: 1000 } });
+    const ann = await openMemory(url, { embeddings: emb, weights: vectorOnly, sqliteVec: { annMinRows: 0, annCandidates: 1000, annRerank: 1000 } });
     stores.push(ann);
     for (const q of queries) expect(await ids(ann, q)).toEqual(await ids(exact, q));
   });
@@ -77,7 +77,7 @@ describe('sqlite-vec adapter: approximate vector path', () => {
 
   it("another instance's writes and forgets reach a loaded in-process index", async () => {
     const url = `sqlite-vec:${join(dir.path, 'ann', 'memory.db')}`;
-    const ann = await openMemory(url, { embeddings: emb, weights: vectorOnly, sqliteVec: { annMinRows: 0, annCandidates: 1000 } });
+    const ann = await openMemory(url, { embeddings: emb, weights: vectorOnly, sqliteVec: { annMinRows: 0, annCandidates: 1000, annRerank: 1000 } });
     const writer = await openMemory(url, { embeddings: emb });
     stores.push(ann, writer);
     const probe = 'zebra quokka narwhal';
@@ -103,12 +103,12 @@ describe('sqlite-vec adapter: approximate path across a model change', () => {
     const texts = corpus(300);
     const queries = corpus(310).slice(300);
     const vectorOnly = { vector: 1, lexical: 0, recency: 0, importance: 0 };
-    const first = await openMemory(url, { embeddings: new HashingEmbeddings({ dim: 64 }), weights: vectorOnly, sqliteVec: { annMinRows: 0, annCandidates: 1000 } });
+    const first = await openMemory(url, { embeddings: new HashingEmbeddings({ dim: 64 }), weights: vectorOnly, sqliteVec: { annMinRows: 0, annCandidates: 1000, annRerank: 1000 } });
     await first.put(texts.map((text, i) => ({ id: `t${i}`, text, kind: 'message', writtenBy: 'test', source: { eventIds: [] } })));
     await first.search({ text: queries[0]! }); // establishes the center for hashing:64
     await first.close();
     const emb = new SynonymEmbeddings(64, 'other-model:64');
-    const ann = await openMemory(url, { embeddings: emb, weights: vectorOnly, sqliteVec: { annMinRows: 0, annCandidates: 1000 } });
+    const ann = await openMemory(url, { embeddings: emb, weights: vectorOnly, sqliteVec: { annMinRows: 0, annCandidates: 1000, annRerank: 1000 } });
     const exact = await openMemory(url, { embeddings: emb, weights: vectorOnly });
     try {
       expect(await ann.search({ text: queries[0]! })).toEqual([]); // no vector of this model yet, and no word matches matter with lexical weight 0

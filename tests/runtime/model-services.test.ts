@@ -16,7 +16,7 @@ import { loadConfig } from '../../config/index.ts';
 import { localMiniLMPresent } from '../../memory/index.ts';
 
 const modelsDir = loadConfig().modelsDir;
-const haveModel = localMiniLMPresent(modelsDir);
+const haveModel = await localMiniLMPresent(modelsDir);
 if (!haveModel) console.log(`[skip] intent-cache wiring tests: the embedding model is not provisioned in ${modelsDir} (run npm run provision)`);
 
 describe('ctx.llm options: intent cache and batching', () => {

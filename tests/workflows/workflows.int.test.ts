@@ -165,7 +165,10 @@ describe('decentralized workflows', () => {
         victim.kill('SIGKILL');
         await new Promise((r) => victim.once('exit', r));
         kills++;
-        w.spawnAgent(which);
+        const next = w.spawnAgent(which);
+        // the next kill comes at a random point of the new process's work, not during its start-up
+        // (a process killed before it ever took a task tests nothing, and would starve the runs)
+        await waitFor(async () => (await listAgents(w.bus.nc, w.bus.subjects.registryBucket)).some((a) => String(a.instanceId).startsWith(`${next.pid}-`)), { timeoutMs: 30_000, intervalMs: 50, what: `agent process ${next.pid} announced` }).catch(() => undefined);
       }
     })();
     for (let i = 0; i < N; i++) ids.push((await w.engine.start('diamond', { n: i, sleepMs: Math.floor(Math.random() * 20) })).runId);

@@ -4,12 +4,17 @@
  * nothing of the test split written into the rules or the learned tier.
  */
 import { describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { INTENTS, URGENCIES, cleanText } from '../../../agents/inbound/heuristics.ts';
 import { loadTriageCorpus } from '../../../agents/inbound/learned.ts';
 import { buildCorpus } from '../../../agents/inbound/fixtures/make-triage-corpus.ts';
 
 const corpus = loadTriageCorpus();
+/** bases b001..b155 were split 70/30 by stratum; later bases are train only */
+const STRATIFIED_BASES = 155;
+/** the test split's fingerprint, pinned when the train-only bases were added */
+const TEST_SPLIT_SHA256 = '859d5a0dda9cf477b2db7d41f0c0b763b2fc5db6b0b828851e5532f7ee77bc3b';
 
 describe('triage corpus', () => {
   it('has at least 400 messages with valid labels and unique ids', () => {
@@ -31,10 +36,22 @@ describe('triage corpus', () => {
     for (const c of corpus) splitOf.set(c.base, (splitOf.get(c.base) ?? new Set()).add(c.split));
     for (const s of splitOf.values()) expect(s.size).toBe(1);
     const test = corpus.filter((c) => c.split === 'test');
-    expect(test.length / corpus.length).toBeGreaterThan(0.25);
-    expect(test.length / corpus.length).toBeLessThan(0.35);
+    // the stratified bases (corpus-bases-en/more.ts) are split about 70/30; the bases written later
+    // (corpus-bases-train.ts) are train only, so the test split never moved
+    const stratified = corpus.filter((c) => Number(c.base.slice(1)) <= STRATIFIED_BASES);
+    expect(test.every((c) => stratified.includes(c))).toBe(true);
+    expect(test.length / stratified.length).toBeGreaterThan(0.25);
+    expect(test.length / stratified.length).toBeLessThan(0.35);
+    expect(corpus.filter((c) => c.split === 'train').length).toBeGreaterThan(900);
     for (const i of INTENTS) expect(test.filter((c) => c.intent === i).length).toBeGreaterThan(0);
     expect(test.filter((c) => c.escalate).length).toBeGreaterThanOrEqual(15);
+  });
+
+  it('the test split is exactly the one the first figures were measured on (ids and texts)', () => {
+    const test = corpus.filter((c) => c.split === 'test');
+    expect(test.length).toBe(135);
+    const digest = createHash('sha256').update(test.map((c) => `${c.id}\u0000${c.subject ?? ''}\u0000${c.text}\u0000${c.intent}\u0000${c.urgency}\u0000${c.escalate}`).join('\u0001')).digest('hex');
+    expect(digest).toBe(TEST_SPLIT_SHA256);
   });
 
   it('covers languages, channels, forwarded and quoted history, signatures and the hard cases', () => {

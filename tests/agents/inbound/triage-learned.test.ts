@@ -4,7 +4,7 @@
  * on examples (n-gram features: no model files) and retrains warm with an operator's decisions.
  */
 import { describe, expect, it } from 'vitest';
-import { LearnedTriage, expectedCalibrationError, fitTemperature, hashedNgrams, logitsOf, ngramFeaturizer, nll, softmax, trainSoftmax, type LabeledExample } from '../../../agents/inbound/learned.ts';
+import { EMBED_WORDS, FAST_CONFIDENCE, LearnedTriage, embeddingHead, expectedCalibrationError, fitTemperature, hashedNgrams, logitsOf, ngramFeaturizer, nll, softmax, trainSoftmax, type Featurizer, type LabeledExample } from '../../../agents/inbound/learned.ts';
 
 /** a seeded PRNG and a normal sample */
 function rng(seed: number) {
@@ -96,6 +96,40 @@ describe('LearnedTriage', () => {
     const after = await LearnedTriage.train([...base, ...ops], ngramFeaturizer(1024), { previous: m });
     expect(after.report.operatorExamples).toBe(3);
     expect((await after.predict(msg)).intent).toBe('cancellation');
+  });
+
+  it('the fast n-gram model answers alone when it agrees with the rules; else the costly features are computed', async () => {
+    // a "costly" part (standing in for the embedding model) that counts the texts it is asked for
+    const asked: string[] = [];
+    const ng = ngramFeaturizer(1024);
+    const costly: Featurizer = {
+      id: 'counting+ngrams:1024',
+      dim: 1024 + 4,
+      fast: ng,
+      async features(texts) {
+        asked.push(...texts);
+        const n = await ng.features(texts);
+        return n.map((v) => { const o = new Float32Array(1028); o.set(v, 4); return o; });
+      },
+    };
+    const m = await LearnedTriage.train(base, costly, { epochs: 80 });
+    asked.length = 0;
+    const agreed = await m.predict('the export button crashes the app', undefined, 'bug');
+    expect(agreed).toMatchObject({ intent: 'bug', fast: true });
+    expect(asked).toEqual([]);
+    // the rules say something else and the n-gram model is not sure: the full model is asked
+    const unsure = await m.predict('hello there', undefined, 'praise');
+    if (unsure.fast) expect(unsure.confidence).toBeGreaterThanOrEqual(FAST_CONFIDENCE);
+    else expect(asked).toHaveLength(1);
+    // without the rules' answer, only a sure n-gram model answers alone
+    const p = await m.predict('zzz qqq', undefined);
+    expect(p.fast === true ? p.confidence >= FAST_CONFIDENCE : asked.length >= 1).toBe(true);
+  });
+
+  it('the embedding model reads the head of a long message', () => {
+    const long = Array.from({ length: 200 }, (_, i) => `w${i}`).join(' ');
+    expect(embeddingHead(long).split(' ')).toHaveLength(EMBED_WORDS);
+    expect(embeddingHead('short text\nkept as is')).toBe('short text\nkept as is');
   });
 
   it('n-gram features are unit length and share most of a misspelt word', () => {
