@@ -315,15 +315,18 @@ export async function recallEarlierTickets(ctx: TaskContext<unknown>, t: Entity<
   const customerId = t.state.customerId;
   if (!customerId) return { hits: [], earlier: [], note: 'the ticket has no customer' };
   const threshold = opts.threshold ?? RECALL_THRESHOLD;
+  const asOf = t.state.messages.filter((m) => m.direction === 'in').at(-1)?.at;
   const span = trace.getTracer('keel.inbound').startSpan('search_memory', { attributes: { 'gen_ai.operation.name': 'search_memory', 'keel.customer': customerId } });
   try {
     // recorded like a side effect: a retried task recalls the same, and a replay reads it back
     const found = await ctx.effect('memory-recall', async () => {
       const memory = await ctx.memory();
       span.setAttribute('gen_ai.memory.store.id', memory.info.url);
-      return memory.search({ text: clip(query, 4_000), customerId, kind: ['message', 'summary', 'history'], limit: opts.limit ?? 20 });
+      // only what happened before this ticket's latest message: a task run late (a retry, a
+      // redelivery) must not call a ticket opened after this one "earlier"
+      return memory.search({ text: clip(query, 4_000), customerId, kind: ['message', 'summary', 'history'], limit: opts.limit ?? 20, ...(asOf ? { until: asOf } : {}) });
     });
-    const hits = found.filter((h) => h.memory.entityId !== t.entityId && h.memory.source.entityId !== t.entityId && h.score >= threshold);
+    const hits = found.filter((h) => h.memory.entityId !== t.entityId && h.memory.source.entityId !== t.entityId && h.score >= threshold && (!asOf || h.memory.createdAt <= asOf));
     const best = new Map<string, RecallHit>();
     for (const h of hits) {
       const id = h.memory.entityId ?? h.memory.source.entityId ?? h.memory.id;
