@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { openCli, print, table } from '../context.ts';
 import { enumOption } from '../args.ts';
+import { CliError } from '../errors.ts';
+import { INTENTS, URGENCIES, type Intent, type Urgency } from '../../agents/inbound/index.ts';
 import type { Approval, ApprovalState } from '../../shared-state/index.ts';
 import type { RunState } from '../../workflows/index.ts';
 
@@ -118,13 +120,20 @@ export function registerApprovals(program: Command): void {
     .command('approve')
     .argument('<id>', 'approval id (from `keel approvals`), or a unique prefix of it')
     .option('--text <text>', 'approve with this edited text instead of the suggestion (checked against what the sending step accepts)')
+    .addOption(enumOption('--intent <intent>', "correct the ticket's triage while deciding: its message becomes a labeled example triage learns from", INTENTS))
+    .addOption(enumOption('--urgency <urgency>', 'with --intent: the right urgency', URGENCIES))
     .option('--json', 'print JSON')
     .description('Approve a pending action; the workflow carries on (e.g. the reply is sent). Recorded as decided by KEEL_OPERATOR.')
-    .action(async (id: string, o: { text?: string; json?: boolean }) => {
+    .action(async (id: string, o: { text?: string; intent?: Intent; urgency?: Urgency; json?: boolean }) => {
+      if (o.urgency && !o.intent) throw new CliError('CLI_BAD_ARGUMENT', '--urgency corrects the triage together with --intent');
       const c = await openCli({ bus: true });
       try {
         const r = await c.workflows!.decideApproval(id, 'approved', c.workflows!.actor, o.text);
-        print(o.json, { decision: 'approved', by: `${c.workflows!.actor.kind}:${c.workflows!.actor.id}`, ...r }, () => console.log(r.applied ? `approved ${r.id}` : `${r.id} was already decided`));
+        const retriaged = r.applied && o.intent ? await correctTriage(c, r.id, o.intent, o.urgency) : undefined;
+        print(o.json, { decision: 'approved', by: `${c.workflows!.actor.kind}:${c.workflows!.actor.id}`, ...r, ...(retriaged ? { retriaged } : {}) }, () => {
+          console.log(r.applied ? `approved ${r.id}` : `${r.id} was already decided`);
+          if (retriaged) console.log(`ticket ${retriaged.ticketId} retriaged: ${retriaged.triage.intent}; example ${retriaged.example.id} (keel triage examples)`);
+        });
         if (!r.applied) process.exitCode = 1;
       } finally {
         await c.close();
@@ -135,16 +144,34 @@ export function registerApprovals(program: Command): void {
     .command('reject')
     .argument('<id>', 'approval id, or a unique prefix of it')
     .requiredOption('--reason <reason>', 'why (recorded on the approval and the run)')
+    .addOption(enumOption('--intent <intent>', "correct the ticket's triage while deciding: its message becomes a labeled example triage learns from", INTENTS))
+    .addOption(enumOption('--urgency <urgency>', 'with --intent: the right urgency', URGENCIES))
     .option('--json', 'print JSON')
     .description('Reject a pending action; nothing is sent. Recorded as decided by KEEL_OPERATOR, with the reason.')
-    .action(async (id: string, o: { reason: string; json?: boolean }) => {
+    .action(async (id: string, o: { reason: string; intent?: Intent; urgency?: Urgency; json?: boolean }) => {
+      if (o.urgency && !o.intent) throw new CliError('CLI_BAD_ARGUMENT', '--urgency corrects the triage together with --intent');
       const c = await openCli({ bus: true });
       try {
         const r = await c.workflows!.decideApproval(id, 'rejected', c.workflows!.actor, undefined, o.reason);
-        print(o.json, { decision: 'rejected', by: `${c.workflows!.actor.kind}:${c.workflows!.actor.id}`, reason: o.reason, ...r }, () => console.log(r.applied ? `rejected ${r.id}` : `${r.id} was already decided`));
+        const retriaged = r.applied && o.intent ? await correctTriage(c, r.id, o.intent, o.urgency) : undefined;
+        print(o.json, { decision: 'rejected', by: `${c.workflows!.actor.kind}:${c.workflows!.actor.id}`, reason: o.reason, ...r, ...(retriaged ? { retriaged } : {}) }, () => {
+          console.log(r.applied ? `rejected ${r.id}` : `${r.id} was already decided`);
+          if (retriaged) console.log(`ticket ${retriaged.ticketId} retriaged: ${retriaged.triage.intent}; example ${retriaged.example.id} (keel triage examples)`);
+        });
         if (!r.applied) process.exitCode = 1;
       } finally {
         await c.close();
       }
     });
+}
+
+/** An approval's ticket (`payload.ticketId`) relabeled by the operator as they decide it; the example records the approval. */
+async function correctTriage(c: Awaited<ReturnType<typeof openCli>>, approvalId: string, intent: Intent, urgency: Urgency | undefined) {
+  const a = await c.store.getApproval(approvalId);
+  const ticketId = (a?.payload as { ticketId?: unknown } | undefined)?.ticketId;
+  if (typeof ticketId !== 'string') throw new CliError('CLI_BAD_ARGUMENT', `approval ${approvalId} is not about a ticket: --intent corrects a ticket's triage`);
+  const { retriageTicket, requestRetrain } = await import('./triage.ts');
+  const out = await retriageTicket(c, ticketId, { intent, ...(urgency ? { urgency } : {}), source: 'approval', approvalId });
+  const retrain = await requestRetrain(`approval ${out.example.id}@${Date.now()}`);
+  return { ...out, retrain };
 }

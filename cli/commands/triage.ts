@@ -96,6 +96,58 @@ interface RetriageTicket {
  * the operator's triage of a ticket's message. It becomes the ticket's triage (event `triaged`,
  * by the operator) and a labeled example the learned tier trains on; a replica is asked to retrain.
  */
+/** The operator's correction of a ticket's triage, as `keel ticket retriage` and `keel approve|reject --intent` record it. */
+export interface TriageCorrection {
+  intent: Intent;
+  urgency?: Urgency;
+  escalate?: boolean;
+  /** the message (default: the customer's latest) */
+  message?: string;
+  /** where the correction was made: `keel ticket retriage`, or an approval decided with `--intent` */
+  source: 'retriage' | 'approval';
+  /** the approval, when `source` is `approval` */
+  approvalId?: string;
+}
+
+/**
+ * Relabels a ticket (a `triaged` event with the operator's labels) and records the message as a
+ * labeled example the learned tier trains on (with who, when, where, and what triage had said).
+ */
+export async function retriageTicket(c: Awaited<ReturnType<typeof openCli>>, id: string, o: TriageCorrection) {
+  const t = await c.store.get<RetriageTicket>('ticket', id);
+  if (!t || t.deleted) throw new CliError('TICKET_NOT_FOUND', `no ticket '${id}': see \`keel tickets\``);
+  const msg = o.message ? t.state.messages.find((m) => m.id === o.message) : [...t.state.messages].reverse().find((m) => m.direction === 'in');
+  if (!msg) throw new CliError(o.message ? 'NOT_FOUND' : 'CLI_BAD_ARGUMENT', o.message ? `ticket '${id}' has no message '${o.message}'` : `ticket '${id}' has no message from the customer`);
+  const actor = { kind: 'human' as const, id: c.cfg.operator };
+  const prev = t.state.triage;
+  const example = await recordExample(c.store, {
+    text: msg.text.slice(0, 20_000),
+    ...(msg.subject ?? t.state.subject ? { subject: (msg.subject ?? t.state.subject).slice(0, 1000) } : {}),
+    intent: o.intent,
+    ...(o.urgency ? { urgency: o.urgency } : {}),
+    ...(o.escalate !== undefined ? { escalate: o.escalate } : {}),
+    ...(prev ? { previous: { intent: prev.intent, urgency: prev.urgency, escalate: prev.escalate, tier: prev.tier, confidence: prev.confidence } } : {}),
+    source: o.source,
+    ticketId: id,
+    messageId: msg.id,
+    by: c.cfg.operator,
+  }, actor);
+  const triage = {
+    intent: o.intent,
+    urgency: o.urgency ?? prev?.urgency ?? 'normal',
+    sentiment: prev?.sentiment ?? 'neutral',
+    entities: prev?.entities ?? [],
+    confidence: 1,
+    tier: prev?.tier ?? 0,
+    escalate: o.escalate ?? prev?.escalate ?? false,
+    reasons: [`operator ${c.cfg.operator} retriaged${o.approvalId ? ` (deciding approval ${o.approvalId})` : ''}: intent ${o.intent}${o.urgency ? `, urgency ${o.urgency}` : ''}${o.escalate !== undefined ? `, ${o.escalate ? '' : 'no '}escalation` : ''} (was ${prev ? `${prev.intent}, ${prev.urgency}${prev.escalate ? ', escalated' : ''}` : 'not triaged'}); example ${example.id}`, ...(prev?.reasons ?? [])].slice(0, 50),
+    messageId: msg.id,
+    ...(prev?.language ? { language: prev.language } : {}),
+  };
+  await c.store.append('ticket', id, t.version, [{ type: 'triaged', data: triage }], { actor });
+  return { ticketId: id, messageId: msg.id, example, previous: prev ? { intent: prev.intent, urgency: prev.urgency, escalate: prev.escalate, tier: prev.tier, confidence: prev.confidence } : null, triage };
+}
+
 export function addRetriageCommand(ticket: Command): void {
   ticket
     .command('retriage')
@@ -111,38 +163,7 @@ export function addRetriageCommand(ticket: Command): void {
       const c = await openCli();
       let out;
       try {
-        const t = await c.store.get<RetriageTicket>('ticket', id);
-        if (!t || t.deleted) throw new CliError('TICKET_NOT_FOUND', `no ticket '${id}': see \`keel tickets\``);
-        const msg = o.message ? t.state.messages.find((m) => m.id === o.message) : [...t.state.messages].reverse().find((m) => m.direction === 'in');
-        if (!msg) throw new CliError(o.message ? 'NOT_FOUND' : 'CLI_BAD_ARGUMENT', o.message ? `ticket '${id}' has no message '${o.message}'` : `ticket '${id}' has no message from the customer`);
-        const actor = { kind: 'human' as const, id: c.cfg.operator };
-        const prev = t.state.triage;
-        const example = await recordExample(c.store, {
-          text: msg.text.slice(0, 20_000),
-          ...(msg.subject ?? t.state.subject ? { subject: (msg.subject ?? t.state.subject).slice(0, 1000) } : {}),
-          intent: o.intent,
-          ...(o.urgency ? { urgency: o.urgency } : {}),
-          ...(o.escalate !== undefined ? { escalate: o.escalate } : {}),
-          ...(prev ? { previous: { intent: prev.intent, urgency: prev.urgency, escalate: prev.escalate, tier: prev.tier, confidence: prev.confidence } } : {}),
-          source: 'retriage',
-          ticketId: id,
-          messageId: msg.id,
-          by: c.cfg.operator,
-        }, actor);
-        const triage = {
-          intent: o.intent,
-          urgency: o.urgency ?? prev?.urgency ?? 'normal',
-          sentiment: prev?.sentiment ?? 'neutral',
-          entities: prev?.entities ?? [],
-          confidence: 1,
-          tier: prev?.tier ?? 0,
-          escalate: o.escalate ?? prev?.escalate ?? false,
-          reasons: [`operator ${c.cfg.operator} retriaged: intent ${o.intent}${o.urgency ? `, urgency ${o.urgency}` : ''}${o.escalate !== undefined ? `, ${o.escalate ? '' : 'no '}escalation` : ''} (was ${prev ? `${prev.intent}, ${prev.urgency}${prev.escalate ? ', escalated' : ''}` : 'not triaged'}); example ${example.id}`, ...(prev?.reasons ?? [])].slice(0, 50),
-          messageId: msg.id,
-          ...(prev?.language ? { language: prev.language } : {}),
-        };
-        await c.store.append('ticket', id, t.version, [{ type: 'triaged', data: triage }], { actor });
-        out = { ticketId: id, messageId: msg.id, example, previous: prev ? { intent: prev.intent, urgency: prev.urgency, escalate: prev.escalate, tier: prev.tier, confidence: prev.confidence } : null, triage };
+        out = await retriageTicket(c, id, { ...o, source: 'retriage' });
       } finally {
         await c.close();
       }

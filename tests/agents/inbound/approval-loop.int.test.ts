@@ -145,9 +145,12 @@ describe('the operator\'s daily loop', () => {
     expect(approvals().map((a) => a.id)).toContain(current!.id);
 
     // approved by a unique prefix of its id: exactly one reply goes out
-    const approved = keel(['approve', current!.id.slice(0, current!.id.length - 4), '--json']);
+    // …and the operator corrects the triage as they decide: the message becomes a labeled example
+    const approved = keel(['approve', current!.id.slice(0, current!.id.length - 4), '--intent', 'billing', '--urgency', 'low', '--json']);
     expect(approved.status).toBe(0);
-    expect(approved.json()).toMatchObject({ id: current!.id, applied: true, by: 'human:ada' });
+    expect(approved.json()).toMatchObject({ id: current!.id, applied: true, by: 'human:ada', retriaged: { ticketId, triage: { intent: 'billing', urgency: 'low', confidence: 1 }, example: { id: expect.stringMatching(/^tex-/) } } });
+    const examples = keel(['triage', 'examples', '--json']).json<{ examples: Array<{ source: string; ticketId: string; intent: string; by: string }> }>().examples;
+    expect(examples).toEqual(expect.arrayContaining([expect.objectContaining({ source: 'approval', ticketId, intent: 'billing', by: 'ada' })]));
     await waitFor(() => emlsTo('carol@example.com').length === 1, { timeoutMs: 30_000, what: 'one reply to carol' });
     await new Promise((r) => setTimeout(r, 1_500));
     expect(emlsTo('carol@example.com')).toHaveLength(1);
