@@ -215,7 +215,8 @@ async function inboundScenario(e: RunningEngine, n: number, ctx: BenchContext, r
       const r = await fetch(`${e.httpUrl}/v1/approvals/${encodeURIComponent(id)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ decision: 'approved' }) });
       if (r.status >= 300) throw new BenchError('BENCH_INCOMPLETE', `approving ${id}: HTTP ${r.status} ${await r.text()}`);
     }
-    await waitFor(async () => (await store.query('workflow_run', { filter: { status: 'completed' }, limit: 1 })).total >= 2 * n, { timeoutMs: 300_000, intervalMs: 100, what: `${2 * n} runs completed` });
+    // the inbound runs (the memorizer's runs complete too, one per remembered event)
+    await waitFor(async () => (await store.query('workflow_run', { filter: { status: 'completed', workflow: 'inbound-message' }, limit: 1 })).total >= 2 * n, { timeoutMs: 300_000, intervalMs: 100, what: `${2 * n} inbound runs completed` });
     const outbox = join(e.dir, 'outbox');
     const emls = existsSync(outbox) ? readdirSync(outbox).filter((f) => f.endsWith('.eml')).length : 0;
     if (emls < n) throw new BenchError('BENCH_INCOMPLETE', `${emls} of ${n} email replies in the outbox`);

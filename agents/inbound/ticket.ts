@@ -322,6 +322,10 @@ export async function recallEarlierTickets(ctx: TaskContext<unknown>, t: Entity<
     const found = await ctx.effect('memory-recall', async () => {
       const memory = await ctx.memory();
       span.setAttribute('gen_ai.memory.store.id', memory.info.url);
+      // a customer with nothing remembered from another ticket (a first contact) has nothing to
+      // recall: no query is embedded, and this process never loads the embedding model for it
+      const others = await memory.list({ customerId, limit: 500 });
+      if (!others.some((m) => (m.entityId ?? m.source.entityId) !== t.entityId && (!asOf || m.createdAt <= asOf))) return [];
       // only what happened before this ticket's latest message: a task run late (a retry, a
       // redelivery) must not call a ticket opened after this one "earlier"
       return memory.search({ text: clip(query, 4_000), customerId, kind: ['message', 'summary', 'history'], limit: opts.limit ?? 20, ...(asOf ? { until: asOf } : {}) });

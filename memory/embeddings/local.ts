@@ -216,9 +216,18 @@ export class LocalMiniLMEmbeddings extends Embeddings implements KeelEmbeddings 
     }
   }
 
+  /** The vector length, from the model's config.json: opening a store does not load the weights (~140 MB). */
   async dimensions(): Promise<number> {
-    return (await this.load()).dimensions;
+    if (this.dims !== undefined) return this.dims;
+    try {
+      const c = JSON.parse(await readFile(join(localMiniLMDir(this.modelsDir), 'config.json'), 'utf8')) as { hidden_size?: unknown };
+      if (typeof c.hidden_size === 'number' && c.hidden_size > 0) return (this.dims = c.hidden_size);
+    } catch {
+      /* not provisioned or unreadable: load() names the problem */
+    }
+    return (this.dims = (await this.load()).dimensions);
   }
+  private dims: number | undefined;
 
   /** Vectors as Float32Array (what the model computes), in the order of `texts`. */
   async embedF32(texts: readonly string[]): Promise<Float32Array[]> {
