@@ -111,6 +111,12 @@ export interface AgentDefinition {
    * must list itself in `permissions.enqueue` (the bus lets it publish there).
    */
   schedules?: { capability: string; everyMs: number; input?: unknown }[];
+  /**
+   * `background`: work that may wait (e.g. embedding memories): an agent running alone in its
+   * process lowers the process's CPU priority (nice 10), so the agents on the customer's path
+   * get the cores first. Co-hosted agents share a process and keep its priority.
+   */
+  priority?: 'normal' | 'background';
 }
 
 export function defineCapability<I, O>(c: Capability<I, O>): Capability<I, O> {

@@ -1,3 +1,4 @@
+import { getPriority, setPriority } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { trace } from '@opentelemetry/api';
@@ -187,6 +188,15 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
   const costCounter = metrics?.meter.createCounter('keel_cost_usd', { description: 'recorded spend in USD' });
   const breakers = new Map<string, CircuitBreaker>();
   for (const [name, o] of Object.entries(def.connectors ?? {})) breakers.set(name, new CircuitBreaker(name, o));
+  // background work yields the cores to the customer's path (only when the agent has the process to itself)
+  if (def.priority === 'background' && (opts.host?.agents.length ?? 1) <= 1) {
+    try {
+      setPriority(process.pid, Math.max(getPriority(process.pid), 10));
+      log.info({ nice: getPriority(process.pid) }, 'background agent: lower CPU priority');
+    } catch (err) {
+      log.warn({ err }, 'could not lower the CPU priority of a background agent');
+    }
+  }
   // the intent cache and batchers this process's model calls share (made on the first model call)
   let services: ModelServices | undefined;
   const modelSvc = () => (services ??= modelServices(store, config, log));

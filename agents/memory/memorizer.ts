@@ -197,4 +197,6 @@ export default defineAgent({
   entities: ENTITY_TYPES,
   capabilities: [record, sweep],
   schedules: [{ capability: 'memory.sweep', everyMs: SWEEP_EVERY_MS, input: {} }],
+  // embedding memories can wait; the agents answering customers get the cores first
+  priority: 'background',
 });
