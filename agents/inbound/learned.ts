@@ -298,6 +298,25 @@ function sparseLogits(w: Float32Array, b: Float64Array, classes: number, dim: nu
  * `l2`·‖W‖². Deterministic (zero init, or `init`); features dense, zeros skipped.
  */
 export function trainSoftmax(X: Float32Array[], y: number[], classes: number, o: TrainOptions = {}): SoftmaxWeights {
+  const steps = softmaxEpochs(X, y, classes, o);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** {@link trainSoftmax} that gives the event loop a turn after every epoch (an agent trains while it serves). */
+export async function trainSoftmaxAsync(X: Float32Array[], y: number[], classes: number, o: TrainOptions = {}): Promise<SoftmaxWeights> {
+  const steps = softmaxEpochs(X, y, classes, o);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
+
+/** The training loop, one epoch per step. */
+function* softmaxEpochs(X: Float32Array[], y: number[], classes: number, o: TrainOptions): Generator<number, SoftmaxWeights> {
   const n = X.length;
   const dim = X[0]?.length ?? 0;
   const l2 = o.l2 ?? 1e-4;
@@ -344,6 +363,7 @@ export function trainSoftmax(X: Float32Array[], y: number[], classes: number, o:
       vb[c] = b2 * vb[c]! + (1 - b2) * g * g;
       b[c]! -= (lr * (mb[c]! / c1)) / (Math.sqrt(vb[c]! / c2) + eps);
     }
+    yield ep;
   }
   return { w, b };
 }
@@ -483,7 +503,7 @@ export class LearnedTriage {
     const fitIdx = cal.flatMap((c, i) => (c ? [] : [i]));
     const calIdx = cal.flatMap((c, i) => (c ? [i] : []));
     const l2 = o.l2 ?? LEARNED_L2;
-    const first = trainSoftmax(fitIdx.map((i) => X[i]!), fitIdx.map((i) => y[i]!), C, { ...o, l2, epochs, weights: fitIdx.map((i) => sw[i]!), ...(warm ? { init: warm } : {}) });
+    const first = await trainSoftmaxAsync(fitIdx.map((i) => X[i]!), fitIdx.map((i) => y[i]!), C, { ...o, l2, epochs, weights: fitIdx.map((i) => sw[i]!), ...(warm ? { init: warm } : {}) });
     const calLogits = calIdx.map((i) => logitsOf(first, C, X[i]!));
     const calY = calIdx.map((i) => y[i]!);
     const temperature = fitTemperature(calLogits, calY);
@@ -491,7 +511,7 @@ export class LearnedTriage {
       const ps = calLogits.map((z) => softmax(z, t));
       return expectedCalibrationError(ps.map((p) => Math.max(...p)), ps.map((p, k) => p.indexOf(Math.max(...p)) === calY[k]));
     };
-    const weights = trainSoftmax(X, y, C, { ...o, l2, epochs: Math.max(10, Math.round(epochs / 3)), weights: sw, init: first });
+    const weights = await trainSoftmaxAsync(X, y, C, { ...o, l2, epochs: Math.max(10, Math.round(epochs / 3)), weights: sw, init: first });
     // the fast model: the same fit and calibration over the cheap features alone
     let fastModel: { featurizer: Featurizer; weights: SoftmaxWeights; temperature: number } | undefined;
     let FX: Float32Array[] = [];
@@ -499,9 +519,9 @@ export class LearnedTriage {
       const ff = featurizer.fast;
       FX = await ff.features(texts);
       const fwarm = o.previous?.featurizer.id === featurizer.id ? o.previous.fastModel?.weights : undefined;
-      const ffirst = trainSoftmax(fitIdx.map((i) => FX[i]!), fitIdx.map((i) => y[i]!), C, { ...o, l2, epochs, weights: fitIdx.map((i) => sw[i]!), ...(fwarm ? { init: fwarm } : {}) });
+      const ffirst = await trainSoftmaxAsync(fitIdx.map((i) => FX[i]!), fitIdx.map((i) => y[i]!), C, { ...o, l2, epochs, weights: fitIdx.map((i) => sw[i]!), ...(fwarm ? { init: fwarm } : {}) });
       const ft = fitTemperature(calIdx.map((i) => logitsOf(ffirst, C, FX[i]!)), calY);
-      fastModel = { featurizer: ff, temperature: ft, weights: trainSoftmax(FX, y, C, { ...o, l2, epochs: Math.max(10, Math.round(epochs / 3)), weights: sw, init: ffirst }) };
+      fastModel = { featurizer: ff, temperature: ft, weights: await trainSoftmaxAsync(FX, y, C, { ...o, l2, epochs: Math.max(10, Math.round(epochs / 3)), weights: sw, init: ffirst }) };
     }
     return new LearnedTriage(featurizer, weights, temperature, {
       examples: examples.length,
