@@ -5,7 +5,7 @@
  */
 import type { BaseMessageLike } from '@langchain/core/messages';
 import type { StateStore } from '../shared-state/index.ts';
-import type { Batcher, IntentCache, LlmCallOptions, ModelRegistry } from '../models/index.ts';
+import type { Batcher, BudgetGuard, IntentCache, LlmCallOptions, ModelRegistry } from '../models/index.ts';
 import type { KeelConfig } from '../config/index.ts';
 import type { Logger } from '../observability/index.ts';
 import type { Capability } from './define.ts';
@@ -85,7 +85,7 @@ function splitPrompt(messages: readonly unknown[]): { system: string | undefined
 /** What one process shares between its tasks' model calls: the intent cache and the batchers. */
 export interface ModelServices {
   cache(): Promise<IntentCache | undefined>;
-  batcher(capability: string, tier: 'small' | 'large', instructions: string, models: ModelRegistry, guard: unknown): Promise<Batcher>;
+  batcher(capability: string, tier: 'small' | 'large', instructions: string, models: ModelRegistry, guard: BudgetGuard): Promise<Batcher>;
   logger?: Logger;
   close(): Promise<void>;
 }
@@ -125,7 +125,7 @@ export function modelServices(store: StateStore, config: KeelConfig, logger?: Lo
       const key = `${capability}\u0000${tier}\u0000${instructions}`;
       let b = batchers.get(key);
       if (!b) {
-        b = createBatcher({ kind: capability, models, tier, costs: store, instructions, windowMs: config.batchWindowMs, size: config.batchSize, invoke: { budget: { guard: guard as never, scopes: {} } } });
+        b = createBatcher({ kind: capability, models, tier, costs: store, instructions, windowMs: config.batchWindowMs, size: config.batchSize, invoke: { budget: { guard, scopes: {} } } });
         batchers.set(key, b);
       }
       return b;
@@ -221,7 +221,8 @@ export async function callModel(o: {
     }
   }
 
-  const provider = async (): Promise<ModelAnswer> => {
+  // the answer of the first tier the budgets admit; undefined when every tier was refused
+  const provider = async (): Promise<ModelAnswer | undefined> => {
     for (const tier of tiers) {
       try {
         const decision = tier === o.tier && call.route ? { ...call.route, tier: (tier === 'small' ? 1 : 2) as 1 | 2 } : undefined;
@@ -245,7 +246,7 @@ export async function callModel(o: {
         refusal ??= err as unknown as NonNullable<typeof refusal>;
       }
     }
-    return undefined as never; // every tier refused: handled below
+    return undefined;
   };
 
   // a declared-cacheable call is served from the intent cache when the same request (same
