@@ -62,6 +62,11 @@ export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_INTENT_CACHE_TTL', default: '86400', description: 'Seconds a cached model answer stays valid in the intent cache (0 turns the cache off).' },
   { name: 'KEEL_BATCH_WINDOW_MS', default: '30000', description: 'How long low-urgency model work (summaries, digests) waits to be batched into one call; urgent work never waits.' },
   { name: 'KEEL_BATCH_SIZE', default: '8', description: 'A batch goes out when it holds this many items, even before its window ends.' },
+  { name: 'KEEL_LAUNCH_SEARCH_URL', default: '(unset: research from the notes alone)', description: 'Web-search connector of the launch researcher: a URL with `{query}` (e.g. `https://search.example/api?q={query}`) answering JSON `{ results: [{ title, url, snippet }] }`.' },
+  { name: 'KEEL_LAUNCH_FOLLOW_UP_MS', default: '259200000', description: 'How long after the launch the follow-up email goes out (default 3 days).' },
+  { name: 'KEEL_LAUNCH_DUE_MS', default: '3600000', description: 'Due time of a launch task an agent owns (research, drafts, plan), from the launch start; publishing tasks are due this long after their calendar time.' },
+  { name: 'KEEL_LAUNCH_REVIEW_DUE_MS', default: '86400000', description: 'Due time of the operator\'s review tasks, from the launch start (and never before the launch time).' },
+  { name: 'KEEL_LAUNCH_SWEEP_MS', default: '60000', description: 'How often the marketer looks for overdue launch tasks (each one blocks its product once, with the reason).' },
   { name: 'KEEL_AUTO_PROVISION', default: '1', description: 'When no nats-server binary is found, `keel start` builds the pinned one with deploy/provision.sh (0 to refuse instead).' },
 ];
 
@@ -97,6 +102,11 @@ const schema = z.object({
   KEEL_INTENT_CACHE_TTL: z.coerce.number({ error: 'KEEL_INTENT_CACHE_TTL must be a number of seconds' }).int().min(0).default(86_400),
   KEEL_BATCH_WINDOW_MS: z.coerce.number({ error: 'KEEL_BATCH_WINDOW_MS must be a number' }).int().min(0).default(30_000),
   KEEL_BATCH_SIZE: z.coerce.number({ error: 'KEEL_BATCH_SIZE must be a number' }).int().min(1).default(8),
+  KEEL_LAUNCH_SEARCH_URL: z.string().url('KEEL_LAUNCH_SEARCH_URL must be a URL (with {query} where the query goes)').optional(),
+  KEEL_LAUNCH_FOLLOW_UP_MS: z.coerce.number({ error: 'KEEL_LAUNCH_FOLLOW_UP_MS must be a number' }).int().min(0).default(3 * 86_400_000),
+  KEEL_LAUNCH_DUE_MS: z.coerce.number({ error: 'KEEL_LAUNCH_DUE_MS must be a number' }).int().min(1).default(3_600_000),
+  KEEL_LAUNCH_REVIEW_DUE_MS: z.coerce.number({ error: 'KEEL_LAUNCH_REVIEW_DUE_MS must be a number' }).int().min(1).default(86_400_000),
+  KEEL_LAUNCH_SWEEP_MS: z.coerce.number({ error: 'KEEL_LAUNCH_SWEEP_MS must be a number' }).int().min(1_000).default(60_000),
   KEEL_AUTO_PROVISION: z.enum(['0', '1', 'true', 'false']).default('1'),
   KEEL_AGENTS: z.string().optional(),
   KEEL_WORKFLOWS: z.string().optional(),
@@ -243,6 +253,8 @@ export interface KeelConfig {
   intentCacheTtlS: number;
   batchWindowMs: number;
   batchSize: number;
+  /** the launch feature (agents/launch/): KEEL_LAUNCH_* */
+  launch: { searchUrl: string | undefined; followUpMs: number; dueMs: number; reviewDueMs: number; sweepMs: number };
   /** `OTEL_*` variables, for initTelemetry */
   telemetryEnv: Record<string, string>;
   /** model variables (KEEL_MODEL_*, endpoints, API keys, KEEL_PRICES), for createModelRegistry */
@@ -379,6 +391,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     intentCacheTtlS: c.KEEL_INTENT_CACHE_TTL,
     batchWindowMs: c.KEEL_BATCH_WINDOW_MS,
     batchSize: c.KEEL_BATCH_SIZE,
+    launch: { searchUrl: c.KEEL_LAUNCH_SEARCH_URL, followUpMs: c.KEEL_LAUNCH_FOLLOW_UP_MS, dueMs: c.KEEL_LAUNCH_DUE_MS, reviewDueMs: c.KEEL_LAUNCH_REVIEW_DUE_MS, sweepMs: c.KEEL_LAUNCH_SWEEP_MS },
     telemetryEnv: telemetryEnv(env),
     modelEnv: modelEnv(env),
   };

@@ -72,6 +72,8 @@ export interface TaskContext<I> {
    * AGENT_PERMISSION_DENIED when it declared no memory permission.
    */
   memory(): Promise<MemoryStore>;
+  /** true while `keel replay` re-executes the handler (model answers and effects are read back; writes are suppressed) */
+  replay?: boolean;
 }
 
 export interface Capability<I = unknown, O = unknown> {

@@ -159,6 +159,7 @@ export async function replayRun(store: StateStore, runId: string, agents: readon
       headers: {},
     } satisfies Envelope<unknown>;
     const ctx: TaskContext<unknown> = {
+      replay: true,
       input: s.input,
       envelope: env,
       agent: found.agent.name,

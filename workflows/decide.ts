@@ -52,6 +52,25 @@ export function definitionOf(run: RunState): WorkflowDef {
   return run.definition as unknown as WorkflowDef;
 }
 
+/** The latest time a `notBefore` may name (its ISO form must sort as a string: 4-digit years). */
+const MAX_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+/** ISO 8601: a date, or a date and time with a zone (a time without one would depend on the process's zone). */
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2}))?$/;
+
+/** A step's `notBefore`, resolved: epoch ms, undefined (no wait), or why it is not a time. */
+export function notBeforeOf(mapping: unknown, ctx: EvalContext): { until?: number } | { error: string } {
+  const v = resolveMapping(mapping, ctx);
+  if (v === undefined || v === null) return {};
+  let ms = Number.NaN;
+  if (typeof v === 'number') ms = v;
+  else if (typeof v === 'string' && ISO_TIME.test(v)) ms = Date.parse(v);
+  if (!Number.isFinite(ms) || ms < 0 || ms > MAX_TIME_MS) {
+    const shown = JSON.stringify(v) ?? String(v);
+    return { error: `${shown.length > 200 ? `${shown.slice(0, 200)}...` : shown} (expected an ISO 8601 time with a zone, e.g. 2026-03-01T09:00:00Z, or epoch ms)` };
+  }
+  return { until: ms };
+}
+
 class Planner {
   readonly events: EventInput[] = [];
   readonly effects: Effect[] = [];
@@ -189,6 +208,12 @@ class Planner {
     let pendingLeft = false;
     for (const [id, s] of Object.entries(this.def.steps)) {
       const cur = this.step(id);
+      if (cur.status === 'waiting') {
+        // its `notBefore` time: scheduled here (behind the lane and budget checks) once due
+        pendingLeft = true;
+        if (!cur.waitUntil || Date.parse(cur.waitUntil) <= this.now.getTime()) this.schedule(id, s, cur.input);
+        continue;
+      }
       if (cur.status !== 'pending') continue;
       pendingLeft = true;
       const deps = s.after.map((d) => this.step(d).status);
@@ -196,6 +221,18 @@ class Planner {
       if (s.when && !evaluate(s.when, this.ctx())) {
         this.emit('step_skipped', { step: id, reason: 'condition false' });
         continue;
+      }
+      if (s.notBefore !== undefined) {
+        const nb = notBeforeOf(s.notBefore, this.ctx());
+        if ('error' in nb) {
+          // a mapping that yields no time cannot be fixed by waiting or retrying
+          this.emit('step_failed', { step: id, attempt: cur.attempt, error: `notBefore of step '${id}' is not a time: ${nb.error}`, final: true });
+          return; // the next pass compensates before anything else starts
+        }
+        if (nb.until !== undefined && nb.until > this.now.getTime()) {
+          this.emit('step_waiting', { step: id, until: new Date(nb.until).toISOString() });
+          continue;
+        }
       }
       this.schedule(id, s, cur.input);
     }

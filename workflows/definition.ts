@@ -4,12 +4,17 @@ import { KeelError } from '../config/index.ts';
 /** A value mapped from the run: `'$.input.x'`, `'$.steps.triage.output.y'`, literals, nested objects. */
 export type Mapping = unknown;
 
-/** When a step runs: compare a path of the run's context with a value. */
+/**
+ * When a step runs (or a trigger fires): compare a path of the run's context with a value.
+ * `matches` is a JavaScript regular expression (no flags), checked by `defineWorkflow`; it is
+ * true only for a string value that matches.
+ */
 export const ConditionSchema = z.union([
   z.strictObject({ path: z.string().startsWith('$.'), equals: z.unknown() }),
   z.strictObject({ path: z.string().startsWith('$.'), notEquals: z.unknown() }),
   z.strictObject({ path: z.string().startsWith('$.'), in: z.array(z.unknown()) }),
   z.strictObject({ path: z.string().startsWith('$.'), truthy: z.boolean() }),
+  z.strictObject({ path: z.string().startsWith('$.'), matches: z.string() }),
 ]);
 export type Condition = z.infer<typeof ConditionSchema>;
 
@@ -46,6 +51,13 @@ export const StepSchema = z
     after: z.array(z.string()).default([]),
     when: ConditionSchema.optional(),
     input: z.unknown().optional(),
+    /**
+     * not before this time (mapped from the run, e.g. `$.steps.schedule.output.pageAt`): an ISO
+     * 8601 string with a zone, or epoch ms. A ready step whose time is still ahead waits
+     * (status `waiting`, a durable timer of the run); undefined/null or a past time: at once;
+     * anything else fails the step for good.
+     */
+    notBefore: z.unknown().optional(),
     retry: RetrySchema.optional(),
     /** the step fails an attempt when it takes longer (default 5 min) */
     timeoutMs: z.number().int().positive().optional(),
@@ -60,7 +72,13 @@ export const WorkflowSchema = z.strictObject({
   version: z.number().int().min(1),
   description: z.string().optional(),
   /** start a run for each matching entity event, e.g. `ticket.created` */
-  trigger: z.strictObject({ event: z.string().regex(/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/) }).optional(),
+  trigger: z
+    .strictObject({
+      event: z.string().regex(/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/),
+      /** start a run only when this holds, read from `{ input: { event } }`, e.g. `$.input.event.data.inReplyTo` */
+      when: ConditionSchema.optional(),
+    })
+    .optional(),
   /** USD a run may spend; the next step is not started once it is spent */
   budgetUsd: z.number().positive().optional(),
   /**
@@ -112,6 +130,16 @@ export function defineWorkflow(def: WorkflowInput): WorkflowDef {
   const ids = Object.keys(w.steps);
   if (ids.length === 0) issues.push('steps: at least one step');
   for (const [id, s] of Object.entries(w.steps)) for (const d of s.after) if (!w.steps[d]) issues.push(`steps.${id}.after: unknown step '${d}'`);
+  const checkCondition = (where: string, c: Condition | undefined) => {
+    if (!c || !('matches' in c)) return;
+    try {
+      new RegExp(c.matches);
+    } catch (err) {
+      issues.push(`${where}.matches: invalid regular expression /${c.matches}/: ${(err as Error).message}`);
+    }
+  };
+  for (const [id, s] of Object.entries(w.steps)) checkCondition(`steps.${id}.when`, s.when);
+  checkCondition('trigger.when', w.trigger?.when);
   if (w.supersede && w.concurrencyKey === undefined) issues.push('supersede: needs a concurrencyKey');
   if (w.supersede && !w.steps[w.supersede.before]) issues.push(`supersede.before: unknown step '${w.supersede.before}'`);
   // cycle check (DFS)

@@ -47,10 +47,23 @@ export function resolveMapping(m: Mapping, ctx: EvalContext): unknown {
 
 const eq = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
+/** Compiled `matches` patterns (conditions are evaluated on every plan; patterns are few). */
+const patterns = new Map<string, RegExp>();
+function patternOf(source: string): RegExp {
+  let re = patterns.get(source);
+  if (!re) {
+    re = new RegExp(source);
+    if (patterns.size >= 1_000) patterns.clear();
+    patterns.set(source, re);
+  }
+  return re;
+}
+
 export function evaluate(c: Condition, ctx: EvalContext): boolean {
   const v = getPath(ctx, c.path);
   if ('equals' in c) return eq(v, c.equals);
   if ('notEquals' in c) return !eq(v, c.notEquals);
   if ('in' in c) return c.in.some((x) => eq(v, x));
+  if ('matches' in c) return typeof v === 'string' && patternOf(c.matches).test(v);
   return !!v === c.truthy;
 }

@@ -6,7 +6,7 @@ import type { EntityTypeDef, State } from '../shared-state/index.ts';
  * run's current position. Each transition is a custom event; `reduceRun` is pure, so replays and
  * the workflow engine's own decisions compute the same state the store does.
  */
-export type StepStatus = 'pending' | 'scheduled' | 'waiting_approval' | 'escalated' | 'completed' | 'failed' | 'skipped' | 'compensated' | 'superseded';
+export type StepStatus = 'pending' | 'waiting' | 'scheduled' | 'waiting_approval' | 'escalated' | 'completed' | 'failed' | 'skipped' | 'compensated' | 'superseded';
 export type RunStatus = 'running' | 'completed' | 'failed' | 'compensating' | 'cancelled' | 'superseded';
 
 /** Where a run stands in its concurrency key's lane (see `concurrencyKey` in definition.ts). */
@@ -34,6 +34,8 @@ export interface StepState {
   taskId?: string;
   input?: unknown;
   scheduledAt?: string;
+  /** `notBefore`: the step waits (status `waiting`) until this time, then is scheduled */
+  waitUntil?: string;
   /** when the step times out (scheduled) or its approval deadline passes (waiting_approval) */
   deadlineAt?: string;
   /** when a lost dispatch is re-published once */
@@ -81,6 +83,7 @@ export interface RunState extends State {
 const stepEvent = z.object({ step: z.string(), at: z.string() }).loose();
 const RUN_EVENTS = {
   step_scheduled: stepEvent,
+  step_waiting: z.object({ step: z.string(), until: z.string(), at: z.string() }).loose(),
   step_redispatched: stepEvent,
   step_completed: stepEvent,
   step_failed: stepEvent,
@@ -105,15 +108,27 @@ const RUN_EVENTS = {
 
 type Ev = { type: string; data: unknown };
 
-function wakeOf(s: StepState): string | undefined {
-  const c = [s.status === 'scheduled' ? s.redispatchAt : undefined, s.status === 'scheduled' || s.status === 'waiting_approval' ? s.deadlineAt : undefined, s.status === 'failed' ? s.retryAt : undefined];
+/**
+ * A step's next timer. A `waiting` step's time counts only while it could then be scheduled: the
+ * run is running and not waiting for its lane (the lane's own timer, or its answer, wakes it),
+ * so a due step that cannot start does not keep its run at the head of the due-timer sweep.
+ */
+function wakeOf(s: StepState, canStart: boolean): string | undefined {
+  const c = [
+    s.status === 'scheduled' ? s.redispatchAt : undefined,
+    s.status === 'scheduled' || s.status === 'waiting_approval' ? s.deadlineAt : undefined,
+    s.status === 'failed' ? s.retryAt : undefined,
+    s.status === 'waiting' && canStart ? s.waitUntil : undefined,
+  ];
   return c.filter((x): x is string => !!x).sort()[0];
 }
 
 function withWake(st: RunState): RunState {
   if (st.status !== 'running' && st.status !== 'compensating') return { ...st, nextWakeAt: null };
-  const lane = st.lane && (st.lane.status === 'requested' || st.lane.status === 'waiting') ? st.lane.retryAt : undefined;
-  const all = [...Object.values(st.steps).map(wakeOf), lane].filter((x): x is string => !!x).sort();
+  const laneWait = !!st.lane && (st.lane.status === 'requested' || st.lane.status === 'waiting');
+  const lane = laneWait ? st.lane!.retryAt : undefined;
+  const canStart = st.status === 'running' && !laneWait;
+  const all = [...Object.values(st.steps).map((s) => wakeOf(s, canStart)), lane].filter((x): x is string => !!x).sort();
   return { ...st, nextWakeAt: all[0] ?? null };
 }
 
@@ -129,6 +144,8 @@ export function reduceRun(state: State, e: Ev): State {
         status: 'scheduled', attempt: d.attempt as number, taskId: d.taskId as string, input: d.input, scheduledAt: d.at,
         deadlineAt: d.deadlineAt as string | undefined, redispatchAt: d.redispatchAt as string | undefined, retryAt: undefined, error: undefined,
       });
+    case 'step_waiting':
+      return put(d.step, { status: 'waiting', waitUntil: d.until as string });
     case 'step_redispatched':
       return put(d.step, { redispatchAt: undefined });
     case 'step_completed': {

@@ -13,7 +13,7 @@ void everyRunStatus;
 function stepRows(st: RunState): string[][] {
   return Object.entries(st.steps).map(([id, s]) => [
     id,
-    s.status,
+    s.status === 'waiting' && s.waitUntil ? `waiting until ${s.waitUntil}` : s.status,
     String(s.attempt),
     s.agent ?? '',
     s.durationMs !== undefined ? `${s.durationMs} ms` : '',

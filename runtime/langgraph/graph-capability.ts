@@ -1,20 +1,38 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { MemorySaver, type BaseCheckpointSaver } from '@langchain/langgraph';
 import { loadConfig } from '../../config/index.ts';
 import { PermanentError } from '../../bus/index.ts';
 import { defineCapability, type Capability, type TaskContext } from '../index.ts';
 import { createCheckpointer } from './checkpointer.ts';
 import { runGraph, type CheckpointedGraph } from './run-graph.ts';
-import type { KeelCheckpointSaver } from './saver.ts';
+import { AgentError } from '../errors.ts';
 
 /** A capability's declaration (as for `defineCapability`), with a graph in place of the handler. */
 export interface GraphCapabilityOptions<I, O> extends Omit<Capability<I, O>, 'handler'> {
-  /** builds the compiled graph, once per process, with the checkpointer on the shared state */
-  graph: (checkpointer: KeelCheckpointSaver) => CheckpointedGraph | Promise<CheckpointedGraph>;
+  /**
+   * builds the compiled graph with the given checkpointer: once per process with the one on the
+   * shared state; during `keel replay`, once per replayed task with an in-memory one (the replay
+   * runs every node again, with model answers and side effects read back from the log)
+   */
+  graph: (checkpointer: BaseCheckpointSaver) => CheckpointedGraph | Promise<CheckpointedGraph>;
   /** the graph's input from the task (default: the task input) */
   toInput?: (input: I, ctx: TaskContext<I>) => unknown;
   /** the capability's output from the graph's final values (default: the values) */
   toOutput?: (values: Record<string, unknown>, ctx: TaskContext<I>) => O;
   /** where checkpoints live (default KEEL_STATE) */
   stateUrl?: string;
+}
+
+const running = new AsyncLocalStorage<TaskContext<unknown>>();
+
+/**
+ * The task a graph node runs for (its `ctx.llm`, `ctx.state`, `ctx.effect` …): call it inside a
+ * node of a graph run by {@link defineGraphCapability}. Throws outside one.
+ */
+export function graphTask<I = unknown>(): TaskContext<I> {
+  const ctx = running.getStore();
+  if (!ctx) throw new AgentError('AGENT_UNKNOWN', 'graphTask() is only available inside a node of a graph run by defineGraphCapability');
+  return ctx as TaskContext<I>;
 }
 
 /**
@@ -36,8 +54,10 @@ export function defineGraphCapability<I, O>(o: GraphCapabilityOptions<I, O>): Ca
   return defineCapability<I, O>({
     ...declaration,
     async handler(ctx) {
-      const g = await getGraph();
-      const r = await runGraph(g, o.toInput ? o.toInput(ctx.input, ctx) : ctx.input, { threadId: ctx.envelope.idempotencyKey, signal: ctx.signal });
+      // a replay runs the nodes again on a fresh in-memory thread (the stored one has finished)
+      const g = ctx.replay ? await o.graph(new MemorySaver()) : await getGraph();
+      const input = o.toInput ? o.toInput(ctx.input, ctx) : ctx.input;
+      const r = await running.run(ctx as TaskContext<unknown>, () => runGraph(g, input, { threadId: ctx.envelope.idempotencyKey, signal: ctx.signal }));
       if (r.status === 'interrupted') {
         throw new PermanentError(`graph of ${o.name} stopped at interrupt() (${JSON.stringify(r.interrupts).slice(0, 200)}); answer it with runGraph(..., { resume }) from a handler that owns the approval`, { code: 'GRAPH_INTERRUPTED' });
       }

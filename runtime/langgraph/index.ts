@@ -34,5 +34,5 @@ export type { CheckpointedGraph, RunGraphOptions, GraphRunResult } from './run-g
 export { CheckpointError, isCheckpointError } from './errors.ts';
 export type { CheckpointErrorCode } from './errors.ts';
 
-export { defineGraphCapability } from './graph-capability.ts';
+export { defineGraphCapability, graphTask } from './graph-capability.ts';
 export type { GraphCapabilityOptions } from './graph-capability.ts';

@@ -125,7 +125,7 @@ export function stateStoreContract(t: ContractTarget): void {
       expect(await thrown(s.append('task', 't9', 0, [{ type: 'exploded' }], meta))).toMatchObject({ code: 'STATE_UNKNOWN_EVENT_TYPE', eventType: 'exploded' });
       await s.append('task', 't9', 0, [{ type: 'created', data: { title: 'x' } }], meta);
       expect((await thrown(s.append('task', 't9', 1, [{ type: 'created', data: { title: 'y' } }], meta))).code).toBe('STATE_INVALID_EVENT');
-      const e5 = await thrown(s.append('content_asset', 'big1', 0, [{ type: 'created', data: { title: 'huge', kind: 'doc', body: 'y'.repeat(400_000) } }], meta));
+      const e5 = await thrown(s.append('content_asset', 'big1', 0, [{ type: 'created', data: { productId: 'p1', kind: 'landing_page', slot: 'page', title: 'huge', versions: [{ version: 1, title: 'huge', body: 'y'.repeat(400_000), by: 'agent:writer', at: '2030-01-01T00:00:00Z' }] } }], meta));
       expect(e5).toMatchObject({ code: 'STATE_DOCUMENT_TOO_LARGE', entityId: 'big1', limit: 200_000 });
       expect(e5.bytes).toBeGreaterThan(400_000);
       expect(await s.get('content_asset', 'big1')).toBeNull();
@@ -229,9 +229,9 @@ export function stateStoreContract(t: ContractTarget): void {
     });
 
     withStore('projections rebuild from the events to the same state', async (s) => {
-      await s.append('product', 'p1', 0, [{ type: 'created', data: { name: 'Niche kit', tags: ['diy'] } }], meta);
-      await s.append('product', 'p1', 1, [{ type: 'updated', data: { lifecycle: 'research', price: { amount: 29, currency: 'EUR' } } }], meta);
-      await s.append('product', 'p2', 0, [{ type: 'created', data: { name: 'Other' } }, { type: 'deleted' }], meta);
+      await s.append('product', 'p1', 0, [{ type: 'created', data: { name: 'Niche kit', pitch: 'A kit', audience: 'makers', tags: ['diy'] } }], meta);
+      await s.append('product', 'p1', 1, [{ type: 'updated', data: { lifecycle: 'researching', price: { amount: 29, currency: 'EUR' } } }], meta);
+      await s.append('product', 'p2', 0, [{ type: 'created', data: { name: 'Other', pitch: 'Other', audience: 'anyone' } }, { type: 'deleted' }], meta);
       await s.append('calendar_item', 'cal1', 0, [{ type: 'created', data: { title: 'Launch call', startsAt: '2030-01-01T10:00:00Z' } }], meta);
       const before = [await s.get('product', 'p1'), await s.get('product', 'p2'), await s.get('calendar_item', 'cal1')];
       expect(await s.rebuildProjections()).toBe(3);
