@@ -22,6 +22,9 @@ import { memoryFeature, MEMORY_FEATURE } from './memory/index.ts';
 
 /** Customers as the operator names them (id, email or chat handle): the inbound feature owns the customer entity. */
 export { resolveCustomer, type ResolvedCustomer, type TicketState } from './inbound/index.ts';
+/** The launch feature's entities, as the CLI's product, launch, content and calendar commands read them. */
+export { PRODUCT, TASK, CONTENT_ASSET, CALENDAR_ITEM, LIFECYCLE, LAUNCH_WORKFLOW, LaunchInput, productLaunch } from './launch/index.ts';
+export type { ProductState, AssetState, TaskState, CalendarState, ProductException, Lifecycle, AssetVersion } from './launch/index.ts';
 
 /** The features that ship with Keel; the memory feature remembers what the others' memory rules say. */
 export const BUILTIN_FEATURES: readonly Feature[] = [inbound, launch, memoryFeature([inbound, launch])];

@@ -47,6 +47,15 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   'triage examples': ['keel triage examples', 'keel triage examples --all --json'],
   'triage forget': ['keel triage forget tex-9c1f2ab34d5e6f70', 'keel triage forget tex-9c1f2ab34d5e6f70 --json'],
   why: ['keel why tkt-3f2a9c0d1e4b5a67', 'keel why in-5d41402abc4b2a76b9719d91 --json'],
+  'product create': ['keel product create --name "Focus Timer" --pitch "A timer that blocks distractions" --audience "remote developers" --price 29 --doc notes.md', 'keel product create --name "Focus Timer" --pitch "..." --audience "..." --notes @notes.txt --subscribers @subscribers.txt --json'],
+  'product subscribe': ['keel product subscribe focus-timer ada@example.com bob@example.com'],
+  'product show': ['keel product show focus-timer', 'keel product show focus-timer --json'],
+  products: ['keel products', 'keel products --json'],
+  'launch start': ['keel launch start focus-timer --at +2h --budget 5', 'keel launch start focus-timer --at 2026-12-01T09:00:00+01:00 --follow-up-after 3d --json'],
+  launches: ['keel launches', 'keel launches --json'],
+  'content show': ['keel content show focus-timer-page', 'keel content show focus-timer-email-1 --version 1 --json'],
+  'content diff': ['keel content diff focus-timer-page 1 2', 'keel content diff focus-timer-page 1 2 --json'],
+  calendar: ['keel calendar', 'keel calendar --product focus-timer --json'],
 };
 
 /** `run start` for the command `start` under `run`; '' for the program itself. */

@@ -35,6 +35,7 @@ const MODULES: Record<string, () => Promise<Register[]>> = {
   dlq: async () => [(await import('./commands/dlq.ts')).registerDlq],
   memory: async () => [(await import('./commands/memory.ts')).registerMemory],
   triage: async () => [(await import('./commands/triage.ts')).registerTriage],
+  launch: async () => [(await import('./commands/launch.ts')).registerLaunch],
 };
 
 /** Top-level command → the module that registers it. */
@@ -62,6 +63,12 @@ const COMMAND_MODULE: Record<string, string> = {
   why: 'tickets',
   memory: 'memory',
   triage: 'triage',
+  product: 'launch',
+  products: 'launch',
+  launch: 'launch',
+  launches: 'launch',
+  content: 'launch',
+  calendar: 'launch',
 };
 
 /** Commands that start telemetry (their spans join the runs they touch); the rest do not trace. */
@@ -77,6 +84,9 @@ program
   .name('keel')
   .description('Keel: the engine of a one-person company (agents on NATS JetStream, event-sourced state, traces and cost).\nConfiguration comes from KEEL_* environment variables; see README.md.')
   .exitOverride()
+  // the program's own -V/--version counts only before a subcommand, so a subcommand's option of
+  // that name is its own (`keel content show ID --version 2`); the program has no other options
+  .enablePositionalOptions()
   // usage errors are printed below, in the one error format (JSON on stdout with --json)
   .configureOutput({ outputError: () => undefined })
   .addHelpText('after', '\nErrors exit 1 with `error [CODE]: message` on stderr; with --json, `{"error": "CODE", "message": ...}` on stdout.');

@@ -70,6 +70,12 @@ export interface LlmCallOptions {
   urgency?: 'low' | 'normal' | 'high';
   /** the caller's declared value of the answer (for the router) */
   value?: RouteValue;
+  /**
+   * a stable name for this call within its task (e.g. a graph node's name): the answer is recorded
+   * under it, so a graph resumed after a crash (which skips the nodes that finished) reads back
+   * the right answer; default: the call's position in the task (`model-1`, `model-2`, …)
+   */
+  key?: string;
 }
 
 export interface RouteDecision {

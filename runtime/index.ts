@@ -40,6 +40,9 @@ export type { ReplayReport, ReplayStep, ReplayOptions, PromptChange } from './re
 export { createCapabilityTestKit, type CapabilityTestKit, type CapabilityTestKitOptions, type CapabilityRunOptions, type CapabilityRunResult, type RecordedEffect, type RecordedEnqueue, type RecordedModelCall, type FailedModelCall, type CapturedLog } from './testkit.ts';
 export type { RunAgentOptions, RunningAgent } from './runtime.ts';
 export { hostAgents } from './host.ts';
+/** LangGraph graphs as capabilities (LangGraph itself loads with the first task); the checkpointer and `runGraph` are in runtime/langgraph/ */
+export { defineGraphCapability, graphTask } from './langgraph/graph-capability.ts';
+export type { GraphCapabilityOptions } from './langgraph/graph-capability.ts';
 export type { AgentHost, HostedAgentSpec, HostedAgentStatus, HostAgentsOptions } from './host.ts';
 export { CircuitBreaker } from './breaker.ts';
 export type { BreakerOptions, BreakerState } from './breaker.ts';

@@ -184,9 +184,9 @@ export async function replayRun(store: StateStore, runId: string, agents: readon
       signal: new AbortController().signal,
       working: () => undefined,
       models,
-      llm: async (tier, messages) => {
+      llm: async (tier, messages, callOpts) => {
         const n = ++modelN;
-        const rec = await recordedEffect<{ prompt?: { tier?: string; messages?: unknown[] } } & Record<string, unknown>>(`model-${n}`);
+        const rec = await recordedEffect<{ prompt?: { tier?: string; messages?: unknown[] } } & Record<string, unknown>>(callOpts?.key ? `model-${callOpts.key}` : `model-${n}`);
         counters.modelAnswersReadBack++;
         // answers recorded before prompts were kept carry none: those are not compared
         if (rec.prompt?.messages) {

@@ -273,7 +273,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
         const n = ++modelCalls;
         // recorded like a side effect: a retried task reuses the answer, and replay reads it back
         // (with the prompt, so a replay can tell when the step now asks something else)
-        const { prompt: _prompt, ...answer } = await ctx.effect(`model-${n}`, async () => {
+        const { prompt: _prompt, ...answer } = await ctx.effect(callOpts?.key ? `model-${callOpts.key}` : `model-${n}`, async () => {
           const r = await callModel({
             models: opts.models, tier, messages, capability: cap.name, store, signal: hctx.signal,
             attribution: { agent: def.name, runId: env.correlationId, customerId: env.customer },

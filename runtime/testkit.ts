@@ -322,7 +322,8 @@ export async function createCapabilityTestKit(opts: CapabilityTestKitOptions): P
       },
       models,
       llm: async (tier, messages, callOpts) => {
-        const key = keyOf(`model-${++modelN}`);
+        const n = ++modelN;
+        const key = keyOf(callOpts?.key ? `model-${callOpts.key}` : `model-${n}`);
         try {
           // recorded like a side effect, under the runtime's key: a rerun reads the answer back
           const r = await recordOnce(store, key, leaseMs, async () => {

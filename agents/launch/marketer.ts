@@ -7,12 +7,10 @@
  * `KEEL_LAUNCH_FOLLOW_UP_MS` later. Every `KEEL_LAUNCH_SWEEP_MS` it looks for overdue tasks.
  */
 import { z } from 'zod';
-import { Annotation, StateGraph, START, END } from '@langchain/langgraph';
 import { loadConfig } from '../../config/index.ts';
-import { defineAgent } from '../../runtime/index.ts';
-import { defineGraphCapability, graphTask } from '../../runtime/langgraph/index.ts';
+import { defineAgent, defineGraphCapability, graphTask } from '../../runtime/index.ts';
 import { CALENDAR_ITEM, LAUNCH_ENTITY_TYPES, PRODUCT, TASK } from './entities.ts';
-import { SLOTS, assetIdOf, calendarIdOf, callModel, change, finishTask, getProduct, setCalendar, startTask, type ProductState } from './product.ts';
+import { SLOTS, TIER_NAME, assetIdOf, bestTier, calendarIdOf, callModel, change, finishTask, getProduct, setCalendar, startTask, type ProductState } from './product.ts';
 import { templatePlan } from './templates.ts';
 import { applyReview, block, checkOverdue, finish, kickoff, linkReply, schedule } from './operations.ts';
 import { publishPage, publishPosts, recallEmails, sendEmails, unpublishPage, unpublishPosts } from './publishing.ts';
@@ -27,18 +25,18 @@ export const PlanOutput = z.object({
 });
 export type PlanOutput = z.infer<typeof PlanOutput>;
 
-const State = Annotation.Root({
-  productId: Annotation<string>(),
-  at: Annotation<string>(),
-  followUpAt: Annotation<string>(),
-  taskId: Annotation<string | undefined>(),
-  channels: Annotation<{ channel: 'site' | 'email' | 'social'; why: string }[]>(),
-  rationale: Annotation<string>(),
-  tier: Annotation<number>(),
-  calendar: Annotation<PlanOutput['calendar']>(),
-  result: Annotation<PlanOutput>(),
-});
-type S = typeof State.State;
+/** The graph's state (its channels). */
+interface S {
+  productId: string;
+  at: string;
+  followUpAt: string;
+  taskId: string | undefined;
+  channels: { channel: 'site' | 'email' | 'social'; why: string }[];
+  rationale: string;
+  tier: number;
+  calendar: PlanOutput['calendar'];
+  result: PlanOutput;
+}
 
 export const plan = defineGraphCapability({
   name: 'launch.plan',
@@ -51,21 +49,35 @@ export const plan = defineGraphCapability({
   timeoutMs: 180_000,
   toInput: (i) => ({ productId: i.productId, at: i.at, followUpAt: i.followUpAt, taskId: i.taskId }),
   toOutput: (v) => (v as unknown as S).result,
-  graph: (checkpointer) =>
-    new StateGraph(State)
-      .addNode('channels', async (s: S) => {
+  // LangGraph loads with the first task, not in every idle process
+  graph: async (checkpointer) => {
+    const { Annotation, StateGraph, START, END } = await import('@langchain/langgraph');
+    const State = Annotation.Root({
+      productId: Annotation<string>(),
+      at: Annotation<string>(),
+      followUpAt: Annotation<string>(),
+      taskId: Annotation<string | undefined>(),
+      channels: Annotation<{ channel: 'site' | 'email' | 'social'; why: string }[]>(),
+      rationale: Annotation<string>(),
+      tier: Annotation<number>(),
+      calendar: Annotation<PlanOutput['calendar']>(),
+      result: Annotation<PlanOutput>(),
+    });
+    return new StateGraph(State)
+      .addNode('pick-channels', async (s: S) => {
         const ctx = graphTask();
         if (s.taskId) await startTask(ctx, s.taskId);
         const p = (await getProduct(ctx, s.productId)).state;
         const t0 = templatePlan(p);
-        if (!ctx.hasModel('small')) return { channels: t0.channels, rationale: t0.rationale, tier: 0 };
-        const text = await callModel(ctx, 'small', [
+        const best = await bestTier(ctx, 'small');
+        if (best === 0) return { channels: t0.channels, rationale: t0.rationale, tier: 0 };
+        const text = await callModel(ctx, TIER_NAME[best], [
           { role: 'system', content: 'You plan the launch of a niche product for a one-person company. In at most 5 sentences, say how to use the channels given (and in which order) for this audience. Plain text.' },
           { role: 'user', content: `Product: ${p.name}\nPitch: ${p.pitch}\nAudience: ${p.audience}\nSubscribers: ${p.subscribers.length}\nChannels: ${t0.channels.map((c) => c.channel).join(', ')}\n${p.research ? `Research: ${p.research.summary}` : ''}` },
-        ]);
-        return { channels: t0.channels, rationale: text || t0.rationale, tier: text ? 1 : 0 };
+        ], 'plan');
+        return { channels: t0.channels, rationale: text || t0.rationale, tier: text ? best : 0 };
       })
-      .addNode('calendar', async (s: S) => {
+      .addNode('make-calendar', async (s: S) => {
         const ctx = graphTask();
         const p = (await getProduct(ctx, s.productId)).state;
         const items = [
@@ -88,11 +100,12 @@ export const plan = defineGraphCapability({
         if (s.taskId) await finishTask(ctx, s.taskId);
         return { result: { productId: s.productId, channels: s.channels, rationale: s.rationale, tier: s.tier, calendar: s.calendar } };
       })
-      .addEdge(START, 'channels')
-      .addEdge('channels', 'calendar')
-      .addEdge('calendar', 'save')
+      .addEdge(START, 'pick-channels')
+      .addEdge('pick-channels', 'make-calendar')
+      .addEdge('make-calendar', 'save')
       .addEdge('save', END)
-      .compile({ checkpointer }),
+      .compile({ checkpointer });
+  },
 });
 
 export default defineAgent({

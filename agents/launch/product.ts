@@ -187,20 +187,26 @@ export function terms(text: string): string[] {
 const STOP = new Set('the and for with that this from your you are our was were will have has had not but all can its into than then them they their there what when who why how about more most very just also only over such each any some other out get got one two use using used make made like'.split(' '));
 
 /** A model call's text, or the budget refusal as the product's reason to block (a permanent failure of the step). */
-export async function callModel(ctx: TaskContext<unknown>, tier: 'small' | 'large', messages: { role: 'system' | 'user'; content: string }[]): Promise<string> {
+export async function callModel(ctx: TaskContext<unknown>, tier: 'small' | 'large', messages: { role: 'system' | 'user'; content: string }[], key: string): Promise<string> {
   try {
-    return (await ctx.llm(tier, messages)).text.trim();
+    // keyed by the graph node: a graph resumed after a crash reads back that node's answer
+    return (await ctx.llm(tier, messages, { key })).text.trim();
   } catch (err) {
     if ((err as { code?: string }).code === 'MODEL_BUDGET_REFUSED') throw new PermanentError(`budget refused: ${(err as Error).message}`, { code: 'LAUNCH_BUDGET_REFUSED', cause: err });
     throw err;
   }
 }
 
-/** The best tier this process has a model for (2 large, 1 small, 0 none). */
-export function bestTier(ctx: TaskContext<unknown>, prefer: 'small' | 'large'): 0 | 1 | 2 {
-  if (prefer === 'large' && ctx.hasModel('large')) return 2;
-  if (ctx.hasModel('small')) return 1;
-  if (ctx.hasModel('large')) return 2;
-  return 0;
+/**
+ * The best tier this process has a model for (2 large, 1 small, 0 none), recorded as a side
+ * effect: a redelivered task and a replay take the same road as the first run did.
+ */
+export async function bestTier(ctx: TaskContext<unknown>, prefer: 'small' | 'large'): Promise<0 | 1 | 2> {
+  return ctx.effect('tier', async () => {
+    if (prefer === 'large' && ctx.hasModel('large')) return 2 as const;
+    if (ctx.hasModel('small')) return 1 as const;
+    if (ctx.hasModel('large')) return 2 as const;
+    return 0 as const;
+  });
 }
 export const TIER_NAME = { 1: 'small', 2: 'large' } as const;

@@ -10,11 +10,9 @@
  * The research is written to the product (`researched`) and the task is marked done.
  */
 import { z } from 'zod';
-import { Annotation, StateGraph, START, END } from '@langchain/langgraph';
-import { defineAgent, RetryableError } from '../../runtime/index.ts';
-import { defineGraphCapability, graphTask } from '../../runtime/langgraph/index.ts';
+import { defineAgent, defineGraphCapability, graphTask, RetryableError } from '../../runtime/index.ts';
 import { LAUNCH_ENTITY_TYPES, PRODUCT, TASK } from './entities.ts';
-import { advanceLifecycle, callModel, change, finishTask, getProduct, startTask, type ProductState } from './product.ts';
+import { TIER_NAME, advanceLifecycle, bestTier, callModel, change, finishTask, getProduct, startTask, type ProductState } from './product.ts';
 import { researchPoints, researchSummary, type Source } from './templates.ts';
 
 export const ResearchInput = z.object({ productId: z.string().min(1), taskId: z.string().min(1).optional() });
@@ -29,15 +27,15 @@ export const ResearchOutput = z.object({
 });
 export type ResearchOutput = z.infer<typeof ResearchOutput>;
 
-const State = Annotation.Root({
-  productId: Annotation<string>(),
-  taskId: Annotation<string | undefined>(),
-  memories: Annotation<string[]>(),
-  sources: Annotation<Source[]>(),
-  notes: Annotation<string[]>(),
-  result: Annotation<ResearchOutput>(),
-});
-type S = typeof State.State;
+/** The graph's state (its channels). */
+interface S {
+  productId: string;
+  taskId: string | undefined;
+  memories: string[];
+  sources: Source[];
+  notes: string[];
+  result: ResearchOutput;
+}
 
 /** The connector's answer, as `{ results: [{ title, url, snippet }] }` (a few common shapes accepted). */
 export async function webSearch(urlTemplate: string, query: string, signal: AbortSignal): Promise<Source[]> {
@@ -68,8 +66,18 @@ export const research = defineGraphCapability({
   ackWaitMs: 60_000,
   toInput: (i) => ({ productId: i.productId, taskId: i.taskId }),
   toOutput: (v) => (v as unknown as S).result,
-  graph: (checkpointer) =>
-    new StateGraph(State)
+  // LangGraph loads with the first task, not in every idle process
+  graph: async (checkpointer) => {
+    const { Annotation, StateGraph, START, END } = await import('@langchain/langgraph');
+    const State = Annotation.Root({
+      productId: Annotation<string>(),
+      taskId: Annotation<string | undefined>(),
+      memories: Annotation<string[]>(),
+      sources: Annotation<Source[]>(),
+      notes: Annotation<string[]>(),
+      result: Annotation<ResearchOutput>(),
+    });
+    return new StateGraph(State)
       .addNode('gather', async (s: S) => {
         const ctx = graphTask();
         if (s.taskId) await startTask(ctx, s.taskId);
@@ -94,12 +102,16 @@ export const research = defineGraphCapability({
       })
       .addNode('search', async (s: S) => {
         const ctx = graphTask();
-        const url = ctx.config.launch.searchUrl;
-        if (!url) return { sources: [], notes: [...s.notes, 'no web-search connector configured (KEEL_LAUNCH_SEARCH_URL): research from the notes alone'] };
         const p = await product(s.productId);
         const query = `${p.pitch} ${p.audience}`.slice(0, 300);
-        const sources = await ctx.effect('search', () => ctx.connector('search', () => webSearch(url, query, ctx.signal)));
-        return { sources, notes: sources.length ? s.notes : [...s.notes, `the web search found nothing for "${query}"`] };
+        // whether a connector is configured is part of the record too: a replay takes the same road
+        const found = await ctx.effect('search', async () => {
+          const url = ctx.config.launch.searchUrl;
+          if (!url) return { configured: false, sources: [] as Source[] };
+          return { configured: true, sources: await ctx.connector('search', () => webSearch(url, query, ctx.signal)) };
+        });
+        if (!found.configured) return { sources: [], notes: [...s.notes, 'no web-search connector configured (KEEL_LAUNCH_SEARCH_URL): research from the notes alone'] };
+        return { sources: found.sources, notes: found.sources.length ? s.notes : [...s.notes, `the web search found nothing for "${query}"`] };
       })
       .addNode('synthesize', async (s: S) => {
         const ctx = graphTask();
@@ -107,14 +119,15 @@ export const research = defineGraphCapability({
         const points = researchPoints(p, { sources: s.sources, memories: s.memories });
         let summary = researchSummary(p, points, { notes: p.notes ? 1 : 0, documents: p.documents.length, sources: s.sources.length, memories: s.memories.length });
         let tier: 0 | 1 | 2 = 0;
-        if (ctx.hasModel('small')) {
-          const text = await callModel(ctx, 'small', [
+        const best = await bestTier(ctx, 'small');
+        if (best > 0) {
+          const text = await callModel(ctx, TIER_NAME[best as 1 | 2], [
             { role: 'system', content: 'You research a product launch for a one-person company. From the product and the evidence, write a research summary of at most 6 sentences: who the audience is, what they need, what they say, what the launch should stress. Plain text, no preamble.' },
             { role: 'user', content: `Product: ${p.name}\nPitch: ${p.pitch}\nAudience: ${p.audience}\n${p.description ? `Description: ${p.description}\n` : ''}\nEvidence:\n${points.map((x) => `- ${x}`).join('\n') || '(none)'}\n${s.sources.length ? `\nWeb results:\n${s.sources.map((x) => `- ${x.title}${x.snippet ? `: ${x.snippet}` : ''}`).join('\n')}` : ''}` },
-          ]);
+          ], 'synthesize');
           if (text) {
             summary = text.slice(0, 20_000);
-            tier = 1;
+            tier = best;
           }
         }
         const note = s.notes.length ? s.notes.join('; ') : undefined;
@@ -130,7 +143,8 @@ export const research = defineGraphCapability({
       .addEdge('gather', 'search')
       .addEdge('search', 'synthesize')
       .addEdge('synthesize', END)
-      .compile({ checkpointer }),
+      .compile({ checkpointer });
+  },
 });
 
 export default defineAgent({

@@ -12,9 +12,7 @@
  * budget refusal does too (`budget refused: …`).
  */
 import { z } from 'zod';
-import { Annotation, StateGraph, START, END } from '@langchain/langgraph';
-import { defineAgent } from '../../runtime/index.ts';
-import { defineGraphCapability, graphTask } from '../../runtime/langgraph/index.ts';
+import { defineAgent, defineGraphCapability, graphTask } from '../../runtime/index.ts';
 import { CONTENT_ASSET, LAUNCH_ENTITY_TYPES, PRODUCT, TASK } from './entities.ts';
 import { addVersion, advanceLifecycle, bestTier, callModel, finishTask, getProduct, startTask, TIER_NAME, type ProductState } from './product.ts';
 import { fixDraft, reviewDraft, splitPosts, templateDrafts, type Draft } from './templates.ts';
@@ -33,17 +31,17 @@ export const WriteOutput = z.object({
 });
 export type WriteOutput = z.infer<typeof WriteOutput>;
 
-const State = Annotation.Root({
-  productId: Annotation<string>(),
-  kind: Annotation<(typeof WRITE_KINDS)[number]>(),
-  taskId: Annotation<string | undefined>(),
-  drafts: Annotation<Draft[]>(),
-  tier: Annotation<number>(),
-  problems: Annotation<string[]>(),
-  revised: Annotation<boolean>(),
-  result: Annotation<WriteOutput>(),
-});
-type S = typeof State.State;
+/** The graph's state (its channels). */
+interface S {
+  productId: string;
+  kind: (typeof WRITE_KINDS)[number];
+  taskId: string | undefined;
+  drafts: Draft[];
+  tier: number;
+  problems: string[];
+  revised: boolean;
+  result: WriteOutput;
+}
 
 const INSTRUCTIONS = {
   page: 'Write the landing page in Markdown: a "# " heading with the product name, a "## " subheading with the promise, a short paragraph, a "### " section of 3 bullets on why it matters to the audience, the price when there is one, and a bold call to action. No HTML.',
@@ -85,8 +83,8 @@ export function parseModelDrafts(kind: S['kind'], text: string, p: ProductState)
 
 const asText = (kind: S['kind'], drafts: Draft[]) => (kind === 'emails' ? drafts.map((d) => `Subject: ${d.title}\n\n${d.body}`).join('\n\n=====\n\n') : drafts.map((d) => d.body).join('\n\n'));
 
-async function ask(ctx: TaskContext<unknown>, tier: 1 | 2, system: string, user: string): Promise<string> {
-  return callModel(ctx, TIER_NAME[tier], [{ role: 'system', content: system }, { role: 'user', content: user }]);
+async function ask(ctx: TaskContext<unknown>, tier: 1 | 2, key: string, system: string, user: string): Promise<string> {
+  return callModel(ctx, TIER_NAME[tier], [{ role: 'system', content: system }, { role: 'user', content: user }], key);
 }
 
 export const write = defineGraphCapability({
@@ -98,19 +96,33 @@ export const write = defineGraphCapability({
   permissions: { entityTypes: [PRODUCT, TASK, CONTENT_ASSET] },
   costClass: 'large-model',
   timeoutMs: 300_000,
+  // a model that keeps failing fails the attempt soon; the step's retry policy decides what next
+  maxDeliver: 3,
   ackWaitMs: 60_000,
   toInput: (i) => ({ productId: i.productId, kind: i.kind, taskId: i.taskId }),
   toOutput: (v) => (v as unknown as S).result,
-  graph: (checkpointer) =>
-    new StateGraph(State)
+  // LangGraph loads with the first task, not in every idle process
+  graph: async (checkpointer) => {
+    const { Annotation, StateGraph, START, END } = await import('@langchain/langgraph');
+    const State = Annotation.Root({
+      productId: Annotation<string>(),
+      kind: Annotation<(typeof WRITE_KINDS)[number]>(),
+      taskId: Annotation<string | undefined>(),
+      drafts: Annotation<Draft[]>(),
+      tier: Annotation<number>(),
+      problems: Annotation<string[]>(),
+      revised: Annotation<boolean>(),
+      result: Annotation<WriteOutput>(),
+    });
+    return new StateGraph(State)
       .addNode('draft', async (s: S) => {
         const ctx = graphTask();
         if (s.taskId) await startTask(ctx, s.taskId);
         await advanceLifecycle(ctx, s.productId, 'drafting', `writing the ${s.kind}`);
         const p = (await getProduct(ctx, s.productId)).state;
-        const tier = bestTier(ctx, 'large');
+        const tier = await bestTier(ctx, 'large');
         if (tier === 0) return { drafts: templateDrafts(s.kind, p, p.research?.points ?? []), tier: 0 };
-        const text = await ask(ctx, tier, `You write launch content for a one-person company. ${INSTRUCTIONS[s.kind]}`, brief(p));
+        const text = await ask(ctx, tier, 'draft', `You write launch content for a one-person company. ${INSTRUCTIONS[s.kind]}`, brief(p));
         const drafts = parseModelDrafts(s.kind, text, p);
         // a model answer without the expected shape: the templates, said as much in the review
         return drafts ? { drafts, tier } : { drafts: templateDrafts(s.kind, p, p.research?.points ?? []), tier: 0, problems: [`the tier ${tier} answer did not have the expected shape; used the template`] };
@@ -120,7 +132,7 @@ export const write = defineGraphCapability({
         const p = (await getProduct(ctx, s.productId)).state;
         const problems = [...(s.problems ?? []), ...s.drafts.flatMap((d) => reviewDraft(d, p).map((x) => (s.drafts.length > 1 ? `${d.slot}: ${x}` : x)))];
         if (s.tier > 0) {
-          const verdict = await ask(ctx, s.tier as 1 | 2, 'You review launch content before the founder sees it. Reply with OK if it is ready, else list its problems, one per line, starting with "- ".', `${brief(p)}\n\nDraft:\n${asText(s.kind, s.drafts)}`);
+          const verdict = await ask(ctx, s.tier as 1 | 2, 'review', 'You review launch content before the founder sees it. Reply with OK if it is ready, else list its problems, one per line, starting with "- ".', `${brief(p)}\n\nDraft:\n${asText(s.kind, s.drafts)}`);
           if (!/^\s*ok\b/i.test(verdict)) problems.push(...verdict.split('\n').map((x) => x.replace(/^\s*[-*]\s*/, '').trim()).filter(Boolean).slice(0, 10));
         }
         return { problems };
@@ -130,7 +142,7 @@ export const write = defineGraphCapability({
         const p = (await getProduct(ctx, s.productId)).state;
         let drafts = s.drafts;
         if (s.tier > 0) {
-          const text = await ask(ctx, s.tier as 1 | 2, `You revise launch content. Fix every problem listed, keep what works. ${INSTRUCTIONS[s.kind]}`, `${brief(p)}\n\nDraft:\n${asText(s.kind, s.drafts)}\n\nProblems:\n${s.problems.map((x) => `- ${x}`).join('\n')}`);
+          const text = await ask(ctx, s.tier as 1 | 2, 'revise', `You revise launch content. Fix every problem listed, keep what works. ${INSTRUCTIONS[s.kind]}`, `${brief(p)}\n\nDraft:\n${asText(s.kind, s.drafts)}\n\nProblems:\n${s.problems.map((x) => `- ${x}`).join('\n')}`);
           drafts = parseModelDrafts(s.kind, text, p) ?? drafts;
         }
         // whatever wrote it, the checks a template can repair are repaired
@@ -154,7 +166,8 @@ export const write = defineGraphCapability({
       .addConditionalEdges('review', (s: S) => (s.problems.length && !s.revised ? 'revise' : 'save'), ['revise', 'save'])
       .addEdge('revise', 'save')
       .addEdge('save', END)
-      .compile({ checkpointer }),
+      .compile({ checkpointer });
+  },
 });
 
 export default defineAgent({

@@ -1,10 +1,9 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { MemorySaver, type BaseCheckpointSaver } from '@langchain/langgraph';
+import type { BaseCheckpointSaver } from '@langchain/langgraph';
 import { loadConfig } from '../../config/index.ts';
 import { PermanentError } from '../../bus/index.ts';
-import { defineCapability, type Capability, type TaskContext } from '../index.ts';
-import { createCheckpointer } from './checkpointer.ts';
-import { runGraph, type CheckpointedGraph } from './run-graph.ts';
+import { defineCapability, type Capability, type TaskContext } from '../define.ts';
+import type { CheckpointedGraph } from './run-graph.ts';
 import { AgentError } from '../errors.ts';
 
 /** A capability's declaration (as for `defineCapability`), with a graph in place of the handler. */
@@ -44,6 +43,8 @@ export function defineGraphCapability<I, O>(o: GraphCapabilityOptions<I, O>): Ca
   let graph: Promise<CheckpointedGraph> | undefined;
   const getGraph = () =>
     (graph ??= (async () => {
+      // the checkpointer (and LangGraph) load with the first task, not in every idle agent process
+      const { createCheckpointer } = await import('./checkpointer.ts');
       const saver = await createCheckpointer(o.stateUrl ?? loadConfig().state);
       return o.graph(saver);
     })().catch((err: unknown) => {
@@ -55,8 +56,9 @@ export function defineGraphCapability<I, O>(o: GraphCapabilityOptions<I, O>): Ca
     ...declaration,
     async handler(ctx) {
       // a replay runs the nodes again on a fresh in-memory thread (the stored one has finished)
-      const g = ctx.replay ? await o.graph(new MemorySaver()) : await getGraph();
+      const g = ctx.replay ? await o.graph(new (await import('@langchain/langgraph')).MemorySaver()) : await getGraph();
       const input = o.toInput ? o.toInput(ctx.input, ctx) : ctx.input;
+      const { runGraph } = await import('./run-graph.ts');
       const r = await running.run(ctx as TaskContext<unknown>, () => runGraph(g, input, { threadId: ctx.envelope.idempotencyKey, signal: ctx.signal }));
       if (r.status === 'interrupted') {
         throw new PermanentError(`graph of ${o.name} stopped at interrupt() (${JSON.stringify(r.interrupts).slice(0, 200)}); answer it with runGraph(..., { resume }) from a handler that owns the approval`, { code: 'GRAPH_INTERRUPTED' });
