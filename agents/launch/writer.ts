@@ -14,7 +14,7 @@
 import { z } from 'zod';
 import { defineAgent, defineGraphCapability, graphTask } from '../../runtime/index.ts';
 import { CONTENT_ASSET, LAUNCH_ENTITY_TYPES, PRODUCT, TASK } from './entities.ts';
-import { addVersion, advanceLifecycle, bestTier, callModel, finishTask, getProduct, startTask, TIER_NAME, type ProductState } from './product.ts';
+import { addVersion, advanceLifecycle, bestTier, callModel, finishTask, getProduct, startTask, TIER_NAME, type ProductState, type TaskState } from './product.ts';
 import { fixDraft, reviewDraft, splitPosts, templateDrafts, type Draft } from './templates.ts';
 import type { TaskContext } from '../../runtime/index.ts';
 
@@ -158,6 +158,12 @@ export const write = defineGraphCapability({
           assets.push({ ...v, slot: d.slot, title: d.title, body: d.body });
         }
         if (s.taskId) await finishTask(ctx, s.taskId);
+        // the last draft of the launch done: the operator's review begins
+        const runId = ctx.envelope.correlationId;
+        if (runId) {
+          const tasks = (await ctx.state.query<TaskState>(TASK, { filter: { runId, owner: 'writer' }, limit: 100 })).items;
+          if (tasks.length && tasks.every((t) => t.state.status === 'done')) await advanceLifecycle(ctx, s.productId, 'review', 'every draft is ready for the operator');
+        }
         ctx.logger.info({ productId: s.productId, kind: s.kind, tier: s.tier, assets: assets.map((a) => `${a.assetId}@${a.version}`), problems: s.problems.length, revised: !!s.revised }, 'launch content drafted');
         return { result: { productId: s.productId, kind: s.kind, assets, tier: s.tier, review: s.problems, revised: !!s.revised } };
       })

@@ -181,11 +181,13 @@ async function runOf(store: StateStore, runId: string): Promise<RunState | null>
 }
 
 async function costOf(store: StateStore, runId: string | undefined) {
-  const out = { usd: 0, records: 0, tokensIn: 0, tokensOut: 0, byAgent: {} as Record<string, number> };
+  // records: every ledger record of the run (a task's compute and its model calls); modelCalls: those of a model
+  const out = { usd: 0, records: 0, modelCalls: 0, tokensIn: 0, tokensOut: 0, byAgent: {} as Record<string, number> };
   if (!runId) return out;
   for (const r of (await store.costs({ runId, records: 1000 })).records) {
     out.usd += r.costUsd;
     out.records++;
+    if (r.model) out.modelCalls++;
     out.tokensIn += r.tokensIn;
     out.tokensOut += r.tokensOut;
     const agent = r.agent ?? '(none)';
