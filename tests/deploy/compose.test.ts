@@ -11,7 +11,7 @@ describe('docker-compose.yml', () => {
     expect(q.stderr).toBe('');
     expect(q.status).toBe(0);
     const services = spawnSync('docker-compose', ['config', '--services'], { cwd: REPO_ROOT, encoding: 'utf8' }).stdout.trim().split('\n');
-    for (const s of ['nats-1', 'nats-2', 'nats-3', 'mongo', 'qdrant', 'otel-collector', 'jaeger', 'prometheus', 'grafana', 'keel', 'intake', 'triage', 'summarizer', 'reply-suggester', 'sender', 'escalation', 'memorizer']) expect(services).toContain(s);
+    for (const s of ['nats-1', 'nats-2', 'nats-3', 'mongo', 'qdrant', 'otel-collector', 'jaeger', 'prometheus', 'grafana', 'keel', 'intake', 'triage', 'summarizer', 'reply-suggester', 'sender', 'escalation', 'memorizer', 'researcher', 'writer', 'marketer']) expect(services).toContain(s);
     const cfg = spawnSync('docker-compose', ['config'], { cwd: REPO_ROOT, encoding: 'utf8' }).stdout;
     expect(cfg).toMatch(/--replSet/);
     expect(cfg).toMatch(/--js/);

@@ -8,6 +8,6 @@ import { describeInboundScenario } from './scenario.ts';
 describeInboundScenario({
   name: 'one process per agent',
   env: {},
-  agentProcesses: 7,
+  agentProcesses: 10,
   traceServices: ['keel-engine', 'intake', 'triage', 'summarizer', 'reply-suggester', 'sender'],
 });

@@ -18,7 +18,7 @@ export interface ScenarioLayout {
   name: string;
   /** extra engine environment (KEEL_AGENT_HOSTS) */
   env: Record<string, string>;
-  /** how many OS processes run the seven default agents (six inbound, the memorizer) */
+  /** how many OS processes run the ten default agents (six inbound, three launch, the memorizer) */
   agentProcesses: number;
   /** the service names the run's trace must cross (agents co-hosted in one process share one) */
   traceServices: string[];
@@ -57,7 +57,7 @@ export function describeInboundScenario(layout: ScenarioLayout): void {
     if (j.ok) jaeger = j.server;
     engine = await startEngineProcess({ KEEL_AGENTS: '', KEEL_LOG_LEVEL: 'warn', KEEL_WORKFLOW_SWEEP_MS: '500', ...layout.env, ...(jaeger ? { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: jaeger.otlpTracesUrl } : {}) });
     // every agent announces itself before the first message
-    await waitFor(() => ((keel(['agents', '--json']).json() as { agents: unknown[] }).agents.length >= 7), { timeoutMs: 60_000, intervalMs: 500, what: 'seven agents (six inbound + the memorizer)' });
+    await waitFor(() => ((keel(['agents', '--json']).json() as { agents: unknown[] }).agents.length >= 10), { timeoutMs: 90_000, intervalMs: 500, what: 'ten agents (six inbound, three launch, the memorizer)' });
   }, 180_000);
 
   afterAll(async () => {
@@ -76,7 +76,7 @@ export function describeInboundScenario(layout: ScenarioLayout): void {
       // every agent has written its footprint into the registry on its first heartbeat
       const r = keel(['agents', '--json']).json() as { agents: Array<{ agent: string; process?: { rssBytes: number; cpu: number; agents: string[] } }>; processes: Array<{ pid: number; name: string; agents: string[]; rssMb: number; cpuPct: number }> };
       expect(r.processes).toHaveLength(layout.agentProcesses);
-      expect(r.processes.flatMap((p) => p.agents).sort()).toEqual(['escalation', 'intake', 'memorizer', 'reply-suggester', 'sender', 'summarizer', 'triage']);
+      expect(r.processes.flatMap((p) => p.agents).sort()).toEqual(['escalation', 'intake', 'marketer', 'memorizer', 'reply-suggester', 'researcher', 'sender', 'summarizer', 'triage', 'writer']);
       for (const p of r.processes) {
         expect(p.rssMb).toBeGreaterThan(20);
         expect(p.rssMb).toBeLessThan(1024);

@@ -267,4 +267,17 @@ describe('launching a niche product end to end (engine as processes, scripted mo
     expect(done.exceptions.map((e) => e.kind)).toEqual(['step_failed']);
     expect(existsSync(join(engine.dataDir, 'site', D, 'index.html'))).toBe(true);
   }, 300_000);
+
+  it("a budget that refuses the launch's model call blocks the product (budget) before the provider is asked", async (ctx) => {
+    if (!engine) return ctx.skip(skip);
+    const B = 'bead-box';
+    expect(keel(['product', 'create', '--name', 'Bead Box', '--pitch', 'A sorting box for seed beads.', '--audience', 'bead weavers', '--json']).status).toBe(0);
+    const before = launchRequests().length;
+    const { runId } = keel(['launch', 'start', B, '--budget', '0.000001', '--json']).json<{ runId: string }>();
+    await waitFor(() => show(B).blocked?.kind === 'budget', { timeoutMs: 60_000, intervalMs: 500, what: 'the product blocked by its budget' });
+    const p = show(B);
+    expect(p.blocked!.reason).toMatch(/step 'research' failed: .*budget refused at scope run:/);
+    expect(launchRequests().length).toBe(before);
+    expect(runShow(runId).run.status).toBe('failed');
+  }, 120_000);
 });
