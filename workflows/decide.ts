@@ -44,8 +44,11 @@ export const isFinalDeadLetter = (reason: string) => reason !== 'max_deliveries'
 export const taskIdOf = (runId: string, step: string, attempt: number, role: Role = 'step') =>
   role === 'step' ? `${runId}.${step}.${attempt}` : `${runId}.${step}.${role}`;
 
-/** Approval ids: run id and step joined by '_' (the store allows letters, digits, '_' and '-'). */
-export const approvalIdOf = (runId: string, step: string) => `${runId}_${step}`;
+/**
+ * Approval ids: run id and step joined by '_' (the store allows letters, digits, '_' and '-'); a
+ * step asked again (`keel run retry --from` an earlier step) gets a new approval, `-<attempt>`.
+ */
+export const approvalIdOf = (runId: string, step: string, attempt = 1) => (attempt > 1 ? `${runId}_${step}-${attempt}` : `${runId}_${step}`);
 
 /** The run's own definition snapshot (validated, defaults applied, when the run started). */
 export function definitionOf(run: RunState): WorkflowDef {
@@ -101,7 +104,10 @@ class Planner {
     const f = this.def.onFailure;
     if (f && this.state.status === 'failed') {
       const input = resolveMapping(f.input ?? { runId: '$.run.id', reason: '$.run.error' }, this.ctx());
-      this.effects.push({ kind: 'task', role: 'escalation', step: FAILURE_STEP, attempt: 0, capability: f.escalate, taskId: taskIdOf(this.runId, FAILURE_STEP, 0, 'escalation'), input });
+      // once per failure: a run retried after failing and failing again escalates again
+      const n = this.state.failures ?? 1;
+      const step = n > 1 ? `${FAILURE_STEP}-${n}` : FAILURE_STEP;
+      this.effects.push({ kind: 'task', role: 'escalation', step, attempt: 0, capability: f.escalate, taskId: taskIdOf(this.runId, step, 0, 'escalation'), input });
     }
   }
   ctx(): EvalContext {
@@ -120,7 +126,7 @@ class Planner {
     const attempt = this.step(id).attempt + 1;
     const input = inputOverride ?? resolveMapping(s.input ?? '$.input', this.ctx());
     if (s.approval) {
-      const approvalId = approvalIdOf(this.runId, id);
+      const approvalId = approvalIdOf(this.runId, id, attempt);
       const deadlineAt = new Date(this.now.getTime() + s.approval.deadlineMs).toISOString();
       const subject = String(resolveMapping(s.approval.subject ?? `workflow_run/${this.runId}`, this.ctx()) ?? `workflow_run/${this.runId}`);
       const payload = resolveMapping(s.approval.payload ?? s.input ?? null, this.ctx());
@@ -128,12 +134,12 @@ class Planner {
       const mode = (policy && (this.state as RunState & { policies?: Record<string, PolicyMode> }).policies?.[policy]) || 'approve';
       if (policy && mode !== 'approve') {
         // the operator's policy lets this action through; audit-only leaves a record to review
-        this.emit('approval_requested', { step: id, approvalId, deadlineAt, input: payload, policy, mode });
+        this.emit('approval_requested', { step: id, approvalId, attempt, deadlineAt, input: payload, policy, mode });
         this.emit('approval_decided', { step: id, decision: 'approved', by: `policy:${mode}` });
         if (mode === 'audit') this.effects.push({ kind: 'audit', step: id, action: s.approval.action, subject, payload, policy, mode });
         return;
       }
-      this.emit('approval_requested', { step: id, approvalId, deadlineAt, input: payload });
+      this.emit('approval_requested', { step: id, approvalId, attempt, deadlineAt, input: payload });
       this.effects.push({ kind: 'approval', step: id, approvalId, action: s.approval.action, subject, payload, deadlineAt });
       return;
     }
@@ -441,6 +447,11 @@ export function planRetryFrom(runId: string, state: RunState, step: string, inpu
         changed = true;
       }
     }
+  }
+  // a pending approval of a step that runs again is asked anew (a new id): the old one can no longer be decided
+  for (const id of downstream) {
+    const cur = p.step(id);
+    if ((cur.status === 'waiting_approval' || cur.status === 'escalated') && cur.approvalId) p.effects.push({ kind: 'approval_superseded', step: id, approvalId: cur.approvalId, by: runId, reason: `run retried from step '${step}'` });
   }
   p.emit('step_reset', { step, steps: [...downstream], ...(inputOverride !== undefined ? { inputOverride } : {}) });
   p.advance();

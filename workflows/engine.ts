@@ -154,9 +154,12 @@ export class WorkflowEngine {
     const id = await resolveApprovalId(this.store, approvalId);
     const a = await this.store.getApproval(id);
     const runId = a?.correlationId ?? '';
-    const step = id.slice(runId.length + 1);
     const run = runId ? await this.store.get<RunState>(RUN, runId) : null;
+    // the step that asked for it (a step asked again has a new approval id: `<run>_<step>-<attempt>`)
+    const step = Object.entries(run?.state.steps ?? {}).find(([, x]) => x.approvalId === id)?.[0] ?? id.slice(runId.length + 1);
     if (!a || !run || !run.state.steps[step]) throw new WorkflowError('WORKFLOW_APPROVAL_NOT_FOUND', `no approval '${approvalId}' (see \`keel approvals\`)`);
+    const current = run.state.steps[step]!.approvalId;
+    if (current && current !== id) throw new WorkflowError('WORKFLOW_APPROVAL_NOT_FOUND', `approval '${id}' was replaced by '${current}' when step '${step}' was asked again (see \`keel approvals\`)`);
     if (a.state === 'superseded' || run.state.steps[step]!.status === 'superseded') throw await this.supersededError(id, runId, run.state);
     const decidedBy = `${by.kind}:${by.id}`;
     if (decision === 'approved' && text !== undefined) {

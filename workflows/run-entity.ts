@@ -78,6 +78,8 @@ export interface RunState extends State {
   lane?: RunLane;
   /** the newer run that superseded this one */
   supersededBy?: string;
+  /** how many times the run ended failed (a run retried after a failure may fail again) */
+  failures?: number;
 }
 
 const stepEvent = z.object({ step: z.string(), at: z.string() }).loose();
@@ -174,7 +176,8 @@ export function reduceRun(state: State, e: Ev): State {
       return withWake({ ...st, status: 'running', error: undefined, finishedAt: undefined, lane, steps, completedOrder: st.completedOrder.filter((s) => !(d.steps as string[]).includes(s)) });
     }
     case 'approval_requested':
-      return put(d.step, { status: 'waiting_approval', approvalId: d.approvalId as string, attempt: 1, scheduledAt: d.at, deadlineAt: d.deadlineAt as string, input: d.input });
+      // the request's attempt (runs recorded before attempts were: the first)
+      return put(d.step, { status: 'waiting_approval', approvalId: d.approvalId as string, attempt: (d.attempt as number | undefined) ?? 1, scheduledAt: d.at, deadlineAt: d.deadlineAt as string, input: d.input });
     case 'approval_escalated':
       return put(d.step, { status: 'escalated', deadlineAt: undefined });
     case 'approval_superseded':
@@ -202,7 +205,7 @@ export function reduceRun(state: State, e: Ev): State {
         ),
       });
     case 'run_finished':
-      return { ...st, status: d.status as RunStatus, finishedAt: d.at, error: d.error as string | undefined, nextWakeAt: null, ...(d.supersededBy ? { supersededBy: d.supersededBy as string } : {}) };
+      return { ...st, status: d.status as RunStatus, finishedAt: d.at, error: d.error as string | undefined, nextWakeAt: null, ...(d.supersededBy ? { supersededBy: d.supersededBy as string } : {}), ...(d.status === 'failed' ? { failures: (st.failures ?? 0) + 1 } : {}) };
     case 'run_resumed':
       return withWake({ ...st, status: 'running' });
     case 'spent':

@@ -52,13 +52,15 @@ export const kickoff = defineCapability({
   description: 'Starts a launch: the product moves to researching; every task of the launch is created with its owner and due time.',
   input: KickoffInput,
   output: KickoffOutput,
-  permissions: { entityTypes: [PRODUCT, TASK] },
+  permissions: { entityTypes: [PRODUCT, TASK, 'workflow_run'] },
   costClass: 'none',
   async handler(ctx) {
     const { productId, runId, at, followUpMs, budgetUsd } = ctx.input;
     const p = await getProduct(ctx, productId);
-    if (p.state.launch && p.state.launch.runId !== runId && !['done', 'idea'].includes(p.state.lifecycle)) {
-      throw new PermanentError(`product '${productId}' is already being launched by run ${p.state.launch.runId} (${p.state.lifecycle})`, { code: 'LAUNCH_IN_PROGRESS' });
+    // one launch at a time: an earlier run still going refuses this one (a failed or cancelled one does not)
+    const earlier = p.state.launch && p.state.launch.runId !== runId ? await ctx.state.get<{ status: string }>('workflow_run', p.state.launch.runId) : null;
+    if (earlier && (earlier.state.status === 'running' || earlier.state.status === 'compensating')) {
+      throw new PermanentError(`product '${productId}' is already being launched by run ${p.state.launch!.runId} (${p.state.lifecycle})`, { code: 'LAUNCH_IN_PROGRESS' });
     }
     const launchAt = new Date(at).getTime();
     const followUpAt = new Date(launchAt + followUpMs).toISOString();
@@ -182,6 +184,9 @@ export const finish = defineCapability({
 export const BlockInput = z.object({ productId: z.string().min(1), runId: z.string().optional(), reason: z.string().min(1) });
 export const BlockOutput = z.object({ productId: z.string(), kind: z.string(), blocked: z.boolean() });
 
+/** The step that writes each slot's asset (a rejected asset is written again from there). */
+const WRITE_STEP_OF: Record<string, string> = { page: 'write-page', 'email-1': 'write-emails', 'email-2': 'write-emails', posts: 'write-posts' };
+
 /** What kind of exception a run's failure is, from its reason. */
 export function exceptionKind(reason: string): ProductException['kind'] {
   if (/budget (refused|exceeded)/i.test(reason)) return 'budget';
@@ -201,9 +206,11 @@ export const block = defineCapability({
     const { productId, runId, reason } = ctx.input;
     const kind = exceptionKind(reason);
     const step = /step '([^']+)'/.exec(reason)?.[1];
+    // where to resume: the failed step, or for a rejected asset the step that writes it again
+    const resumeFrom = kind === 'rejected' && step?.startsWith('apply-') ? WRITE_STEP_OF[step.slice('apply-'.length)] ?? step : step;
     const blocked = await blockProduct(ctx, productId, { kind, reason: reason.slice(0, 4_000), at: new Date().toISOString(), ...(runId ? { runId } : {}), ...(step ? { step } : {}) });
     const p = await getProduct(ctx, productId);
-    if (blocked) await notifyOperator(ctx, 'notify', `[Keel] Launch of ${p.state.name} blocked (${kind})`, `The launch of ${p.state.name} (${productId}) is blocked.\n\nReason: ${reason}\n${runId ? `\nRun: ${runId}\nResume it with: keel run retry ${runId}${step ? ` --from ${step}` : ''}\n` : ''}`);
+    if (blocked) await notifyOperator(ctx, 'notify', `[Keel] Launch of ${p.state.name} blocked (${kind})`, `The launch of ${p.state.name} (${productId}) is blocked.\n\nReason: ${reason}\n${runId ? `\nRun: ${runId}\nResume it with: keel run retry ${runId}${resumeFrom ? ` --from ${resumeFrom}` : ''}${kind === 'rejected' ? ' (the asset is written again and comes back for review)' : ''}\n` : ''}`);
     ctx.logger.warn({ productId, runId, kind, reason }, 'launch blocked');
     return { productId, kind, blocked };
   },

@@ -41,11 +41,11 @@ export function graphTask<I = unknown>(): TaskContext<I> {
  */
 export function defineGraphCapability<I, O>(o: GraphCapabilityOptions<I, O>): Capability<I, O> {
   let graph: Promise<CheckpointedGraph> | undefined;
-  const getGraph = () =>
+  const getGraph = (stateUrl: string) =>
     (graph ??= (async () => {
       // the checkpointer (and LangGraph) load with the first task, not in every idle agent process
       const { createCheckpointer } = await import('./checkpointer.ts');
-      const saver = await createCheckpointer(o.stateUrl ?? loadConfig().state);
+      const saver = await createCheckpointer(o.stateUrl ?? stateUrl);
       return o.graph(saver);
     })().catch((err: unknown) => {
       graph = undefined; // a failed build is tried again on the next task
@@ -56,7 +56,7 @@ export function defineGraphCapability<I, O>(o: GraphCapabilityOptions<I, O>): Ca
     ...declaration,
     async handler(ctx) {
       // a replay runs the nodes again on a fresh in-memory thread (the stored one has finished)
-      const g = ctx.replay ? await o.graph(new (await import('@langchain/langgraph')).MemorySaver()) : await getGraph();
+      const g = ctx.replay ? await o.graph(new (await import('@langchain/langgraph')).MemorySaver()) : await getGraph(ctx.config.state ?? loadConfig().state);
       const input = o.toInput ? o.toInput(ctx.input, ctx) : ctx.input;
       const { runGraph } = await import('./run-graph.ts');
       const r = await running.run(ctx as TaskContext<unknown>, () => runGraph(g, input, { threadId: ctx.envelope.idempotencyKey, signal: ctx.signal }));

@@ -176,7 +176,7 @@ async function seedLaunch(productId: string, now: number) {
     await cal('page', iso(now + 3_600_000), 'site');
     await cal('posts', withOffset(now + 3_000_000, 2), 'social');
     await cal('teaser', iso(now - 3_600_000), 'social', 'published');
-    await s.recordCost({ agent: 'writer', runId, costUsd: 0.0125, tokensIn: 1200, tokensOut: 400 });
+    await s.recordCost({ agent: 'writer', runId, model: 'openai:gpt-4o', costUsd: 0.0125, tokensIn: 1200, tokensOut: 400 });
     await s.recordCost({ agent: 'researcher', runId, costUsd: 0.003, tokensIn: 800, tokensOut: 100 });
     await s.recordCost({ agent: 'writer', runId, costUsd: 0.0005, tokensIn: 50, tokensOut: 20 });
     await s.recordCost({ agent: 'writer', runId: 'another-run', costUsd: 9, tokensIn: 1, tokensOut: 1 });
@@ -217,7 +217,7 @@ describe('a product in its launch', () => {
     expect(d.calendar.map((c: J) => c.id)).toEqual(['launchy-cal-teaser', 'launchy-cal-posts', 'launchy-cal-page', 'launchy-cal-follow-up']);
     expect(d.followUps).toEqual({ count: 1, tickets: [{ ticketId: 'tkt-1', from: 'bob@example.com', subject: 'Re: launch', at: iso(now - 5_000) }] });
     // the launch run's ledger only (another run's record is not counted)
-    expect(d.cost).toEqual({ usd: 0.016, records: 3, tokensIn: 2050, tokensOut: 520, byAgent: { writer: 0.013, researcher: 0.003 } });
+    expect(d.cost).toEqual({ usd: 0.016, records: 3, modelCalls: 1, tokensIn: 2050, tokensOut: 520, byAgent: { writer: 0.013, researcher: 0.003 } });
 
     const human = keel(['product', 'show', 'launchy']);
     expect(human.code).toBe(0);

@@ -57,7 +57,10 @@ describe('launching at tier 0 (no model) and its exceptions', () => {
     expect(started.status, started.stderr).toBe(0);
     const { runId } = started.json<{ runId: string }>();
     await waitFor(() => approvalsOf(P).length === 4, { timeoutMs: 60_000, intervalMs: 300, what: 'four approvals' });
-    for (const a of approvalsOf(P)) expect(keel(['approve', a.id]).status).toBe(0);
+    for (const a of approvalsOf(P)) {
+      const r = keel(['approve', a.id]);
+      expect(r.status, `${a.id} ${a.payload.slot}: ${r.stdout}${r.stderr}`).toBe(0);
+    }
     await waitFor(() => keel(['run', 'show', runId, '--json']).json<{ run: { status: string } }>().run.status === 'completed', { timeoutMs: 60_000, intervalMs: 500, what: 'the launch to complete' });
     const p = show(P);
     expect(p.lifecycle).toBe('done');
@@ -75,7 +78,7 @@ describe('launching at tier 0 (no model) and its exceptions', () => {
   it('a review task left past its due time blocks the product (overdue, owner operator) and notifies the operator; a rejected asset blocks it with the reason', async () => {
     const P = 'rain-cape';
     expect(keel(['product', 'create', '--name', 'Rain Cape', '--pitch', 'A cape that packs into its own pocket.', '--audience', 'city cyclists', '--json']).status).toBe(0);
-    const { runId } = keel(['launch', 'start', P, '--json']).json<{ runId: string }>();
+    const { runId } = keel(['launch', 'start', P, '--follow-up-after', '1s', '--json']).json<{ runId: string }>();
     await waitFor(() => approvalsOf(P).length === 4, { timeoutMs: 60_000, intervalMs: 300, what: 'four approvals' });
     // nobody reviews: 8 s after the start the operator's review tasks are overdue
     await waitFor(() => show(P).blocked?.kind === 'overdue', { timeoutMs: 60_000, intervalMs: 500, what: 'the product blocked as overdue' });
@@ -95,6 +98,21 @@ describe('launching at tier 0 (no model) and its exceptions', () => {
     expect(after.exceptions.map((e) => e.kind)).toEqual(expect.arrayContaining(['overdue', 'rejected']));
     expect(after.assets.find((a) => a.slot === 'page')!.status).toBe('rejected');
     expect(keel(['run', 'show', runId, '--json']).json<{ run: { status: string } }>().run.status).toBe('failed');
-    expect(outbox().filter((m) => /^To: operator@keel\.local$/m.test(m) && /Rain Cape blocked \(rejected\)/.test(m))).toHaveLength(1);
-  }, 150_000);
+    const notices = outbox().filter((m) => /^To: operator@keel\.local$/m.test(m) && /Rain Cape blocked \(rejected\)/.test(m));
+    expect(notices).toHaveLength(1);
+    // the notice says how to go on: the page is written again and comes back for review
+    expect(notices[0]!.replace(/=\r?\n/g, '')).toContain(`keel run retry ${runId} --from write-page`);
+    expect(keel(['run', 'retry', runId, '--from', 'write-page']).status).toBe(0);
+    await waitFor(() => approvalsOf(P).some((a) => a.payload.slot === 'page' && a.id !== page.id), { timeoutMs: 60_000, intervalMs: 300, what: 'a new approval for the page' });
+    expect(show(P).lifecycle).toBe('review');
+    for (const a of approvalsOf(P)) {
+      const r = keel(['approve', a.id]);
+      expect(r.status, `${a.id} ${a.payload.slot}: ${r.stdout}${r.stderr}`).toBe(0);
+    }
+    await waitFor(() => keel(['run', 'show', runId, '--json']).json<{ run: { status: string } }>().run.status === 'completed', { timeoutMs: 60_000, intervalMs: 500, what: 'the resumed launch to complete' });
+    const done = show(P);
+    expect(done.lifecycle).toBe('done');
+    expect(done.assets.find((a) => a.slot === 'page')!.versions).toHaveLength(2);
+    expect(existsSync(join(engine!.dataDir, 'site', P, 'index.html'))).toBe(true);
+  }, 200_000);
 });
