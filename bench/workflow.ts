@@ -1,20 +1,32 @@
 /**
  * `npm run bench -- workflow`: a 3-step workflow of no-op capabilities, each in its own agent
- * process, on SQLite and on MongoDB (FerretDB here), beside a raw nats.js chain of three hops
- * through three processes in the same run.
+ * process, on SQLite (synchronous FULL and NORMAL) and on MongoDB (FerretDB here), beside
+ * baselines in the same run (bench/baselines.ts):
+ *
+ * - the raw nats.js chain of three hops through three processes (persists nothing: the ceiling);
+ * - the durable chain: the same three hop processes, each committing one SQLite row with the
+ *   pragmas of Keel's store before forwarding (the least durable work a step can do), at FULL
+ *   and NORMAL; on MongoDB one `insertOne` per hop with Keel's write concern;
+ * - LangGraph.js in one process: a → b → c with Keel's SQLite checkpointer, at FULL and NORMAL.
+ *
+ * Every result carries `system`, `store`, `sync`, `mode` (`throughput` | `serial`) and
+ * `in_flight`; `baseline`/`ratio` are the raw chain with the same mode and in-flight count,
+ * `durable_baseline`/`ratio_to_durable` and `langgraph_baseline`/`ratio_to_langgraph` the
+ * baselines with the same store, sync, mode and in-flight count.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { jetstreamManager, jetstream, AckPolicy } from '@nats-io/jetstream';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { REPO_ROOT } from '../config/index.ts';
 import { connectBus, createBus, listAgents, type Bus } from '../bus/index.ts';
 import { openStore } from '../shared-state/index.ts';
 import { WorkflowEngine } from '../workflows/index.ts';
 import { defineWorkflow } from '../workflows/index.ts';
 import { startMongo, tempDir, uniqueName, waitFor } from '../testkit/index.ts';
-import { benchNats, compare, figures, type Bench, type Figures } from './lib.ts';
+import { benchNats, compare, figures, type Bench, type Figures, type ScenarioResult } from './lib.ts';
 import { BenchError } from './errors.ts';
 import { BUILTIN_FEATURES, entityTypesOf } from '../agents/index.ts';
+import { DEFAULT_WRITE_CONCERN, startHopChain, startLangGraphChain, writeConcernLabel, type HopChain, type HopWork, type Sync } from './baselines.ts';
 
 const ALL_ENTITY_TYPES = entityTypesOf(BUILTIN_FEATURES);
 
@@ -28,9 +40,73 @@ const CHAIN = defineWorkflow({
   },
 });
 
-const WINDOW = 64;
+export const WINDOW = 64;
 /** one run at a time: pure end-to-end latency */
-const SERIAL = 1;
+export const SERIAL = 1;
+/** FerretDB serializes appends on its global cursor: a small window, few runs */
+export const MONGO_WINDOW = 4;
+
+export type System = 'keel' | 'raw-nats' | 'durable-nats' | 'langgraph';
+export type StoreKind = 'sqlite' | 'mongodb' | 'none';
+export type Mode = 'throughput' | 'serial';
+
+/** One measured scenario before it is compared with the others. */
+export interface Measured {
+  system: System;
+  store: StoreKind;
+  /** `FULL` | `NORMAL` for SQLite, the write concern for MongoDB (`w:majority,j:true`), `none` */
+  sync: string;
+  mode: Mode;
+  in_flight: number;
+  scenario: string;
+  figures: Figures;
+}
+
+type Reference = Figures & { scenario: string };
+
+export interface WorkflowResult extends ScenarioResult {
+  system: System;
+  store: StoreKind;
+  sync: string;
+  mode: Mode;
+  in_flight: number;
+  /** the durable hop chain with the same store, sync, mode and in-flight count (Keel results only) */
+  durable_baseline: Reference | null;
+  ratio_to_durable: number | null;
+  /** in-process LangGraph with the same store, sync, mode and in-flight count (Keel results only) */
+  langgraph_baseline: Reference | null;
+  ratio_to_langgraph: number | null;
+}
+
+const modeOf = (inFlight: number): Mode => (inFlight === SERIAL ? 'serial' : 'throughput');
+
+/**
+ * Compares every measured scenario with its references: the raw chain of the same mode and
+ * in-flight count (`baseline`, `ratio`, via {@link compare}); for Keel also the durable chain and
+ * LangGraph of the same store, sync, mode and in-flight count.
+ */
+export function assembleResults(measured: readonly Measured[]): WorkflowResult[] {
+  const ref = (m: Measured | undefined): Reference | null => (m ? { scenario: m.scenario, ...m.figures } : null);
+  const find = (system: System, like: Measured, sameStore: boolean) =>
+    measured.find((o) => o.system === system && o.mode === like.mode && o.in_flight === like.in_flight && (!sameStore || (o.store === like.store && o.sync === like.sync)));
+  return measured.map((m) => {
+    const raw = m.system === 'raw-nats' ? null : ref(find('raw-nats', m, false));
+    const durable = m.system === 'keel' ? ref(find('durable-nats', m, true)) : null;
+    const lg = m.system === 'keel' ? ref(find('langgraph', m, true)) : null;
+    return {
+      ...compare(m.scenario, m.figures, raw),
+      system: m.system,
+      store: m.store,
+      sync: m.sync,
+      mode: m.mode,
+      in_flight: m.in_flight,
+      durable_baseline: durable,
+      ratio_to_durable: compare(m.scenario, m.figures, durable).ratio,
+      langgraph_baseline: lg,
+      ratio_to_langgraph: compare(m.scenario, m.figures, lg).ratio,
+    };
+  });
+}
 
 function spawnProc(args: string[], env: Record<string, string>): ChildProcess {
   return spawn(process.execPath, args, { env: { ...process.env, KEEL_LOG_LEVEL: 'error', ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -49,8 +125,8 @@ async function stopAll(ps: ChildProcess[]): Promise<void> {
   );
 }
 
-/** Starts `n` runs with at most WINDOW in flight; latency = start → run finished notice. */
-async function driveRuns(engine: WorkflowEngine, bus: Bus, n: number, window = WINDOW): Promise<Figures> {
+/** Starts `n` runs with at most `window` in flight; latency = start → run finished notice. */
+async function driveRuns(engine: WorkflowEngine, bus: Bus, n: number, window: number): Promise<Figures> {
   const started = new Map<string, number>();
   const lat: number[] = [];
   let failed = 0;
@@ -83,120 +159,143 @@ async function driveRuns(engine: WorkflowEngine, bus: Bus, n: number, window = W
   return figures(n, elapsed, lat);
 }
 
-async function workflowScenario(natsUrl: string, state: string, n: number, progress: (m: string) => void, window = WINDOW): Promise<{ throughput: Figures; latency: Figures }> {
+/** Sizes of one bench run: throughput runs, serial runs, warm-up runs. */
+interface Sizes {
+  n: number;
+  serial: number;
+  warmup: number;
+}
+
+const sizesFor = (n: number): Sizes => ({ n, serial: Math.max(10, Math.floor(n / 10)), warmup: Math.min(100, n) });
+
+/** Keel: three agent processes on `state`, runs started from this process. */
+async function keelScenario(natsUrl: string, state: string, s: Sizes, window: number, sync: Sync | undefined, progress: (m: string) => void): Promise<Measured[]> {
   const prefix = uniqueName('wb');
   const nc = await connectBus({ servers: natsUrl });
   const bus = createBus(nc, { prefix });
   await bus.provision();
-  const store = await openStore(state, { types: ALL_ENTITY_TYPES });
+  const store = await openStore(state, { types: ALL_ENTITY_TYPES, ...(sync ? { sqlite: { synchronous: sync } } : {}) });
   const engine = new WorkflowEngine({ store, bus, actor: { kind: 'system', id: 'bench' } });
-  const env = { KEEL_NATS_URL: natsUrl, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, KEEL_WORKFLOW_SWEEP_MS: '2000' };
+  const env: Record<string, string> = { KEEL_NATS_URL: natsUrl, KEEL_SUBJECT_PREFIX: prefix, KEEL_STATE: state, KEEL_WORKFLOW_SWEEP_MS: '2000', ...(sync ? { KEEL_SQLITE_SYNC: sync } : {}) };
   const procs = ['bench.a', 'bench.b', 'bench.c'].map((cap) => spawnProc([join(REPO_ROOT, 'cli', 'keel.ts'), 'agent', 'start', join(REPO_ROOT, 'bench', 'fixtures', 'noop-agents.ts')], { ...env, NOOP_CAP: cap }));
   try {
     await waitFor(async () => (await listAgents(nc, bus.subjects.registryBucket)).length === 3, { timeoutMs: 60_000, what: 'three agent processes' });
     progress(`  warm-up`);
-    await driveRuns(engine, bus, Math.min(100, n), window);
-    progress(`  ${n} runs, ${window} in flight`);
-    const f = await driveRuns(engine, bus, n, window);
-    const m = Math.max(10, Math.floor(n / 10));
-    progress(`  ${m} runs, one at a time`);
-    const l = await driveRuns(engine, bus, m, SERIAL);
-    return {
-      throughput: { ...f, notes: { runs: n, in_flight: window, durability: store.info.durability } },
-      latency: { ...l, notes: { runs: m, in_flight: SERIAL, durability: store.info.durability } },
-    };
+    await driveRuns(engine, bus, s.warmup, window);
+    progress(`  ${s.n} runs, ${window} in flight`);
+    const f = await driveRuns(engine, bus, s.n, window);
+    progress(`  ${s.serial} runs, one at a time`);
+    const l = await driveRuns(engine, bus, s.serial, SERIAL);
+    const d = store.info.durability as { synchronous?: string; writeConcern?: Parameters<typeof writeConcernLabel>[0] };
+    const kind: StoreKind = store.info.kind === 'sqlite' ? 'sqlite' : 'mongodb';
+    const syncLabel = kind === 'sqlite' ? String(d.synchronous) : writeConcernLabel(d.writeConcern);
+    const flavor = kind === 'sqlite' ? `SQLite ${syncLabel}` : `MongoDB (${syncLabel})`;
+    const notes = (runs: number, inFlight: number) => ({ runs, in_flight: inFlight, durability: store.info.durability });
+    return [
+      { system: 'keel', store: kind, sync: syncLabel, mode: 'throughput', in_flight: window, scenario: `Keel workflow a→b→c, 3 agent processes, ${flavor}, ${window} runs in flight`, figures: { ...f, notes: notes(s.n, window) } },
+      { system: 'keel', store: kind, sync: syncLabel, mode: 'serial', in_flight: SERIAL, scenario: `Keel workflow a→b→c, 3 agent processes, ${flavor}, one run at a time`, figures: { ...l, notes: notes(s.serial, SERIAL) } },
+    ];
   } finally {
     await stopAll(procs);
     await store.close();
     const jsm = await jetstreamManager(nc);
-    for (const s of Object.values(bus.subjects.streams)) await jsm.streams.delete(s).catch(() => undefined);
+    for (const st of Object.values(bus.subjects.streams)) await jsm.streams.delete(st).catch(() => undefined);
     await nc.close();
   }
 }
 
-async function rawChain(natsUrl: string, n: number): Promise<{ throughput: Figures; latency: Figures }> {
-  const nc = await connectBus({ servers: natsUrl });
-  const jsm = await jetstreamManager(nc);
-  const stream = uniqueName('RAWCHAIN');
-  await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
-  const hops = ['h1', 'h2', 'h3'];
-  for (const h of hops) await jsm.consumers.add(stream, { durable_name: h, filter_subject: `${stream}.${h}`, ack_policy: AckPolicy.Explicit, max_ack_pending: 10_000 });
-  const doneSubject = `done.${stream}`;
-  const procs = hops.map((h, i) => spawnProc([join(REPO_ROOT, 'bench', 'fixtures', 'raw-hop.ts')], { NATS_URL: natsUrl, STREAM: stream, DURABLE: h, HOP_OUT: i < 2 ? `${stream}.${hops[i + 1]}` : doneSubject }));
-  await Promise.all(procs.map((p) => new Promise<void>((r) => p.stdout!.once('data', () => r()))));
-  const js = jetstream(nc);
-  const drive = async (count: number, window = WINDOW): Promise<Figures> => {
-    const started = new Map<number, number>();
-    const lat: number[] = [];
-    let release: (() => void) | undefined;
-    let allDone!: () => void;
-    const done = new Promise<void>((r) => (allDone = r));
-    const sub = nc.subscribe(doneSubject, {
-      callback: (_e, m) => {
-        const { i } = m.json<{ i: number }>();
-        lat.push(performance.now() - started.get(i)!);
-        started.delete(i);
-        release?.();
-        if (lat.length === count) allDone();
-      },
-    });
-    const t0 = performance.now();
-    for (let i = 0; i < count; i++) {
-      while (started.size >= window) await new Promise<void>((r) => (release = r));
-      started.set(i, performance.now());
-      await js.publish(`${stream}.h1`, JSON.stringify({ i }));
-    }
-    await done;
-    const elapsed = performance.now() - t0;
-    sub.unsubscribe();
-    return figures(count, elapsed, lat);
-  };
+const describeWork = (w: HopWork): { system: System; store: StoreKind; sync: string; label: string } =>
+  w.store === 'none'
+    ? { system: 'raw-nats', store: 'none', sync: 'none', label: 'raw nats.js 3-hop chain, 3 processes' }
+    : w.store === 'sqlite'
+      ? { system: 'durable-nats', store: 'sqlite', sync: w.sync, label: `nats.js 3-hop chain + 1 SQLite commit per hop (${w.sync}), 3 processes` }
+      : { system: 'durable-nats', store: 'mongodb', sync: writeConcernLabel(w.writeConcern ?? DEFAULT_WRITE_CONCERN), label: `nats.js 3-hop chain + 1 insertOne per hop (${writeConcernLabel(w.writeConcern ?? DEFAULT_WRITE_CONCERN)}), 3 processes` };
+
+/** A hop chain: warm-up, then each `[count, inFlight]` in turn. */
+async function hopScenario(natsUrl: string, work: HopWork, plan: Array<[number, number]>, progress: (m: string) => void): Promise<Measured[]> {
+  const d = describeWork(work);
+  const chain: HopChain = await startHopChain(natsUrl, work, uniqueName(d.system === 'raw-nats' ? 'RAWCHAIN' : 'DURCHAIN'));
   try {
-    await drive(Math.min(500, n));
-    const throughput = await drive(n);
-    const latency = await drive(Math.max(50, Math.floor(n / 20)), SERIAL);
-    return { throughput, latency };
+    progress('  warm-up');
+    await chain.drive(Math.min(200, plan[0]![0]), plan[0]![1]);
+    const out: Measured[] = [];
+    for (const [count, inFlight] of plan) {
+      progress(`  ${count} runs, ${inFlight === SERIAL ? 'one at a time' : `${inFlight} in flight`}`);
+      const f = await chain.drive(count, inFlight);
+      out.push({ ...d, mode: modeOf(inFlight), in_flight: inFlight, scenario: `${d.label}, ${inFlight === SERIAL ? 'one at a time' : `${inFlight} in flight`}`, figures: { ...f, notes: { runs: count, in_flight: inFlight } } });
+    }
+    return out;
   } finally {
-    await stopAll(procs);
-    await jsm.streams.delete(stream).catch(() => undefined);
-    await nc.close();
+    await chain.stop();
+  }
+}
+
+/** In-process LangGraph a → b → c on Keel's SQLite checkpointer. */
+async function langGraphScenario(path: string, sync: Sync, s: Sizes, progress: (m: string) => void): Promise<Measured[]> {
+  const chain = await startLangGraphChain(path, sync, uniqueName('lg'));
+  try {
+    progress('  warm-up');
+    await chain.drive(s.warmup, WINDOW);
+    progress(`  ${s.n} runs, ${WINDOW} in flight`);
+    const f = await chain.drive(s.n, WINDOW);
+    progress(`  ${s.serial} runs, one at a time`);
+    const l = await chain.drive(s.serial, SERIAL);
+    const label = `LangGraph.js StateGraph a→b→c in 1 process, Keel SQLite checkpointer (${sync}), durability sync`;
+    const base = { system: 'langgraph', store: 'sqlite', sync } as const;
+    return [
+      { ...base, mode: 'throughput', in_flight: WINDOW, scenario: `${label}, ${WINDOW} runs in flight`, figures: { ...f, notes: { runs: s.n, in_flight: WINDOW } } },
+      { ...base, mode: 'serial', in_flight: SERIAL, scenario: `${label}, one run at a time`, figures: { ...l, notes: { runs: s.serial, in_flight: SERIAL } } },
+    ];
+  } finally {
+    await chain.close();
   }
 }
 
 export const workflowBench: Bench = {
   name: 'workflow',
-  description: '3-step workflow of no-op capabilities in 3 agent processes (SQLite, MongoDB) vs a raw nats.js 3-hop chain',
+  description: '3-step workflow of no-op capabilities in 3 agent processes (SQLite FULL/NORMAL, MongoDB) vs raw and durable nats.js 3-hop chains and in-process LangGraph',
   async run(ctx) {
-    const n = ctx.quick ? 200 : 2_000;
+    const s = sizesFor(ctx.quick ? 200 : 2_000);
     const nats = await benchNats();
     const url = nats.url;
     const dir = tempDir('keel-bench-wf-');
+    const measured: Measured[] = [];
+    const syncs: Sync[] = ['FULL', 'NORMAL'];
     try {
       ctx.progress('raw nats.js 3-hop chain (3 processes)');
-      const raw = await rawChain(url, n * 2);
-      ctx.progress('workflow on SQLite');
-      const sqlite = await workflowScenario(url, `sqlite:${join(dir.path, 'bench.db')}`, n, ctx.progress);
-      const rawT = { scenario: `raw nats.js 3-hop chain, 3 processes, ${WINDOW} in flight`, ...raw.throughput };
-      const rawL = { scenario: 'raw nats.js 3-hop chain, 3 processes, one at a time', ...raw.latency };
-      const results = [
-        compare(`workflow a→b→c, 3 agent processes, SQLite, ${WINDOW} runs in flight`, sqlite.throughput, rawT),
-        compare('workflow a→b→c, 3 agent processes, SQLite, one run at a time', sqlite.latency, rawL),
-      ];
+      measured.push(...(await hopScenario(url, { store: 'none' }, [[s.n * 2, WINDOW], [s.serial, SERIAL]], ctx.progress)));
+      for (const sync of syncs) {
+        ctx.progress(`durable nats.js 3-hop chain, 1 SQLite commit per hop, ${sync}`);
+        measured.push(...(await hopScenario(url, { store: 'sqlite', path: join(dir.path, `hops-${sync}.db`), sync }, [[s.n, WINDOW], [s.serial, SERIAL]], ctx.progress)));
+      }
+      for (const sync of syncs) {
+        ctx.progress(`LangGraph.js in one process, SQLite checkpointer, ${sync}`);
+        measured.push(...(await langGraphScenario(join(dir.path, `langgraph-${sync}.db`), sync, s, ctx.progress)));
+      }
+      for (const sync of syncs) {
+        ctx.progress(`workflow on SQLite, ${sync}`);
+        measured.push(...(await keelScenario(url, `sqlite:${join(dir.path, `keel-${sync}.db`)}`, s, WINDOW, sync, ctx.progress)));
+      }
       const mongo = process.env.KEEL_BENCH_SKIP_MONGO === '1' ? undefined : await startMongo();
       if (mongo?.ok) {
         try {
-          // FerretDB serializes appends on its global cursor: a small window, few runs
-          const m = ctx.quick ? 10 : 40;
-          const mw = 4;
-          ctx.progress(`workflow on MongoDB (${mongo.server.flavor}), ${m} runs`);
-          const mf = await workflowScenario(url, `${mongo.server.url.replace(/\/?$/, '/')}${uniqueName('wb')}`, m, ctx.progress, mw);
-          results.push(compare(`workflow a→b→c, 3 agent processes, MongoDB (${mongo.server.flavor}), ${mw} runs in flight`, mf.throughput, rawT));
-          results.push(compare(`workflow a→b→c, 3 agent processes, MongoDB (${mongo.server.flavor}), one run at a time`, mf.latency, rawL));
+          const flavor = mongo.server.flavor;
+          const ms: Sizes = { n: ctx.quick ? 10 : 40, serial: 10, warmup: ctx.quick ? 4 : 8 };
+          const base = mongo.server.url.replace(/\/?$/, '/');
+          // baselines with the same number in flight as Keel's MongoDB scenario
+          ctx.progress(`raw nats.js 3-hop chain, ${MONGO_WINDOW} in flight (for the MongoDB comparison)`);
+          measured.push(...(await hopScenario(url, { store: 'none' }, [[s.n, MONGO_WINDOW]], ctx.progress)));
+          const database = uniqueName('hops');
+          ctx.progress(`durable nats.js 3-hop chain, 1 insertOne per hop (${flavor})`);
+          measured.push(...(await hopScenario(url, { store: 'mongodb', url: mongo.server.url, database }, [[ctx.quick ? 40 : 200, MONGO_WINDOW], [ctx.quick ? 10 : 50, SERIAL]], ctx.progress)));
+          ctx.progress(`workflow on MongoDB (${flavor}), ${ms.n} runs`);
+          const keelMongo = await keelScenario(url, `${base}${uniqueName('wb')}`, ms, MONGO_WINDOW, undefined, ctx.progress);
+          measured.push(...keelMongo.map((m) => ({ ...m, scenario: m.scenario.replace('MongoDB', `MongoDB (${flavor})`) })));
         } finally {
           await mongo.server.stop();
         }
-      }
-      return { results };
+      } else if (mongo) ctx.progress(`MongoDB scenario skipped: ${mongo.reason}`);
+      return { results: assembleResults(measured) };
     } finally {
       dir.remove();
       await nats.stop();

@@ -72,7 +72,7 @@ const COMMAND_MODULE: Record<string, string> = {
 };
 
 /** Commands that start telemetry (their spans join the runs they touch); the rest do not trace. */
-const TRACED: Record<string, string> = { start: 'keel-engine', approve: 'keel-cli', reject: 'keel-cli', run: 'keel-cli' };
+const TRACED: Record<string, string> = { start: 'keel-engine', approve: 'keel-cli', reject: 'keel-cli', run: 'keel-cli', launch: 'keel-cli' };
 
 const argv = process.argv;
 const json = argv.includes('--json');
