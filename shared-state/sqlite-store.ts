@@ -209,7 +209,7 @@ export class SqliteStore implements StateStore {
     this.info = {
       kind: 'sqlite',
       location: path,
-      durability: { journal_mode: 'WAL', synchronous: sync, busy_timeout_ms: busy, transaction: 'BEGIN IMMEDIATE' },
+      durability: { journal_mode: 'WAL', synchronous: sync, busy_timeout_ms: busy, transaction: 'BEGIN IMMEDIATE', group_commit: 'the writes asked for in one event-loop turn share one transaction' },
       maxDocumentBytes: this.#max,
     };
   }
@@ -280,6 +280,89 @@ export class SqliteStore implements StateStore {
       if (isBusy(err)) throw new StoreBusyError('SQLite write lock lost to another process', err);
       throw err;
     }
+  }
+
+  /**
+   * Group commit: write operations requested in the same turn of the event loop run in ONE
+   * `BEGIN IMMEDIATE` transaction (one lock acquisition, one fsync under `synchronous=FULL`), each
+   * in its own savepoint, so one operation's failure (a version conflict) rolls back only its own
+   * writes and rejects only its caller. Operations run in the order they were asked for; each
+   * caller's promise settles after the COMMIT that made its writes durable.
+   */
+  #group<T>(fn: () => T): Promise<T> {
+    if (this.#closed) return Promise.reject(new StateError('STATE_UNAVAILABLE', 'the state store is closed'));
+    return new Promise<T>((resolve, reject) => {
+      this.#queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        setImmediate(() => this.#flush());
+      }
+    });
+  }
+
+  #queue: { fn: () => unknown; resolve: (v: unknown) => void; reject: (err: unknown) => void }[] = [];
+  #flushScheduled = false;
+  /** operations and transactions of the group commit, for `info.durability` and benches */
+  readonly groupCommit = { transactions: 0, operations: 0 };
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    const batch = this.#queue.splice(0);
+    if (batch.length === 0) return;
+    this.groupCommit.transactions++;
+    this.groupCommit.operations += batch.length;
+    if (batch.length === 1) {
+      const op = batch[0]!;
+      try {
+        op.resolve(this.#tx(op.fn));
+      } catch (err) {
+        op.reject(err);
+      }
+      return;
+    }
+    if (this.#closed) {
+      for (const op of batch) op.reject(new StateError('STATE_UNAVAILABLE', 'the state store is closed'));
+      return;
+    }
+    try {
+      this.#busyRetry(() => this.#db.exec('BEGIN IMMEDIATE'));
+    } catch (err) {
+      const e = isBusy(err) ? new StoreBusyError(`SQLite file ${this.info?.location ?? ''} is locked by another process`, err) : err;
+      for (const op of batch) op.reject(e);
+      return;
+    }
+    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; err: unknown }> = [];
+    try {
+      for (const op of batch) {
+        this.#db.exec('SAVEPOINT keel_op');
+        try {
+          const value = op.fn();
+          this.#db.exec('RELEASE keel_op');
+          outcomes.push({ ok: true, value });
+        } catch (err) {
+          // a busy error here means the transaction itself is in trouble: give up the whole batch
+          if (isBusy(err)) throw err;
+          this.#db.exec('ROLLBACK TO keel_op');
+          this.#db.exec('RELEASE keel_op');
+          outcomes.push({ ok: false, err });
+        }
+      }
+      this.#db.exec('COMMIT');
+    } catch (err) {
+      try {
+        this.#db.exec('ROLLBACK');
+      } catch {
+        // already rolled back
+      }
+      const e = isBusy(err) ? new StoreBusyError('SQLite write lock lost to another process', err) : err;
+      for (const op of batch) op.reject(e);
+      return;
+    }
+    batch.forEach((op, i) => {
+      const o = outcomes[i]!;
+      if (o.ok) op.resolve(o.value);
+      else op.reject(o.err);
+    });
   }
 
   // ---- entities ----------------------------------------------------------------------------
@@ -362,7 +445,7 @@ export class SqliteStore implements StateStore {
         early = undefined; // decided under the lock, where a version conflict takes precedence
       }
     }
-    const committed = this.#tx(() => {
+    const committed = await this.#group(() => {
       const actual = Number(this.#get('SELECT COALESCE(MAX(version), 0) AS v FROM events WHERE entity_type = ? AND entity_id = ?', entityType, entityId)!.v);
       if (actual !== expectedVersion) throw new VersionConflictError(entityType, entityId, expectedVersion, actual);
       const plan = early ?? planAppend(def, entityId, this.#snapshot(entityType, entityId, actual), events, meta, this.#max);
@@ -566,7 +649,7 @@ export class SqliteStore implements StateStore {
 
   async markPublished(eventIds: string[]): Promise<void> {
     if (eventIds.length === 0) return;
-    this.#tx(() => {
+    await this.#group(() => {
       for (const id of eventIds) this.#run('UPDATE events SET published = 1 WHERE event_id = ?', id);
     });
   }
@@ -576,7 +659,7 @@ export class SqliteStore implements StateStore {
   async claim(key: string, opts: { leaseMs?: number } = {}): Promise<ClaimResult> {
     if (typeof key !== 'string' || !key || key.length > 500) throw new InvalidQueryError('idempotency key must be a non-empty string of at most 500 characters');
     const leaseMs = clampInt(opts.leaseMs, DEFAULT_LEASE_MS, 1, 7 * 86_400_000, 'leaseMs');
-    return this.#tx((): ClaimResult => {
+    return this.#group((): ClaimResult => {
       const now = Date.now();
       const r = this.#get('SELECT * FROM idempotency WHERE key = ?', key);
       const token = newId();
@@ -594,7 +677,7 @@ export class SqliteStore implements StateStore {
   }
 
   async complete(key: string, token: string, result: unknown = null, opts: { cost?: CostInput } = {}): Promise<void> {
-    const done = this.#tx(() => this.#completeIn(key, token, result, opts.cost));
+    const done = await this.#group(() => this.#completeIn(key, token, result, opts.cost));
     if (!done) throw new IdempotencyLeaseLostError(key, await this.#leaseLostReason(key));
   }
 

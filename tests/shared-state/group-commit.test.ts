@@ -1,0 +1,77 @@
+/**
+ * Group commit in the SQLite adapter: the writes asked for in one turn of the event loop share
+ * one transaction (one lock, one fsync), each in its own savepoint, so one write's failure is its
+ * own; a write's promise settles only once its transaction committed (another connection sees it).
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { defineEntityType, openStore, type StateStore } from '../../shared-state/index.ts';
+import { tempDir } from '../../testkit/common.ts';
+
+const note = defineEntityType({ name: 'note', schemaVersion: 1, schema: z.strictObject({ text: z.string().max(100) }), searchFields: ['text'] });
+const meta = { actor: { kind: 'system' as const, id: 'test' } };
+const counters = (s: StateStore) => (s as unknown as { groupCommit: { transactions: number; operations: number } }).groupCommit;
+
+describe('SQLite group commit', () => {
+  let dir: ReturnType<typeof tempDir>;
+  let store: StateStore;
+  beforeEach(async () => {
+    dir = tempDir('keel-group-');
+    store = await openStore(`sqlite:${join(dir.path, 'keel.db')}`, { types: [note] });
+  });
+  afterEach(async () => {
+    await store.close();
+    dir.remove();
+  });
+
+  it('writes of one turn share a transaction; a conflict, an invalid write and a lost race fail alone', async () => {
+    await store.append('note', 'taken', 0, [{ type: 'created', data: { text: 'first' } }], meta);
+    const before = { ...counters(store) };
+    const writes = [
+      ...Array.from({ length: 40 }, (_, i) => store.append('note', `n${i}`, 0, [{ type: 'created', data: { text: `note ${i}` } }], meta)),
+      store.append('note', 'taken', 0, [{ type: 'created', data: { text: 'second' } }], meta), // wrong expected version
+      store.append('note', 'bad', 0, [{ type: 'created', data: { text: 'x'.repeat(500) } }], meta), // fails the schema
+      store.append('note', 'race', 0, [{ type: 'created', data: { text: 'winner' } }], meta),
+      store.append('note', 'race', 0, [{ type: 'created', data: { text: 'loser' } }], meta), // same entity, same expected version, same batch
+      store.claim('task-1'),
+    ];
+    const out = await Promise.allSettled(writes);
+    const after = counters(store);
+    expect(after.operations - before.operations).toBe(45);
+    expect(after.transactions - before.transactions).toBeLessThan(5);
+    expect(out.slice(0, 40).every((r) => r.status === 'fulfilled')).toBe(true);
+    expect(out[40]).toMatchObject({ status: 'rejected', reason: { code: 'STATE_VERSION_CONFLICT' } });
+    expect(out[41]).toMatchObject({ status: 'rejected' });
+    expect(out[42]!.status).toBe('fulfilled');
+    expect(out[43]).toMatchObject({ status: 'rejected', reason: { code: 'STATE_VERSION_CONFLICT' } });
+    expect(out[44]).toMatchObject({ status: 'fulfilled', value: { status: 'claimed' } });
+    // what failed left nothing; what succeeded is all there, in the change log once each
+    expect(await store.get('note', 'bad')).toBeNull();
+    expect((await store.get<{ text: string }>('note', 'taken'))!.state.text).toBe('first');
+    expect((await store.get<{ text: string }>('note', 'race'))!).toMatchObject({ version: 1, state: { text: 'winner' } });
+    const log = await store.changes({ since: 0, limit: 1000 });
+    expect(log.events.map((e) => e.entityId).filter((id) => id.startsWith('n'))).toHaveLength(40);
+    expect(new Set(log.events.map((e) => e.cursor)).size).toBe(log.events.length);
+  });
+
+  it('a write resolves only once committed: another connection to the file sees it', async () => {
+    const other = await openStore(`sqlite:${join(dir.path, 'keel.db')}`, { types: [note] });
+    try {
+      const writes = Array.from({ length: 10 }, (_, i) => store.append('note', `v${i}`, 0, [{ type: 'created', data: { text: `v ${i}` } }], meta));
+      for (const [i, w] of writes.entries()) {
+        await w;
+        expect(await other.get('note', `v${i}`)).not.toBeNull();
+      }
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('writes after close are refused with STATE_UNAVAILABLE', async () => {
+    const s2 = await openStore(`sqlite:${join(dir.path, 'other.db')}`, { types: [note] });
+    const pending = s2.append('note', 'late', 0, [{ type: 'created', data: { text: 'late' } }], meta);
+    await s2.close();
+    await expect(pending).rejects.toMatchObject({ code: 'STATE_UNAVAILABLE' });
+  });
+});
