@@ -81,8 +81,18 @@ describe('budgets admitted before the call', () => {
     // the reservation is a real bound: the estimate for one call exceeds its actual cost
     const reserve = estimateCallUsd({ price: { input: 10, cachedInput: 10, output: 20 }, messages: [{ role: 'user', content: 'Where is my refund? (10)' }], maxOutputTokens: MAX_OUT })!;
     expect(reserve).toBeGreaterThan(ACTUAL_USD);
-    // all 50 asked at once: the budget held at most floor(0.05 / reservation) of them
-    expect(admitted.length).toBeLessThanOrEqual(Math.floor(0.05 / reserve));
+    // the bound holds at every moment, not only at the end: replaying the customer's window event
+    // by event, what is spent plus what is reserved never exceeds $0.05 (a call that settles below
+    // its reservation frees room for a later one, so the admitted calls' reservations together may)
+    const windows = (await store.query<{ reservedUsd: number; spentUsd: number }>('model_budget_window', { limit: 100 })).items.filter((w) => w.entityId.startsWith('customer_'));
+    expect(windows).toHaveLength(1);
+    let peak = 0;
+    for (let v = 1; v <= windows[0]!.version; v++) {
+      const at = (await store.getAt<{ reservedUsd: number; spentUsd: number }>('model_budget_window', windows[0]!.entityId, v))!.state;
+      peak = Math.max(peak, at.reservedUsd + at.spentUsd);
+    }
+    expect(peak).toBeLessThanOrEqual(0.05 + 1e-12);
+    expect(peak).toBeGreaterThan(0.05 - reserve); // and it was full: the refusals were needed
     expect(admitted.length).toBeGreaterThan(0);
     expect(refused.length).toBe(50 - admitted.length);
 
