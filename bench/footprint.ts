@@ -13,6 +13,7 @@
  * the issue's targets. Linux only (/proc).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -112,13 +113,16 @@ interface RunningEngine {
   httpUrl: string;
   natsPort: number;
   smtpPort: number;
+  /** the engine's KEEL_OPERATOR_TOKEN, for the operator routes (/v1/approvals) */
+  operatorToken: string;
   stop(): Promise<void>;
 }
 
 async function startEngine(layout: Layout): Promise<RunningEngine> {
   const dir = mkdtempSync(join(tmpdir(), 'keel-footprint-'));
   const [httpPort, natsPort, smtpPort] = [await freePort(), await freePort(), await freePort()];
-  const env: Record<string, string | undefined> = { ...process.env, KEEL_DATA_DIR: dir, KEEL_HTTP_PORT: String(httpPort), KEEL_NATS_PORT: String(natsPort), KEEL_SMTP_PORT: String(smtpPort), KEEL_LOG_LEVEL: 'warn', ...LAYOUT_ENV[layout] };
+  const operatorToken = `keel-bench-${randomBytes(24).toString('base64url')}`;
+  const env: Record<string, string | undefined> = { ...process.env, KEEL_OPERATOR_TOKEN: operatorToken, KEEL_DATA_DIR: dir, KEEL_HTTP_PORT: String(httpPort), KEEL_NATS_PORT: String(natsPort), KEEL_SMTP_PORT: String(smtpPort), KEEL_LOG_LEVEL: 'warn', ...LAYOUT_ENV[layout] };
   for (const k of ['KEEL_AGENTS', 'KEEL_NATS_URL', 'KEEL_STATE', 'KEEL_WORKFLOW_SWEEP_MS', ...(layout === 'one process per agent' ? ['KEEL_AGENT_HOSTS'] : [])]) delete env[k];
   let err = '';
   const child = spawn(process.execPath, [KEEL, 'start'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -151,7 +155,7 @@ async function startEngine(layout: Layout): Promise<RunningEngine> {
     await stop();
     throw e;
   }
-  return { child, dir, httpUrl, natsPort, smtpPort, stop };
+  return { child, dir, httpUrl, natsPort, smtpPort, operatorToken, stop };
 }
 
 interface ApprovalView {
@@ -193,7 +197,7 @@ async function inboundScenario(e: RunningEngine, n: number, ctx: BenchContext, r
     const ticketOwner = new Map<string, string>();
     const seen = new Set<string>();
     await waitFor(async () => {
-      const { approvals } = (await (await fetch(`${e.httpUrl}/v1/approvals`)).json()) as { approvals: ApprovalView[] };
+      const { approvals } = (await (await fetch(`${e.httpUrl}/v1/approvals`, { headers: { authorization: `Bearer ${e.operatorToken}` } })).json()) as { approvals: ApprovalView[] };
       for (const a of approvals) {
         if (seen.has(a.id)) continue;
         seen.add(a.id);
@@ -212,7 +216,7 @@ async function inboundScenario(e: RunningEngine, n: number, ctx: BenchContext, r
     ctx.progress(`  ${2 * n} messages waiting for approval after ${Math.round(waitingMs)} ms; approving them`);
     const ta = performance.now();
     for (const id of seen) {
-      const r = await fetch(`${e.httpUrl}/v1/approvals/${encodeURIComponent(id)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ decision: 'approved' }) });
+      const r = await fetch(`${e.httpUrl}/v1/approvals/${encodeURIComponent(id)}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${e.operatorToken}` }, body: JSON.stringify({ decision: 'approved' }) });
       if (r.status >= 300) throw new BenchError('BENCH_INCOMPLETE', `approving ${id}: HTTP ${r.status} ${await r.text()}`);
     }
     // the inbound runs (the memorizer's runs complete too, one per remembered event)

@@ -17,6 +17,13 @@ export interface BusConnectOptions {
   connectTimeoutMs?: number;
   /** default -1: reconnect forever */
   maxReconnectAttempts?: number;
+  /**
+   * PEM file of the CA that signed the server's TLS certificate (a private CA or a self-signed
+   * certificate); default `KEEL_NATS_TLS_CA` from the environment, so every Keel process (engine,
+   * CLI, agents) verifies the same way. Unset: a server that requires TLS is verified against the
+   * system's CAs.
+   */
+  tlsCaFile?: string;
 }
 
 /**
@@ -26,6 +33,7 @@ export interface BusConnectOptions {
  */
 export async function connectBus(opts: BusConnectOptions): Promise<NatsConnection> {
   const servers = Array.isArray(opts.servers) ? opts.servers : opts.servers.split(',').map((s) => s.trim()).filter(Boolean);
+  const caFile = opts.tlsCaFile ?? (process.env.KEEL_NATS_TLS_CA || undefined);
   let nc: NatsConnection;
   try {
     nc = await connect({
@@ -38,6 +46,7 @@ export async function connectBus(opts: BusConnectOptions): Promise<NatsConnectio
       reconnectTimeWait: 250,
       reconnectJitter: 100,
       pingInterval: 10_000,
+      ...(caFile ? { tls: { caFile } } : {}),
     });
   } catch (err) {
     const name = (err as Error | undefined)?.name ?? '';

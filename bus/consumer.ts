@@ -2,7 +2,7 @@ import type { JetStreamClient, JsMsg, ConsumerMessages } from '@nats-io/jetstrea
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
 import { SpanKind, SpanStatusCode, context, trace, type Span } from '@opentelemetry/api';
-import { extractTraceContext, getTracer } from '../observability/index.ts';
+import { extractTraceContext, getTracer, scrub } from '../observability/index.ts';
 import { H, headersToRecord, openEnvelope, type Envelope, type MessageType } from './envelope.ts';
 import type { InvalidMessageError} from './errors.ts';
 import { BusError, toFailure, type Failure } from './errors.ts';
@@ -153,7 +153,10 @@ export async function runConsumer<T>(opts: ConsumeOptions<T>): Promise<ConsumerH
   const inFlight = new Set<Promise<void>>();
   let slotFree: (() => void) | undefined;
 
-  const deadLetter = async (m: JsMsg, headers: Record<string, string>, reason: string, f: Pick<Failure, 'code' | 'name' | 'message'>, env?: Envelope<T>) => {
+  const deadLetter = async (m: JsMsg, headers: Record<string, string>, rawReason: string, failure: Pick<Failure, 'code' | 'name' | 'message'>, env?: Envelope<T>) => {
+    // reason and error text are diagnostics: scrubbed of secrets and card numbers (the body is the data, kept as is)
+    const reason = scrub(rawReason);
+    const f = { code: failure.code, name: failure.name, message: scrub(failure.message) };
     const letter: DeadLetter = {
       reason,
       error: { code: f.code, name: f.name, message: f.message },

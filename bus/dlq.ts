@@ -8,6 +8,7 @@ import { headers as natsHeaders } from '@nats-io/nats-core';
 import type { Bus } from './bus.ts';
 import type { DeadLetter } from './consumer.ts';
 import { H } from './envelope.ts';
+import { scrub } from '../observability/index.ts';
 import { BusError } from './errors.ts';
 
 /** A dead letter as stored: the letter, plus where it is in the DLQ stream. */
@@ -29,10 +30,23 @@ function toLetter(m: StoredMsg, dlqPrefix: string): StoredDeadLetter | undefined
   try {
     const letter = m.json<DeadLetter>();
     if (typeof letter !== 'object' || letter === null || typeof letter.reason !== 'string') return undefined;
-    return { ...letter, seq: m.seq, dlqSubject: m.subject, capability: m.subject.slice(dlqPrefix.length), storedAt: m.time.toISOString() };
+    return { ...scrubDeadLetter(letter), seq: m.seq, dlqSubject: m.subject, capability: m.subject.slice(dlqPrefix.length), storedAt: m.time.toISOString() };
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A dead letter whose reason and error text are scrubbed (observability's `scrub`: secrets and card
+ * numbers). The consumer scrubs them before it stores a letter; reading scrubs again, for letters
+ * stored before. The body is NOT scrubbed: it is the message itself (the data, needed for a
+ * re-drive), and the DLQ stream is part of the system's own storage.
+ */
+export function scrubDeadLetter<L extends Pick<DeadLetter, 'reason' | 'error'>>(letter: L): L {
+  const reason = scrub(letter.reason);
+  const message = typeof letter.error?.message === 'string' ? scrub(letter.error.message) : letter.error?.message;
+  if (reason === letter.reason && message === letter.error?.message) return letter;
+  return { ...letter, reason, ...(letter.error ? { error: { ...letter.error, message } } : {}) };
 }
 
 /**

@@ -25,7 +25,7 @@ export type { EventPublisher, EntityEventMessage, EventConsumerHandle, RunEventC
 export { defineMessage, H as HEADERS, openEnvelope, buildHeaders, headersToRecord } from './envelope.ts';
 export type { Envelope, EnvelopeMeta, MessageType } from './envelope.ts';
 export { runConsumer, backoffDelay, DEFAULT_BACKOFF } from './consumer.ts';
-export { listDeadLetters, getDeadLetter, redriveDeadLetter, REDRIVE_HEADERS } from './dlq.ts';
+export { listDeadLetters, getDeadLetter, redriveDeadLetter, REDRIVE_HEADERS, scrubDeadLetter } from './dlq.ts';
 export type { StoredDeadLetter } from './dlq.ts';
 export type { ConsumeOptions, ConsumerHandle, ConsumerStats, Handler, HandlerContext, BackoffPolicy, DeadLetter } from './consumer.ts';
 export { keelTopology, LEASE_TTL_MS, WORKFLOW_TIMER_LEASE, ensureLease, consumerSpecFor, eventStreamSpec, eventConsumerSpec, provisionBus, ensureStream, ensureConsumer, ensureKv } from './provision.ts';
@@ -36,6 +36,6 @@ export { announce, listAgents, watchAgents, registryKey, agentProcesses, Manifes
 export type { Manifest, Capability, RegistryEvent, Announcement, AgentProcess } from './registry.ts';
 export { holdLease } from './lease.ts';
 export type { Lease, LeaseOptions } from './lease.ts';
-export { LocalNatsServer } from './local-server.ts';
-export type { LocalNatsServerOptions, LocalNatsUser } from './local-server.ts';
+export { LocalNatsServer, renderNatsConfig } from './local-server.ts';
+export type { LocalNatsServerOptions, LocalNatsUser, NatsConfigSpec, NatsTlsConfig } from './local-server.ts';
 export * from './errors.ts';

@@ -32,30 +32,65 @@ export interface LocalNatsServerOptions {
   startTimeoutMs?: number;
 }
 
-function confString(o: LocalNatsServerOptions, port: number): string {
-  const host = o.host ?? '127.0.0.1';
+/** A `tls { }` block: the server's certificate and key, and the CA that signed them (clients verify with it). */
+export interface NatsTlsConfig {
+  certFile: string;
+  keyFile: string;
+  caFile?: string;
+  /** require client certificates signed by caFile (Keel's own clients present none: leave off) */
+  verify?: boolean;
+}
+
+/** Everything a nats-server config holds for Keel: the embedded server and `keel deploy nats-config` render it with {@link renderNatsConfig}. */
+export interface NatsConfigSpec {
+  serverName?: string;
+  /** `host:port`; port -1 lets the server pick */
+  listen: string;
+  pidFile?: string;
+  maxPayload?: number;
+  /** JetStream store directory */
+  jetStreamDir: string;
+  maxMemoryStore?: string;
+  cluster?: { name: string; listen: string; routes: string[] };
+  /** one global account with these users; none = no authorization (anyone may connect) */
+  users?: LocalNatsUser[];
+  tls?: NatsTlsConfig;
+  /** comment lines at the top (no secrets) */
+  comments?: string[];
+}
+
+const q = (v: string) => JSON.stringify(v);
+
+/**
+ * A nats-server configuration with JetStream and, when users are given, one user per agent whose
+ * publish/subscribe permissions were generated from its manifest (runtime's `natsUsers`). The
+ * embedded server and `keel deploy nats-config` both render theirs here, so both enforce the
+ * same permissions.
+ */
+export function renderNatsConfig(c: NatsConfigSpec): string {
   const lines = [
-    `server_name: ${JSON.stringify(o.serverName ?? `keel-${port}`)}`,
-    `listen: "${host}:${port === 0 ? -1 : port}"`,
-    `pid_file: ${JSON.stringify(join(o.storeDir, 'nats-server.pid'))}`,
-    `max_payload: ${o.maxPayload ?? 1024 * 1024}`,
+    ...(c.comments ?? []).map((l) => `# ${l}`),
+    ...(c.serverName ? [`server_name: ${q(c.serverName)}`] : []),
+    `listen: ${q(c.listen)}`,
+    ...(c.pidFile ? [`pid_file: ${q(c.pidFile)}`] : []),
+    `max_payload: ${c.maxPayload ?? 1024 * 1024}`,
     `jetstream {`,
-    `  store_dir: ${JSON.stringify(join(o.storeDir, 'jetstream'))}`,
-    `  max_memory_store: 256MB`,
+    `  store_dir: ${q(c.jetStreamDir)}`,
+    `  max_memory_store: ${c.maxMemoryStore ?? '256MB'}`,
     `}`,
   ];
-  if (o.cluster) {
-    lines.push(
-      `cluster {`,
-      `  name: ${JSON.stringify(o.cluster.name)}`,
-      `  listen: "${host}:${o.cluster.port}"`,
-      `  routes: [${o.cluster.routes.map((r) => JSON.stringify(r)).join(', ')}]`,
-      `}`,
-    );
+  if (c.cluster) {
+    lines.push(`cluster {`, `  name: ${q(c.cluster.name)}`, `  listen: ${q(c.cluster.listen)}`, `  routes: [${c.cluster.routes.map(q).join(', ')}]`, `}`);
   }
-  if (o.users && o.users.length > 0) {
+  if (c.tls) {
+    lines.push('tls {', `  cert_file: ${q(c.tls.certFile)}`, `  key_file: ${q(c.tls.keyFile)}`);
+    if (c.tls.caFile) lines.push(`  ca_file: ${q(c.tls.caFile)}`);
+    if (c.tls.verify) lines.push('  verify: true');
+    lines.push('  timeout: 2', '}');
+  }
+  if (c.users && c.users.length > 0) {
     lines.push('authorization {', '  users: [');
-    for (const u of o.users) {
+    for (const u of c.users) {
       const perms: string[] = [];
       for (const kind of ['publish', 'subscribe'] as const) {
         const p = u[kind];
@@ -65,11 +100,24 @@ function confString(o: LocalNatsServerOptions, port: number): string {
         if (p.deny) parts.push(`deny: ${JSON.stringify(p.deny)}`);
         perms.push(`${kind}: { ${parts.join(', ')} }`);
       }
-      lines.push(`    { user: ${JSON.stringify(u.user)}, password: ${JSON.stringify(u.password)}${perms.length ? `, permissions: { ${perms.join(', ')} }` : ''} }`);
+      lines.push(`    { user: ${q(u.user)}, password: ${q(u.password)}${perms.length ? `, permissions: { ${perms.join(', ')} }` : ''} }`);
     }
     lines.push('  ]', '}');
   }
   return lines.join('\n') + '\n';
+}
+
+function confString(o: LocalNatsServerOptions, port: number): string {
+  const host = o.host ?? '127.0.0.1';
+  return renderNatsConfig({
+    serverName: o.serverName ?? `keel-${port}`,
+    listen: `${host}:${port === 0 ? -1 : port}`,
+    pidFile: join(o.storeDir, 'nats-server.pid'),
+    maxPayload: o.maxPayload,
+    jetStreamDir: join(o.storeDir, 'jetstream'),
+    cluster: o.cluster ? { name: o.cluster.name, listen: `${host}:${o.cluster.port}`, routes: o.cluster.routes } : undefined,
+    users: o.users,
+  });
 }
 
 /** Kills a nats-server left behind by a previous supervisor that was itself killed. */

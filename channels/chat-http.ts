@@ -8,6 +8,7 @@ import { chatMessageInputSchema, describeIssues, toInboundChat, DEFAULT_MAX_CHAT
 import { describeError, isRetryable } from './errors.ts';
 import { silentLogger } from './logger.ts';
 import type { InboundMessage } from './message.ts';
+import { chatSenderKey, type IngressRateLimiter } from './rate-limit.ts';
 
 export interface ChatRoutesOptions {
   /** Called with every valid message; the client gets 202 only after it resolved. */
@@ -16,13 +17,15 @@ export interface ChatRoutesOptions {
   maxBodyBytes?: number;
   /** Longer `text` gets 422. Default 10,000 characters. */
   maxTextChars?: number;
+  /** limits per chat handle (or email) and for the chat channel; over one: 429 `RATE_LIMITED` with Retry-After */
+  rateLimit?: IngressRateLimiter;
   logger?: Logger;
 }
 
 /** Answer bodies of `POST /v1/chat/messages`. */
 export type ChatPostResponse =
   | { messageId: string; conversationId: string }
-  | { error: 'INVALID_JSON' | 'UNSUPPORTED_MEDIA_TYPE' | 'PAYLOAD_TOO_LARGE' | 'UNAVAILABLE' | 'HANDLER_FAILED'; message: string }
+  | { error: 'INVALID_JSON' | 'UNSUPPORTED_MEDIA_TYPE' | 'PAYLOAD_TOO_LARGE' | 'UNAVAILABLE' | 'HANDLER_FAILED' | 'RATE_LIMITED'; message: string }
   | { error: 'INVALID_MESSAGE'; message: string; issues: { path: string; message: string }[] };
 
 /**
@@ -31,8 +34,9 @@ export type ChatPostResponse =
  * `POST /v1/chat/messages` with a JSON {@link ChatMessageInput}: 202 `{ messageId, conversationId }`
  * after `onMessage` resolved. Errors are `{ error: CODE, message, issues? }` like every Keel HTTP
  * error: 400 `INVALID_JSON`; 413 `PAYLOAD_TOO_LARGE`; 415 `UNSUPPORTED_MEDIA_TYPE`; 422
- * `INVALID_MESSAGE` with `issues`; 503 `UNAVAILABLE` (with Retry-After) when `onMessage` failed
- * retryably, 500 `HANDLER_FAILED` when not.
+ * `INVALID_MESSAGE` with `issues`; 429 `RATE_LIMITED` (with Retry-After, in seconds) when the
+ * customer's handle or the chat channel is over its limit; 503 `UNAVAILABLE` (with Retry-After)
+ * when `onMessage` failed retryably, 500 `HANDLER_FAILED` when not.
  */
 export function createChatRoutes(opts: ChatRoutesOptions): Hono {
   const log = opts.logger ?? silentLogger();
@@ -72,6 +76,16 @@ export function createChatRoutes(opts: ChatRoutesOptions): Hono {
           { error: 'INVALID_MESSAGE', message: `invalid fields: ${[...new Set(issues.map((i) => i.path))].join(', ')}`, issues } satisfies ChatPostResponse,
           422,
         );
+      }
+      if (opts.rateLimit) {
+        const refused = await opts.rateLimit.take(chatSenderKey(parsed.data.customer));
+        if (refused) {
+          const wait = Math.ceil(refused.retryAfterMs / 1000);
+          log.warn({ scope: refused.scope, retry_after_s: wait }, 'chat: over the rate limit, answering 429');
+          c.header('Retry-After', String(wait));
+          const what = refused.scope === 'sender' ? 'too many messages from this customer' : 'too many chat messages';
+          return c.json({ error: 'RATE_LIMITED', message: `${what}: try again in ${wait} s` } satisfies ChatPostResponse, 429);
+        }
       }
       const msg = toInboundChat(parsed.data);
       try {

@@ -10,6 +10,7 @@ import { chatMessageInputSchema, describeIssues, toInboundChat, DEFAULT_MAX_CHAT
 import { ChannelError, describeError, isRetryable } from './errors.ts';
 import { silentLogger } from './logger.ts';
 import type { InboundMessage } from './message.ts';
+import { chatSenderKey, type IngressRateLimiter } from './rate-limit.ts';
 
 export interface ChatWebSocketOptions {
   /** Default `/v1/chat/ws`. */
@@ -22,13 +23,15 @@ export interface ChatWebSocketOptions {
   maxTextChars?: number;
   /** Ping interval; a socket that missed a pong is dropped. Default 30,000 ms. */
   heartbeatMs?: number;
+  /** limits per chat handle (or email) and for the chat channel; over one: an error frame `RATE_LIMITED` with `retryAfterS` */
+  rateLimit?: IngressRateLimiter;
   logger?: Logger;
 }
 
 /** Frames the server sends. */
 export type ChatServerFrame =
   | { type: 'ack'; messageId: string; conversationId: string; clientMessageId?: string }
-  | { type: 'error'; error: 'INVALID_JSON' | 'INVALID_MESSAGE' | 'UNAVAILABLE' | 'HANDLER_FAILED'; message: string; clientMessageId?: string; issues?: { path: string; message: string }[] }
+  | { type: 'error'; error: 'INVALID_JSON' | 'INVALID_MESSAGE' | 'UNAVAILABLE' | 'HANDLER_FAILED' | 'RATE_LIMITED'; message: string; clientMessageId?: string; issues?: { path: string; message: string }[]; retryAfterS?: number }
   | { type: 'push'; conversationId: string; payload: unknown };
 
 export interface ChatWebSocketHub {
@@ -99,6 +102,15 @@ export function attachChatWebSocket(server: HttpServer | HttpsServer, opts: Chat
     const { type: _type, ...rest } = parsed.data;
     const input: ChatMessageInput = { ...rest, customer: parsed.data.customer };
     st.customer ??= input.customer;
+    if (opts.rateLimit) {
+      const refused = await opts.rateLimit.take(chatSenderKey(input.customer));
+      if (refused) {
+        const wait = Math.ceil(refused.retryAfterMs / 1000);
+        log.warn({ scope: refused.scope, retry_after_s: wait }, 'chat ws: over the rate limit');
+        const what = refused.scope === 'sender' ? 'too many messages from this customer' : 'too many chat messages';
+        return send(ws, { type: 'error', error: 'RATE_LIMITED', message: `${what}: try again in ${wait} s`, retryAfterS: wait, ...(clientMessageId ? { clientMessageId } : {}) });
+      }
+    }
     const msg = toInboundChat(input);
     try {
       await opts.onMessage(msg);

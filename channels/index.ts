@@ -52,4 +52,7 @@ export type { ChatRoutesOptions, ChatPostResponse } from './chat-http.ts';
 export { attachChatWebSocket } from './chat-ws.ts';
 export type { ChatWebSocketHub, ChatWebSocketOptions, ChatServerFrame } from './chat-ws.ts';
 
+export { createIngressRateLimiter, chatSenderKey, formatRateLimit } from './rate-limit.ts';
+export type { IngressRateLimiter, IngressRateLimiterOptions, RateRefusal, RateScope } from './rate-limit.ts';
+
 export * from './errors.ts';

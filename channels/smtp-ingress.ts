@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { ChannelConfigError, ChannelError, ChannelListenError, describeError, isRetryable } from './errors.ts';
 import { parseInboundEmail, type EmailParseOptions } from './email-parse.ts';
 import { silentLogger } from './logger.ts';
+import type { IngressRateLimiter, RateRefusal } from './rate-limit.ts';
 import type { Envelope, InboundMessage, QuarantineReason } from './message.ts';
 
 /** A message that was accepted (250) but must not be handled as a customer message. */
@@ -50,6 +51,12 @@ export interface SmtpIngressOptions {
   logger?: Logger;
   /** Passed to the MIME parser: attachments dir and limit, text limits, loop detection. */
   parse?: Omit<EmailParseOptions, 'envelope' | 'now'>;
+  /**
+   * Limits per sender and for the channel ({@link createIngressRateLimiter}): one message is
+   * counted at MAIL FROM (by its address), and once more after DATA by the parsed From when that
+   * is another address. Over a limit the client gets `421 4.7.0` (and the connection closes).
+   */
+  rateLimit?: IngressRateLimiter;
 }
 
 export interface SmtpIngressStats {
@@ -86,6 +93,13 @@ function smtpError(code: number, message: string): SmtpReplyError {
   return new SmtpReplyError(code, message);
 }
 
+/** The answer to a rate-limited sender: 421 4.7.0 (temporary; the server closes the connection). */
+function rateLimited(r: RateRefusal): SmtpReplyError {
+  const wait = Math.ceil(r.retryAfterMs / 1000);
+  const what = r.scope === 'sender' ? 'too many messages from this sender' : 'too many messages for this server';
+  return smtpError(421, `4.7.0 ${what}, try again in ${wait} s`);
+}
+
 /**
  * The embedded SMTP listener of the email channel. No AUTH; STARTTLS only when `tls` is given.
  * An accepted (250) message has always been handed to `onMessage` or `onQuarantine` first.
@@ -102,6 +116,17 @@ export async function startSmtpIngress(opts: SmtpIngressOptions): Promise<SmtpIn
     const receivedAt = new Date();
     const parsed = await parseInboundEmail(raw, { ...opts.parse, envelope, now: () => receivedAt });
     const msg = parsed.message;
+    // the header From may name another sender than MAIL FROM: it counts against its own limit too
+    const from = msg?.customer.email?.toLowerCase();
+    if (opts.rateLimit && from && from !== envelope.mailFrom.toLowerCase()) {
+      // counted against the channel once already, at MAIL FROM
+      const refused = await opts.rateLimit.take(from, { channel: false });
+      if (refused) {
+        await opts.rateLimit.giveBack();
+        log.warn({ scope: refused.scope, retry_after_ms: refused.retryAfterMs }, 'smtp: parsed From over its rate limit, answering 421');
+        throw rateLimited(refused);
+      }
+    }
     if (msg && opts.resolveConversation) {
       const known = await opts.resolveConversation(msg);
       if (known) msg.conversationId = known;
@@ -146,6 +171,10 @@ export async function startSmtpIngress(opts: SmtpIngressOptions): Promise<SmtpIn
       handle(Buffer.concat(chunks), envelope).then(
         (reply) => callback(null, reply),
         (err: unknown) => {
+          if (err instanceof SmtpReplyError) {
+            callback(err);
+            return;
+          }
           if (isRetryable(err)) {
             stats.deferred++;
             log.warn({ err: describeError(err), mail_from: envelope.mailFrom }, 'smtp: handler failed, answering 451 so the client retries');
@@ -174,6 +203,21 @@ export async function startSmtpIngress(opts: SmtpIngressOptions): Promise<SmtpIn
     socketTimeout: opts.socketTimeoutMs ?? 60_000,
     closeTimeout: 5_000,
     logger: false,
+    onMailFrom(address, session, cb) {
+      if (!opts.rateLimit) return cb();
+      opts.rateLimit.take(address.address).then(
+        (refused) => {
+          if (!refused) return cb();
+          log.warn({ scope: refused.scope, remote: session.remoteAddress, retry_after_ms: refused.retryAfterMs }, 'smtp: sender over its rate limit, answering 421');
+          cb(rateLimited(refused));
+        },
+        // the limiter is in memory and should not fail; if it does, the mail is not refused for it
+        (err: unknown) => {
+          log.error({ err: describeError(err) }, 'smtp: rate limiter failed, letting the message through');
+          cb();
+        },
+      );
+    },
     onRcptTo(address, session, cb) {
       if (opts.acceptRecipient && !safeCall(() => opts.acceptRecipient!(address.address))) {
         log.info({ rcpt_to: address.address, remote: session.remoteAddress }, 'smtp: recipient refused (not an accepted domain or address)');

@@ -13,14 +13,17 @@ import { CliError } from './errors.ts';
 export async function connectCli(cfg: KeelConfig): Promise<NatsConnection> {
   const url = cfg.natsUrl ?? `nats://127.0.0.1:${cfg.natsPort}`;
   const credsPath = join(cfg.dataDir, 'credentials.json');
-  const admin = cfg.natsUrl ? undefined : readCredentials(credsPath)?.admin;
+  // KEEL_NATS_URL: the admin user of `keel deploy nats-config` from KEEL_NATS_USER / KEEL_NATS_PASSWORD
+  const admin = cfg.natsUrl ? (cfg.natsUser ? { user: cfg.natsUser, password: cfg.natsPassword ?? '' } : undefined) : readCredentials(credsPath)?.admin;
   try {
     return await connectBus({ servers: url, name: 'keel-cli', connectTimeoutMs: 3_000, maxReconnectAttempts: 0, user: admin?.user, pass: admin?.password });
   } catch (err) {
     const where = cfg.natsUrl ? `KEEL_NATS_URL=${cfg.natsUrl}` : `KEEL_NATS_PORT=${cfg.natsPort}`;
     if (isBusError(err, 'BUS_AUTH_REFUSED')) {
       const creds = cfg.natsUrl
-        ? 'KEEL_NATS_URL is set, so the CLI sent no credentials'
+        ? admin
+          ? `the CLI used KEEL_NATS_USER=${admin.user} and KEEL_NATS_PASSWORD`
+          : 'KEEL_NATS_URL is set and KEEL_NATS_USER is not, so the CLI sent no credentials'
         : existsSync(credsPath)
           ? `the CLI used the admin credentials in ${credsPath}`
           : `there is no ${credsPath}, so the CLI sent no credentials (no engine was ever started with this data dir)`;

@@ -14,7 +14,7 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   'entity list': ['keel entity list --type customer --where status=lead --limit 20'],
   'entity show': ['keel entity show cus-0a1b2c3d4e5f6a7b --history', 'keel entity show tkt-3f2a9c0d1e4b5a67 --at 3 --json'],
   changes: ['keel changes --since 2h --type ticket', 'keel changes --after 1042 --json'],
-  'audit export': ['keel audit export --since 7d > audit.jsonl', 'keel audit export --after 120'],
+  'audit export': ['keel audit export --since 7d > audit.jsonl', 'keel audit export --after 120', 'keel audit export --format csv > audit.csv'],
   'audit verify': ['keel audit verify'],
   cost: ['keel cost --by customer --since 7d', 'keel cost --by agent,capability --customer alice@example.com --json'],
   'budget set': ['keel budget set --customer alice@example.com --usd 5 --period month', 'keel budget set --workflow inbound-message --usd 20 --period day --soft'],
@@ -56,6 +56,12 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   'content show': ['keel content show focus-timer-page', 'keel content show focus-timer-email-1 --version 1 --json'],
   'content diff': ['keel content diff focus-timer-page 1 2', 'keel content diff focus-timer-page 1 2 --json'],
   calendar: ['keel calendar', 'keel calendar --product focus-timer --json'],
+  'deploy nats-config': ['keel deploy nats-config', 'keel deploy nats-config --tls-cert /etc/nats/tls/server.pem --tls-key /etc/nats/tls/server-key.pem --tls-ca /etc/nats/tls/ca.pem --json'],
+  'deploy mongo-users': ['keel deploy mongo-users --out deploy/secrets/keel-users.js', 'keel deploy mongo-users --database keel --json'],
+  'operator token create': ['keel operator token create --name laptop', 'keel operator token create --name ci --operator ada --json'],
+  'operator token list': ['keel operator token list', 'keel operator token list --json'],
+  'operator token revoke': ['keel operator token revoke 3f2a9c0d1e4b'],
+  'customer erase': ['keel customer erase alice@example.com', 'keel customer erase cus-3f2a9c0d1e4b5a6f --yes --reason "GDPR request 42" --json'],
 };
 
 /** `run start` for the command `start` under `run`; '' for the program itself. */

@@ -36,6 +36,9 @@ const MODULES: Record<string, () => Promise<Register[]>> = {
   memory: async () => [(await import('./commands/memory.ts')).registerMemory],
   triage: async () => [(await import('./commands/triage.ts')).registerTriage],
   launch: async () => [(await import('./commands/launch.ts')).registerLaunch],
+  deploy: async () => [(await import('./commands/deploy.ts')).registerDeploy],
+  operator: async () => [(await import('./commands/operator.ts')).registerOperator],
+  customer: async () => [(await import('./commands/customer.ts')).registerCustomer],
 };
 
 /** Top-level command → the module that registers it. */
@@ -69,6 +72,9 @@ const COMMAND_MODULE: Record<string, string> = {
   launches: 'launch',
   content: 'launch',
   calendar: 'launch',
+  deploy: 'deploy',
+  operator: 'operator',
+  customer: 'customer',
 };
 
 /** Commands that start telemetry (their spans join the runs they touch); the rest do not trace. */

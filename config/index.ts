@@ -27,6 +27,9 @@ export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_NATS_URL', default: '(unset)', description: 'Use this NATS server (e.g. nats://host:4222) instead of starting a local one.' },
   { name: 'KEEL_NATS_PORT', default: '4222', description: 'Client port of the local nats-server that `keel start` supervises.' },
   { name: 'KEEL_NATS_SERVER_BIN', default: '(provisioned)', description: 'Path of the nats-server binary; default is the one deploy/provision.sh built, then `nats-server` on PATH.' },
+  { name: 'KEEL_NATS_USER', default: '(unset)', description: 'With KEEL_NATS_URL: the bus user of the engine and the CLI (the admin user `keel deploy nats-config` generates). Agent processes never inherit it.' },
+  { name: 'KEEL_NATS_PASSWORD', default: '(unset)', description: 'With KEEL_NATS_URL: the password of KEEL_NATS_USER. Agent processes never inherit it.' },
+  { name: 'KEEL_NATS_TLS_CA', default: '(unset)', description: 'PEM file of the CA that signed the NATS server\'s TLS certificate; every Keel process (engine, CLI, agents) verifies the server with it. Unset: a TLS server is verified against the system CAs. See docs/deploy-security.md.' },
   { name: 'KEEL_HTTP_HOST', default: '127.0.0.1', description: 'Address the HTTP API (/healthz, /metrics, /v1/...) listens on.' },
   { name: 'KEEL_HTTP_PORT', default: '8080', description: 'Port of the HTTP API.' },
   { name: 'KEEL_STATE', default: 'sqlite:<KEEL_DATA_DIR>/keel.db', description: 'System of record: `sqlite:PATH` (embedded) or a `mongodb://` / `mongodb+srv://` URL.' },
@@ -42,6 +45,7 @@ export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_FEATURES', default: '(unset)', description: 'Extra feature modules (comma-separated paths, each default-exports `defineFeature(...)`): their entity types, workflows, agents and ingress join the built-in features.' },
   { name: 'KEEL_WORKFLOW_SWEEP_MS', default: '1000', description: 'How often the agent instance holding the workflow timer lease looks for due timers (retries, timeouts, approval deadlines); the others wait on the bus and take over within the lease TTL (2 s) if it dies. 0: this process never fires timers.' },
   { name: 'KEEL_AGENT_HOSTS', default: '(unset: one process per agent)', description: 'Co-host agents in fewer processes: `all` (every agent in one process), or `;`-separated groups `name:agent,agent` (e.g. `inbound:intake,triage,summarizer`). Each agent keeps its own bus user, secrets, heartbeat and restarts; a crash of the process stops every agent it hosts. See docs/agents.md.' },
+  { name: 'KEEL_AGENT_SANDBOX', default: '1', description: 'Run each supervised agent process under Node\'s permission model (`--permission`: reads limited to the repo, node_modules, KEEL_MODELS_DIR and what its manifest\'s `sandbox.fsRead` adds; writes to KEEL_DATA_DIR, the compile cache and `sandbox.fsWrite`; no child processes or workers unless declared) with a V8 heap cap (`sandbox.maxOldSpaceMb`, default 256 MB), and cgroup v2 limits where writable. A denied access fails the task for good (AGENT_SANDBOX_DENIED). `0` turns it all off. See docs/sandbox.md.' },
   { name: 'KEEL_METRICS_PORT', default: '(unset)', description: 'For `keel agent start`: serve the agent\'s /metrics on this port.' },
   { name: 'KEEL_SUPPORT_SIGNATURE', default: 'The support team', description: 'Signature of suggested replies.' },
   { name: 'KEEL_OPERATOR', default: '$USER', description: 'Operator name the CLI records as the actor of approvals and runs it starts.' },
@@ -68,6 +72,10 @@ export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_LAUNCH_REVIEW_DUE_MS', default: '86400000', description: 'Due time of the operator\'s review tasks, from the launch start (and never before the launch time).' },
   { name: 'KEEL_LAUNCH_SWEEP_MS', default: '60000', description: 'How often the marketer looks for overdue launch tasks (each one blocks its product once, with the reason).' },
   { name: 'KEEL_AUTO_PROVISION', default: '1', description: 'When no nats-server binary is found, `keel start` builds the pinned one with deploy/provision.sh (0 to refuse instead).' },
+  { name: 'KEEL_RATE_LIMIT_SENDER', default: '20/10m', description: 'Inbound messages one sender may send per window, as `N/duration` (units s, m, h, d: `20/10m`, `100/1h`), per email address (SMTP MAIL FROM and the parsed From) and per chat handle; `off` disables. Over it: SMTP `421 4.7.0`, chat HTTP 429 `RATE_LIMITED` with Retry-After, WebSocket an error frame. See docs/abuse-and-injection.md.' },
+  { name: 'KEEL_RATE_LIMIT_CHANNEL', default: '600/1m', description: 'Inbound messages per window for a whole channel (email, chat), from everyone together, as `N/duration`; `off` disables. Refusals are counted in `keel_ingress_rate_limited` and audited (`ingress.rate_limited`, once per key and window).' },
+  { name: 'KEEL_OPERATOR_TOKEN', default: '(unset)', description: 'An operator token for the HTTP API, of operator KEEL_OPERATOR, for compose and CI (any string of 24+ characters; send it as `Authorization: Bearer <token>`). It is checked besides the tokens of `keel operator token create`, is never written to disk, and is not passed to agent processes. Unset and no token created yet: `keel start` creates one and prints it once. See docs/security.md.' },
+  { name: 'KEEL_REDACT', default: 'cloud', description: 'Redaction of model prompts (models/redact.ts): `cloud` replaces e-mail addresses, phone numbers, card numbers, IBANs, street addresses, KEEL_SECRET_* values and the values of entity fields declared `sensitive` with placeholders (`[EMAIL_1]`) in every prompt to a cloud provider (openai, anthropic) and puts them back in the answer; `all` does it for local models (ollama, scripted) too; `off` never. See docs/data-protection.md.' },
 ];
 
 const port = (name: string) =>
@@ -77,11 +85,43 @@ const port = (name: string) =>
     .min(0, `${name} must be 0..65535`)
     .max(65535, `${name} must be 0..65535`);
 
+/** Units of a rate-limit window (`20/10m`): whole seconds and up. */
+const RATE_UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * `N/duration` (`20/10m`, `600/1m`, `5/30s`, `100/h`) → `{ points, durationMs }`; `off` → null (no
+ * limit). A string names the problem.
+ */
+export function parseRateLimit(value: string): RateLimitSpec | null | string {
+  const v = value.trim().toLowerCase();
+  if (v === 'off' || v === 'none') return null;
+  const m = /^(\d+)\s*\/\s*(\d*)\s*([smhd])$/.exec(v);
+  if (!m) return `'${value}' is not N/duration (e.g. 20/10m, 600/1m, 5/30s, 100/1h; units s, m, h, d) or off`;
+  const points = Number(m[1]);
+  const durationMs = Number(m[2] || '1') * RATE_UNITS[m[3]!]!;
+  if (points < 1) return `'${value}': N must be at least 1 (use off to disable the limit)`;
+  if (durationMs < 1_000) return `'${value}': the window must be at least 1s`;
+  return { points, durationMs };
+}
+
+const rateLimit = () =>
+  z.string().transform((v, ctx): RateLimitSpec | null => {
+    const r = parseRateLimit(v);
+    if (typeof r === 'string') {
+      ctx.addIssue({ code: 'custom', message: r });
+      return z.NEVER;
+    }
+    return r;
+  });
+
 const schema = z.object({
   KEEL_DATA_DIR: z.string().min(1).default('./.keel'),
   KEEL_NATS_URL: z.string().min(1).optional(),
   KEEL_NATS_PORT: port('KEEL_NATS_PORT').default(4222),
   KEEL_NATS_SERVER_BIN: z.string().min(1).optional(),
+  KEEL_NATS_USER: z.string().min(1).optional(),
+  KEEL_NATS_PASSWORD: z.string().min(1).optional(),
+  KEEL_NATS_TLS_CA: z.string().min(1).optional(),
   KEEL_HTTP_HOST: z.string().min(1).default('127.0.0.1'),
   KEEL_HTTP_PORT: port('KEEL_HTTP_PORT').default(8080),
   KEEL_SMTP_HOST: z.string().min(1).default('127.0.0.1'),
@@ -108,6 +148,8 @@ const schema = z.object({
   KEEL_LAUNCH_REVIEW_DUE_MS: z.coerce.number({ error: 'KEEL_LAUNCH_REVIEW_DUE_MS must be a number' }).int().min(1).default(86_400_000),
   KEEL_LAUNCH_SWEEP_MS: z.coerce.number({ error: 'KEEL_LAUNCH_SWEEP_MS must be a number' }).int().min(1_000).default(60_000),
   KEEL_AUTO_PROVISION: z.enum(['0', '1', 'true', 'false']).default('1'),
+  KEEL_RATE_LIMIT_SENDER: rateLimit().default({ points: 20, durationMs: 600_000 }),
+  KEEL_RATE_LIMIT_CHANNEL: rateLimit().default({ points: 600, durationMs: 60_000 }),
   KEEL_AGENTS: z.string().optional(),
   KEEL_WORKFLOWS: z.string().optional(),
   KEEL_FEATURES: z.string().optional(),
@@ -117,6 +159,8 @@ const schema = z.object({
   KEEL_SUPPORT_SIGNATURE: z.string().trim().min(1).default('The support team'),
   KEEL_OPERATOR_EMAIL: z.string().trim().min(1).default('operator@keel.local'),
   KEEL_OPERATOR: z.string().trim().min(1).optional(),
+  KEEL_REDACT: z.enum(['cloud', 'all', 'off'], { error: 'KEEL_REDACT must be cloud, all or off' }).default('cloud'),
+  KEEL_OPERATOR_TOKEN: z.preprocess((v) => (v === '' ? undefined : v), z.string().trim().min(24, 'KEEL_OPERATOR_TOKEN must be at least 24 characters (e.g. openssl rand -base64 32)').optional()),
   USER: z.string().optional(),
   KEEL_SMTP_RELAY: z.string().trim().min(1).optional(),
   KEEL_SMTP_FROM: z.string().trim().min(1).default('support@keel.local'),
@@ -155,6 +199,12 @@ const schema = z.object({
 });
 
 export type PolicyMode = 'approve' | 'audit' | 'auto';
+
+/** An inbound rate limit: at most `points` messages per `durationMs` window. */
+export interface RateLimitSpec {
+  points: number;
+  durationMs: number;
+}
 
 /** One process that hosts several agents (KEEL_AGENT_HOSTS). */
 export interface AgentHostGroup {
@@ -195,6 +245,11 @@ export interface KeelConfig {
   natsUrl: string | undefined;
   natsPort: number;
   natsServerBin: string | undefined;
+  /** KEEL_NATS_USER / KEEL_NATS_PASSWORD: the engine's and the CLI's bus credentials on KEEL_NATS_URL */
+  natsUser: string | undefined;
+  natsPassword: string | undefined;
+  /** KEEL_NATS_TLS_CA: the CA file clients verify the server's certificate with (connectBus reads the variable itself) */
+  natsTlsCa: string | undefined;
   httpHost: string;
   httpPort: number;
   smtpHost: string;
@@ -220,10 +275,14 @@ export interface KeelConfig {
   operatorEmail: string;
   /** who the CLI records as the actor: KEEL_OPERATOR, else $USER, else `operator` */
   operator: string;
+  /** KEEL_OPERATOR_TOKEN: an HTTP API token of `operator` from the environment (compose, CI); never logged */
+  operatorToken: string | undefined;
   smtpRelay: string | undefined;
   smtpFrom: string;
   /** KEEL_SMTP_ACCEPT: lower-cased domains and addresses the SMTP ingress takes mail for (`*`: any); default the domain of KEEL_SMTP_FROM */
   smtpAccept: string[];
+  /** KEEL_RATE_LIMIT_SENDER / KEEL_RATE_LIMIT_CHANNEL: inbound limits per sender (address, chat handle) and per channel; null = off */
+  rateLimits: { sender: RateLimitSpec | null; channel: RateLimitSpec | null };
   drainMs: number;
   sqliteSync: 'FULL' | 'NORMAL';
   /** KEEL_POLICY_<ACTION>: policy modes by action key (`reply.email` …); unset = approve */
@@ -269,7 +328,7 @@ function pick(env: Record<string, string | undefined>, names: readonly string[],
 }
 
 /** Names of environment variables an agent process must not inherit (it gets only its own). */
-const PRIVATE_ENV = /^(KEEL_SECRET_|KEEL_AGENT_NATS_)/;
+const PRIVATE_ENV = /^(KEEL_SECRET_|KEEL_AGENT_NATS_|KEEL_NATS_USER$|KEEL_NATS_PASSWORD$|KEEL_NATS_USER_|KEEL_NATS_PASSWORD_|KEEL_OPERATOR_TOKEN$)/;
 
 /** The environment an agent process inherits from `keel start`: everything but secrets and bus credentials. */
 export function inheritedEnv(env: Record<string, string | undefined> = process.env): Record<string, string> {
@@ -352,6 +411,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     natsUrl: c.KEEL_NATS_URL,
     natsPort: c.KEEL_NATS_PORT,
     natsServerBin: c.KEEL_NATS_SERVER_BIN,
+    natsUser: c.KEEL_NATS_USER,
+    natsPassword: c.KEEL_NATS_PASSWORD,
+    natsTlsCa: c.KEEL_NATS_TLS_CA,
     httpHost: c.KEEL_HTTP_HOST,
     httpPort: c.KEEL_HTTP_PORT,
     smtpHost: c.KEEL_SMTP_HOST,
@@ -371,9 +433,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     supportSignature: c.KEEL_SUPPORT_SIGNATURE,
     operatorEmail: c.KEEL_OPERATOR_EMAIL,
     operator: c.KEEL_OPERATOR ?? c.USER ?? 'operator',
+    operatorToken: c.KEEL_OPERATOR_TOKEN,
     smtpRelay: c.KEEL_SMTP_RELAY,
     smtpFrom: c.KEEL_SMTP_FROM,
     smtpAccept: c.KEEL_SMTP_ACCEPT ?? [domainOf(c.KEEL_SMTP_FROM)],
+    rateLimits: { sender: c.KEEL_RATE_LIMIT_SENDER, channel: c.KEEL_RATE_LIMIT_CHANNEL },
     drainMs: c.KEEL_DRAIN_MS,
     sqliteSync: c.KEEL_SQLITE_SYNC,
     policies,

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { StateStore } from '../shared-state/index.ts';
 import { resolveRunId, type WorkflowEngine, type WorkflowError } from '../workflows/index.ts';
 import { errorCode, httpError } from './http.ts';
+import { operatorOf } from './auth.ts';
 
 /** `GET /v1/approvals?state=` values. */
 const APPROVAL_STATES = ['pending', 'approved', 'rejected', 'expired', 'superseded'] as const;
@@ -11,18 +12,14 @@ const invalid = (issues: { path: string }[]) => `invalid fields: ${[...new Set(i
 
 const StartRun = z.strictObject({ workflow: z.string().min(1), input: z.unknown().optional(), runId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/).optional(), customer: z.string().optional() });
 /**
- * `by` names the operator who decides. There is no authentication on this API yet: it is taken
- * as given (default `operator:http`) and recorded as the decider (actor `human:<by>`); the
- * security issue replaces it with the authenticated identity.
+ * The decider is the authenticated operator (engine/auth.ts), recorded as actor
+ * `human:<operator>`. A body naming `by` is refused (422) so nobody believes it is taken.
  */
 const Decide = z.strictObject({
   decision: z.enum(['approved', 'rejected']),
   text: z.string().max(100_000).optional(),
   reason: z.string().max(2_000).optional(),
-  by: z.string().trim().min(1, 'must not be empty').max(200).optional(),
 });
-/** The decider when the request names none. */
-export const HTTP_OPERATOR = 'operator:http';
 
 /** A workflow error as an HTTP answer: bad input 422 (fields in `issues`), superseded 409 (naming `current`), ambiguous id 400 (`candidates`). */
 function workflowFailure(c: Context, err: unknown, notFound: string, fieldPrefix = ''): Response {
@@ -50,6 +47,8 @@ export function mountApi(app: Hono, o: { store: StateStore; workflows: WorkflowE
     if (!p.success) return httpError(c, 422, 'INVALID_REQUEST', invalid(issuesOf(p.error)), issuesOf(p.error));
     try {
       const r = await o.workflows.start(p.data.workflow, p.data.input ?? {}, { runId: p.data.runId, customer: p.data.customer });
+      // the run's events carry the engine as their actor (WorkflowEngine.start takes none): the audit log names the operator
+      if (r.created) await o.store.appendAudit({ actor: { kind: 'human', id: operatorOf(c).operator }, action: 'run.started', subject: `run/${r.runId}`, details: { workflow: p.data.workflow, runId: r.runId, traceId: r.traceId || null, via: 'http' } });
       return c.json(r, r.created ? 201 : 200);
     } catch (err) {
       return workflowFailure(c, err, 'WORKFLOW_NOT_FOUND', 'input.');
@@ -77,10 +76,13 @@ export function mountApi(app: Hono, o: { store: StateStore; workflows: WorkflowE
   app.post('/v1/approvals/:id', async (c) => {
     const b = await body(c);
     if (!b.ok) return httpError(c, 400, 'INVALID_JSON', 'the body is not JSON');
+    if (b.value && typeof b.value === 'object' && 'by' in b.value) {
+      return httpError(c, 422, 'INVALID_REQUEST', 'invalid fields: by', [{ path: 'by', message: 'not accepted: the decider is the authenticated operator (the token or session of this request)' }]);
+    }
     const p = Decide.safeParse(b.value);
     if (!p.success) return httpError(c, 422, 'INVALID_REQUEST', invalid(issuesOf(p.error)), issuesOf(p.error));
     try {
-      const r = await o.workflows.decideApproval(c.req.param('id'), p.data.decision, { kind: 'human', id: p.data.by ?? HTTP_OPERATOR }, p.data.text, p.data.reason);
+      const r = await o.workflows.decideApproval(c.req.param('id'), p.data.decision, { kind: 'human', id: operatorOf(c).operator }, p.data.text, p.data.reason);
       return c.json({ decision: p.data.decision, ...r }, r.applied ? 200 : 409);
     } catch (err) {
       return workflowFailure(c, err, 'WORKFLOW_APPROVAL_NOT_FOUND');

@@ -11,7 +11,9 @@ export type EngineErrorCode =
   /** the health probe of the state store got no answer in time */
   | 'ENGINE_PROBE_TIMEOUT'
   /** KEEL_AGENT_HOSTS names an agent `keel start` does not run */
-  | 'ENGINE_BAD_AGENT_HOSTS';
+  | 'ENGINE_BAD_AGENT_HOSTS'
+  /** KEEL_AGENT_SANDBOX is neither 1 nor 0 */
+  | 'ENGINE_BAD_SANDBOX';
 
 export class EngineError extends KeelError {
   declare readonly code: EngineErrorCode;

@@ -18,17 +18,21 @@ import { findTool, inheritedEnv, provision, KEEL_VERSION, type KeelConfig } from
 import { LocalNatsServer, LocalServerError, connectBus, createBus, natsEventPublisher, type Bus, type NatsConnection } from '../bus/index.ts';
 import { openStore, startOutboxRelay, type StateStore, type OutboxRelay } from '../shared-state/index.ts';
 import { loadFeatures, entityTypesOf, workflowsOf, resolveAgent, enabledAgents } from '../agents/index.ts';
-import { loadOrCreateCredentials, natsUsers, type AgentDefinition, type Ingress } from '../runtime/index.ts';
+import { credentialsFromEnv, loadOrCreateCredentials, natsUsers, type AgentDefinition, type Ingress } from '../runtime/index.ts';
 import { AgentSupervisor, agentProcessSpecs, groupAgentProcesses, parseAgentList } from './supervisor.ts';
+import { agentSandboxNeeds } from './sandbox.ts';
 import { WorkflowEngine, startTriggers, workflowCapabilities, localTaskSchemas, registryTaskSchemas } from '../workflows/index.ts';
 import { createLogger, createMetrics } from '../observability/index.ts';
 import { startHttpApi, type HealthReport, type HttpApi } from './http.ts';
 import { mountApi } from './api.ts';
+import { OperatorAuth, mountAuth } from './auth.ts';
 import { EngineError } from './errors.ts';
 import { engineFootprints } from './footprint.ts';
 
 export type { HealthReport, HttpApi } from './http.ts';
 export { EngineError } from './errors.ts';
+export { OperatorAuth, OperatorAuthError, mountAuth, operatorOf, createOperatorToken, listOperatorTokens, revokeOperatorToken, bootstrapOperatorToken, operatorsFile, OPEN_ROUTES, SESSION_COOKIE } from './auth.ts';
+export type { OperatorIdentity, OperatorTokenView, OperatorAuthErrorCode } from './auth.ts';
 export type { EngineErrorCode } from './errors.ts';
 
 export interface Engine {
@@ -142,7 +146,7 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
       cleanups.push(() => localServer!.stop());
       natsUrl = localServer.url;
     }
-    const nats = await connectBus({ servers: natsUrl, name: 'keel-engine', logger: log, user: creds?.admin.user, pass: creds?.admin.password });
+    const nats = await connectBus({ servers: natsUrl, name: 'keel-engine', logger: log, user: creds?.admin.user ?? cfg.natsUser, pass: creds?.admin.password ?? cfg.natsPassword });
     cleanups.push(() => nats.drain().catch(() => nats.close()));
     const bus = createBus(nats, { prefix: cfg.subjectPrefix, logger: log });
     const provisioned = await bus.provision();
@@ -183,6 +187,7 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     // those of the agents this engine runs, else what live agents announce in the registry
     const taskSchemas = localTaskSchemas(agentDefs.flatMap((a) => a.def.capabilities), registryTaskSchemas(bus));
     const workflows = new WorkflowEngine({ store, bus, actor: { kind: 'system', id: 'engine' }, logger: log, catalog, policies: cfg.policies, taskSchemas });
+    await (await import('./policy-audit.ts')).auditPolicies(store, cfg.policies, log); // policy.changed when KEEL_POLICY_* differ from the last recorded
     const triggers = await startTriggers({ bus, workflows, catalog, log });
     cleanups.push(() => triggers.stop());
     // each feature's ingress (channels that feed the bus), hosted here
@@ -212,6 +217,8 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
       port: cfg.httpPort,
       health,
       mount: (app) => {
+        // first: every /v1 route mounted after it (ingress, API) needs an operator, but the customer chat routes
+        mountAuth(app, new OperatorAuth({ dataDir: cfg.dataDir, envToken: cfg.operatorToken ? { token: cfg.operatorToken, operator: cfg.operator } : undefined, logger: log }));
         app.get('/metrics', async (c) => c.text(await metrics.text(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }));
         for (const i of ingresses) i.mount?.(app);
         mountApi(app, { store, workflows });
@@ -225,8 +232,10 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     supervisor.start(
       agentProcessSpecs(processGroups, {
         common: { KEEL_NATS_URL: natsUrl!, KEEL_STATE: cfg.state, KEEL_SUBJECT_PREFIX: cfg.subjectPrefix, KEEL_DATA_DIR: cfg.dataDir },
-        credentials: (name) => creds?.agents[name],
+        // embedded: the generated users; with KEEL_NATS_URL: KEEL_NATS_USER_<AGENT> / _PASSWORD_<AGENT> (`keel deploy nats-config`)
+        credentials: (name) => creds?.agents[name] ?? credentialsFromEnv(name),
         secrets: (name) => secretsFor(defOf(name), cfg.secrets),
+        sandbox: (name) => agentSandboxNeeds(defOf(name), cfg.memory),
       }),
     );
     // restarts per agent: a host's restarts count for each agent it runs

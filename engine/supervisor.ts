@@ -2,8 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { REPO_ROOT, type AgentHostGroup } from '../config/index.ts';
+import { REPO_ROOT, loadConfig, type AgentHostGroup } from '../config/index.ts';
 import { EngineError } from './errors.ts';
+import { detectCgroups, prepareSandboxDirs, sandboxContext, sandboxEnabled, sandboxPlan, type CgroupManager, type SandboxAgent, type SandboxContext, type SandboxPlan } from './sandbox.ts';
 
 export interface AgentProcessSpec {
   /** agent name, or the host's name when the process co-hosts several agents (for logs) */
@@ -16,51 +17,89 @@ export interface AgentProcessSpec {
   host?: string;
   replica: number;
   env: Record<string, string>;
+  /** what each agent of the process needs from its sandbox (its manifest's `sandbox`); default: the base allowance */
+  sandbox?: SandboxAgent[];
+}
+
+export interface AgentSupervisorOptions {
+  /** where the base allowance points (default: from the configuration in `baseEnv`) */
+  sandbox?: SandboxContext;
+  /** cgroup v2 limits (default: detected on start when an agent declares memoryMaxMb / cpuPercent) */
+  cgroups?: CgroupManager;
 }
 
 export interface SupervisedAgent {
   spec: AgentProcessSpec;
   pid(): number | undefined;
   restarts(): number;
+  /** the sandbox its process runs in */
+  sandbox: SandboxPlan;
 }
+
+type Entry = { child: ChildProcess | undefined; restarts: number; spec: AgentProcessSpec; plan: SandboxPlan; cgroup?: string; timer?: NodeJS.Timeout };
 
 /**
  * Runs each agent replica as its own OS process (`keel agent start`), restarts one that dies
  * with exponential backoff, and stops them all with SIGTERM (drain), then SIGKILL after a grace.
  */
 export class AgentSupervisor {
-  private readonly procs = new Map<string, { child: ChildProcess | undefined; restarts: number; spec: AgentProcessSpec; timer?: NodeJS.Timeout }>();
+  private readonly procs = new Map<string, Entry>();
   private stopping = false;
   private readonly log: Logger;
 
   private readonly baseEnv: Readonly<Record<string, string>>;
 
+  /** KEEL_AGENT_SANDBOX (docs/sandbox.md) */
+  private readonly sandboxOn: boolean;
+  private readonly sandboxCtx: SandboxContext;
+  private cgroups: CgroupManager | undefined;
+
   /** `baseEnv`: what every agent process inherits (config's `inheritedEnv()`), before its own variables */
-  constructor(log: Logger, baseEnv: Readonly<Record<string, string>>) {
+  constructor(log: Logger, baseEnv: Readonly<Record<string, string>>, opts: AgentSupervisorOptions = {}) {
     this.log = log;
     this.baseEnv = baseEnv;
+    this.sandboxOn = sandboxEnabled(baseEnv);
+    this.sandboxCtx = opts.sandbox ?? sandboxContext(loadConfig(baseEnv), compileCacheEnv(baseEnv), REPO_ROOT);
+    this.cgroups = opts.cgroups;
   }
 
   start(specs: AgentProcessSpec[]): SupervisedAgent[] {
-    return specs.map((spec) => {
+    const planOf = (spec: AgentProcessSpec) => sandboxPlan(spec.sandbox ?? (spec.agents ?? [spec.name]).map((name) => ({ name })), this.sandboxCtx, this.sandboxOn);
+    const planned = specs.map((spec) => {
+      // the writable folders must exist before the process starts (then their real paths are known too)
+      for (const f of prepareSandboxDirs(planOf(spec))) this.log.warn({ agent: spec.name, path: f.path, error: f.error }, 'could not create a writable folder of the agent\'s sandbox: writes below it will be denied');
+      return { spec, plan: planOf(spec) };
+    });
+    if (!this.sandboxOn) this.log.info('agent sandbox off (KEEL_AGENT_SANDBOX=0): agent processes run without Node\'s permission model or a heap cap');
+    const limited = planned.some((p) => p.plan.memoryMaxMb !== undefined || p.plan.cpuPercent !== undefined);
+    if (this.sandboxOn && limited && !this.cgroups) {
+      this.cgroups = detectCgroups();
+      if (!this.cgroups.available) this.log.info({ reason: this.cgroups.reason }, 'cgroup limits are off (memoryMaxMb / cpuPercent not applied)');
+    }
+    const warned = new Set<string>();
+    return planned.map(({ spec, plan }) => {
       const id = `${spec.name}#${spec.replica}`;
-      const entry: { child: ChildProcess | undefined; restarts: number; spec: AgentProcessSpec; timer?: NodeJS.Timeout } = { child: undefined, restarts: 0, spec };
+      if (this.sandboxOn && !plan.permission && !warned.has(spec.name)) {
+        warned.add(spec.name);
+        this.log.warn({ agent: spec.name, reason: plan.permissionOffReason, maxOldSpaceMb: plan.maxOldSpaceMb }, 'agent process runs without Node\'s permission model');
+      }
+      const entry: Entry = { child: undefined, restarts: 0, spec, plan };
       this.procs.set(id, entry);
       this.launch(id);
-      return { spec, pid: () => entry.child?.pid, restarts: () => entry.restarts };
+      return { spec, pid: () => entry.child?.pid, restarts: () => entry.restarts, sandbox: plan };
     });
   }
 
   /** every supervised process: its agents (several for a host) and its restarts, which count for each of them */
-  list(): Array<{ id: string; pid: number | undefined; restarts: number; agents: string[]; host: string | undefined }> {
-    return [...this.procs].map(([id, e]) => ({ id, pid: e.child?.pid, restarts: e.restarts, agents: e.spec.agents ?? [e.spec.name], host: e.spec.host }));
+  list(): Array<{ id: string; pid: number | undefined; restarts: number; agents: string[]; host: string | undefined; sandboxed: boolean }> {
+    return [...this.procs].map(([id, e]) => ({ id, pid: e.child?.pid, restarts: e.restarts, agents: e.spec.agents ?? [e.spec.name], host: e.spec.host, sandboxed: e.plan.permission }));
   }
 
   private launch(id: string): void {
     const e = this.procs.get(id)!;
     const startedAt = Date.now();
     const args = [join(REPO_ROOT, 'cli', 'keel.ts'), 'agent', 'start', e.spec.spec, '--instance', `${e.spec.replica}-${process.pid}`, ...(e.spec.host ? ['--host', e.spec.host] : [])];
-    const child = spawn(process.execPath, [...agentNodeFlags(this.baseEnv), ...args], {
+    const child = spawn(process.execPath, [...sandboxFlags(e.plan, this.baseEnv), ...agentNodeFlags(this.baseEnv), ...args], {
       env: { ...compileCacheEnv(this.baseEnv), ...e.spec.env, KEEL_SUPERVISOR_PID: String(process.pid) },
       // stdin is a pipe only we hold: when this process dies, even by SIGKILL, the agent reads
       // its end and drains (no polling for the parent)
@@ -69,8 +108,16 @@ export class AgentSupervisor {
       detached: true,
     });
     e.child = child;
-    this.log.info({ agent: e.spec.name, replica: e.spec.replica, pid: child.pid }, 'agent process started');
+    if (child.pid !== undefined && this.cgroups?.available) {
+      try {
+        e.cgroup = this.cgroups.place(`${e.spec.name}-${e.spec.replica}`, child.pid, { memoryMaxMb: e.plan.memoryMaxMb, cpuPercent: e.plan.cpuPercent });
+      } catch (err) {
+        this.log.warn({ agent: e.spec.name, err }, 'could not put the agent process in its cgroup');
+      }
+    }
+    this.log.info({ agent: e.spec.name, replica: e.spec.replica, pid: child.pid, sandbox: e.plan.permission, maxOldSpaceMb: this.sandboxOn ? e.plan.maxOldSpaceMb : undefined, ...(e.cgroup ? { cgroup: e.cgroup } : {}) }, 'agent process started');
     child.on('exit', (code, signal) => {
+      if (e.cgroup) this.cgroups?.remove(e.cgroup);
       if (this.stopping) return;
       // a process that ran a while before dying starts the backoff afresh
       if (Date.now() - startedAt > 60_000) e.restarts = 0;
@@ -105,6 +152,8 @@ export class AgentSupervisor {
         clearTimeout(t);
       }),
     );
+    for (const e of this.procs.values()) if (e.cgroup) this.cgroups?.remove(e.cgroup);
+    this.cgroups?.close();
   }
 }
 
@@ -117,6 +166,11 @@ export class AgentSupervisor {
 export const AGENT_NODE_FLAGS = ['--max-semi-space-size=2'];
 function agentNodeFlags(env: Readonly<Record<string, string>>): string[] {
   return /--max-semi-space-size/.test(env.NODE_OPTIONS ?? '') ? [] : AGENT_NODE_FLAGS;
+}
+
+/** The sandbox's flags; a heap cap set in NODE_OPTIONS wins over the manifest's. */
+function sandboxFlags(plan: SandboxPlan, env: Readonly<Record<string, string>>): string[] {
+  return /--max-old-space-size/.test(env.NODE_OPTIONS ?? '') ? plan.flags.filter((f) => !f.startsWith('--max-old-space-size')) : plan.flags;
 }
 
 /**
@@ -188,7 +242,7 @@ export function groupAgentProcesses(agents: readonly PlannedAgent[], hosts: 'all
  */
 export function agentProcessSpecs(
   groups: readonly AgentProcessGroup[],
-  env: { common: Record<string, string>; credentials?: (agent: string) => { user: string; password: string } | undefined; secrets?: (agent: string) => Record<string, string> },
+  env: { common: Record<string, string>; credentials?: (agent: string) => { user: string; password: string } | undefined; secrets?: (agent: string) => Record<string, string>; sandbox?: (agent: string) => SandboxAgent },
 ): AgentProcessSpec[] {
   const out: AgentProcessSpec[] = [];
   for (const g of groups) {
@@ -199,7 +253,7 @@ export function agentProcessSpecs(
       if (!g.host) {
         const a = members[0]!;
         const c = env.credentials?.(a.name);
-        out.push({ name: a.name, spec: a.spec, replica: i, env: { ...env.common, ...(c ? { KEEL_AGENT_NATS_USER: c.user, KEEL_AGENT_NATS_PASSWORD: c.password } : {}), ...secrets } });
+        out.push({ name: a.name, spec: a.spec, replica: i, env: { ...env.common, ...(c ? { KEEL_AGENT_NATS_USER: c.user, KEEL_AGENT_NATS_PASSWORD: c.password } : {}), ...secrets }, ...(env.sandbox ? { sandbox: [env.sandbox(a.name)] } : {}) });
         continue;
       }
       const creds: Record<string, { user: string; password: string }> = {};
@@ -214,6 +268,8 @@ export function agentProcessSpecs(
         spec: members.map((a) => a.spec).join(','),
         replica: i,
         env: { ...env.common, ...(Object.keys(creds).length ? { KEEL_AGENT_NATS_CREDENTIALS: JSON.stringify(creds) } : {}), ...secrets },
+        // a host's sandbox: the union of its members' allowances, the largest caps
+        ...(env.sandbox ? { sandbox: members.map((a) => env.sandbox!(a.name)) } : {}),
       });
     }
   }

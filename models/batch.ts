@@ -28,6 +28,17 @@ import { ModelError, toModelError } from './errors.ts';
 import { invokeModel, type CostAttribution, type CostSink, type InvokeModelOptions } from './invoke.ts';
 import { roundUsd, type TokenUsage } from './prices.ts';
 import type { ModelRegistry } from './registry.ts';
+import { sensitiveSourceOf, type SensitiveRef, type SensitiveSource } from './redact.ts';
+
+/** The redaction inputs of a batch: the sink's store and every item's customer and entity. */
+function sensitiveOf(items: readonly CostAttribution[], source: SensitiveSource | undefined): { sensitiveSource?: SensitiveSource; sensitiveRefs?: SensitiveRef[] } {
+  const refs: SensitiveRef[] = [];
+  for (const a of items) {
+    if (a.customerId) refs.push({ entityId: a.customerId });
+    if (a.entityType && a.entityId) refs.push({ entityType: a.entityType, entityId: a.entityId });
+  }
+  return { ...(source ? { sensitiveSource: source } : {}), ...(refs.length ? { sensitiveRefs: refs } : {}) };
+}
 
 export type Urgency = 'low' | 'normal' | 'high';
 
@@ -194,6 +205,8 @@ export function createBatcher(o: BatcherOptions): Batcher {
         costs,
         // a batch is cancelled only when every item's caller gave up
         ...(signals.length === batch.length && signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}),
+        // every item's customer and entity: their sensitive fields are redacted from a cloud prompt
+        ...sensitiveOf(batch.map((w) => w.item.attribution), o.invoke?.sensitiveSource ?? sensitiveSourceOf(o.costs)),
       });
       const text = typeof r.message.content === 'string' ? r.message.content : JSON.stringify(r.message.content);
       const answers = splitBatchAnswer(text, batch.length);

@@ -37,6 +37,8 @@ export type ModelErrorCode =
   | 'MODEL_COST_NOT_RECORDED'
   /** a budget refused the call before the provider was asked (see models/budgets.ts) */
   | 'MODEL_BUDGET_REFUSED'
+  /** the values to redact from a cloud prompt could not be read: the prompt was not sent (models/redact.ts) */
+  | 'MODEL_REDACTION_FAILED'
   /** anything else the provider threw */
   | 'MODEL_ERROR';
 

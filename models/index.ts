@@ -28,7 +28,9 @@ export { BUILTIN_PRICES, loadPriceTable, lookupPrice, priceOf, costOf, roundUsd 
 export type { ModelPrice, PriceTable, TokenUsage } from './prices.ts';
 
 export { invokeModel, usageOf, GENAI } from './invoke.ts';
-export type { InvokeModelOptions, InvokeModelResult, CostAttribution, CostSink } from './invoke.ts';
+export { createRedactor, redactText, redactMessages, restoreMessage, redactModeOf, shouldRedact, isCloudProvider, ibanValid, sensitiveSourceOf, sensitiveValuesFor, CLOUD_PROVIDERS, REDACT_MODES, DEFAULT_REDACT_MODE, SENSITIVE_KINDS } from './redact.ts';
+export type { Redactor, RedactorOptions, RedactMode, SensitiveKind, SensitiveSource, SensitiveRef } from './redact.ts';
+export type { InvokeModelOptions, InvokeModelResult, CostAttribution, CostSink, ToolSpec } from './invoke.ts';
 
 export { ModelError, ModelNotConfiguredError, ModelConfigError, CostNotRecordedError, BudgetRefusedError, isModelError, toModelError } from './errors.ts';
 export type { ModelErrorCode, ModelErrorOptions, BudgetRefusal } from './errors.ts';
@@ -37,7 +39,7 @@ export { createBudgetGuard, estimateCallUsd, windowOf, raiseApprovalId, MODEL_EN
 export type { BudgetGuard, BudgetScopes, Admission, AdmitRequest, BudgetStatus, BudgetSpec, BudgetScope, BudgetPeriod, BudgetMode } from './budgets.ts';
 
 export { decideRoute, escalateAfterSmall, routeAndCall, largePriceOf, savedAgainstLarge, DEFAULT_ROUTE_THRESHOLD, DEFAULT_LOW_CONFIDENCE } from './router.ts';
-export type { RouteRequest, RouteDecision, RouteValue, RouteName, RouteAndCallOptions, RoutedAnswer, LlmCallOptions } from './router.ts';
+export type { RouteRequest, RouteDecision, RouteValue, RouteName, RouteAndCallOptions, RoutedAnswer, LlmCallOptions, ModelToolCall } from './router.ts';
 
 export { createIntentCache, cachedCall, requestSignature, signatureMismatch, cosine, intentCacheType, INTENT_CACHE, DEFAULT_INTENT_CACHE_THRESHOLD } from './intent-cache.ts';
 export type { IntentCache, IntentCacheOptions, CacheRequest, CacheLookup, CachedAnswer, CachedCallOptions, CachedCallAnswer, RequestSignature } from './intent-cache.ts';

@@ -9,10 +9,11 @@ import type { BaseLanguageModelInput } from '@langchain/core/language_models/bas
 import { AIMessage, type AIMessageChunk } from '@langchain/core/messages';
 import { getTracer, withSpan } from '../observability/index.ts';
 import type { CostInput } from '../shared-state/index.ts';
-import { CostNotRecordedError, toModelError } from './errors.ts';
+import { CostNotRecordedError, ModelError, toModelError } from './errors.ts';
 import { DEFAULT_MAX_OUTPUT_TOKENS, estimateCallUsd, type Admission, type BudgetGuard, type BudgetScopes } from './budgets.ts';
 import { costOf, loadPriceTable, lookupPrice, type PriceTable, type TokenUsage } from './prices.ts';
 import type { ModelHandle, ModelProvider, ModelTier } from './registry.ts';
+import { createRedactor, redactMessages, redactModeOf, restoreMessage, sensitiveSourceOf, sensitiveValuesFor, shouldRedact, type RedactMode, type Redactor, type SensitiveRef, type SensitiveSource } from './redact.ts';
 
 /** Who a call is for: every cost record carries these. */
 export interface CostAttribution {
@@ -30,6 +31,13 @@ export interface CostAttribution {
 /** Where cost records go; a `StateStore` is one. */
 export interface CostSink {
   recordCost(rec: CostInput): Promise<unknown>;
+}
+
+/** A tool offered to a model: its name, what it does, and its arguments as JSON Schema. */
+export interface ToolSpec {
+  name: string;
+  description?: string;
+  parameters?: Record<string, unknown>;
 }
 
 export interface InvokeModelOptions {
@@ -55,6 +63,14 @@ export interface InvokeModelOptions {
    * `BudgetRefusedError` and the provider is never called. Scopes default to the attribution's.
    */
   budget?: { guard: BudgetGuard; scopes?: BudgetScopes; maxOutputTokens?: number };
+  /** tools the model may call, bound for this call only (`bindTools`); its answer's `tool_calls` are the caller's to check */
+  tools?: ToolSpec[];
+  /** redaction of this call (models/redact.ts); default `KEEL_REDACT` (`cloud`: calls to openai/anthropic) */
+  redact?: RedactMode;
+  /** where the values of `sensitive` entity fields are read; default `costs` when it is a StateStore */
+  sensitiveSource?: SensitiveSource;
+  /** more entities whose sensitive values the prompt may hold (the attribution's customer and entity always count) */
+  sensitiveRefs?: SensitiveRef[];
 }
 
 export interface InvokeModelResult {
@@ -140,6 +156,31 @@ export function usageOf(message: AIMessage | AIMessageChunk): TokenUsage {
 let envPrices: PriceTable | undefined;
 
 /**
+ * The redactor of a call, when `KEEL_REDACT` (or `opts.redact`) applies to its provider, loaded
+ * with the values of the `sensitive` fields of the attribution's customer and entity (and
+ * `opts.sensitiveRefs`). Fails closed: if those values cannot be read, the call is not made.
+ */
+async function redactorFor(opts: InvokeModelOptions, provider: string, model: string, span: { setAttribute(k: string, v: string): unknown }): Promise<Redactor | undefined> {
+  const mode = opts.redact ?? redactModeOf();
+  if (!shouldRedact(mode, provider)) return undefined;
+  const a = opts.attribution;
+  const refs: SensitiveRef[] = [...(opts.sensitiveRefs ?? [])];
+  if (a.customerId) refs.push({ entityId: a.customerId });
+  if (a.entityType && a.entityId) refs.push({ entityType: a.entityType, entityId: a.entityId });
+  const source = opts.sensitiveSource ?? sensitiveSourceOf(opts.costs);
+  let values: string[] = [];
+  if (source && refs.length) {
+    try {
+      values = await sensitiveValuesFor(source, refs);
+    } catch (err) {
+      throw new ModelError('MODEL_REDACTION_FAILED', `the sensitive fields of ${refs.map((r) => (r.entityType ? `${r.entityType}/${r.entityId}` : r.entityId)).join(', ')} could not be read, so the prompt was not sent to ${provider}: ${(err as Error).message}`, { cause: err, retryable: true, provider, model });
+    }
+  }
+  span.setAttribute('keel.redact.mode', mode);
+  return createRedactor({ values });
+}
+
+/**
  * Calls a chat model once and accounts for it: a CLIENT span `chat <model>` with the GenAI
  * attributes, the usage from the reply's `usage_metadata`, the cost from the price table, and ONE
  * record in the cost ledger (with the span's trace id, the wall time as `computeMs`, and
@@ -180,10 +221,18 @@ export async function invokeModel(opts: InvokeModelOptions): Promise<InvokeModel
   return withSpan(tracer, `chat ${requestModel}`, { kind: SpanKind.CLIENT, attributes }, async (span) => {
     let admission: Admission | undefined;
     let callChat = chat;
+    // data stays home: a cloud provider gets placeholders for personal data and secrets (docs/data-protection.md)
+    const redactor = await redactorFor(opts, provider, requestModel, span);
+    const messages = redactor ? redactMessages(opts.messages, redactor) : opts.messages;
+    if (redactor) {
+      // how many values were replaced, and of which kinds: never the values
+      span.setAttribute('keel.redact.count', redactor.map.size);
+      if (redactor.map.size) span.setAttribute('keel.redact.kinds', Object.keys(redactor.counts()));
+    }
     if (opts.budget) {
       const maxOut = opts.budget.maxOutputTokens ?? ownMaxTokens(chat) ?? DEFAULT_MAX_OUTPUT_TOKENS;
       const hit = lookupPrice(`${provider}:${requestModel}`, prices);
-      const estimateUsd = estimateCallUsd({ price: hit?.price, messages: opts.messages, maxOutputTokens: maxOut });
+      const estimateUsd = estimateCallUsd({ price: hit?.price, messages, maxOutputTokens: maxOut });
       const scopes = opts.budget.scopes ?? { customerId: a.customerId, agent: a.agent, workflow: a.workflow, runId: a.runId };
       const details: Record<string, unknown> = { ...opts.details, provider, requestModel };
       if (tier !== undefined) details.tier = tier;
@@ -209,7 +258,12 @@ export async function invokeModel(opts: InvokeModelOptions): Promise<InvokeModel
     const started = performance.now();
     let reply: AIMessageChunk;
     try {
-      reply = await callChat.invoke(opts.messages, opts.signal ? { signal: opts.signal } : {});
+      if (opts.tools?.length) {
+        if (!callChat.bindTools) throw new ModelError('MODEL_CONFIG_INVALID', `model '${requestModel}' cannot call tools`, { provider, model: requestModel, retryable: false });
+        span.setAttribute('keel.tools.offered', opts.tools.map((t) => t.name));
+        const bound = callChat.bindTools(opts.tools.map((t) => ({ type: 'function' as const, function: { name: t.name, description: t.description ?? t.name, parameters: t.parameters ?? { type: 'object', properties: {} } } })));
+        reply = (await bound.invoke(messages, opts.signal ? { signal: opts.signal } : {})) as AIMessageChunk;
+      } else reply = await callChat.invoke(messages, opts.signal ? { signal: opts.signal } : {});
     } catch (err) {
       const e = toModelError(err, { provider, model: requestModel, signal: opts.signal });
       span.setAttribute('error.type', e.status !== undefined ? String(e.status) : e.code);
@@ -218,7 +272,8 @@ export async function invokeModel(opts: InvokeModelOptions): Promise<InvokeModel
       throw e;
     }
     const computeMs = Math.round((performance.now() - started) * 1000) / 1000;
-    const message = reply instanceof AIMessage ? reply : new AIMessage({ ...reply });
+    const answered = reply instanceof AIMessage ? reply : new AIMessage({ ...reply });
+    const message = redactor ? restoreMessage(answered, redactor) : answered;
     const usage = usageOf(reply);
     const meta = (reply.response_metadata ?? {}) as Record<string, unknown>;
     const responseModel = typeof meta.model_name === 'string' && meta.model_name ? meta.model_name : typeof meta.model === 'string' && meta.model ? meta.model : requestModel;

@@ -22,9 +22,10 @@
  */
 import type { BaseMessageLike } from '@langchain/core/messages';
 import type { CostInput } from '../shared-state/index.ts';
-import { invokeModel, type CostAttribution, type CostSink, type InvokeModelOptions } from './invoke.ts';
+import { invokeModel, type CostAttribution, type CostSink, type InvokeModelOptions, type ToolSpec } from './invoke.ts';
 import { costOf, lookupPrice, roundUsd, type ModelPrice, type TokenUsage } from './prices.ts';
 import type { ModelRegistry } from './registry.ts';
+import { sensitiveSourceOf } from './redact.ts';
 
 export type RouteValue = 'low' | 'normal' | 'high';
 export type RouteName = 'heuristics' | 'small' | 'large';
@@ -76,6 +77,18 @@ export interface LlmCallOptions {
    * the right answer; default: the call's position in the task (`model-1`, `model-2`, …)
    */
   key?: string;
+  /**
+   * tools the model may call in its answer (bound with LangChain's `bindTools`); in an agent
+   * every name must be on the capability's `permissions.tools`, or the call is refused
+   */
+  tools?: ToolSpec[];
+}
+
+/** A tool call in a model's answer, as LangChain reports it (`AIMessage.tool_calls`). */
+export interface ModelToolCall {
+  name: string;
+  args: Record<string, unknown>;
+  id?: string;
 }
 
 export interface RouteDecision {
@@ -152,6 +165,8 @@ export interface RoutedAnswer {
   savedUsd: number | undefined;
   /** soft budgets the call went over (when `invoke.budget` admitted it) */
   budgetWarnings?: string[];
+  /** the tool calls the model asked for (none: absent); the caller decides which may run */
+  toolCalls?: ModelToolCall[];
 }
 
 /**
@@ -172,7 +187,10 @@ export async function routeAndCall(o: RouteAndCallOptions): Promise<RoutedAnswer
       return o.costs.recordCost({ ...rec, details: { ...rec.details, route: d.route, routeReason: d.reason, ...(saved !== undefined ? { savedUsd: saved } : {}) } });
     },
   };
-  const r = await invokeModel({ ...o.invoke, model: handle, tier: o.tier, messages: o.messages, attribution: o.attribution, costs, ...(o.signal ? { signal: o.signal } : {}) });
+  // the sink above wraps the caller's: sensitive fields are read from the caller's (a StateStore)
+  const sensitiveSource = o.invoke?.sensitiveSource ?? sensitiveSourceOf(o.costs);
+  const r = await invokeModel({ ...o.invoke, model: handle, tier: o.tier, messages: o.messages, attribution: o.attribution, costs, ...(o.signal ? { signal: o.signal } : {}), ...(sensitiveSource ? { sensitiveSource } : {}) });
   const text = typeof r.message.content === 'string' ? r.message.content : JSON.stringify(r.message.content);
-  return { text, usage: r.usage, costUsd: r.costUsd, model: r.model, tier: o.tier, route: d.route, reason: d.reason, savedUsd: saved, ...(r.admission?.warnings.length ? { budgetWarnings: r.admission.warnings } : {}) };
+  const toolCalls = (r.message.tool_calls ?? []).map((c): ModelToolCall => ({ name: c.name, args: c.args, ...(c.id ? { id: c.id } : {}) }));
+  return { text, usage: r.usage, costUsd: r.costUsd, model: r.model, tier: o.tier, route: d.route, reason: d.reason, savedUsd: saved, ...(r.admission?.warnings.length ? { budgetWarnings: r.admission.warnings } : {}), ...(toolCalls.length ? { toolCalls } : {}) };
 }

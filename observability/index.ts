@@ -6,9 +6,11 @@
  * const log = createLogger('triage');   // lines carry trace_id / span_id of the active span
  * ```
  */
-export { createLogger } from './logger.ts';
+export { createLogger, REDACTED_KEYS } from './logger.ts';
+export { scrub, scrubValue, findCards, replaceCards, luhnValid, secretValues, refreshSecrets, SECRET_MARK, CARD_MARK, MIN_SECRET_LENGTH, SECRET_VARIABLES } from './scrub.ts';
+export type { CardMatch } from './scrub.ts';
 export type { Logger } from './logger.ts';
-export { initTelemetry, getTracer, injectTraceHeaders, extractTraceContext, withSpan, SpanKind, SpanStatusCode, context, trace } from './tracing.ts';
+export { initTelemetry, scrubbingExporter, scrubSpan, getTracer, injectTraceHeaders, extractTraceContext, withSpan, SpanKind, SpanStatusCode, context, trace } from './tracing.ts';
 export type { Telemetry, Span, Context, Tracer } from './tracing.ts';
 export { createMetrics } from './metrics.ts';
 export type { Metrics, ProcessFootprint } from './metrics.ts';

@@ -5,7 +5,9 @@ import { context, propagation, trace, isSpanContextValid, TraceFlags, SpanKind, 
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import type { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import type { SpanProcessor, SpanExporter } from '@opentelemetry/sdk-trace-base';
+import type { SpanProcessor, SpanExporter, ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import type { ExportResult } from '@opentelemetry/core';
+import { scrub, scrubValue } from './scrub.ts';
 import type * as SdkTraceBase from '@opentelemetry/sdk-trace-base';
 import type * as SdkTraceNode from '@opentelemetry/sdk-trace-node';
 import type * as OtlpHttp from '@opentelemetry/exporter-trace-otlp-http';
@@ -48,11 +50,11 @@ export function initTelemetry(opts: { serviceName: string; exporter?: SpanExport
   const processors: SpanProcessor[] = [];
   const wantOtlp = env.OTEL_TRACES_EXPORTER !== 'none' && !!(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
   const base = opts.exporter || wantOtlp ? sdk<typeof SdkTraceBase>('@opentelemetry/sdk-trace-base') : undefined;
-  if (opts.exporter) processors.push(new base!.SimpleSpanProcessor(opts.exporter));
+  if (opts.exporter) processors.push(new base!.SimpleSpanProcessor(scrubbingExporter(opts.exporter)));
   if (wantOtlp) {
     const url = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? `${env.OTEL_EXPORTER_OTLP_ENDPOINT!.replace(/\/$/, '')}/v1/traces`;
     const { OTLPTraceExporter } = sdk<typeof OtlpHttp>('@opentelemetry/exporter-trace-otlp-http');
-    processors.push(new base!.BatchSpanProcessor(new OTLPTraceExporter({ url }), { scheduledDelayMillis: 200 }));
+    processors.push(new base!.BatchSpanProcessor(scrubbingExporter(new OTLPTraceExporter({ url })), { scheduledDelayMillis: 200 }));
   }
   if (processors.length === 0) {
     // nothing leaves the process: skip the SDK's span bookkeeping, keep context propagation
@@ -93,6 +95,50 @@ export function initTelemetry(opts: { serviceName: string; exporter?: SpanExport
     },
   };
   return current;
+}
+
+/**
+ * A span as exported, scrubbed (observability/scrub.ts): string attributes (and string arrays),
+ * event names and attributes (`exception.message`, `exception.stacktrace`), link attributes and the
+ * status message. The span itself is left as it is (a processor's `onEnd` gets a read-only span);
+ * the exporter sees a scrubbed copy.
+ */
+export function scrubSpan(span: ReadableSpan): ReadableSpan {
+  const attributes = scrubValue(span.attributes, 2);
+  const events = scrubValue(span.events, 5);
+  const links = scrubValue(span.links, 5);
+  const status = span.status.message ? { ...span.status, message: scrub(span.status.message) } : span.status;
+  const name = scrub(span.name);
+  if (attributes === span.attributes && events === span.events && links === span.links && status.message === span.status.message && name === span.name) return span;
+  const sc = span.spanContext();
+  return {
+    name,
+    kind: span.kind,
+    spanContext: () => sc,
+    parentSpanContext: span.parentSpanContext,
+    startTime: span.startTime,
+    endTime: span.endTime,
+    status,
+    attributes,
+    links,
+    events,
+    duration: span.duration,
+    ended: span.ended,
+    resource: span.resource,
+    instrumentationScope: span.instrumentationScope,
+    droppedAttributesCount: span.droppedAttributesCount,
+    droppedEventsCount: span.droppedEventsCount,
+    droppedLinksCount: span.droppedLinksCount,
+  };
+}
+
+/** Wraps an exporter so every span it receives is {@link scrubSpan}ned first: secrets and card numbers never leave the process in a trace. */
+export function scrubbingExporter(inner: SpanExporter): SpanExporter {
+  return {
+    export: (spans: ReadableSpan[], done: (r: ExportResult) => void) => inner.export(spans.map(scrubSpan), done),
+    shutdown: () => inner.shutdown(),
+    ...(inner.forceFlush ? { forceFlush: () => inner.forceFlush!() } : {}),
+  };
 }
 
 const hex = (bytes: number) => randomBytes(bytes).toString('hex');

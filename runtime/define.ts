@@ -1,4 +1,4 @@
-import type { LlmCallOptions } from '../models/index.ts';
+import type { LlmCallOptions, ModelToolCall } from '../models/index.ts';
 import type { z } from 'zod';
 import type { Envelope } from '../bus/index.ts';
 import type { Logger } from '../observability/index.ts';
@@ -27,6 +27,12 @@ export interface Permissions {
    * (and its embedding model) is opened on the first call, so agents that never use memory never load it.
    */
   memory?: 'read' | 'write';
+  /**
+   * tools its model calls may offer and use (default none): `ctx.llm` refuses to bind any other,
+   * and drops any other tool call from an answer, recording the refusal (runtime/tool-guard.ts).
+   * Inbound text reaches prompts: a tool call is a request, never an instruction.
+   */
+  tools?: string[];
 }
 
 export interface TaskContext<I> {
@@ -63,7 +69,7 @@ export interface TaskContext<I> {
    * one model call at a tier ('small' | 'large'), attributed to this task's agent, capability,
    * run and customer in the cost ledger; recorded so a retry or a replay reuses the answer
    */
-  llm(tier: 'small' | 'large', messages: unknown[], opts?: LlmCallOptions): Promise<{ text: string; usage: { inputTokens: number; outputTokens: number; cachedTokens: number }; costUsd: number; model: string; cacheHit?: boolean; savedUsd?: number; batched?: { size: number; id: string } }>;
+  llm(tier: 'small' | 'large', messages: unknown[], opts?: LlmCallOptions): Promise<{ text: string; usage: { inputTokens: number; outputTokens: number; cachedTokens: number }; costUsd: number; model: string; cacheHit?: boolean; savedUsd?: number; batched?: { size: number; id: string }; toolCalls?: ModelToolCall[]; refusedToolCalls?: string[] }>;
   /** whether a model is configured at that tier (else stay at tier 0) */
   hasModel(tier: 'small' | 'large'): boolean;
   /**
@@ -119,6 +125,53 @@ export interface AgentDefinition {
    * get the cores first. Co-hosted agents share a process and keep its priority.
    */
   priority?: 'normal' | 'background';
+  /**
+   * What the agent's process may touch beyond the base allowance (the repo and node_modules to
+   * read, the data dir to read and write, the models dir and Node's compile cache), when the
+   * supervisor runs it under Node's permission model (KEEL_AGENT_SANDBOX, docs/sandbox.md).
+   */
+  sandbox?: AgentSandbox;
+}
+
+/**
+ * An agent's sandbox declaration (docs/sandbox.md). Paths are absolute, relative to the data dir
+ * (KEEL_DATA_DIR), or start with `$KEEL_DATA_DIR` / `$KEEL_MODELS_DIR`; a writable path is
+ * readable too. A host process gets the union of its agents' allowances and the largest caps.
+ */
+export interface AgentSandbox {
+  /** more paths (files or folders) the process may read */
+  fsRead?: string[];
+  /** more paths the process may write (and read) */
+  fsWrite?: string[];
+  /** may spawn child processes (`--allow-child-process`) */
+  childProcess?: boolean;
+  /** may start worker threads (`--allow-worker`) */
+  workers?: boolean;
+  /** V8 old-space cap in MB (`--max-old-space-size`); default 256 */
+  maxOldSpaceMb?: number;
+  /** cgroup v2 memory.max in MB, where the supervisor may create cgroups */
+  memoryMaxMb?: number;
+  /** cgroup v2 cpu.max as a percentage of one core (e.g. 50, or 200 for two cores) */
+  cpuPercent?: number;
+}
+
+function checkSandbox(agent: string, s: AgentSandbox): void {
+  const bad = (what: string) => new DefinitionError(`agent '${agent}': sandbox.${what}`);
+  if (typeof s !== 'object' || s === null || Array.isArray(s)) throw new DefinitionError(`agent '${agent}': sandbox must be an object { fsRead?, fsWrite?, childProcess?, workers?, maxOldSpaceMb?, memoryMaxMb?, cpuPercent? }`);
+  const known = new Set(['fsRead', 'fsWrite', 'childProcess', 'workers', 'maxOldSpaceMb', 'memoryMaxMb', 'cpuPercent']);
+  for (const k of Object.keys(s)) if (!known.has(k)) throw bad(`${k} is not a sandbox field (known: ${[...known].join(', ')})`);
+  for (const k of ['fsRead', 'fsWrite'] as const) {
+    const v = s[k];
+    if (v === undefined) continue;
+    if (!Array.isArray(v)) throw bad(`${k} must be a list of paths`);
+    for (const p of v) if (typeof p !== 'string' || p.trim() === '' || p.includes('\0') || p.trim() === '*') throw bad(`${k}: '${String(p)}' is not a path (absolute, relative to the data dir, or $KEEL_DATA_DIR/... / $KEEL_MODELS_DIR/...; '*' is refused)`);
+  }
+  for (const k of ['childProcess', 'workers'] as const) if (s[k] !== undefined && typeof s[k] !== 'boolean') throw bad(`${k} must be true or false`);
+  const limits: Array<[keyof AgentSandbox, number, number]> = [['maxOldSpaceMb', 32, 65_536], ['memoryMaxMb', 32, 1_048_576], ['cpuPercent', 1, 25_600]];
+  for (const [k, min, max] of limits) {
+    const v = s[k];
+    if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)) throw bad(`${k} must be an integer from ${min} to ${max}; got ${String(v)}`);
+  }
 }
 
 export function defineCapability<I, O>(c: Capability<I, O>): Capability<I, O> {
@@ -142,6 +195,7 @@ export function defineAgent(a: AgentDefinition): AgentDefinition {
     if (!(c.permissions?.enqueue ?? []).includes(s.capability)) throw new DefinitionError(`agent '${a.name}': scheduled capability '${s.capability}' must list itself in permissions.enqueue`);
     if (!Number.isFinite(s.everyMs) || s.everyMs < 1_000) throw new DefinitionError(`agent '${a.name}': schedule of '${s.capability}' must be every 1000 ms or more`);
   }
+  if (a.sandbox !== undefined) checkSandbox(a.name, a.sandbox);
   return a;
 }
 

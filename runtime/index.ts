@@ -30,7 +30,7 @@
  * is in a feature's catalog, agents/index.ts); `keel start` supervises every enabled agent.
  */
 export { defineAgent, defineCapability, taskType } from './define.ts';
-export type { AgentDefinition, Capability, TaskContext, Permissions } from './define.ts';
+export type { AgentDefinition, AgentSandbox, Capability, TaskContext, Permissions } from './define.ts';
 export { runAgent, manifestCapabilities, agentEntityTypes, RetryableError, PermanentError } from './runtime.ts';
 export { defineFeature } from './feature.ts';
 export type { Feature, FeatureAgent, Ingress, IngressContext, MemoryRule, MemoryDraft } from './feature.ts';
@@ -46,7 +46,7 @@ export type { GraphCapabilityOptions } from './langgraph/graph-capability.ts';
 export type { AgentHost, HostedAgentSpec, HostedAgentStatus, HostAgentsOptions } from './host.ts';
 export { CircuitBreaker } from './breaker.ts';
 export type { BreakerOptions, BreakerState } from './breaker.ts';
-export { natsPermissionsFor, natsUsers, loadOrCreateCredentials, readCredentials } from './permissions.ts';
+export { natsPermissionsFor, natsUsers, loadOrCreateCredentials, readCredentials, ensureCredentials, agentEnvSuffix, credentialsFromEnv } from './permissions.ts';
 export type { Credentials, CredentialsFile } from './permissions.ts';
 export type { ScopedState } from './scoped-state.ts';
 export * from './errors.ts';

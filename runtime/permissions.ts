@@ -51,19 +51,28 @@ export interface CredentialsFile {
 const newPassword = () => randomBytes(18).toString('base64url');
 
 /**
- * The local bus's users: one admin (the engine, the CLI) and one per agent. Kept in a 0600
- * file under the data dir so restarts keep the same credentials.
+ * Credentials for the admin (the engine, the CLI) and these agents: those `previous` holds are
+ * kept (regenerating a config after adding an agent changes no existing password), the missing
+ * ones get a random 144-bit password.
  */
-export function loadOrCreateCredentials(path: string, agentNames: readonly string[]): CredentialsFile {
-  let file: CredentialsFile = { admin: { user: 'keel-admin', password: newPassword() }, agents: {} };
-  if (existsSync(path)) file = JSON.parse(readFileSync(path, 'utf8')) as CredentialsFile;
-  let changed = !existsSync(path);
+export function ensureCredentials(previous: CredentialsFile | undefined, agentNames: readonly string[]): { file: CredentialsFile; changed: boolean } {
+  const file: CredentialsFile = previous ? { admin: previous.admin, agents: { ...previous.agents } } : { admin: { user: 'keel-admin', password: newPassword() }, agents: {} };
+  let changed = !previous;
   for (const n of agentNames) {
     if (!file.agents[n]) {
       file.agents[n] = { user: `agent-${n}`, password: newPassword() };
       changed = true;
     }
   }
+  return { file, changed };
+}
+
+/**
+ * The local bus's users: one admin (the engine, the CLI) and one per agent. Kept in a 0600
+ * file under the data dir so restarts keep the same credentials.
+ */
+export function loadOrCreateCredentials(path: string, agentNames: readonly string[]): CredentialsFile {
+  const { file, changed } = ensureCredentials(readCredentials(path), agentNames);
   if (changed) {
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, JSON.stringify(file, null, 2), { mode: 0o600 });
@@ -85,4 +94,17 @@ export function natsUsers(creds: CredentialsFile, agents: readonly AgentDefiniti
       return { user: c.user, password: c.password, ...natsPermissionsFor(a, prefix, workflowCapabilities) };
     }),
   ];
+}
+
+/** `reply-suggester` → `REPLY_SUGGESTER`: the suffix of an agent's `KEEL_NATS_USER_<AGENT>` / `KEEL_NATS_PASSWORD_<AGENT>`. */
+export function agentEnvSuffix(agent: string): string {
+  return agent.toUpperCase().replace(/[^A-Z0-9]+/g, '_');
+}
+
+/** An agent's bus credentials from `KEEL_NATS_USER_<AGENT>` / `KEEL_NATS_PASSWORD_<AGENT>` (the env file `keel deploy nats-config` writes). */
+export function credentialsFromEnv(agent: string, env: Readonly<Record<string, string | undefined>> = process.env): Credentials | undefined {
+  const s = agentEnvSuffix(agent);
+  const user = env[`KEEL_NATS_USER_${s}`];
+  const password = env[`KEEL_NATS_PASSWORD_${s}`];
+  return user && password ? { user, password } : undefined;
 }

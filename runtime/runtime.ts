@@ -1,7 +1,7 @@
 import { getPriority, setPriority } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { trace } from '@opentelemetry/api';
+import { INVALID_SPAN_CONTEXT, trace } from '@opentelemetry/api';
 import {
   announce, connectBus, createBus, defineMessage, holdLease, WORKFLOW_TIMER_LEASE, RetryableError, PermanentError,
   type Announcement, type Bus, type ConsumerHandle, type Envelope, type Capability as ManifestCapability,
@@ -10,7 +10,7 @@ import { openStore, type EntityTypeDef, type StateStore } from '../shared-state/
 import { createLogger, createMetrics, selfSampler, type Logger, type Metrics } from '../observability/index.ts';
 import { loadConfig, type KeelConfig } from '../config/index.ts';
 import { CircuitBreaker } from './breaker.ts';
-import { AgentError, PermissionDeniedError } from './errors.ts';
+import { AgentError, PermissionDeniedError, sandboxDenial } from './errors.ts';
 import { scopeState } from './scoped-state.ts';
 import { LEASE_MARGIN_MS, callModel, checkOutput, effectKey, grantedSecrets, modelServices, recordOnce, runBudgetOf, type ModelServices, type RunBudget } from './task-parts.ts';
 import { WorkflowEngine, runCoordinates, WORKFLOW_ENTITY_TYPES } from '../workflows/index.ts';
@@ -18,6 +18,7 @@ import type { ModelRegistry } from '../models/index.ts';
 import { MODEL_ENTITY_TYPES } from '../models/entities/index.ts';
 import type { MemoryStore } from '../memory/index.ts';
 import { taskType, type AgentDefinition, type Capability, type TaskContext } from './define.ts';
+import { allowedTools, checkToolsOffered, enforceToolAllowlist, splitToolCalls } from './tool-guard.ts';
 
 export interface RunAgentOptions {
   natsUrl: string;
@@ -186,6 +187,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
   const tasksCounter = metrics?.meter.createCounter('keel_tasks', { description: 'tasks settled, by outcome (ack, retry, dead_letter)' });
   const duration = metrics?.meter.createHistogram('keel_task_duration_seconds', { description: 'task handling time', unit: 's' });
   const costCounter = metrics?.meter.createCounter('keel_cost_usd', { description: 'recorded spend in USD' });
+  const toolRefusals = metrics?.meter.createCounter('keel_tool_calls_refused', { description: 'tool calls in model answers refused: not on the capability\'s permissions.tools' });
   const breakers = new Map<string, CircuitBreaker>();
   for (const [name, o] of Object.entries(def.connectors ?? {})) breakers.set(name, new CircuitBreaker(name, o));
   // background work yields the cores to the customer's path (only when the agent has the process to itself)
@@ -212,8 +214,10 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
   const taskMessage = new Map(def.capabilities.map((c) => [c.name, defineMessage(taskType(c.name), c.input)]));
 
   const handlerFor = (cap: Capability) => async (env: Envelope<unknown>, hctx: { signal: AbortSignal; working(): void }) => {
-    const span = trace.getActiveSpan()!;
-    const traceId = span?.spanContext().traceId;
+    // without telemetry set up there is no active span: a non-recording one keeps ctx.span usable
+    const active = trace.getActiveSpan();
+    const span = active ?? trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+    const traceId = active?.spanContext().traceId;
     const taskLog = log.child({ capability: cap.name, task: env.id, correlation: env.correlationId });
     span?.setAttributes({ 'keel.agent': def.name, 'keel.capability': cap.name, ...(env.customer ? { 'keel.customer': env.customer } : {}) });
     const taskKey = `task:${cap.name}:${env.idempotencyKey}`;
@@ -230,7 +234,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
       throw new AgentError('AGENT_TASK_IN_PROGRESS', `task ${taskKey} is held by another instance until ${claim.leaseUntil}`, { retryable: true, nextDelayMs: wait });
     }
     const t0 = performance.now();
-    const secrets = grantedSecrets(cap, opts.secrets);
+    const secrets = grantedSecrets(cap, opts.secrets, { store, agent: def.name, logger: taskLog });
     const allowedEnqueue = new Set(cap.permissions?.enqueue ?? []);
     let spentUsd = 0;
     // the run's workflow and own budget, read on the first model call (budgets are admitted per call)
@@ -270,6 +274,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
       working: hctx.working,
       models: opts.models,
       llm: async (tier, messages, callOpts) => {
+        checkToolsOffered(cap, def.name, callOpts?.tools);
         const n = ++modelCalls;
         // recorded like a side effect: a retried task reuses the answer, and replay reads it back
         // (with the prompt, so a replay can tell when the step now asks something else)
@@ -281,9 +286,14 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
           });
           spentUsd += r.costUsd;
           costCounter?.add(r.costUsd, { agent: def.name, capability: cap.name });
-          return { ...r, prompt: { tier, messages } };
+          // a tool call not on permissions.tools never reaches the handler (recorded once, here)
+          const guarded = await enforceToolAllowlist(r, allowedTools(cap), { agent: def.name, capability: cap.name, logger: taskLog, span, counter: toolRefusals, store, runId: env.correlationId, taskId: env.id, model: r.model });
+          return { ...guarded, prompt: { tier, messages } };
         });
-        return answer;
+        // an answer recorded before (retry, replay) is held to today's list too
+        const { toolCalls: recorded, ...rest } = answer;
+        const { kept } = splitToolCalls(recorded, allowedTools(cap));
+        return kept.length ? { ...rest, toolCalls: kept } : rest;
       },
       hasModel: (tier) => !!opts.models?.has(tier),
       memory: memoryForCapability(cap, def.name, memory),
@@ -295,6 +305,12 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
       await store.release(taskKey, claim.token).catch(() => undefined);
       const e = err as { code?: string };
       if (e.code === 'AGENT_PERMISSION_DENIED') taskLog.error({ err }, 'permission denied');
+      // Node's permission model refused a resource (ERR_ACCESS_DENIED): permanent, never retried
+      const denied = sandboxDenial(err, def.name, cap.name);
+      if (denied) {
+        taskLog.error({ code: denied.code, permission: denied.permission, resource: denied.resource }, denied.message);
+        throw denied;
+      }
       throw err;
     }
     const computeMs = Math.round((performance.now() - t0) * 1000) / 1000;

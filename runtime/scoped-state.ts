@@ -1,4 +1,4 @@
-import type { StateStore, EventInput, Entity, AppendResult, CommittedEvent, EntityQuery, QueryPage, EventMeta } from '../shared-state/index.ts';
+import type { StateStore, EventInput, Entity, AppendResult, AuditRecord, CommittedEvent, EntityQuery, QueryPage, EventMeta } from '../shared-state/index.ts';
 import { PermissionDeniedError } from './errors.ts';
 
 /**
@@ -11,6 +11,8 @@ export interface ScopedState {
   history(entityType: string, entityId: string): Promise<CommittedEvent[]>;
   query<S = Record<string, unknown>>(entityType: string, q?: EntityQuery): Promise<QueryPage<S>>;
   append<S = Record<string, unknown>>(entityType: string, entityId: string, expectedVersion: number, events: EventInput[]): Promise<AppendResult<S>>;
+  /** Appends an audit record with the agent as actor and the task's trace id in `details.traceId` (absent where a task has no audit log, e.g. replays). */
+  audit?(action: string, subject: string, details?: Record<string, unknown>): Promise<AuditRecord>;
 }
 
 export function scopeState(store: StateStore, agent: string, allowed: readonly string[], meta: Omit<EventMeta, 'actor'>): ScopedState {
@@ -24,5 +26,6 @@ export function scopeState(store: StateStore, agent: string, allowed: readonly s
     history: async (t, id) => (check(t), store.history(t, id)),
     query: async (t, q) => (check(t), store.query(t, q)),
     append: async (t, id, expected, events) => (check(t), store.append(t, id, expected, events, { ...meta, actor: { kind: 'agent', id: agent } })),
+    audit: async (action, subject, details = {}) => store.appendAudit({ actor: { kind: 'agent', id: agent }, action, subject, details: { ...details, ...(meta.traceId ? { traceId: meta.traceId } : {}) } }),
   };
 }

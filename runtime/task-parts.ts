@@ -4,8 +4,9 @@
  * calls against the task's budget, secrets, and the output check. Internal to runtime/.
  */
 import type { BaseMessageLike } from '@langchain/core/messages';
+import { trace } from '@opentelemetry/api';
 import type { StateStore } from '../shared-state/index.ts';
-import type { Batcher, BudgetGuard, IntentCache, LlmCallOptions, ModelRegistry } from '../models/index.ts';
+import type { Batcher, BudgetGuard, IntentCache, LlmCallOptions, ModelRegistry, ModelToolCall } from '../models/index.ts';
 import type { KeelConfig } from '../config/index.ts';
 import type { Logger } from '../observability/index.ts';
 import type { Capability } from './define.ts';
@@ -40,12 +41,45 @@ export async function recordOnce<T>(store: StateStore, key: string, leaseMs: num
   return { result, replayed: false };
 }
 
-/** Only the secrets the capability declared. */
-export function grantedSecrets(cap: Capability, secrets: Readonly<Record<string, string>> | undefined): Record<string, string> {
+/** `agent\0SECRET` names this process has recorded a `secret.read` for (once each per process). */
+const secretReadsAudited = new Set<string>();
+
+/**
+ * Only the secrets the capability declared. With `audit`, the first read of each secret name
+ * by this agent in this process appends `secret.read` (actor `agent:<name>`, details: the
+ * secret's NAME, the capability, the trace id; never the value), off the task's path: the
+ * append is not awaited, and a failure is logged (and the next read tries again).
+ */
+export function grantedSecrets(
+  cap: Capability,
+  secrets: Readonly<Record<string, string>> | undefined,
+  audit?: { store: Pick<StateStore, 'appendAudit'>; agent: string; logger?: Logger },
+): Record<string, string> {
   const out: Record<string, string> = {};
   for (const s of cap.permissions?.secrets ?? []) {
     const v = secrets?.[s];
-    if (v !== undefined) out[s] = v;
+    if (v === undefined) continue;
+    if (!audit) {
+      out[s] = v;
+      continue;
+    }
+    Object.defineProperty(out, s, {
+      enumerable: true,
+      get: () => {
+        const k = `${audit.agent}\0${s}`;
+        if (!secretReadsAudited.has(k)) {
+          secretReadsAudited.add(k);
+          const traceId = trace.getActiveSpan()?.spanContext().traceId;
+          audit.store
+            .appendAudit({ actor: { kind: 'agent', id: audit.agent }, action: 'secret.read', subject: `secret/${s}`, details: { secret: s, capability: cap.name, ...(traceId ? { traceId } : {}) } })
+            .catch((err: unknown) => {
+              secretReadsAudited.delete(k);
+              audit.logger?.error({ err, secret: s }, 'secret read could not be audited');
+            });
+        }
+        return v;
+      },
+    });
   }
   return out;
 }
@@ -65,6 +99,8 @@ export interface ModelAnswer {
   savedUsd?: number;
   /** answered as one item of a batch */
   batched?: { size: number; id: string };
+  /** the tool calls the model asked for, as it answered (the runtime keeps only the allowed ones: runtime/tool-guard.ts) */
+  toolCalls?: ModelToolCall[];
 }
 
 /** The system prompt and the last user message of a chat prompt (as text). */
@@ -212,7 +248,7 @@ export async function callModel(o: {
 
   // low-urgency work waits for its batch (one call for many items, its cost split among them);
   // a batch is admitted against the engine's budget, each item's share is recorded for its customer
-  if (call.urgency === 'low' && o.services) {
+  if (call.urgency === 'low' && o.services && !call.tools?.length) {
     const { system, user } = splitPrompt(messages);
     const batcher = user !== undefined ? await o.services.batcher(o.capability, o.tier, system ?? '', o.models, guard) : undefined;
     if (batcher && user !== undefined) {
@@ -234,9 +270,10 @@ export async function callModel(o: {
           attribution,
           costs: o.store,
           signal: o.signal,
-          invoke: { budget: { guard, scopes }, ...(refusal ? { details: { downgradedFrom: o.tier, reason: refusal.message } } : {}) },
+          invoke: { budget: { guard, scopes }, ...(refusal ? { details: { downgradedFrom: o.tier, reason: refusal.message } } : {}), ...(call.tools?.length ? { tools: call.tools } : {}) },
         });
         const answer: ModelAnswer = { text: r.text, usage: r.usage, costUsd: r.costUsd, model: r.model };
+        if (r.toolCalls) answer.toolCalls = r.toolCalls;
         if (r.savedUsd !== undefined) answer.savedUsd = r.savedUsd;
         if (refusal) answer.downgraded = { from: o.tier, to: tier, reason: refusal.message };
         if (r.budgetWarnings?.length) answer.budgetWarnings = r.budgetWarnings;
@@ -251,7 +288,7 @@ export async function callModel(o: {
 
   // a declared-cacheable call is served from the intent cache when the same request (same
   // intent, scope, entities and polarity, a close paraphrase) was answered before
-  const cache = call.cacheable && o.services ? await o.services.cache() : undefined;
+  const cache = call.cacheable && o.services && !call.tools?.length ? await o.services.cache() : undefined;
   let answer: ModelAnswer | undefined;
   if (cache) {
     const text = call.cacheText ?? splitPrompt(messages).user ?? '';

@@ -51,6 +51,7 @@ import { AgentError, PermissionDeniedError } from './errors.ts';
 import { agentEntityTypes, memoryForCapability } from './runtime.ts';
 import type { MemoryStore } from '../memory/index.ts';
 import { scopeState } from './scoped-state.ts';
+import { allowedTools, checkToolsOffered, enforceToolAllowlist } from './tool-guard.ts';
 import { LEASE_MARGIN_MS, callModel, checkOutput, effectKey, grantedSecrets, modelServices, recordOnce, runBudgetOf, type ModelServices, type RunBudget } from './task-parts.ts';
 
 export interface CapabilityTestKitOptions {
@@ -322,6 +323,7 @@ export async function createCapabilityTestKit(opts: CapabilityTestKitOptions): P
       },
       models,
       llm: async (tier, messages, callOpts) => {
+        checkToolsOffered(cap as Capability, agent, callOpts?.tools);
         const n = ++modelN;
         const key = keyOf(callOpts?.key ? `model-${callOpts.key}` : `model-${n}`);
         try {
@@ -332,7 +334,7 @@ export async function createCapabilityTestKit(opts: CapabilityTestKitOptions): P
               attribution: { agent, runId: env.correlationId, customerId: env.customer },
               run: await (runBudget ??= runBudgetOf(store, env)), policy: config.budgetOnRefusal, taskId: env.id, call: callOpts, services: modelSvc(),
             });
-            return m;
+            return enforceToolAllowlist(m, allowedTools(cap as Capability), { agent, capability: cap.name, logger, span, counter: undefined, store, runId: env.correlationId, taskId: env.id, model: m.model });
           });
           modelCalls.push({ tier, messages, ...r.result, key, replayed: r.replayed });
           return r.result;

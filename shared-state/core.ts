@@ -2,7 +2,7 @@
  * Adapter-independent logic: checking inputs, applying events to state, search text, audit
  * hashes, cost totals. Both adapters call these so they behave the same. Internal.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { EntityTypeDef, State } from './entity-types.ts';
 import { BUILTIN_EVENTS } from './entity-types.ts';
@@ -110,6 +110,9 @@ function reduceOne(def: EntityTypeDef, cur: EntitySnapshot | null, e: { type: st
       return { state: cur?.state ?? {}, deleted: true };
     case 'restored':
       return { state: cur?.state ?? {}, deleted: false };
+    case ERASED_EVENT:
+      // the erasure rewrote the events before it; its own data says only what was done
+      return { state: cur?.state ?? {}, deleted: (cur?.deleted ?? false) || (isPlainObject(e.data) && e.data.deleted === true) };
     default:
       return { state: def.reduce ? def.reduce(cur?.state ?? {}, e) : (cur?.state ?? {}), deleted: cur?.deleted ?? false };
   }
@@ -336,14 +339,43 @@ export function canonicalJson(v: unknown): string {
 }
 
 export function auditHash(r: Omit<AuditRecord, 'hash'>): string {
-  const body = { seq: r.seq, time: r.time, actor: r.actor, action: r.action, subject: r.subject, details: r.details, prevHash: r.prevHash };
+  // v2 (erasable details): the hash covers the details' salted digest, not the details
+  const body =
+    r.v === 2
+      ? { v: 2, seq: r.seq, time: r.time, actor: r.actor, action: r.action, subject: r.subject, detailsDigest: r.detailsDigest ?? '', prevHash: r.prevHash }
+      : { seq: r.seq, time: r.time, actor: r.actor, action: r.action, subject: r.subject, details: r.details, prevHash: r.prevHash };
   return createHash('sha256').update(canonicalJson(body)).digest('hex');
+}
+
+/** sha256 over the salt and the canonical JSON of an audit record's details (v2 records). */
+export function auditDetailsDigest(salt: string, details: Record<string, unknown>): string {
+  return createHash('sha256').update(salt).update('\n').update(canonicalJson(details)).digest('hex');
+}
+
+/** A new (v2) audit record at `seq` after `prevHash`: details copied, salted digest, hash. */
+export function buildAuditRecord(input: { actor: { kind: AuditRecord['actor']['kind']; id: string }; action: string; subject: string; details?: Record<string, unknown> }, seq: number, prevHash: string): AuditRecord {
+  const details = JSON.parse(JSON.stringify(input.details ?? {})) as Record<string, unknown>;
+  const detailsSalt = randomBytes(16).toString('hex');
+  const body: Omit<AuditRecord, 'hash'> = {
+    v: 2,
+    seq,
+    time: nowIso(),
+    actor: { kind: input.actor.kind, id: input.actor.id },
+    action: input.action,
+    subject: input.subject,
+    details,
+    detailsSalt,
+    detailsDigest: auditDetailsDigest(detailsSalt, details),
+    prevHash,
+  };
+  return { ...body, hash: auditHash(body) };
 }
 
 /** Walks a chain in seq order and names the first record that does not fit. */
 export function verifyChain(records: Iterable<AuditRecord>): { ok: true; records: number; head: string | null } | { ok: false; records: number; brokenAt: number; reason: string } {
   let prev: AuditRecord | null = null;
   let n = 0;
+  let erased = 0;
   for (const r of records) {
     n++;
     const expectedSeq = prev ? prev.seq + 1 : 1;
@@ -351,9 +383,87 @@ export function verifyChain(records: Iterable<AuditRecord>): { ok: true; records
     const expectedPrev = prev ? prev.hash : GENESIS_HASH;
     if (r.prevHash !== expectedPrev) return { ok: false, records: n, brokenAt: r.seq, reason: `prevHash does not match the hash of record ${r.seq - 1}` };
     if (auditHash(r) !== r.hash) return { ok: false, records: n, brokenAt: r.seq, reason: 'content does not match its hash (record altered)' };
+    if (r.v === 2) {
+      // an erased record's details were replaced and its salt dropped: only its digest (in the hash) remains
+      if (r.erased) erased++;
+      else if (!r.detailsSalt || auditDetailsDigest(r.detailsSalt, r.details) !== r.detailsDigest) return { ok: false, records: n, brokenAt: r.seq, reason: 'details do not match their digest (record altered)' };
+    }
     prev = r;
   }
-  return { ok: true, records: n, head: prev?.hash ?? null };
+  return { ok: true, records: n, head: prev?.hash ?? null, ...(erased ? { erased } : {}) };
+}
+
+// ---- erasure -------------------------------------------------------------------------------
+
+/** What an erasure writes in place of personal data. */
+export const TOMBSTONE = '[erased]';
+/** The event an erasure appends to the entity it rewrote. */
+export const ERASED_EVENT = 'erased';
+
+export interface Scrubber {
+  fields: ReadonlySet<string> | 'all' | null;
+  match: ((s: string) => boolean) | null;
+  /** lower-cased values, for a cheap "may contain" check before parsing */
+  needles: string[];
+}
+
+/** Values are matched case-insensitively as whole words (not inside a longer word or number). */
+export function makeScrubber(fields: readonly string[] | 'all' | undefined, values: readonly string[] | undefined): Scrubber {
+  const vals = [...new Set((values ?? []).map((v) => v.trim()).filter(Boolean))];
+  for (const v of vals) if (v.length < 3) throw new InvalidQueryError(`erasure values must be at least 3 characters (got '${v}')`);
+  const esc = (v: string) => v.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const re = vals.length ? new RegExp(`(?<![\\p{L}\\p{N}])(?:${vals.map(esc).join('|')})(?![\\p{L}\\p{N}])`, 'iu') : null;
+  return {
+    fields: fields === 'all' ? 'all' : fields?.length ? new Set(fields) : null,
+    match: re ? (s: string) => re.test(s) : null,
+    needles: vals.map((v) => v.toLowerCase()),
+  };
+}
+
+/** True when the text may hold one of the scrubber's values (a substring check; `scrub` decides). */
+export function mayContain(sc: Scrubber, text: string): boolean {
+  if (!sc.needles.length) return false;
+  const t = text.toLowerCase();
+  return sc.needles.some((n) => t.includes(n));
+}
+
+/** A copy of `v` with personal strings replaced by the tombstone; `changed` tells whether any was. */
+export function scrub(v: unknown, sc: Scrubber, inField = false): { value: unknown; changed: boolean } {
+  if (typeof v === 'string') {
+    if (v !== TOMBSTONE && (inField || sc.fields === 'all' || sc.match?.(v))) return { value: TOMBSTONE, changed: true };
+    return { value: v, changed: false };
+  }
+  if (Array.isArray(v)) {
+    let changed = false;
+    const out = v.map((x) => {
+      const r = scrub(x, sc, inField);
+      changed ||= r.changed;
+      return r.value;
+    });
+    return changed ? { value: out, changed } : { value: v, changed };
+  }
+  if (isPlainObject(v)) {
+    let changed = false;
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) {
+      const r = scrub(x, sc, inField || (sc.fields !== null && sc.fields !== 'all' && sc.fields.has(k)));
+      changed ||= r.changed;
+      out[k] = r.value;
+    }
+    return changed ? { value: out, changed } : { value: v, changed };
+  }
+  return { value: v, changed: false };
+}
+
+/** The `erased` event closing an erasure of an entity at snapshot `cur` (no validation: the state may no longer fit its schema). */
+export function planErasedEvent(def: EntityTypeDef, entityId: string, cur: EntitySnapshot, data: Record<string, unknown>, rawMeta: unknown): { event: Omit<CommittedEvent, 'cursor'>; snapshot: EntitySnapshot; searchText: string } {
+  const meta = checkMeta(def.name, entityId, rawMeta);
+  const time = nowIso();
+  const version = cur.version + 1;
+  const event: Omit<CommittedEvent, 'cursor'> = { eventId: newId(), entityType: def.name, entityId, version, type: ERASED_EVENT, data, schemaVersion: def.schemaVersion, meta, time };
+  const next = reduceOne(def, cur, event);
+  const snapshot: EntitySnapshot = { version, state: next.state, deleted: next.deleted, createdAt: cur.createdAt, updatedAt: time, schemaVersion: cur.schemaVersion };
+  return { event, snapshot, searchText: searchTextOf(def, snapshot.state) };
 }
 
 export function checkAuditInput(rec: { actor: unknown; action: unknown; subject: unknown; details?: unknown }): void {

@@ -35,11 +35,20 @@ export interface EntityTypeDef {
   events?: Record<string, z.ZodType>;
   /** applies one of this type's own events; must be pure (replays call it again) */
   reduce?: (state: State, event: { type: string; data: unknown }) => State;
+  /**
+   * state fields (dotted paths) that hold personal data (email addresses, phone numbers, postal
+   * addresses): their values are redacted from every prompt sent to a cloud model (models/redact.ts,
+   * `KEEL_REDACT`); see docs/data-protection.md
+   */
+  sensitive?: string[];
 }
 
 export const BUILTIN_EVENTS = ['created', 'updated', 'deleted', 'restored'] as const;
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Sensitive fields by entity type name, as declared (every process that loads a type's declaration knows them). */
+const SENSITIVE = new Map<string, string[]>();
 
 /** Declares an entity type; checks the declaration itself. */
 export function defineEntityType(def: EntityTypeDef): EntityTypeDef {
@@ -50,7 +59,33 @@ export function defineEntityType(def: EntityTypeDef): EntityTypeDef {
     if (!NAME.test(ev)) throw new StateError('STATE_INVALID_DEFINITION', `entity type '${def.name}': event name '${ev}' must be letters, digits, '_' or '-'`);
   }
   if (def.events && Object.keys(def.events).length > 0 && !def.reduce) throw new StateError('STATE_INVALID_DEFINITION', `entity type '${def.name}' declares events but no reduce`);
+  for (const f of def.sensitive ?? []) if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(f)) throw new StateError('STATE_INVALID_DEFINITION', `entity type '${def.name}': sensitive field '${f}' must be a dotted state path`);
+  if (def.sensitive?.length) SENSITIVE.set(def.name, [...def.sensitive]);
   return def;
+}
+
+/** The fields an entity type declares `sensitive` (none: empty). */
+export function sensitiveFieldsOf(typeName: string): readonly string[] {
+  return SENSITIVE.get(typeName) ?? [];
+}
+
+/**
+ * The values of an entity's sensitive fields (strings and numbers, also inside arrays), for
+ * redaction: `sensitiveValuesOf('customer', { email: 'a@b.c', phone: '+49 30 1234567' })`.
+ */
+export function sensitiveValuesOf(typeName: string, state: State): string[] {
+  const out: string[] = [];
+  const add = (v: unknown) => {
+    if (typeof v === 'string' && v.trim()) out.push(v.trim());
+    else if (typeof v === 'number' && Number.isFinite(v)) out.push(String(v));
+    else if (Array.isArray(v)) v.forEach(add);
+  };
+  for (const path of sensitiveFieldsOf(typeName)) {
+    let v: unknown = state;
+    for (const k of path.split('.')) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined;
+    add(v);
+  }
+  return out;
 }
 
 export interface EntityTypeRegistry {

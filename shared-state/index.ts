@@ -22,13 +22,15 @@ export { openSqlite, parseStateUrl, redactMongoUrl } from './health.ts';
 export { openStore } from './open.ts';
 export type { OpenStoreOptions } from './open.ts';
 
-export { defineEntityType, createRegistry, BUILTIN_EVENTS } from './entity-types.ts';
+export { defineEntityType, createRegistry, BUILTIN_EVENTS, sensitiveFieldsOf, sensitiveValuesOf } from './entity-types.ts';
 export type { EntityTypeDef, EntityTypeRegistry, State } from './entity-types.ts';
 
 export { startOutboxRelay, encodeEvent, eventHeaders } from './outbox.ts';
 export type { EventPublisher, OutboxRelay, OutboxRelayOptions } from './outbox.ts';
 
 export { canonicalJson, auditHash, verifyChain, singleType, GENESIS_HASH, DEFAULT_MAX_DOCUMENT_BYTES } from './core.ts';
+// erasure of personal data: the tombstone, the event it appends, v2 audit digests (docs/audit-and-erasure.md)
+export { TOMBSTONE, ERASED_EVENT, auditDetailsDigest } from './core.ts';
 
 export * from './errors.ts';
 
@@ -61,6 +63,12 @@ export type {
   AuditInput,
   AuditRecord,
   AuditVerification,
+  Tombstone,
+  RedactEntityOptions,
+  RedactEntityResult,
+  RedactRecordsOptions,
+  RedactCounts,
+  CompactResult,
   StoreInfo,
   StateStore,
 } from './types.ts';

@@ -22,8 +22,15 @@ import { MongoClient, MongoServerError, type Collection, type Db, type Document,
 import type { EntityTypeRegistry } from './entity-types.ts';
 import {
   DEFAULT_LEASE_MS,
+  ERASED_EVENT,
   assertId,
-  auditHash,
+  buildAuditRecord,
+  checkActor,
+  makeScrubber,
+  mayContain,
+  planErasedEvent,
+  scrub,
+  type Scrubber,
   checkApprovalInput,
   checkAuditInput,
   checkDecision,
@@ -65,6 +72,11 @@ import type {
   AuditInput,
   AuditRecord,
   AuditVerification,
+  CompactResult,
+  RedactCounts,
+  RedactEntityOptions,
+  RedactEntityResult,
+  RedactRecordsOptions,
   ChangesPage,
   ChangesQuery,
   ClaimResult,
@@ -185,6 +197,10 @@ interface AuditDoc {
   detailsJson: string;
   prevHash: string;
   hash: string;
+  v?: 2;
+  detailsDigest?: string;
+  detailsSalt?: string;
+  erased?: { time: string; reason: string };
 }
 
 type CostDoc = Omit<CostRecord, 'id' | 'details'> & { _id: string; detailsJson: string | null };
@@ -786,7 +802,14 @@ export class MongoStore implements StateStore {
   // ---- audit -------------------------------------------------------------------------------
 
   #docToAudit(d: AuditDoc): AuditRecord {
-    return { seq: d._id, time: d.time, actor: d.actor, action: d.action, subject: d.subject, details: JSON.parse(d.detailsJson) as Record<string, unknown>, prevHash: d.prevHash, hash: d.hash };
+    const rec: AuditRecord = { seq: d._id, time: d.time, actor: d.actor, action: d.action, subject: d.subject, details: JSON.parse(d.detailsJson) as Record<string, unknown>, prevHash: d.prevHash, hash: d.hash };
+    if (d.v === 2) {
+      rec.v = 2;
+      rec.detailsDigest = d.detailsDigest ?? '';
+      if (d.detailsSalt) rec.detailsSalt = d.detailsSalt;
+    }
+    if (d.erased) rec.erased = d.erased;
+    return rec;
   }
 
   async appendAudit(input: AuditInput): Promise<AuditRecord> {
@@ -794,18 +817,9 @@ export class MongoStore implements StateStore {
     // optimistic: the next seq is the _id, so two writers cannot both extend the same head
     for (let i = 0; i < 100; i++) {
       const last = await this.#audit.find({}, { projection: { hash: 1 } }).sort({ _id: -1 }).limit(1).next();
-      const body = {
-        seq: last ? last._id + 1 : 1,
-        time: nowIso(),
-        actor: { kind: input.actor.kind, id: input.actor.id },
-        action: input.action,
-        subject: input.subject,
-        details: JSON.parse(JSON.stringify(input.details ?? {})) as Record<string, unknown>,
-        prevHash: last ? last.hash : GENESIS_HASH,
-      };
-      const rec: AuditRecord = { ...body, hash: auditHash(body) };
+      const rec = buildAuditRecord(input, last ? last._id + 1 : 1, last ? last.hash : GENESIS_HASH);
       try {
-        await this.#audit.insertOne({ _id: rec.seq, time: rec.time, actor: rec.actor, action: rec.action, subject: rec.subject, detailsJson: JSON.stringify(rec.details), prevHash: rec.prevHash, hash: rec.hash });
+        await this.#audit.insertOne({ _id: rec.seq, time: rec.time, actor: rec.actor, action: rec.action, subject: rec.subject, detailsJson: JSON.stringify(rec.details), prevHash: rec.prevHash, hash: rec.hash, v: 2, detailsDigest: rec.detailsDigest!, detailsSalt: rec.detailsSalt! });
         return rec;
       } catch (err) {
         if (!isDup(err)) throw err;
@@ -824,6 +838,158 @@ export class MongoStore implements StateStore {
 
   async verifyAudit(): Promise<AuditVerification> {
     return verifyChain((await this.#audit.find({}).sort({ _id: 1 }).toArray()).map((d) => this.#docToAudit(d)));
+  }
+
+  // ---- erasure -----------------------------------------------------------------------------
+
+  /** Scrubs one entity's stored commits and projection; returns its events (scrubbed) and how many changed. */
+  async #scrubEntity(type: string, id: string, sc: Scrubber): Promise<{ events: CommittedEvent[]; changed: number; stateChanged: boolean }> {
+    const k = key(type, id);
+    const commits = await this.#commits.find({ entityKey: k }).sort({ firstVersion: 1 }).toArray();
+    let changed = 0;
+    for (const c of commits) {
+      let any = false;
+      const events = c.events.map((e) => {
+        if (e.type === ERASED_EVENT) return e;
+        const r = scrub(e.data, sc);
+        if (!r.changed) return e;
+        any = true;
+        changed++;
+        return { ...e, data: r.value };
+      });
+      if (any) {
+        await this.#commits.updateOne({ _id: c._id }, { $set: { events } });
+        c.events = events;
+      }
+    }
+    let stateChanged = false;
+    const p = await this.#entities.findOne({ _id: k });
+    if (p) {
+      const st = scrub(p.state, sc);
+      if (st.changed) {
+        stateChanged = true;
+        const def = this.#reg.has(type) ? this.#reg.get(type) : null;
+        let text = p.searchText;
+        if (def) text = searchTextOf(def, st.value as Record<string, unknown>);
+        else for (const n of sc.needles) text = text.split(n).join('[erased]');
+        await this.#entities.updateOne({ _id: k, version: p.version }, { $set: { state: st.value as Record<string, unknown>, searchText: text } });
+      }
+    }
+    return { events: commits.flatMap((c) => this.#toEvents(c)), changed, stateChanged };
+  }
+
+  async redactEntity(entityType: string, entityId: string, opts: RedactEntityOptions): Promise<RedactEntityResult> {
+    const def = this.#reg.get(entityType);
+    assertId('entity id', entityId);
+    const actor = checkActor('erasure', opts.actor);
+    const sc = makeScrubber(opts.fields, opts.values);
+    if (!sc.fields && !sc.match) throw new InvalidQueryError('redactEntity needs fields or values to erase');
+    const k = key(entityType, entityId);
+    for (let attempt = 0; ; attempt++) {
+      const { events, changed } = await this.#scrubEntity(entityType, entityId, sc);
+      if (events.length === 0) return { entityType, entityId, events: 0, version: 0 };
+      const snap = replay(def, events)!;
+      snap.state = scrub(snap.state, sc).value as Record<string, unknown>;
+      const data = { reason: opts.reason, fields: opts.fields === 'all' ? 'all' : (opts.fields ?? []), values: opts.values?.length ?? 0, events: changed, ...(opts.delete ? { deleted: true } : {}) };
+      const plan = planErasedEvent(def, entityId, snap, data, { actor });
+      const cursor = (await this.#maxCursor()) + 1;
+      const committed: CommittedEvent = { ...plan.event, cursor };
+      try {
+        await this.#commits.insertOne({
+          _id: `${k}#${plan.event.version}`,
+          entityKey: k,
+          entityType,
+          entityId,
+          firstVersion: plan.event.version,
+          lastVersion: plan.event.version,
+          firstCursor: cursor,
+          lastCursor: cursor,
+          time: plan.event.time,
+          meta: plan.event.meta,
+          events: [{ eventId: plan.event.eventId, version: plan.event.version, cursor, type: plan.event.type, data: plan.event.data, schemaVersion: plan.event.schemaVersion }],
+          published: false,
+        });
+      } catch (err) {
+        // another append took the version or the cursor: scrub again (it may have written more) and retry
+        if (!isDup(err) || attempt >= 50) throw this.#wrap(err);
+        await new Promise((r) => setTimeout(r, Math.random() * Math.min(20, attempt + 1)));
+        continue;
+      }
+      await this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText).then(() => this.#verifyProjection(entityType, entityId));
+      for (const l of this.#listeners) l([committed]);
+      return { entityType, entityId, events: changed, version: plan.event.version };
+    }
+  }
+
+  async redactRecords(opts: RedactRecordsOptions): Promise<RedactCounts> {
+    checkActor('erasure', opts.actor);
+    const sc = makeScrubber(undefined, opts.values);
+    const all = makeScrubber('all', undefined);
+    const counts: RedactCounts = { entities: 0, events: 0, audit: 0, auditUnerasable: 0, approvals: 0, idempotency: 0, costs: 0 };
+    const types = opts.entityTypes ? new Set(opts.entityTypes) : null;
+    const erased = { time: nowIso(), reason: opts.reason };
+    // no server-side text search over documents here: every collection is read once (an erasure is rare)
+    const found = new Map<string, [string, string]>();
+    for await (const c of this.#commits.find({}, { projection: { entityType: 1, entityId: 1, events: 1 } })) {
+      if (mayContain(sc, JSON.stringify(c.events))) found.set(c.entityKey ?? key(c.entityType, c.entityId), [c.entityType, c.entityId]);
+    }
+    for await (const e of this.#entities.find({}, { projection: { entityType: 1, entityId: 1, state: 1 } })) {
+      if (mayContain(sc, JSON.stringify(e.state))) found.set(key(e.entityType, e.entityId), [e.entityType, e.entityId]);
+    }
+    for (const [type, id] of found.values()) {
+      if (types && !types.has(type)) continue;
+      const r = await this.#scrubEntity(type, id, sc);
+      if (r.changed || r.stateChanged) counts.entities++;
+      counts.events += r.changed;
+    }
+    for await (const d of this.#audit.find({})) {
+      if (!mayContain(sc, d.detailsJson)) continue;
+      const r = scrub(JSON.parse(d.detailsJson), sc);
+      if (!r.changed) continue;
+      if (d.v !== 2) {
+        counts.auditUnerasable++;
+        continue;
+      }
+      await this.#audit.updateOne({ _id: d._id }, { $set: { detailsJson: JSON.stringify(r.value), erased }, $unset: { detailsSalt: '' } });
+      counts.audit++;
+    }
+    const runs = new Set(opts.correlationIds ?? []);
+    for await (const d of this.#approvals.find({})) {
+      const s = d.correlationId !== null && runs.has(d.correlationId) ? all : sc;
+      const payload = scrub(JSON.parse(d.payloadJson), s);
+      const text = scrub(d.text ?? null, s);
+      const reason = scrub(d.reason ?? null, s);
+      const dec = await this.#decisions.findOne({ _id: d._id });
+      const decText = scrub(dec?.text ?? null, s);
+      const decReason = scrub(dec?.reason ?? null, s);
+      if (!payload.changed && !text.changed && !reason.changed && !decText.changed && !decReason.changed) continue;
+      await this.#approvals.updateOne({ _id: d._id }, { $set: { payloadJson: JSON.stringify(payload.value), text: text.value as string | null, reason: reason.value as string | null } });
+      if (dec && (decText.changed || decReason.changed)) await this.#decisions.updateOne({ _id: d._id }, { $set: { text: decText.value as string | null, reason: decReason.value as string | null } });
+      counts.approvals++;
+    }
+    const keys = opts.keysContaining?.filter(Boolean) ?? [];
+    for await (const d of this.#idemDone.find({})) {
+      const mine = keys.some((k) => d._id.includes(k));
+      if (!mine && !mayContain(sc, d.resultJson)) continue;
+      const r = scrub(JSON.parse(d.resultJson), mine ? all : sc);
+      if (!r.changed) continue;
+      await this.#idemDone.updateOne({ _id: d._id }, { $set: { resultJson: JSON.stringify(r.value) } });
+      counts.idempotency++;
+    }
+    for await (const d of this.#costs.find({ detailsJson: { $ne: null } })) {
+      const mine = opts.customerId !== undefined && d.customerId === opts.customerId;
+      if (!mine && !mayContain(sc, d.detailsJson ?? '')) continue;
+      const r = scrub(JSON.parse(d.detailsJson!), mine ? all : sc);
+      if (!r.changed) continue;
+      await this.#costs.updateOne({ _id: d._id }, { $set: { detailsJson: JSON.stringify(r.value) } });
+      counts.costs++;
+    }
+    return counts;
+  }
+
+  /** MongoDB rewrites documents in place; reclaiming the old storage is the server's business (nothing to do here). */
+  async compact(): Promise<CompactResult> {
+    return {};
   }
 
   /** For tests and tools: the underlying database. */

@@ -9,8 +9,14 @@ import { openSqlite } from './health.ts';
 import type { EntityTypeRegistry } from './entity-types.ts';
 import {
   DEFAULT_LEASE_MS,
+  ERASED_EVENT,
   assertId,
-  auditHash,
+  buildAuditRecord,
+  checkActor,
+  makeScrubber,
+  planErasedEvent,
+  scrub,
+  type Scrubber,
   checkApprovalInput,
   checkAuditInput,
   checkDecision,
@@ -51,6 +57,11 @@ import type {
   AuditInput,
   AuditRecord,
   AuditVerification,
+  CompactResult,
+  RedactCounts,
+  RedactEntityOptions,
+  RedactEntityResult,
+  RedactRecordsOptions,
   ChangesPage,
   ChangesQuery,
   ClaimResult,
@@ -205,6 +216,11 @@ export class SqliteStore implements StateStore {
       // stores created before approvals kept the edited text
       const cols = this.#db.prepare('PRAGMA table_info(approvals)').all() as Array<{ name: string }>;
       if (!cols.some((c) => c.name === 'text')) this.#db.exec('ALTER TABLE approvals ADD COLUMN text TEXT');
+      // v2 audit records (erasable details): stores created before keep their v1 records as they are
+      const auditCols = this.#db.prepare('PRAGMA table_info(audit)').all() as Array<{ name: string }>;
+      for (const c of ['v INTEGER', 'details_digest TEXT', 'details_salt TEXT', 'erased TEXT']) {
+        if (!auditCols.some((x) => x.name === c.split(' ')[0])) this.#db.exec(`ALTER TABLE audit ADD COLUMN ${c}`);
+      }
     });
     this.info = {
       kind: 'sqlite',
@@ -886,7 +902,7 @@ export class SqliteStore implements StateStore {
   // ---- audit -------------------------------------------------------------------------------
 
   #rowToAudit(r: Row): AuditRecord {
-    return {
+    const rec: AuditRecord = {
       seq: Number(r.seq),
       time: r.time as string,
       actor: JSON.parse(r.actor as string) as AuditRecord['actor'],
@@ -896,24 +912,22 @@ export class SqliteStore implements StateStore {
       prevHash: r.prev_hash as string,
       hash: r.hash as string,
     };
+    if (Number(r.v) === 2) {
+      rec.v = 2;
+      rec.detailsDigest = r.details_digest as string;
+      if (r.details_salt) rec.detailsSalt = r.details_salt as string;
+    }
+    if (r.erased) rec.erased = JSON.parse(r.erased as string) as AuditRecord['erased'];
+    return rec;
   }
 
   async appendAudit(input: AuditInput): Promise<AuditRecord> {
     checkAuditInput(input);
     return this.#tx(() => {
       const last = this.#get('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1');
-      const body = {
-        seq: last ? Number(last.seq) + 1 : 1,
-        time: nowIso(),
-        actor: { kind: input.actor.kind, id: input.actor.id },
-        action: input.action,
-        subject: input.subject,
-        details: JSON.parse(JSON.stringify(input.details ?? {})) as Record<string, unknown>,
-        prevHash: last ? (last.hash as string) : GENESIS_HASH,
-      };
-      const rec: AuditRecord = { ...body, hash: auditHash(body) };
+      const rec = buildAuditRecord(input, last ? Number(last.seq) + 1 : 1, last ? (last.hash as string) : GENESIS_HASH);
       this.#run(
-        'INSERT INTO audit (seq, time, actor, action, subject, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+        'INSERT INTO audit (seq, time, actor, action, subject, details, prev_hash, hash, v, details_digest, details_salt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, ?, ?)',
         rec.seq,
         rec.time,
         JSON.stringify(rec.actor),
@@ -922,6 +936,8 @@ export class SqliteStore implements StateStore {
         JSON.stringify(rec.details),
         rec.prevHash,
         rec.hash,
+        rec.detailsDigest!,
+        rec.detailsSalt!,
       );
       return rec;
     });
@@ -943,10 +959,180 @@ export class SqliteStore implements StateStore {
     );
   }
 
+  // ---- erasure -----------------------------------------------------------------------------
+
+  /**
+   * A write transaction with `secure_delete` on: SQLite overwrites the content it frees (old row
+   * versions, freed pages) with zeros, so erased values do not linger in free space.
+   */
+  #secureTx<T>(fn: () => T): T {
+    const before = Number((this.#db.prepare('PRAGMA secure_delete').get() as { secure_delete: number }).secure_delete);
+    this.#db.exec('PRAGMA secure_delete = ON');
+    try {
+      return this.#tx(fn);
+    } finally {
+      this.#db.exec(`PRAGMA secure_delete = ${before === 1 ? 'ON' : before === 2 ? 'FAST' : 'OFF'}`);
+    }
+  }
+
+  /** Inside a transaction: scrubs one entity's stored events and projection; returns the events changed. */
+  #scrubEntityIn(type: string, id: string, sc: Scrubber): { events: CommittedEvent[]; changed: number; stateChanged: boolean } {
+    const events = this.#all('SELECT * FROM events WHERE entity_type = ? AND entity_id = ? ORDER BY version', type, id).map((r) => this.#rowToEvent(r));
+    let changed = 0;
+    for (const e of events) {
+      if (e.type === ERASED_EVENT) continue;
+      const r = scrub(e.data, sc);
+      if (!r.changed) continue;
+      e.data = r.value;
+      this.#run('UPDATE events SET data = ? WHERE cursor = ?', JSON.stringify(r.value), e.cursor);
+      changed++;
+    }
+    let stateChanged = false;
+    const p = this.#get('SELECT * FROM entities WHERE entity_type = ? AND entity_id = ?', type, id);
+    if (p) {
+      const st = scrub(JSON.parse(p.state as string), sc);
+      const text = this.#reg.has(type) ? null : String(p.search_text);
+      if (st.changed) {
+        stateChanged = true;
+        const def = this.#reg.has(type) ? this.#reg.get(type) : null;
+        const search = def ? searchTextOf(def, st.value as Record<string, unknown>) : scrubText(text ?? '', sc);
+        this.#run('UPDATE entities SET state = ?, search_text = ? WHERE entity_type = ? AND entity_id = ?', JSON.stringify(st.value), search, type, id);
+      }
+    }
+    return { events, changed, stateChanged };
+  }
+
+  async redactEntity(entityType: string, entityId: string, opts: RedactEntityOptions): Promise<RedactEntityResult> {
+    const def = this.#reg.get(entityType);
+    assertId('entity id', entityId);
+    const actor = checkActor('erasure', opts.actor);
+    const sc = makeScrubber(opts.fields, opts.values);
+    if (!sc.fields && !sc.match) throw new InvalidQueryError('redactEntity needs fields or values to erase');
+    const out = this.#secureTx(() => {
+      const { events, changed } = this.#scrubEntityIn(entityType, entityId, sc);
+      if (events.length === 0) return { result: { entityType, entityId, events: 0, version: 0 }, committed: [] as CommittedEvent[] };
+      const snap = replay(def, events)!;
+      // a state derived by the type's reducer may still hold a field: scrub it too
+      snap.state = scrub(snap.state, sc).value as Record<string, unknown>;
+      const data = { reason: opts.reason, fields: opts.fields === 'all' ? 'all' : (opts.fields ?? []), values: opts.values?.length ?? 0, events: changed, ...(opts.delete ? { deleted: true } : {}) };
+      const plan = planErasedEvent(def, entityId, snap, data, { actor });
+      const r = this.#run(
+        'INSERT INTO events (event_id, entity_type, entity_id, version, type, schema_version, data, meta, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        plan.event.eventId,
+        entityType,
+        entityId,
+        plan.event.version,
+        plan.event.type,
+        plan.event.schemaVersion,
+        JSON.stringify(plan.event.data),
+        JSON.stringify(plan.event.meta),
+        plan.event.time,
+      );
+      this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText);
+      return { result: { entityType, entityId, events: changed, version: plan.event.version }, committed: [{ ...plan.event, cursor: r.lastInsertRowid }] };
+    });
+    if (out.committed.length) for (const l of this.#listeners) l(out.committed);
+    return out.result;
+  }
+
+  async redactRecords(opts: RedactRecordsOptions): Promise<RedactCounts> {
+    checkActor('erasure', opts.actor);
+    const sc = makeScrubber(undefined, opts.values);
+    const all = makeScrubber('all', undefined);
+    const counts: RedactCounts = { entities: 0, events: 0, audit: 0, auditUnerasable: 0, approvals: 0, idempotency: 0, costs: 0 };
+    const like = (col: string) => (sc.needles.length ? `(${sc.needles.map(() => `instr(lower(${col}), ?) > 0`).join(' OR ')})` : '0');
+    const types = opts.entityTypes ? new Set(opts.entityTypes) : null;
+    const erasedAt = JSON.stringify({ time: nowIso(), reason: opts.reason });
+    this.#secureTx(() => {
+      // entities whose events or current state hold a value
+      const found = new Map<string, [string, string]>();
+      for (const r of this.#all(`SELECT DISTINCT entity_type, entity_id FROM events WHERE ${like('data')}`, ...sc.needles)) found.set(`${String(r.entity_type)}/${String(r.entity_id)}`, [r.entity_type as string, r.entity_id as string]);
+      for (const r of this.#all(`SELECT entity_type, entity_id FROM entities WHERE ${like('state')}`, ...sc.needles)) found.set(`${String(r.entity_type)}/${String(r.entity_id)}`, [r.entity_type as string, r.entity_id as string]);
+      for (const [type, id] of found.values()) {
+        if (types && !types.has(type)) continue;
+        const r = this.#scrubEntityIn(type, id, sc);
+        if (r.changed || r.stateChanged) counts.entities++;
+        counts.events += r.changed;
+      }
+      // audit details: v2 records are rewritten (their digest stays in the chain), v1 ones cannot be
+      for (const row of this.#all(`SELECT * FROM audit WHERE ${like('details')}`, ...sc.needles)) {
+        const rec = this.#rowToAudit(row);
+        const r = scrub(rec.details, sc);
+        if (!r.changed) continue;
+        if (rec.v !== 2) {
+          counts.auditUnerasable++;
+          continue;
+        }
+        this.#run('UPDATE audit SET details = ?, details_salt = NULL, erased = ? WHERE seq = ?', JSON.stringify(r.value), erasedAt, rec.seq);
+        counts.audit++;
+      }
+      const runs = new Set(opts.correlationIds ?? []);
+      for (const row of this.#all(`SELECT id, payload, text, reason, correlation_id FROM approvals WHERE ${like('payload')} OR ${like('coalesce(text, \'\')')} OR ${like('coalesce(reason, \'\')')}${runs.size ? ` OR correlation_id IN (${[...runs].map(() => '?').join(', ')})` : ''}`, ...sc.needles, ...sc.needles, ...sc.needles, ...runs)) {
+        const s = runs.has(row.correlation_id as string) ? all : sc;
+        const payload = scrub(JSON.parse(row.payload as string), s);
+        const text = scrub(row.text ?? null, s);
+        const reason = scrub(row.reason ?? null, s);
+        if (!payload.changed && !text.changed && !reason.changed) continue;
+        this.#run('UPDATE approvals SET payload = ?, text = ?, reason = ? WHERE id = ?', JSON.stringify(payload.value), text.value as string | null, reason.value as string | null, row.id as string);
+        counts.approvals++;
+      }
+      const keys = opts.keysContaining?.filter(Boolean) ?? [];
+      const byKey = keys.length ? ` OR ${keys.map(() => 'instr(key, ?) > 0').join(' OR ')}` : '';
+      for (const row of this.#all(`SELECT key, result FROM idempotency WHERE result IS NOT NULL AND (${like('result')}${byKey})`, ...sc.needles, ...keys)) {
+        const r = scrub(JSON.parse(row.result as string), keys.some((k) => (row.key as string).includes(k)) ? all : sc);
+        if (!r.changed) continue;
+        this.#run('UPDATE idempotency SET result = ? WHERE key = ?', JSON.stringify(r.value), row.key as string);
+        counts.idempotency++;
+      }
+      // the ledger keeps the amounts; the customer's records lose every string of their details
+      const costRows = [
+        ...(opts.customerId ? this.#all('SELECT id, details FROM costs WHERE customer_id = ? AND details IS NOT NULL', opts.customerId).map((r) => ({ r, sc: all })) : []),
+        ...this.#all(`SELECT id, details FROM costs WHERE details IS NOT NULL AND ${like('details')}`, ...sc.needles).map((r) => ({ r, sc })),
+      ];
+      const done = new Set<string>();
+      for (const { r: row, sc: s } of costRows) {
+        if (done.has(row.id as string)) continue;
+        const r = scrub(JSON.parse(row.details as string), s);
+        if (!r.changed) continue;
+        done.add(row.id as string);
+        this.#run('UPDATE costs SET details = ? WHERE id = ?', JSON.stringify(r.value), row.id as string);
+        counts.costs++;
+      }
+    });
+    return counts;
+  }
+
+  async compact(opts: { vacuum?: boolean } = {}): Promise<CompactResult> {
+    if (this.#closed) throw new StateError('STATE_UNAVAILABLE', 'the state store is closed');
+    let vacuumed = false;
+    if (opts.vacuum !== false) {
+      // rebuilds the file: no free page or freed cell keeps an old row version
+      this.#busyRetry(() => this.#db.exec('VACUUM'));
+      vacuumed = true;
+    }
+    // the WAL still holds the pages as they were before: copy them back and empty it
+    let walTruncated = false;
+    for (let i = 0; i < 20 && !walTruncated; i++) {
+      const r = this.#db.prepare('PRAGMA wal_checkpoint(TRUNCATE)').get() as { busy: number; log: number; checkpointed: number };
+      walTruncated = Number(r.busy) === 0;
+      if (!walTruncated) await new Promise((res) => setTimeout(res, 50));
+    }
+    const page = this.#db.prepare('PRAGMA page_count').get() as { page_count: number };
+    const size = this.#db.prepare('PRAGMA page_size').get() as { page_size: number };
+    return { walTruncated, vacuumed, bytes: Number(page.page_count) * Number(size.page_size) };
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     this.#listeners.clear();
     this.#db.close();
   }
+}
+
+/** Lower-cased search text with the scrubber's values replaced (for entity types this store does not know). */
+function scrubText(text: string, sc: Scrubber): string {
+  let t = text;
+  for (const n of sc.needles) t = t.split(n).join('[erased]');
+  return t;
 }

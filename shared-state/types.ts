@@ -286,13 +286,91 @@ export interface AuditRecord {
   details: Record<string, unknown>;
   /** hash of the previous record (64 zeros for the first) */
   prevHash: string;
-  /** sha256 over the canonical JSON of every other field */
+  /** sha256 over the canonical JSON of every other field (v2: over `detailsDigest` instead of `details`) */
   hash: string;
+  /**
+   * 2: erasable details. The hash covers `detailsDigest` = sha256(detailsSalt + canonical JSON of
+   * details), not the details themselves, so an erasure can replace personal data in `details`
+   * (dropping the salt) and the chain still verifies. Absent: a v1 record (hash over the details).
+   */
+  v?: 2;
+  detailsDigest?: string;
+  /** random per record; removed by an erasure so the digest cannot confirm a guessed value */
+  detailsSalt?: string;
+  /** set when an erasure replaced personal data in `details` (not covered by the hash) */
+  erased?: { time: string; reason: string };
 }
 
 export type AuditVerification =
-  | { ok: true; records: number; head: string | null }
+  | { ok: true; records: number; head: string | null; erased?: number }
   | { ok: false; records: number; brokenAt: number; reason: string };
+
+// ---- erasure (personal data) ---------------------------------------------------------------
+
+/** The value an erasure writes in place of personal data. */
+export type Tombstone = '[erased]';
+
+export interface RedactEntityOptions {
+  /**
+   * Keys whose values are erased wherever they occur (at any depth) in the current state and in
+   * every stored event's data; `'all'`: every string in them. Strings become `"[erased]"`
+   * (inside arrays and objects too); numbers, booleans and null stay.
+   */
+  fields?: string[] | 'all';
+  /** also erase every string that contains one of these values (case-insensitive, whole words) */
+  values?: string[];
+  /** recorded in the appended `erased` event (never the erased values) */
+  reason: string;
+  actor: Actor;
+  /** mark the entity deleted by the `erased` event (default false) */
+  delete?: boolean;
+}
+
+export interface RedactEntityResult {
+  entityType: string;
+  entityId: string;
+  /** stored events whose data changed */
+  events: number;
+  /** the entity's version after the appended `erased` event (0: the entity does not exist) */
+  version: number;
+}
+
+export interface RedactRecordsOptions {
+  /** erase every string containing one of these values (case-insensitive, whole words), at least 3 characters each */
+  values: string[];
+  /** cost records of this customer: every string in `details` is erased, the amounts stay */
+  customerId?: string;
+  /** entity types whose events and states are also scanned for `values` (default: every type) */
+  entityTypes?: string[];
+  /** idempotency records whose key contains one of these (e.g. `:<runId>.`, a run's task ids): every string of their result is erased */
+  keysContaining?: string[];
+  /** approvals with one of these correlation ids (workflow runs): every string of their payload, text and reason is erased */
+  correlationIds?: string[];
+  reason: string;
+  actor: Actor;
+}
+
+/** How many records of each kind an erasure changed (never the values). */
+export interface RedactCounts {
+  /** entities whose events or state held one of the values */
+  entities: number;
+  events: number;
+  audit: number;
+  /** v1 audit records holding a value: their hash covers the details, so they cannot be erased without breaking the chain */
+  auditUnerasable: number;
+  approvals: number;
+  idempotency: number;
+  costs: number;
+}
+
+export interface CompactResult {
+  /** SQLite: the WAL was checkpointed and truncated (false: another process held a read transaction) */
+  walTruncated?: boolean;
+  /** SQLite: the file was rebuilt (VACUUM), leaving no free page with old content */
+  vacuumed?: boolean;
+  /** bytes of the store file after compaction, where known */
+  bytes?: number;
+}
 
 // ---- the port ------------------------------------------------------------------------------
 
@@ -354,6 +432,18 @@ export interface StateStore {
   appendAudit(rec: AuditInput): Promise<AuditRecord>;
   exportAudit(opts?: { sinceSeq?: number; limit?: number }): Promise<AuditRecord[]>;
   verifyAudit(): Promise<AuditVerification>;
+
+  /**
+   * Erasure of personal data (the store is mechanism: the feature says which entities and
+   * fields). Rewrites the entity's stored events' data and its current state, replacing the
+   * named fields / values with `"[erased]"`, then appends an `erased` event (data: the field
+   * names, counts and reason, never the values). On SQLite it runs with `secure_delete` on.
+   */
+  redactEntity(entityType: string, entityId: string, opts: RedactEntityOptions): Promise<RedactEntityResult>;
+  /** Erases values from everything free-form: entity events and states, audit details (v2), approvals, idempotency results, cost details. */
+  redactRecords(opts: RedactRecordsOptions): Promise<RedactCounts>;
+  /** After an erasure: leaves no old copy behind in the store's files (SQLite: VACUUM unless `vacuum: false`, WAL checkpoint + truncate). */
+  compact(opts?: { vacuum?: boolean }): Promise<CompactResult>;
 
   close(): Promise<void>;
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { context, trace, type Context } from '@opentelemetry/api';
+import { context, isSpanContextValid, trace, type Context } from '@opentelemetry/api';
 import { defineMessage, type Bus } from '../bus/index.ts';
 import { isStateError, type Actor, type AppendOptions, type StateStore, type CommittedEvent } from '../shared-state/index.ts';
 import type { RunState } from './run-entity.ts';
@@ -187,8 +187,28 @@ export class WorkflowEngine {
       await this.store
         .decideApproval(id, { decision, by, ...(reason ? { reason } : {}), ...(text !== undefined ? { text } : {}) })
         .catch((err: unknown) => this.log?.warn({ err, approvalId: id }, 'approval record already decided'));
+      await this.auditDecision(a, step, decision, by, text, reason);
     }
     return { id, runId, step, applied };
+  }
+
+  /**
+   * One record on the audit hash chain per applied decision, whoever made it (CLI or HTTP):
+   * `approval.approved`, `approval.rejected`, or `approval.edited` (approved with a text other than
+   * the suggestion's, with both). The actor is the decider; the trace id is the active span's.
+   */
+  private async auditDecision(a: { id: string; action: string; subject: string; payload: unknown; correlationId: string | null }, step: string, decision: 'approved' | 'rejected', by: Actor, text: string | undefined, reason: string | undefined): Promise<void> {
+    const p = a.payload;
+    const before = typeof p === 'string' ? p : p && typeof p === 'object' && typeof (p as { text?: unknown }).text === 'string' ? (p as { text: string }).text : null;
+    const edited = decision === 'approved' && text !== undefined && text !== before;
+    const sc = trace.getActiveSpan()?.spanContext();
+    const traceId = sc && isSpanContextValid(sc) ? sc.traceId : null;
+    const details: Record<string, unknown> = { approvalId: a.id, runId: a.correlationId, step, action: a.action, subject: a.subject, decidedAt: new Date().toISOString(), traceId };
+    if (reason) details.reason = reason;
+    if (edited) Object.assign(details, { before, after: text });
+    await this.store
+      .appendAudit({ actor: by, action: edited ? 'approval.edited' : `approval.${decision}`, subject: `approval/${a.id}`, details })
+      .catch((err: unknown) => this.log?.error({ err, approvalId: a.id }, 'the decision is applied but its audit record could not be written'));
   }
 
   /** The approval that replaced a superseded one: the pending approval of the run now holding the lane. */

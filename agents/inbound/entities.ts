@@ -23,6 +23,8 @@ export const customerType = defineEntityType({
     notes: z.string().max(20_000).optional(),
   }),
   searchFields: ['name', 'email', 'company', 'tags', 'notes'],
+  // redacted from prompts to cloud models (docs/data-protection.md)
+  sensitive: ['email', 'phone'],
 });
 
 /**
@@ -133,6 +135,8 @@ export const ticketType = defineEntityType({
     tags,
   }),
   searchFields: ['subject', 'summary', 'tags', 'customerId', 'customerEmail', 'customerHandle', 'threadKey'],
+  // redacted from prompts to cloud models (docs/data-protection.md)
+  sensitive: ['customerEmail'],
   events: {
     /** data = one message; an id already on the ticket is ignored */
     message_added: ticketMessage,

@@ -63,3 +63,5 @@ export { customerIdFor, ticketIdFor, TICKET, CUSTOMER, TICKET_MEMORY, RECALL_THR
 export { resolveCustomer } from './customers.ts';
 export type { ResolvedCustomer } from './customers.ts';
 export type { TicketState, TicketMessage, TicketTriage, TicketAttachment, CustomerState } from './ticket.ts';
+export { planCustomerErasure, eraseCustomer, compactSqliteFile, CUSTOMER_PERSONAL_FIELDS, TICKET_PERSONAL_FIELDS, CONVERSATION_PERSONAL_FIELDS, RUN_PERSONAL_FIELDS } from './erase.ts';
+export type { ErasurePlan, ErasureReport, ErasureTarget, EraseDeps } from './erase.ts';

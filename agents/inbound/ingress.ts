@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Server } from 'node:http';
 import type { Hono } from 'hono';
 import type { Logger } from 'pino';
-import { startSmtpIngress, recipientMatcher, createChatRoutes, attachChatWebSocket, InboundMessageSchema, type InboundMessage, type ChatWebSocketHub, type QuarantinedMessage } from '../../channels/index.ts';
+import { startSmtpIngress, recipientMatcher, createChatRoutes, attachChatWebSocket, createIngressRateLimiter, formatRateLimit, InboundMessageSchema, type InboundMessage, type ChatWebSocketHub, type QuarantinedMessage, type RateRefusal } from '../../channels/index.ts';
 import type { StateStore, CommittedEvent } from '../../shared-state/index.ts';
 import { defineMessage, type Bus } from '../../bus/index.ts';
 import type { WorkflowEngine } from '../../workflows/index.ts';
@@ -53,6 +53,49 @@ export function quarantineHandler(dataDir: string, store: StateStore, log: Logge
 }
 
 /**
+ * The salt of the sender hashes in `ingress.rate_limited` audit records: random, kept in
+ * KEEL_DATA_DIR/ingress-salt so one sender hashes alike across restarts (and only on this engine).
+ */
+export function ingressSalt(dataDir: string): Buffer {
+  const file = join(dataDir, 'ingress-salt');
+  if (existsSync(file)) {
+    const s = Buffer.from(readFileSync(file, 'utf8').trim(), 'hex');
+    if (s.length >= 16) return s;
+  }
+  const s = randomBytes(32);
+  mkdirSync(dataDir, { recursive: true });
+  writeFileSync(file, `${s.toString('hex')}\n`, { mode: 0o600 });
+  return s;
+}
+
+/** What an audit record may keep of a sender (data minimization): its domain and a salted hash, never the address. */
+export function senderDigest(salt: Buffer, sender: string): { senderDomain?: string; senderHash: string } {
+  const key = sender.trim().toLowerCase();
+  const at = key.lastIndexOf('@');
+  return { ...(at > 0 && !key.startsWith('handle:') ? { senderDomain: key.slice(at + 1) } : {}), senderHash: createHmac('sha256', salt).update(key).digest('hex').slice(0, 16) };
+}
+
+/**
+ * Records a rate-limit refusal: every one is counted (the ingress stats) and logged; the FIRST
+ * of each key in its window also becomes an audit record `ingress.rate_limited` (actor
+ * `system:smtp` / `system:chat`, subject `channel/<name>`), so a flood does not flood the chain.
+ */
+export function rateLimitAuditor(store: StateStore, salt: Buffer, log: Logger) {
+  return async (r: RateRefusal): Promise<void> => {
+    if (!r.first) return;
+    const actor = { kind: 'system' as const, id: r.channel === 'email' ? 'smtp' : 'chat' };
+    const details = { channel: r.channel, scope: r.scope, limit: formatRateLimit(r.limit), retryAfterS: Math.ceil(r.retryAfterMs / 1000), ...senderDigest(salt, r.sender) };
+    try {
+      await store.appendAudit({ actor, action: 'ingress.rate_limited', subject: `channel/${r.channel}`, details });
+    } catch (err) {
+      log.error({ err, ...details }, 'rate-limit refusal could not be audited');
+      return;
+    }
+    log.warn(details, 'inbound sender rate limited (audited; later refusals in this window are only counted)');
+  };
+}
+
+/**
  * Chat replies reach the customer live: every `reply_sent` event of a chat ticket (published by
  * the outbox relay on `<p>.evt.ticket.<id>`) is pushed to the sockets in that conversation.
  */
@@ -75,6 +118,11 @@ export function startChatPush(o: { bus: Bus; store: StateStore; hub: () => ChatW
 export async function startIngress(ctx: IngressContext): Promise<Ingress> {
   const { config, workflows, store, bus, logger: log } = ctx;
   const onMessage = inboundHandler(workflows, bus, log);
+  // KEEL_RATE_LIMIT_SENDER / KEEL_RATE_LIMIT_CHANNEL: one limiter per channel (chat HTTP and WebSocket share theirs)
+  const onRefused = rateLimitAuditor(store, ingressSalt(config.dataDir), log);
+  const limits = { sender: config.rateLimits.sender, total: config.rateLimits.channel, onRefused };
+  const emailLimit = createIngressRateLimiter({ channel: 'email', ...limits });
+  const chatLimit = createIngressRateLimiter({ channel: 'chat', ...limits });
   const smtp = await startSmtpIngress({
     host: config.smtpHost,
     port: config.smtpPort,
@@ -85,14 +133,16 @@ export async function startIngress(ctx: IngressContext): Promise<Ingress> {
     acceptRecipient: recipientMatcher(config.smtpAccept),
     logger: log,
     parse: { attachments: { dir: join(config.dataDir, 'attachments') } },
+    rateLimit: emailLimit,
   });
   log.info({ smtp: `${config.smtpHost}:${smtp.port}`, accept: config.smtpAccept }, 'SMTP ingress listening');
   let hub: ChatWebSocketHub | undefined;
   const push = startChatPush({ bus, store, hub: () => hub, log });
   return {
-    mount: (app: Hono) => void app.route('/', createChatRoutes({ onMessage, logger: log })),
-    attach: (server: Server) => void (hub = attachChatWebSocket(server, { onMessage, logger: log })),
-    stats: () => ({ keel_smtp_messages: { ...smtp.stats() } }),
+    mount: (app: Hono) => void app.route('/', createChatRoutes({ onMessage, rateLimit: chatLimit, logger: log })),
+    attach: (server: Server) => void (hub = attachChatWebSocket(server, { onMessage, rateLimit: chatLimit, logger: log })),
+    // refusals by channel and scope (`email_sender`, `email_channel`, `chat_sender`, `chat_channel`)
+    stats: () => ({ keel_smtp_messages: { ...smtp.stats() }, keel_ingress_rate_limited: { ...emailLimit.stats(), ...chatLimit.stats() } }),
     close: async () => {
       push.stop();
       await hub?.close();

@@ -68,7 +68,14 @@ export const send = defineCapability({
         // approved by a person: a normal reply; let through by policy (policy:auto, policy:audit): auto-replied (RFC 3834)
         { text, autoSubmitted: !approvedBy || approvedBy.startsWith('policy:'), headers: { 'X-Keel-Ticket': ticketId } },
       );
-      const sent = await ctx.effect('send', (key) => ctx.connector('smtp', () => mailSender(cfg).send({ ...mail, idempotencyKey: key })));
+      // only the ticket's own customer and thread participants may receive its reply
+      assertRecipientsOnTicket(ticketId, ticket.state, mail);
+      const sent = await ctx.effect('send', async (key) => {
+        const r = await ctx.connector('smtp', () => mailSender(cfg).send({ ...mail, idempotencyKey: key }));
+        // audited with the send (once: a redelivery reads the recorded effect); ids and a count, never the address
+        await auditSent(ctx, 'email.sent', ticketId, { messageId: r.messageId, recipients: [mail.to, mail.cc ?? []].flat().length, customerId: ticket.state.customerId ?? null, approvalId: approvalId ?? null });
+        return r;
+      });
       ctx.logger.info({ ticketId, messageId: sent.messageId, path: sent.path, duplicate: sent.duplicate, relayed: sent.relayed }, 'reply sent');
       out = { ticketId, channel: 'email', messageId: sent.messageId, to, path: sent.path };
       recorded = { id: outId, direction: 'out', channel: 'email', from: cfg.from, to, subject: mail.subject, text, at: now, messageId: sent.messageId };
@@ -80,16 +87,37 @@ export const send = defineCapability({
       recorded = { id: outId, direction: 'out', channel: 'chat', from: 'support', to, text, at: now };
     }
 
+    let fresh = false;
     await updateTicket(ctx, ticketId, (t) => {
+      fresh = false;
       if (t.state.messages.some((m) => m.id === outId)) return undefined; // recorded by an earlier delivery
+      fresh = true;
       const events: EventInput[] = [];
       if (approvalId) events.push({ type: 'updated', data: { approval: { id: approvalId, state: 'approved', ...(approvedBy ? { decidedBy: approvedBy } : {}), at: now } } });
       events.push({ type: 'reply_sent', data: recorded });
       return events;
     });
+    if (out.channel === 'chat' && fresh) await auditSent(ctx, 'chat.sent', ticketId, { messageId: outId, recipients: 1, customerId: ticket.state.customerId ?? null, approvalId: approvalId ?? null });
     return out;
   },
 });
+
+/** An outbound message in the audit log (a failure to audit is logged, never fails the send). */
+async function auditSent(ctx: { state: { audit?: (action: string, subject: string, details?: Record<string, unknown>) => Promise<unknown> }; logger: { error(o: object, msg: string): void } }, action: 'email.sent' | 'chat.sent', ticketId: string, details: Record<string, unknown>): Promise<void> {
+  await ctx.state.audit?.(action, `ticket/${ticketId}`, details).catch((err: unknown) => ctx.logger.error({ err, ticketId, action }, 'outbound message could not be audited'));
+}
+
+/**
+ * A reply goes only to people on the ticket: its customer and the senders of its inbound messages.
+ * Anyone else (a model's answer or an injected instruction cannot add one; this is the last check
+ * before the mail leaves) fails the task permanently: INBOUND_RECIPIENT_NOT_ON_TICKET.
+ */
+export function assertRecipientsOnTicket(ticketId: string, t: { customerEmail?: string; messages: TicketMessage[] }, mail: { to: string | string[]; cc?: string | string[] }): void {
+  const norm = (a: string) => (/<([^<>]+)>\s*$/.exec(a)?.[1] ?? a).trim().toLowerCase();
+  const onTicket = new Set([t.customerEmail, ...t.messages.filter((m) => m.direction === 'in').map((m) => m.from)].filter((a): a is string => !!a && a.includes('@')).map(norm));
+  const outside = [mail.to, mail.cc ?? []].flat().map(norm).filter((a) => !onTicket.has(a));
+  if (outside.length) throw new PermanentError(`reply on ticket '${ticketId}' names recipients not on the ticket: ${outside.join(', ')} (only its customer and thread participants may get it)`, { code: 'INBOUND_RECIPIENT_NOT_ON_TICKET' });
+}
 
 export default defineAgent({
   name: 'sender',

@@ -150,4 +150,6 @@ export default defineAgent({
   version: '1.0.0',
   description: 'Ticket triage: heuristics first (wink-nlp), then the learned tier, a model only when unsure and configured.',
   capabilities: [triage, learn],
+  // the learned tier keeps the corpus's embeddings in the models cache's sibling folder (learned.ts, corpusEmbeddingsCache)
+  sandbox: { fsWrite: ['$KEEL_MODELS_DIR/../cache'] },
 });

@@ -109,12 +109,18 @@ export const sendEmails = defineCapability({
     const { sender, domain } = launchMailer(ctx.config, ctx.secrets.SMTP_PASSWORD);
     const recipients = [...new Set(p.state.subscribers.map((s) => s.toLowerCase()))].sort();
     const messageIds: string[] = [];
+    let fresh = 0;
     for (const to of recipients) {
       ctx.working();
       const messageId = launchMessageId(productId, slot, to, domain);
-      const sent = await ctx.effect(`send:${to}`, (key) => ctx.connector('smtp', () => sender.send({ to, subject: version.title, text: version.body, messageId, idempotencyKey: key, headers: { 'X-Keel-Product': productId } })));
+      const sent = await ctx.effect(`send:${to}`, async (key) => {
+        fresh++;
+        return ctx.connector('smtp', () => sender.send({ to, subject: version.title, text: version.body, messageId, idempotencyKey: key, headers: { 'X-Keel-Product': productId } }));
+      });
       messageIds.push(sent.messageId);
     }
+    // one record per delivery of the task: how many mails it sent (a redelivery counts only the rest), never the addresses
+    if (fresh) await ctx.state.audit?.('email.sent', `product/${productId}`, { slot, kind: 'launch', recipients: fresh, total: recipients.length }).catch((err: unknown) => ctx.logger.error({ err, productId }, 'launch emails could not be audited'));
     await published(ctx, productId, slot, { what: 'emails', count: recipients.length }, taskId);
     ctx.logger.info({ productId, slot, sent: recipients.length }, 'launch email sent');
     return { productId, slot, subject: version.title, sent: recipients.length, recipients, messageIds };
@@ -134,11 +140,13 @@ export const recallEmails = defineCapability({
     const { productId, slot, recipients = [], messageIds = [], subject = 'our launch email' } = ctx.input;
     const p = await getProduct(ctx, productId);
     const { sender, domain } = launchMailer(ctx.config, ctx.secrets.SMTP_PASSWORD);
+    let fresh = 0;
     for (const [i, to] of recipients.entries()) {
       ctx.working();
       const original = messageIds[i];
-      await ctx.effect(`recall:${to}`, (key) =>
-        ctx.connector('smtp', () =>
+      await ctx.effect(`recall:${to}`, (key) => {
+        fresh++;
+        return ctx.connector('smtp', () =>
           sender.send({
             to,
             subject: `Please disregard: ${subject}`,
@@ -148,9 +156,10 @@ export const recallEmails = defineCapability({
             idempotencyKey: key,
             headers: { 'X-Keel-Product': productId },
           }),
-        ),
-      );
+        );
+      });
     }
+    if (fresh) await ctx.state.audit?.('email.sent', `product/${productId}`, { slot, kind: 'recall', recipients: fresh, total: recipients.length }).catch((err: unknown) => ctx.logger.error({ err, productId }, 'recall emails could not be audited'));
     await unpublished(ctx, productId, slot, 'emails');
     return { productId, slot, recalled: recipients.length };
   },

@@ -53,6 +53,22 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
 }
 
+type Scoped = Awaited<ReturnType<typeof scopeOf>>;
+
+/** The budget of one scope and period as the audit log records it (null: none set). */
+async function budgetNow(store: StateStore, s: Scoped, period: 'day' | 'month'): Promise<{ limitUsd: number; mode: string } | null> {
+  const { createBudgetGuard } = await import('../../models/index.ts');
+  const b = (await createBudgetGuard(store).list()).find((x) => x.scope === s.scope && (s.scope === 'engine' || x.key === s.key) && x.period === period);
+  return b ? { limitUsd: b.limitUsd, mode: b.mode } : null;
+}
+
+/** `budget.changed` with before/after; nothing when the command changed nothing. */
+async function auditBudget(store: StateStore, actor: { kind: 'human'; id: string }, s: Scoped, period: 'day' | 'month', before: Awaited<ReturnType<typeof budgetNow>>): Promise<void> {
+  const after = await budgetNow(store, s, period);
+  if (JSON.stringify(before) === JSON.stringify(after)) return;
+  await store.appendAudit({ actor, action: 'budget.changed', subject: `budget/${s.scope}/${s.key ?? 'engine'}`, details: { scope: s.scope, key: s.key ?? 'engine', period, before, after } });
+}
+
 const SCOPE_HELP = 'one of --customer <id|email|handle>, --agent <name>, --workflow <name>, --run <id>, --engine';
 
 /** `keel budget set|clear` and `keel budgets`: model spend admitted before the call. */
@@ -80,7 +96,10 @@ export function registerBudget(program: Command): void {
         const s = await scopeOf(store, o);
         const { createBudgetGuard } = await import('../../models/index.ts');
         const mode = o.soft ? 'soft' : 'hard';
-        await createBudgetGuard(store).set({ ...s, usd: n, period, mode }, { kind: 'human', id: process.env.USER ?? 'operator' });
+        const actor = { kind: 'human', id: process.env.USER ?? 'operator' } as const;
+        const before = await budgetNow(store, s, period);
+        await createBudgetGuard(store).set({ ...s, usd: n, period, mode }, actor);
+        await auditBudget(store, actor, s, period, before);
         const view = { scope: s.scope, key: s.key ?? 'engine', ...(s.alias ? { alias: s.alias } : {}), period, mode, limitUsd: n };
         if (o.json) console.log(JSON.stringify({ budget: view }));
         else console.log(`budget set: ${who(view)} ${usd(n)} per ${period}, ${mode}`);
@@ -105,7 +124,10 @@ export function registerBudget(program: Command): void {
       try {
         const s = await scopeOf(store, o);
         const { createBudgetGuard } = await import('../../models/index.ts');
-        const cleared = await createBudgetGuard(store).clear({ ...s, period }, { kind: 'human', id: process.env.USER ?? 'operator' });
+        const actor = { kind: 'human', id: process.env.USER ?? 'operator' } as const;
+        const before = await budgetNow(store, s, period);
+        const cleared = await createBudgetGuard(store).clear({ ...s, period }, actor);
+        if (cleared) await auditBudget(store, actor, s, period, before);
         const view = { scope: s.scope, key: s.key ?? 'engine', ...(s.alias ? { alias: s.alias } : {}) };
         if (o.json) console.log(JSON.stringify({ cleared, ...view, period }));
         else console.log(cleared ? `budget cleared: ${who(view)} per ${period}` : `no ${period} budget for ${who(view)}`);

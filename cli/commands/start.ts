@@ -1,7 +1,7 @@
 import module from 'node:module';
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/index.ts';
-import { startEngine } from '../../engine/index.ts';
+import { bootstrapOperatorToken, startEngine } from '../../engine/index.ts';
 
 export function registerStart(program: Command): void {
   program
@@ -18,6 +18,18 @@ export function registerStart(program: Command): void {
       process.stderr.write(
         `\nKeel is running: http://${cfg.httpHost}:${engine.http.port}/healthz · SMTP ${cfg.smtpHost}:${cfg.smtpPort} · bus ${engine.natsUrl} · ${agents} agent process${agents === 1 ? '' : 'es'} · data ${cfg.dataDir}\nTry ./bin/keel.js --help in another terminal; Ctrl-C stops everything.\n\n`,
       );
+      // the first operator token, shown once here and never logged (logs must not carry secrets)
+      let first: ReturnType<typeof bootstrapOperatorToken>;
+      try {
+        first = bootstrapOperatorToken(cfg.dataDir, { operator: cfg.operator, envToken: cfg.operatorToken });
+      } catch (err) {
+        engine.logger.error({ err: { code: (err as { code?: string }).code, message: (err as Error).message } }, 'could not read or create the first operator token: the HTTP API refuses every operator request until operators.json is fixed');
+      }
+      if (first) {
+        process.stderr.write(
+          `Operator token for the HTTP API (operator ${first.record.operator}, id ${first.record.id}), shown only this once:\n\n  ${first.token}\n\nSend it as \`Authorization: Bearer <token>\` (curl -H "Authorization: Bearer $KEEL_TOKEN" http://${cfg.httpHost}:${engine.http.port}/v1/approvals), or sign a browser in with POST /v1/session {"token": "..."}.\nManage tokens with keel operator token create | list | revoke (stored hashed in ${cfg.dataDir}/operators.json).\n\n`,
+        );
+      }
       let stopping = 0;
       // whatever happens, no child outlives the engine
       process.on('exit', () => {

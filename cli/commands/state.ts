@@ -1,7 +1,24 @@
 import type { Command } from 'commander';
 import { openCliStore } from '../context.ts';
 import { parseSince } from '../args.ts';
-import { InvalidQueryError, StateError, singleType, type CommittedEvent, type Entity, type StateStore } from '../../shared-state/index.ts';
+import { InvalidQueryError, StateError, singleType, type AuditRecord, type CommittedEvent, type Entity, type StateStore } from '../../shared-state/index.ts';
+
+/** The CSV export's columns; `version` and `details_digest` let a v2 record's hash be recomputed from the file. */
+export const AUDIT_CSV_COLUMNS = ['seq', 'time', 'actor_kind', 'actor_id', 'action', 'subject', 'details', 'prev_hash', 'hash', 'version', 'details_digest'] as const;
+
+/** One CSV field (RFC 4180): quoted when it holds a comma, a quote, CR or LF (quotes doubled) or starts/ends with a space. */
+export function csvField(v: string): string {
+  return /[",\r\n]|^\s|\s$/.test(v) ? `"${v.replace(/"/g, '""')}"` : v;
+}
+
+/** One CSV record, CRLF-terminated (RFC 4180). */
+export function csvLine(fields: readonly string[]): string {
+  return `${fields.map(csvField).join(',')}\r\n`;
+}
+
+export function auditCsvRow(r: AuditRecord): string[] {
+  return [String(r.seq), r.time, r.actor.kind, r.actor.id, r.action, r.subject, JSON.stringify(r.details), r.prevHash, r.hash, String(r.v ?? 1), r.detailsDigest ?? ''];
+}
 
 async function withStore<T>(fn: (s: StateStore) => Promise<T>): Promise<T> {
   const store = await openCliStore();
@@ -155,14 +172,17 @@ export function registerState(program: Command): void {
 
   audit
     .command('export')
-    .description('Print the audit log as JSON Lines, oldest first.')
+    .description('Print the audit log, oldest first: JSON Lines (default) or CSV with a header row.')
     .option('--after <seq>', 'only records after this sequence number', int('--after'))
     .option('--since <when>', 'only records at or after this time: a duration (15m, 2h, 7d) or an ISO time')
+    .option('--format <f>', `jsonl (one record per line) or csv (columns: ${AUDIT_CSV_COLUMNS.join(', ')}; details as JSON)`, 'jsonl')
     .option('--json', 'the output is JSON Lines either way (errors then print as JSON too)')
-    .action(async (o: { after?: number; since?: string }) => {
+    .action(async (o: { after?: number; since?: string; format: string }) => {
+      if (o.format !== 'jsonl' && o.format !== 'csv') throw new InvalidQueryError(`--format takes jsonl or csv (got '${o.format}')`);
       const since = o.since !== undefined ? parseSince(o.since, { afterHint: '--after' }) : undefined;
       const recs = await withStore((s) => s.exportAudit({ sinceSeq: o.after }));
-      for (const r of recs) if (!since || r.time >= since) process.stdout.write(`${JSON.stringify(r)}\n`);
+      if (o.format === 'csv') process.stdout.write(csvLine(AUDIT_CSV_COLUMNS));
+      for (const r of recs) if (!since || r.time >= since) process.stdout.write(o.format === 'csv' ? csvLine(auditCsvRow(r)) : `${JSON.stringify(r)}\n`);
     });
 
   audit
@@ -172,7 +192,7 @@ export function registerState(program: Command): void {
     .action(async (o: { json?: boolean }) => {
       const v = await withStore((s) => s.verifyAudit());
       if (o.json) console.log(JSON.stringify(v));
-      else if (v.ok) console.log(`audit log intact: ${v.records} records${v.head ? `, head ${v.head}` : ''}`);
+      else if (v.ok) console.log(`audit log intact: ${v.records} records${v.head ? `, head ${v.head}` : ''}${v.erased ? ` (${v.erased} with erased details, verified by their digest)` : ''}`);
       else console.error(`audit log BROKEN at record ${v.brokenAt}: ${v.reason}`);
       if (!v.ok) process.exitCode = 1;
     });

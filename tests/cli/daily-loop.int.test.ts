@@ -120,31 +120,38 @@ describe('the daily loop against a running engine', () => {
     expect(get.status).toBe(405);
     expect(get.headers.get('allow')).toBe('OPTIONS, POST');
     expect(await get.json()).toEqual({ error: 'METHOD_NOT_ALLOWED', message: 'GET is not allowed on /v1/chat/messages; allowed: OPTIONS, POST' });
-    const del = await fetch(`${url}/v1/runs/in-123`, { method: 'DELETE' });
+    // the operator routes need the engine's operator token (the chat route above is the customers')
+    const op = engine!.auth;
+    const del = await fetch(`${url}/v1/runs/in-123`, { method: 'DELETE', headers: op });
     expect(del.status).toBe(405);
     expect(del.headers.get('allow')).toBe('GET, HEAD, OPTIONS');
-    const opt = await fetch(`${url}/v1/approvals`, { method: 'OPTIONS' });
+    const opt = await fetch(`${url}/v1/approvals`, { method: 'OPTIONS', headers: op });
     expect(opt.status).toBe(204);
     expect(opt.headers.get('allow')).toBe('GET, HEAD, OPTIONS');
     expect((await fetch(`${url}/healthz`, { method: 'POST' })).status).toBe(405);
 
-    const missing = await fetch(`${url}/v1/nothing-here`);
+    const missing = await fetch(`${url}/v1/nothing-here`, { headers: op });
     expect(missing.status).toBe(404);
     expect(await missing.json()).toEqual({ error: 'NOT_FOUND', message: 'no route for GET /v1/nothing-here' });
-    const run = await fetch(`${url}/v1/runs/in-does-not-exist`);
+    const run = await fetch(`${url}/v1/runs/in-does-not-exist`, { headers: op });
     expect(run.status).toBe(404);
     expect(await run.json()).toEqual({ error: 'WORKFLOW_RUN_NOT_FOUND', message: expect.stringMatching(/^no workflow run 'in-does-not-exist'/) });
-    const junk = await fetch(`${url}/v1/runs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"workflow": ' });
+    const junk = await fetch(`${url}/v1/runs`, { method: 'POST', headers: { 'content-type': 'application/json', ...op }, body: '{"workflow": ' });
     expect(junk.status).toBe(400);
     expect(await junk.json()).toEqual({ error: 'INVALID_JSON', message: 'the body is not JSON' });
-    const bad = await fetch(`${url}/v1/runs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"workflow": ""}' });
+    const bad = await fetch(`${url}/v1/runs`, { method: 'POST', headers: { 'content-type': 'application/json', ...op }, body: '{"workflow": ""}' });
     expect(bad.status).toBe(422);
     expect(await bad.json()).toMatchObject({ error: 'INVALID_REQUEST', message: 'invalid fields: workflow', issues: [{ path: 'workflow' }] });
-    const state = await fetch(`${url}/v1/approvals?state=bogus`);
+    const state = await fetch(`${url}/v1/approvals?state=bogus`, { headers: op });
     expect(state.status).toBe(422);
     expect(await state.json()).toMatchObject({ error: 'INVALID_REQUEST', message: expect.stringMatching(/^state takes pending, approved, rejected, expired/) });
     const chat = await fetch(`${url}/v1/chat/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
     expect(chat.status).toBe(400);
     expect(await chat.json()).toMatchObject({ error: 'INVALID_JSON', message: expect.any(String) });
+    // without the token, an operator route answers 401 in the same shape, before any 404/405
+    const anon = await fetch(`${url}/v1/nothing-here`);
+    expect(anon.status).toBe(401);
+    expect(anon.headers.get('www-authenticate')).toMatch(/^Bearer/);
+    expect(await anon.json()).toMatchObject({ error: 'AUTH_REQUIRED', message: expect.any(String) });
   });
 });

@@ -373,6 +373,88 @@ export function stateStoreContract(t: ContractTarget): void {
       }
     });
 
+    withStore('erasure: redactEntity rewrites the stored events and the state, then appends an erased event', async (s) => {
+      const who = { kind: 'human', id: 'dpo' } as const;
+      await s.append('customer', 'c-e1', 0, [{ type: 'created', data: { name: 'Ada Lovelace', email: 'ada@example.com', tags: ['handle:ada'] } }], meta);
+      await s.append('customer', 'c-e1', 1, [{ type: 'updated', data: { notes: 'Ada Lovelace called', status: 'active' } }], meta);
+      await s.append('customer', 'c-e2', 0, [{ type: 'created', data: { name: 'Adam Ada Lovelaceson', email: 'adam@example.com' } }], meta);
+      const at = new Date().toISOString();
+      await s.append('ticket', 't-e1', 0, [{ type: 'created', data: { subject: 'Refund for Ada', customerId: 'c-e1', customerEmail: 'ada@example.com', messages: [] } }], meta);
+      await s.append('ticket', 't-e1', 1, [{ type: 'message_added', data: { id: 'm1', direction: 'in', channel: 'email', from: 'ada@example.com', text: 'Hi, Ada Lovelace here', at } }], meta);
+
+      const c = await s.redactEntity('customer', 'c-e1', { fields: 'all', reason: 'gdpr request 7', actor: who, delete: true });
+      expect(c).toEqual({ entityType: 'customer', entityId: 'c-e1', events: 2, version: 3 });
+      const cur = await s.get('customer', 'c-e1');
+      expect(cur).toMatchObject({ version: 3, deleted: true, state: { name: '[erased]', email: '[erased]', notes: '[erased]', tags: ['[erased]'] } });
+      const h = await s.history('customer', 'c-e1');
+      expect(h.map((e) => e.type)).toEqual(['created', 'updated', 'erased']);
+      expect(h[2]).toMatchObject({ data: { reason: 'gdpr request 7', fields: 'all', events: 2, deleted: true }, meta: { actor: who } });
+      expect(JSON.stringify(h)).not.toMatch(/ada@example\.com|Lovelace/);
+      expect((await s.getAt('customer', 'c-e1', 1))!.state).toMatchObject({ name: '[erased]' });
+      expect(await s.search('lovelace', { types: ['customer'], includeDeleted: true })).toEqual([expect.objectContaining({ entityId: 'c-e2' })]);
+
+      const t = await s.redactEntity('ticket', 't-e1', { fields: ['customerEmail', 'subject', 'from', 'text'], reason: 'gdpr request 7', actor: who });
+      expect(t).toMatchObject({ events: 2, version: 3 });
+      const tk = await s.get<{ subject: string; customerId: string; messages: Array<Record<string, unknown>> }>('ticket', 't-e1');
+      expect(tk).toMatchObject({ deleted: false, state: { subject: '[erased]', customerId: 'c-e1', customerEmail: '[erased]' } });
+      expect(tk!.state.messages[0]).toEqual({ id: 'm1', direction: 'in', channel: 'email', from: '[erased]', text: '[erased]', at });
+      expect(JSON.stringify(await s.history('ticket', 't-e1'))).not.toMatch(/ada@example\.com|Lovelace|Refund/);
+      // the erased events go out through the outbox like any other
+      expect((await s.pendingEvents()).filter((e) => e.type === 'erased').map((e) => e.entityId).sort()).toEqual(['c-e1', 't-e1']);
+      expect((await s.get('customer', 'c-e2'))!.state).toMatchObject({ name: 'Adam Ada Lovelaceson' });
+      expect(await s.redactEntity('customer', 'nobody', { fields: 'all', reason: 'x', actor: who })).toMatchObject({ events: 0, version: 0 });
+      expect((await thrown(s.redactEntity('customer', 'c-e2', { reason: 'x', actor: who }))).code).toBe('STATE_INVALID_QUERY');
+    });
+
+    withStore('erasure: redactRecords scrubs values from audit details (v2 stays verifiable), approvals, idempotency results, costs and other entities', async (s) => {
+      const who = { kind: 'human', id: 'dpo' } as const;
+      const q = await s.appendAudit({ actor: { kind: 'system', id: 'smtp' }, action: 'message.quarantined', subject: 'quarantine/q1', details: { from: 'ada@example.com', reason: 'spam' } });
+      expect(q).toMatchObject({ v: 2, detailsDigest: expect.stringMatching(/^[0-9a-f]{64}$/), detailsSalt: expect.any(String) });
+      await s.appendAudit({ actor, action: 'email.sent', subject: 'ticket/t9', details: { recipients: 1 } });
+      const deadline = new Date(Date.now() + 60_000).toISOString();
+      await s.createApproval({ id: 'ap-ada', action: 'reply.send', subject: 'ticket/t9', payload: { to: 'ada@example.com', text: 'Dear Ada Lovelace, ...', tier: 1 }, requestedBy: actor, deadline });
+      await s.createApproval({ id: 'ap-other', action: 'reply.send', subject: 'ticket/t8', payload: { to: 'bob@example.com' }, requestedBy: actor, deadline });
+      const cl = await s.claim('effect:send:1');
+      if (cl.status !== 'claimed') throw new Error('not claimed');
+      await s.complete('effect:send:1', cl.token, { to: 'ADA@example.com', messageId: '<m1@keel>' });
+      await s.recordCost({ customerId: 'c-e1', agent: 'triage', costUsd: 0.5, tokensIn: 10, details: { tier: 1, subject: 'Refund please' } });
+      await s.recordCost({ customerId: 'c-other', agent: 'triage', costUsd: 0.25, details: { note: 'wrote about ada@example.com' } });
+      await s.append('conversation', 'cv1', 0, [{ type: 'created', data: { channel: 'chat', participants: ['ada@example.com', 'support'] } }], meta);
+      // a run's recorded model call and its approval hold the customer's words without naming her
+      const mc = await s.claim('effect:ticket.suggest-reply:run-ada.suggest.0:model-1');
+      if (mc.status !== 'claimed') throw new Error('not claimed');
+      await s.complete('effect:ticket.suggest-reply:run-ada.suggest.0:model-1', mc.token, { text: 'Sorry about the broken kettle', costUsd: 0.01, prompt: { messages: [{ role: 'user', content: 'my kettle broke' }] } });
+      await s.createApproval({ id: 'ap-run', action: 'reply.send', subject: 'ticket/t9', payload: { text: 'Sorry about the kettle', tier: 0 }, requestedBy: actor, deadline, correlationId: 'run-ada' });
+      const oc = await s.claim('effect:ticket.suggest-reply:run-other.suggest.0:model-1');
+      if (oc.status !== 'claimed') throw new Error('not claimed');
+      await s.complete('effect:ticket.suggest-reply:run-other.suggest.0:model-1', oc.token, { text: 'keep me' });
+
+      const counts = await s.redactRecords({ values: ['ada@example.com', 'Ada Lovelace'], customerId: 'c-e1', keysContaining: [':run-ada.'], correlationIds: ['run-ada'], reason: 'gdpr request 7', actor: who });
+      expect(counts).toEqual({ entities: 1, events: 1, audit: 1, auditUnerasable: 0, approvals: 2, idempotency: 2, costs: 2 });
+      expect((await s.getIdempotency('effect:ticket.suggest-reply:run-ada.suggest.0:model-1'))!.result).toEqual({ text: '[erased]', costUsd: 0.01, prompt: { messages: [{ role: '[erased]', content: '[erased]' }] } });
+      expect((await s.getIdempotency('effect:ticket.suggest-reply:run-other.suggest.0:model-1'))!.result).toEqual({ text: 'keep me' });
+      expect((await s.getApproval('ap-run'))!.payload).toEqual({ text: '[erased]', tier: 0 });
+      const audit = await s.exportAudit();
+      expect(audit[0]).toMatchObject({ seq: 1, details: { from: '[erased]', reason: 'spam' }, erased: { reason: 'gdpr request 7' }, detailsDigest: q.detailsDigest, hash: q.hash });
+      expect(audit[0]!.detailsSalt).toBeUndefined();
+      expect(audit[1]).toMatchObject({ details: { recipients: 1 } });
+      expect(audit[1]!.erased).toBeUndefined();
+      expect(await s.verifyAudit()).toMatchObject({ ok: true, records: 2, erased: 1 });
+      expect((await s.getApproval('ap-ada'))!.payload).toEqual({ to: '[erased]', text: '[erased]', tier: 1 });
+      expect((await s.getApproval('ap-other'))!.payload).toEqual({ to: 'bob@example.com' });
+      expect((await s.getIdempotency('effect:send:1'))!.result).toEqual({ to: '[erased]', messageId: '<m1@keel>' });
+      const costs = await s.costs({ records: 10 });
+      expect(costs.totals.costUsd).toBe(0.75);
+      expect(costs.records.find((r) => r.customerId === 'c-e1')!.details).toEqual({ tier: 1, subject: '[erased]' });
+      expect(costs.records.find((r) => r.customerId === 'c-other')!.details).toEqual({ note: '[erased]' });
+      expect((await s.get('conversation', 'cv1'))!.state).toMatchObject({ participants: ['[erased]', 'support'] });
+      expect(JSON.stringify(await s.history('conversation', 'cv1'))).not.toContain('ada@example.com');
+      expect((await thrown(s.redactRecords({ values: ['ab'], reason: 'x', actor: who }))).code).toBe('STATE_INVALID_QUERY');
+      // compaction after an erasure is safe to call on every adapter
+      expect(await s.compact()).toBeTypeOf('object');
+      expect((await s.verifyAudit()).ok).toBe(true);
+    });
+
     withStore('reports its kind and durability settings', async (s) => {
       expect(['sqlite', 'mongodb']).toContain(s.info.kind);
       expect(Object.keys(s.info.durability).length).toBeGreaterThan(0);

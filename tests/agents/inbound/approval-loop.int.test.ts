@@ -50,16 +50,18 @@ interface Approval { id: string; state: string; correlationId: string; payload: 
 const approvals = (state = 'pending') => keel(['approvals', '--state', state, '--json']).json<{ approvals: Approval[] }>().approvals;
 interface Ticket { entityId: string; state: { customerEmail?: string; customerHandle?: string; messages: Array<{ direction: string; messageId?: string }> } }
 const tickets = () => keel(['entity', 'list', '--type', 'ticket', '--json']).json<{ items: Ticket[] }>().items;
+const auditOf = (subject: string) =>
+  keel(['audit', 'export']).stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { action: string; subject: string; actor: { kind: string; id: string }; details: Record<string, unknown> }).filter((r) => r.subject === subject);
 const emlsTo = (to: string) => {
   const outbox = join(engine!.dataDir, 'outbox');
   if (!existsSync(outbox)) return [];
   return readdirSync(outbox).filter((f) => f.endsWith('.eml')).map((f) => readFileSync(join(outbox, f), 'utf8')).filter((t) => new RegExp(`^To: ${to.replace(/\./g, '\\.')}$`, 'm').test(t));
 };
-/** POST on a fresh connection (a reused keep-alive socket can meet the server closing it: "other side closed") */
+/** POST on a fresh connection (a reused keep-alive socket can meet the server closing it: "other side closed"), as the engine's operator */
 function post(path: string, body: unknown): Promise<{ status: number; json(): Promise<unknown> }> {
   return new Promise((resolve, reject) => {
     const data = JSON.stringify(body);
-    const req = request(`${engine!.httpUrl}${path}`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } }, (res) => {
+    const req = request(`${engine!.httpUrl}${path}`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), ...engine!.auth } }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (text += d));
@@ -75,7 +77,8 @@ beforeAll(async () => {
     skip = 'swaks (Debian package) is not installed';
     return;
   }
-  engine = await startEngineProcess({ KEEL_AGENTS: '', KEEL_LOG_LEVEL: 'warn', KEEL_WORKFLOW_SWEEP_MS: '500' });
+  // the HTTP API's operator (its KEEL_OPERATOR_TOKEN) is bob; the CLI's (KEEL_OPERATOR of keel()) is ada
+  engine = await startEngineProcess({ KEEL_AGENTS: '', KEEL_LOG_LEVEL: 'warn', KEEL_WORKFLOW_SWEEP_MS: '500', KEEL_OPERATOR: 'bob' });
   await waitFor(() => keel(['agents', '--json']).json<{ agents: unknown[] }>().agents.length >= 6, { timeoutMs: 60_000, intervalMs: 500, what: 'six agent processes' });
 }, 180_000);
 
@@ -156,6 +159,9 @@ describe('the operator\'s daily loop', () => {
     expect(emlsTo('carol@example.com')).toHaveLength(1);
     expect(emlsTo('carol@example.com')[0]).toMatch(/^References: .*<t1-77@example\.com>/m);
     expect(keel(['approve', first!.id]).status).toBe(1);
+    // one audit record of the applied decision (CLI: the actor is KEEL_OPERATOR), none of the refused ones
+    expect(auditOf(`approval/${current!.id}`)).toEqual([expect.objectContaining({ action: 'approval.approved', actor: { kind: 'human', id: 'ada' }, details: expect.objectContaining({ approvalId: current!.id, runId: current!.correlationId }) })]);
+    expect(auditOf(`approval/${first!.id}`)).toEqual([]);
 
     const t = keel(['ticket', 'show', ticketId, '--json']).json<{ messages: Array<{ direction: string }>; approvals: Array<{ id: string; state: string; by: string | null; decidedAt: string | null; reason: string | null }>; suggestion: { supersededAt?: string } }>();
     expect(t.messages.map((m) => m.direction)).toEqual(['in', 'in', 'in', 'out']);
@@ -173,10 +179,12 @@ describe('the operator\'s daily loop', () => {
     expect(r.status).toBe(202);
     let a: Approval | undefined;
     await waitFor(() => !!(a = approvals().find((x) => x.customer === 'dave9')), { timeoutMs: 60_000, intervalMs: 500, what: 'the chat approval' });
-    const blank = await post(`/v1/approvals/${a!.id}`, { decision: 'rejected', reason: 'x', by: '  ' });
-    expect(blank.status).toBe(422);
-    expect(await blank.json()).toMatchObject({ issues: [expect.objectContaining({ path: 'by' })] });
-    const ok = await post(`/v1/approvals/${a!.id}`, { decision: 'rejected', reason: 'answered by phone', by: 'bob' });
+    // the decider is the authenticated operator: a self-asserted `by` is refused, not ignored
+    const claimed = await post(`/v1/approvals/${a!.id}`, { decision: 'rejected', reason: 'x', by: 'mallory' });
+    expect(claimed.status).toBe(422);
+    expect(await claimed.json()).toMatchObject({ error: 'INVALID_REQUEST', issues: [expect.objectContaining({ path: 'by' })] });
+    expect(approvals().map((x) => x.id)).toContain(a!.id);
+    const ok = await post(`/v1/approvals/${a!.id}`, { decision: 'rejected', reason: 'answered by phone' });
     expect(ok.status).toBe(200);
     const shown = keel(['approval', 'show', a!.id, '--json']).json<{ approval: Approval }>().approval;
     expect(shown).toMatchObject({ state: 'rejected', decidedBy: { kind: 'human', id: 'bob' }, reason: 'answered by phone', decidedAt: expect.any(String) });
@@ -185,6 +193,9 @@ describe('the operator\'s daily loop', () => {
     expect(keel(['ticket', 'show', ticketId, '--json']).json<{ approvals: Array<{ by: string; reason: string }> }>().approvals[0]).toMatchObject({ by: 'human:bob', reason: 'answered by phone' });
     const why = keel(['why', ticketId, '--json']).json<{ chain: Array<{ steps: Array<{ event: string; by: string; reason: string | null }> }> }>();
     expect(why.chain[0]!.steps.find((s) => s.event === 'approval_decided')).toMatchObject({ by: 'human:bob', reason: 'answered by phone' });
+    // the decision is on the audit hash chain, by the authenticated operator
+    expect(auditOf(`approval/${a!.id}`)).toEqual([expect.objectContaining({ action: 'approval.rejected', actor: { kind: 'human', id: 'bob' }, details: expect.objectContaining({ approvalId: a!.id, reason: 'answered by phone' }) })]);
+    expect(keel(['audit', 'verify', '--json']).json()).toMatchObject({ ok: true });
   });
 
   it('bad input is refused before a run exists; a run whose first task dead-letters fails within seconds, tells the operator, and `keel dlq list` shows it', async (ctx) => {
