@@ -102,22 +102,23 @@ export function createIngressRateLimiter(o: IngressRateLimiterOptions): IngressR
     channel: o.channel,
     async take(sender, opts = {}) {
       const key = sender.trim().toLowerCase() || '<>';
-      if (perSender) {
-        try {
-          await perSender.rl.consume(key);
-        } catch (e) {
-          if (!isRes(e)) throw e;
-          return refuse('sender', key, sender, perSender.spec, e);
-        }
-      }
+      // the channel first: a flood of new sender names that the channel refuses creates no per-sender keys
       if (total && opts.channel !== false) {
         try {
           await total.rl.consume('*');
         } catch (e) {
           if (!isRes(e)) throw e;
-          // the sender's message was not taken: it keeps its own allowance
-          if (perSender) await perSender.rl.reward(key).catch(() => undefined);
           return refuse('channel', '*', sender, total.spec, e);
+        }
+      }
+      if (perSender) {
+        try {
+          await perSender.rl.consume(key);
+        } catch (e) {
+          if (!isRes(e)) throw e;
+          // the refused message does not use up the channel's allowance
+          if (total && opts.channel !== false) await total.rl.reward('*').catch(() => undefined);
+          return refuse('sender', key, sender, perSender.spec, e);
         }
       }
       return undefined;

@@ -156,8 +156,17 @@ class TokenFile {
         } catch {
           continue; // released meanwhile
         }
-        // a lock older than 30 s belongs to a writer that died
-        if (age > 30_000) unlinkSync(lock);
+        // a lock older than 30 s belongs to a writer that died: move it aside atomically (of two
+        // processes that both judge it stale only one can rename it; the other finds it gone)
+        if (age > 30_000) {
+          const aside = `${lock}.stale.${process.pid}`;
+          try {
+            renameSync(lock, aside);
+            unlinkSync(aside);
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+          }
+        }
         else if (Date.now() > deadline) throw new OperatorAuthError('AUTH_FILE_LOCKED', `${lock} is held by another process; remove it if no keel command is running`);
         else sleep(20);
       }

@@ -12,7 +12,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync, renameSync, rmSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { findTool, loadConfig, type KeelConfig } from '../../config/index.ts';
@@ -99,11 +99,17 @@ function credentialsEnv(creds: CredentialsFile, agents: readonly string[], kept:
   return lines.join('\n') + '\n';
 }
 
-/** Writes a secret file 0600 (also when it existed with a wider mode). */
+/**
+ * Writes a secret file 0600, also over one that existed with a wider mode: the text goes to a new
+ * 0600 file that is renamed over the old one, so it is never readable by others, not even briefly.
+ */
 function writeSecret(path: string, text: string): void {
   mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, text, { mode: 0o600 });
-  chmodSync(path, 0o600);
+  const tmp = `${path}.${process.pid}.tmp`;
+  rmSync(tmp, { force: true });
+  writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+  chmodSync(tmp, 0o600); // a umask cannot widen it, but be explicit
+  renameSync(tmp, path);
 }
 
 const run = promisify(execFile);

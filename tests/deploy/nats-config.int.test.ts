@@ -6,7 +6,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { findTool, inheritedEnv, REPO_ROOT } from '../../config/index.ts';
 import { connectBus, isBusError, subjects, type NatsConnection } from '../../bus/index.ts';
@@ -153,8 +153,13 @@ describe.skipIf(!bin)('keel deploy nats-config with a real nats-server', () => {
     const anonymous = await refusal(connect(url, undefined, undefined));
     expect(isBusError(anonymous, 'BUS_AUTH_REFUSED')).toBe(true);
 
-    // regenerating keeps every password (the running services keep working)
+    // regenerating keeps every password (the running services keep working), and a file someone
+    // widened to 0644 is 0600 again (written to a new 0600 file renamed over it)
+    chmodSync(conf, 0o644);
+    chmodSync(String(out.credentials), 0o644);
     const again = generate('plain', port);
+    expect(statSync(conf).mode & 0o777).toBe(0o600);
+    expect(statSync(String(out.credentials)).mode & 0o777).toBe(0o600);
     expect(again.env.get('KEEL_NATS_PASSWORD_TRIAGE')).toBe(env.get('KEEL_NATS_PASSWORD_TRIAGE'));
     expect(again.env.get('KEEL_NATS_PASSWORD')).toBe(env.get('KEEL_NATS_PASSWORD'));
   });
