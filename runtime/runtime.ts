@@ -332,6 +332,17 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
         await store.complete(taskKey, claim.token, complete.result, { cost: complete.cost });
       }
     } catch (err) {
+      if ((err as { code?: string }).code === 'STATE_IDEMPOTENCY_LEASE_LOST') {
+        // this instance's lease expired while it worked (a slow store, a long pause) and another
+        // delivery took the task over: its completion, if it finished, advanced the run already
+        const rec = await store.getIdempotency(taskKey).catch(() => null);
+        if (rec?.status === 'completed') {
+          taskLog.warn({ attempt: claim.attempt, completedAttempt: rec.attempt }, 'lease lost: another delivery completed this task first; its result stands');
+          return;
+        }
+        // still running elsewhere: come back later and find it completed (or its lease expired)
+        throw new AgentError('AGENT_TASK_IN_PROGRESS', `task ${taskKey}: lease lost to attempt ${rec?.attempt ?? '?'}, which is still running`, { retryable: true, nextDelayMs: 1_000, cause: err });
+      }
       // nothing was recorded: let the retry run the task again (its effects are recorded)
       await store.release(taskKey, claim.token).catch(() => undefined);
       throw err;

@@ -6,7 +6,7 @@ import { jetstream } from '@nats-io/jetstream';
 import { context, trace } from '@opentelemetry/api';
 import { REPO_ROOT } from '../../config/index.ts';
 import { connectBus, createBus, defineMessage, listAgents, isBusError, type Bus } from '../../bus/index.ts';
-import { openStore, type StateStore } from '../../shared-state/index.ts';
+import { IdempotencyLeaseLostError, openStore, type StateStore } from '../../shared-state/index.ts';
 import { defineAgent, defineCapability, natsPermissionsFor, runAgent, taskType } from '../../runtime/index.ts';
 import { initTelemetry, getTracer } from '../../observability/index.ts';
 import { natsSuite, startNats, startJaeger, getTrace, uniqueName, waitFor, freePort } from '../helpers/index.ts';
@@ -193,6 +193,39 @@ describe('agent runtime', () => {
     expect(cost.totals.count).toBe(1);
     expect(cost.records[0]).toMatchObject({ capability: 'once', costUsd: 0 });
     expect(cost.records[0]!.computeMs).toBeGreaterThanOrEqual(0);
+  });
+
+  it('a completion that finds the task already completed by another delivery (its lease was lost) is acked, not dead-lettered', async (ctx) => {
+    if (!suite.nats) return ctx.skip(suite.skip);
+    const { bus, prefix, store } = await setup();
+    // the store of a slow process: by the time it completes, another delivery has completed the
+    // task (a real complete with this token records it; the store then answers "lease lost")
+    let lost = 0;
+    const slow = new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop === 'complete')
+          return async (key: string, token: string, result: unknown, o: unknown) => {
+            await target.complete(key, token, result, o as Parameters<StateStore['complete']>[3]);
+            lost++;
+            throw new IdempotencyLeaseLostError(key, 'already completed by another claim');
+          };
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const agent = defineAgent({
+      name: 'leaselost',
+      version: '1',
+      capabilities: [defineCapability({ name: 'leaselost', version: '1', input: z.object({ n: z.number() }), output: z.object({ n: z.number() }), handler: async (c) => ({ n: c.input.n + 1 }) })],
+    });
+    const running = await runAgent(agent, { natsUrl: suite.nats.url, state: slow, prefix });
+    closers.push(() => running.stop(1_000));
+    const M = defineMessage(taskType('leaselost'), z.object({ n: z.number() }));
+    await bus.publish(bus.subjects.task('leaselost'), M, { n: 1 }, { id: 'l1', idempotencyKey: 'lease-1' });
+    await waitFor(() => running.consumers.leaselost!.stats.handled + running.consumers.leaselost!.stats.deadLettered >= 1, { what: 'the message settled' });
+    expect(lost).toBe(1);
+    expect(running.consumers.leaselost!.stats).toMatchObject({ handled: 1, deadLettered: 0 });
+    expect((await store.getIdempotency('task:leaselost:lease-1'))?.status).toBe('completed');
   });
 
   it('a task handled in an agent process is the child of the span that published it (Jaeger), and the agent serves /metrics', async (ctx) => {
