@@ -38,15 +38,25 @@ export function agentSandboxNeeds(def: Pick<AgentDefinition, 'name' | 'sandbox' 
   return { name: def.name, sandbox: def.sandbox, loadsSqliteExtensions: memoryUrl.startsWith('sqlite-vec:') && def.capabilities.some((c) => c.permissions?.memory !== undefined) };
 }
 
+/**
+ * The folders of KEEL_DATA_DIR an agent process gets, never the data dir itself: it also holds
+ * `operators.json` (operator tokens) and `credentials.json` (every bus password). The SQLite files
+ * (`keel.db`, `memory.db`) need no grant: node:sqlite is not checked by the permission model.
+ * - `outbox/`: every mail the email channel sends (sender, marketer, …) is written there
+ * - `site/`: the launch agents' published pages (agents/launch/site.ts)
+ * - `attachments/` (read only): the stored attachments of inbound mail, written by the engine's ingress
+ */
+export const AGENT_DATA_DIRS: { readonly write: readonly string[]; readonly read: readonly string[] } = { write: ['outbox', 'site'], read: ['attachments'] };
+
 /** Where things are, for the base allowance. */
 export interface SandboxContext {
   /** the repository (Keel's code): read */
   repoRoot: string;
-  /** KEEL_DATA_DIR: read and write (SQLite, memory db, outbox) */
+  /** KEEL_DATA_DIR: only its AGENT_DATA_DIRS folders (the root is neither read nor written) */
   dataDir: string;
   /** KEEL_MODELS_DIR: read */
   modelsDir: string;
-  /** NODE_COMPILE_CACHE of the agent processes: read and write */
+  /** NODE_COMPILE_CACHE of this agent process (its own, see processCompileCacheDir): read and write */
   compileCacheDir?: string | undefined;
   /** more paths to read: files the configuration names (e.g. `scripted:` model scripts) */
   extraRead?: string[];
@@ -63,6 +73,8 @@ export interface SandboxPlan {
   flags: string[];
   fsRead: string[];
   fsWrite: string[];
+  /** the folders to create before the process starts: the writable ones and the data dir's read-only ones */
+  create: string[];
   childProcess: boolean;
   workers: boolean;
   maxOldSpaceMb: number;
@@ -111,17 +123,20 @@ export function sandboxPlan(agents: readonly SandboxAgent[], ctx: SandboxContext
     return vs.length ? Math.max(...vs) : undefined;
   };
   const declaredWrite = decl.flatMap((d) => (d.fsWrite ?? []).map((p) => resolveSandboxPath(p, ctx)));
-  const fsWrite = uniq([ctx.dataDir, ...(ctx.compileCacheDir ? [ctx.compileCacheDir] : []), ...(ctx.extraWrite ?? []), ...declaredWrite].map((p) => resolve(p)).flatMap(withReal));
+  const dataWrite = AGENT_DATA_DIRS.write.map((d) => join(ctx.dataDir, d));
+  const dataRead = AGENT_DATA_DIRS.read.map((d) => resolve(ctx.dataDir, d));
+  const fsWrite = uniq([...dataWrite, ...(ctx.compileCacheDir ? [ctx.compileCacheDir] : []), ...(ctx.extraWrite ?? []), ...declaredWrite].map((p) => resolve(p)).flatMap(withReal));
   const nodeModules = join(ctx.repoRoot, 'node_modules');
   const fsRead = uniq(
-    [ctx.repoRoot, nodeModules, ctx.modelsDir, ...(ctx.extraRead ?? []), ...decl.flatMap((d) => (d.fsRead ?? []).map((p) => resolveSandboxPath(p, ctx))), ...fsWrite]
+    [ctx.repoRoot, nodeModules, ctx.modelsDir, ...dataRead, ...(ctx.extraRead ?? []), ...decl.flatMap((d) => (d.fsRead ?? []).map((p) => resolveSandboxPath(p, ctx))), ...fsWrite]
       .map((p) => resolve(p))
       .flatMap(withReal),
   );
   const childProcess = decl.some((d) => d.childProcess === true);
   const workers = decl.some((d) => d.workers === true);
   const maxOldSpaceMb = maxOf('maxOldSpaceMb') ?? DEFAULT_MAX_OLD_SPACE_MB;
-  const plan: SandboxPlan = { permission: false, flags: [], fsRead, fsWrite, childProcess, workers, maxOldSpaceMb, memoryMaxMb: maxOf('memoryMaxMb'), cpuPercent: maxOf('cpuPercent') };
+  const create = uniq([...fsWrite, ...dataRead]);
+  const plan: SandboxPlan = { permission: false, flags: [], fsRead, fsWrite, create, childProcess, workers, maxOldSpaceMb, memoryMaxMb: maxOf('memoryMaxMb'), cpuPercent: maxOf('cpuPercent') };
   if (!enabled) return { ...plan, permissionOffReason: 'KEEL_AGENT_SANDBOX=0', memoryMaxMb: undefined, cpuPercent: undefined };
   const heap = `--max-old-space-size=${maxOldSpaceMb}`;
   const sqlite = agents.filter((a) => a.loadsSqliteExtensions).map((a) => a.name);
@@ -137,15 +152,16 @@ export function sandboxPlan(agents: readonly SandboxAgent[], ctx: SandboxContext
 }
 
 /**
- * Creates the writable folders of a plan that do not exist yet. Node 24 extends a grant to a
- * folder's contents only when the folder exists as the process starts (a grant on a missing path
- * covers that path alone: its compile cache is skipped, `mkdir -p` below it is denied), so the
- * supervisor makes them first. Returns the folders it could not create, with why.
+ * Creates the folders of a plan that do not exist yet (`create`: the writable ones, and the data
+ * dir's read-only ones such as `attachments/`, which the engine fills later). Node 24 extends a
+ * grant to a folder's contents only when the folder exists as the process starts (a grant on a
+ * missing path covers that path alone: its compile cache is skipped, `mkdir -p` below it is
+ * denied), so the supervisor makes them first. Returns the folders it could not create, with why.
  */
-export function prepareSandboxDirs(plan: Pick<SandboxPlan, 'permission' | 'fsWrite'>): Array<{ path: string; error: string }> {
+export function prepareSandboxDirs(plan: Pick<SandboxPlan, 'permission' | 'fsWrite'> & { create?: string[] }): Array<{ path: string; error: string }> {
   if (!plan.permission) return [];
   const failed: Array<{ path: string; error: string }> = [];
-  for (const p of plan.fsWrite) {
+  for (const p of plan.create ?? plan.fsWrite) {
     if (existsSync(p)) continue;
     try {
       mkdirSync(p, { recursive: true });
@@ -157,8 +173,17 @@ export function prepareSandboxDirs(plan: Pick<SandboxPlan, 'permission' | 'fsWri
 }
 
 /**
+ * The compile cache of one agent process: its own folder below the shared NODE_COMPILE_CACHE, so
+ * an agent can write only code cache that it alone loads (a compromised agent must not plant
+ * cache entries another agent's process would run). Stable per process id: a restart reuses it.
+ */
+export function processCompileCacheDir(base: string, processId: string): string {
+  return join(resolve(base), `agent-${processId.replace(/[^A-Za-z0-9_.-]/g, '_')}`);
+}
+
+/**
  * The base allowance's locations from the configuration the agent processes get: the data dir,
- * the models dir, the compile cache, `scripted:` model scripts (KEEL_MODEL_*), and the SQLite files
+ * the models dir, the compile cache (the shared base: see processCompileCacheDir), `scripted:` model scripts (KEEL_MODEL_*), and the SQLite files
  * of KEEL_STATE / KEEL_MEMORY when they lie outside the data dir.
  */
 export function sandboxContext(

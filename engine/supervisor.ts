@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { REPO_ROOT, loadConfig, type AgentHostGroup } from '../config/index.ts';
 import { EngineError } from './errors.ts';
-import { detectCgroups, prepareSandboxDirs, sandboxContext, sandboxEnabled, sandboxPlan, type CgroupManager, type SandboxAgent, type SandboxContext, type SandboxPlan } from './sandbox.ts';
+import { detectCgroups, prepareSandboxDirs, processCompileCacheDir, sandboxContext, sandboxEnabled, sandboxPlan, type CgroupManager, type SandboxAgent, type SandboxContext, type SandboxPlan } from './sandbox.ts';
 
 export interface AgentProcessSpec {
   /** agent name, or the host's name when the process co-hosts several agents (for logs) */
@@ -64,7 +64,7 @@ export class AgentSupervisor {
   }
 
   start(specs: AgentProcessSpec[]): SupervisedAgent[] {
-    const planOf = (spec: AgentProcessSpec) => sandboxPlan(spec.sandbox ?? (spec.agents ?? [spec.name]).map((name) => ({ name })), this.sandboxCtx, this.sandboxOn);
+    const planOf = (spec: AgentProcessSpec) => sandboxPlan(spec.sandbox ?? (spec.agents ?? [spec.name]).map((name) => ({ name })), { ...this.sandboxCtx, compileCacheDir: this.compileCacheOf(spec) }, this.sandboxOn);
     const planned = specs.map((spec) => {
       // the writable folders must exist before the process starts (then their real paths are known too)
       for (const f of prepareSandboxDirs(planOf(spec))) this.log.warn({ agent: spec.name, path: f.path, error: f.error }, 'could not create a writable folder of the agent\'s sandbox: writes below it will be denied');
@@ -90,6 +90,11 @@ export class AgentSupervisor {
     });
   }
 
+  /** the process's own compile cache folder (undefined when the compile cache is off) */
+  private compileCacheOf(spec: AgentProcessSpec): string | undefined {
+    return this.sandboxCtx.compileCacheDir ? processCompileCacheDir(this.sandboxCtx.compileCacheDir, `${spec.name}-${spec.replica}`) : undefined;
+  }
+
   /** every supervised process: its agents (several for a host) and its restarts, which count for each of them */
   list(): Array<{ id: string; pid: number | undefined; restarts: number; agents: string[]; host: string | undefined; sandboxed: boolean }> {
     return [...this.procs].map(([id, e]) => ({ id, pid: e.child?.pid, restarts: e.restarts, agents: e.spec.agents ?? [e.spec.name], host: e.spec.host, sandboxed: e.plan.permission }));
@@ -99,8 +104,9 @@ export class AgentSupervisor {
     const e = this.procs.get(id)!;
     const startedAt = Date.now();
     const args = [join(REPO_ROOT, 'cli', 'keel.ts'), 'agent', 'start', e.spec.spec, '--instance', `${e.spec.replica}-${process.pid}`, ...(e.spec.host ? ['--host', e.spec.host] : [])];
+    const cache = this.compileCacheOf(e.spec);
     const child = spawn(process.execPath, [...sandboxFlags(e.plan, this.baseEnv), ...agentNodeFlags(this.baseEnv), ...args], {
-      env: { ...compileCacheEnv(this.baseEnv), ...e.spec.env, KEEL_SUPERVISOR_PID: String(process.pid) },
+      env: { ...compileCacheEnv(this.baseEnv), ...e.spec.env, ...(cache ? { NODE_COMPILE_CACHE: cache } : {}), KEEL_SUPERVISOR_PID: String(process.pid) },
       // stdin is a pipe only we hold: when this process dies, even by SIGKILL, the agent reads
       // its end and drains (no polling for the parent)
       stdio: ['pipe', 'inherit', 'inherit'],
@@ -174,9 +180,11 @@ function sandboxFlags(plan: SandboxPlan, env: Readonly<Record<string, string>>):
 }
 
 /**
- * Agent processes share Node's on-disk compile cache (NODE_COMPILE_CACHE, the directory
- * `module.enableCompileCache()` uses by default): a restarted agent neither recompiles nor strips
- * TypeScript again, which also keeps the type stripper (about 20 MB) out of its memory.
+ * Agent processes use Node's on-disk compile cache (NODE_COMPILE_CACHE, the directory
+ * `module.enableCompileCache()` uses by default), each in its own folder below it
+ * (processCompileCacheDir: no agent writes cache another loads): a restarted agent neither
+ * recompiles nor strips TypeScript again, which also keeps the type stripper (about 20 MB) out of
+ * its memory.
  */
 function compileCacheEnv(env: Readonly<Record<string, string>>): Record<string, string> {
   if (env.NODE_DISABLE_COMPILE_CACHE || env.NODE_COMPILE_CACHE) return { ...env };

@@ -21,7 +21,13 @@ export function redactMongoUrl(url: string): string {
 
 /** Opens an SQLite file the way every Keel process does: WAL, busy timeout, foreign keys. */
 export function openSqlite(path: string): DatabaseSync {
-  mkdirSync(dirname(path), { recursive: true });
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+  } catch (err) {
+    // a sandboxed agent process may not write the data dir itself (docs/sandbox.md), which the
+    // engine created before it; node:sqlite opens the file regardless of the permission model
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_ACCESS_DENIED') throw err;
+  }
   const db = new DatabaseSync(path, { timeout: 5_000 });
   db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;');
   return db;

@@ -3,11 +3,12 @@
  * the fixture agent (tests/engine/fixtures/sandbox/) runs under Node's permission model. Reading a
  * file outside its allowance fails the task for good (dead letter AGENT_SANDBOX_DENIED, failed run,
  * an error line in the agent's log) without crashing or restarting its process; reading inside the
- * folder its manifest declares in sandbox.fsRead succeeds.
+ * folder its manifest declares in sandbox.fsRead succeeds. The data dir's secrets (credentials.json,
+ * operators.json) are outside every agent's allowance.
  */
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT, findTool } from '../../config/index.ts';
 import { reportSkip, startEngineProcess, tempDir, waitFor, type EngineProcess } from '../helpers/index.ts';
@@ -101,6 +102,44 @@ describe('agent sandbox (KEEL_AGENT_SANDBOX, default on)', () => {
       e.cleanup();
       allowed.remove();
       outside.remove();
+    }
+  }, 90_000);
+
+  it('the data dir\'s secrets are outside the allowance: reading credentials.json and writing operators.json are refused', async (ctx) => {
+    if (skipWithoutNats(ctx, 'agent sandbox and the data dir')) return;
+    const env = { KEEL_FEATURES: FEATURE, KEEL_LOG_LEVEL: 'info' };
+    const e = await startEngineProcess({ ...env, KEEL_AGENTS: 'sandbox-probe', KEEL_WORKFLOW_SWEEP_MS: '300' });
+    const { keel, runTo } = cli(e, env);
+    try {
+      await waitFor(() => (keel(['agents', '--json']) as AgentsJson).agents.some((a) => a.agent === 'sandbox-probe'), { timeoutMs: 30_000, intervalMs: 300, what: 'the sandbox-probe agent' });
+      expect(e.output()).toMatch(/"agent":"sandbox-probe"[^\n]*"sandbox":true[^\n]*agent process started/);
+      const credentials = join(e.dataDir, 'credentials.json');
+      const operators = join(e.dataDir, 'operators.json');
+      // the engine's local bus keeps every agent's password there
+      expect(existsSync(credentials)).toBe(true);
+      const operatorsBefore = existsSync(operators) ? readFileSync(operators, 'utf8') : undefined;
+
+      keel(['run', 'start', 'sandbox-read-outside', '--input', JSON.stringify({ path: credentials }), '--id', 'run-credentials', '--json']);
+      const read = await runTo('run-credentials', 'failed');
+      expect(JSON.stringify(read)).toContain('AGENT_SANDBOX_DENIED');
+      expect(JSON.stringify(read)).not.toContain('password');
+
+      keel(['run', 'start', 'sandbox-write-file', '--input', JSON.stringify({ path: operators }), '--id', 'run-operators', '--json']);
+      const write = await runTo('run-operators', 'failed');
+      expect(JSON.stringify(write)).toContain('AGENT_SANDBOX_DENIED');
+      expect(existsSync(operators) ? readFileSync(operators, 'utf8') : undefined).toBe(operatorsBefore);
+
+      const letters = (keel(['dlq', 'list', '--json']) as DlqJson).letters;
+      const letterOf = (run: string) => letters.find((l) => l.run?.id === run);
+      expect(letterOf('run-credentials')).toMatchObject({ reason: 'permanent_error', error: { code: 'AGENT_SANDBOX_DENIED' } });
+      expect(letterOf('run-credentials')!.error.message).toContain('FileSystemRead');
+      expect(letterOf('run-credentials')!.error.message).toContain(credentials);
+      expect(letterOf('run-operators')).toMatchObject({ reason: 'permanent_error', error: { code: 'AGENT_SANDBOX_DENIED' } });
+      expect(letterOf('run-operators')!.error.message).toContain('FileSystemWrite');
+      expect(letterOf('run-operators')!.error.message).toContain(operators);
+    } finally {
+      await e.stop('SIGINT');
+      e.cleanup();
     }
   }, 90_000);
 

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { toFailure } from '../../bus/index.ts';
 import { defineAgent, defineCapability, sandboxDenial, SandboxDeniedError, type AgentSandbox } from '../../runtime/index.ts';
 import { agentProcessSpecs, groupAgentProcesses, type PlannedAgent } from '../../engine/supervisor.ts';
-import { agentSandboxNeeds, DEFAULT_MAX_OLD_SPACE_MB, detectCgroups, prepareSandboxDirs, resolveSandboxPath, sandboxContext, sandboxEnabled, sandboxPlan, type SandboxContext } from '../../engine/sandbox.ts';
+import { AGENT_DATA_DIRS, agentSandboxNeeds, DEFAULT_MAX_OLD_SPACE_MB, detectCgroups, prepareSandboxDirs, processCompileCacheDir, resolveSandboxPath, sandboxContext, sandboxEnabled, sandboxPlan, type SandboxContext } from '../../engine/sandbox.ts';
 import { tempDir } from '../helpers/index.ts';
 
 const ctx: SandboxContext = { repoRoot: '/app', dataDir: '/var/keel', modelsDir: '/cache/keel/models', compileCacheDir: '/tmp/node-compile-cache' };
@@ -22,18 +22,54 @@ const cap = (name: string, memory?: 'read' | 'write') =>
   defineCapability({ name, version: '1', input: z.object({}), output: z.object({}), ...(memory ? { permissions: { memory } } : {}), handler: async () => ({}) });
 
 describe('sandbox flags (engine/sandbox.ts)', () => {
-  it('base allowance: repo and node_modules and models read, data dir and compile cache read/write, nothing else', () => {
+  it('base allowance: repo and node_modules and models read, the data dir\'s agent folders and compile cache read/write, nothing else', () => {
     const p = sandboxPlan([{ name: 'intake' }], ctx);
     expect(p.permission).toBe(true);
     expect(p.flags[0]).toBe('--permission');
-    expect(reads(p.flags).sort()).toEqual(['/app', '/app/node_modules', '/cache/keel/models', '/tmp/node-compile-cache', '/var/keel'].sort());
-    expect(writes(p.flags).sort()).toEqual(['/tmp/node-compile-cache', '/var/keel']);
+    expect(reads(p.flags).sort()).toEqual(['/app', '/app/node_modules', '/cache/keel/models', '/tmp/node-compile-cache', '/var/keel/attachments', '/var/keel/outbox', '/var/keel/site'].sort());
+    expect(writes(p.flags).sort()).toEqual(['/tmp/node-compile-cache', '/var/keel/outbox', '/var/keel/site']);
     // one flag per path: Node 24 takes `a,b` as one path named "a,b"
     for (const f of p.flags) expect(f).not.toContain(',');
     expect(p.flags).not.toContain('--allow-child-process');
     expect(p.flags).not.toContain('--allow-worker');
     expect(p.flags).not.toContain('--allow-addons');
     expect(p.flags).toContain(`--max-old-space-size=${DEFAULT_MAX_OLD_SPACE_MB}`);
+  });
+
+  it('the data dir root is in no grant: operators.json and credentials.json are outside every allowance', () => {
+    // a path is granted when a grant is the path or one of its folders (Node extends a folder grant to its contents)
+    const covers = (grants: string[], path: string) => grants.some((g) => path === g || path.startsWith(`${g}/`));
+    const plans = [
+      sandboxPlan([{ name: 'intake' }], ctx),
+      sandboxPlan([{ name: 'triage', sandbox: { fsWrite: ['$KEEL_MODELS_DIR/../cache'] } }, { name: 'sender' }], ctx),
+      sandboxPlan([{ name: 'a' }], sandboxContext({ dataDir: '/var/keel', modelsDir: '/m', state: 'sqlite:/var/keel/keel.db', memory: 'sqlite-vec:/var/keel/memory.db' }, { NODE_COMPILE_CACHE: '/cc' }, '/app')),
+    ];
+    for (const p of plans) {
+      expect(p.fsRead).not.toContain('/var/keel');
+      expect(p.fsWrite).not.toContain('/var/keel');
+      for (const secret of ['/var/keel/operators.json', '/var/keel/credentials.json']) {
+        expect(covers(reads(p.flags), secret), `read ${secret}`).toBe(false);
+        expect(covers(writes(p.flags), secret), `write ${secret}`).toBe(false);
+      }
+      // the agents' folders are there; the SQLite files need none (node:sqlite is not checked)
+      for (const d of AGENT_DATA_DIRS.write) expect(writes(p.flags)).toContain(`/var/keel/${d}`);
+      for (const d of AGENT_DATA_DIRS.read) expect(reads(p.flags)).toContain(`/var/keel/${d}`);
+      expect(covers(writes(p.flags), '/var/keel/attachments/x')).toBe(false);
+    }
+  });
+
+  it('each agent process has its own compile cache folder, and only that one is in its allowance', () => {
+    const triage = processCompileCacheDir('/tmp/node-compile-cache', 'triage-0');
+    const sender = processCompileCacheDir('/tmp/node-compile-cache', 'sender-0');
+    expect(triage).not.toBe(sender);
+    expect(triage.startsWith('/tmp/node-compile-cache/')).toBe(true);
+    expect(processCompileCacheDir('/tmp/node-compile-cache/', 'triage-0')).toBe(triage);
+    expect(processCompileCacheDir('/cc', '../x/y#1')).toBe('/cc/agent-.._x_y_1');
+    const p = sandboxPlan([{ name: 'triage' }], { ...ctx, compileCacheDir: triage });
+    expect(writes(p.flags)).toContain(triage);
+    expect(reads(p.flags)).not.toContain('/tmp/node-compile-cache');
+    expect(writes(p.flags)).not.toContain('/tmp/node-compile-cache');
+    expect([...reads(p.flags), ...writes(p.flags)].some((g) => sender === g || sender.startsWith(`${g}/`))).toBe(false);
   });
 
   it('a manifest adds paths (data-dir relative, absolute, $KEEL_MODELS_DIR), child processes, workers and its heap cap', () => {
@@ -106,7 +142,8 @@ describe('sandbox flags (engine/sandbox.ts)', () => {
       const c: SandboxContext = { ...ctx, dataDir: join(d.path, 'data'), compileCacheDir: join(d.path, 'cc'), modelsDir: join(d.path, 'models') };
       const plan = sandboxPlan([{ name: 'a', sandbox: { fsWrite: ['$KEEL_MODELS_DIR/../cache'] } }], c);
       expect(prepareSandboxDirs(plan)).toEqual([]);
-      for (const p of ['data', 'cc', 'cache']) expect(existsSync(join(d.path, p)), p).toBe(true);
+      // the data dir's agent folders, also the read-only attachments/ the engine fills later
+      for (const p of ['data/outbox', 'data/site', 'data/attachments', 'cc', 'cache']) expect(existsSync(join(d.path, p)), p).toBe(true);
       // models are only read: not created
       expect(existsSync(join(d.path, 'models'))).toBe(false);
       expect(prepareSandboxDirs({ ...plan, permission: false, fsWrite: [join(d.path, 'off')] })).toEqual([]);
