@@ -347,15 +347,52 @@ export function auditHash(r: Omit<AuditRecord, 'hash'>): string {
   return createHash('sha256').update(canonicalJson(body)).digest('hex');
 }
 
-/** sha256 over the salt and the canonical JSON of an audit record's details (v2 records). */
+/** sha256 over the salt and the canonical JSON of an audit record's details (v2 records written before leaf digests). */
 export function auditDetailsDigest(salt: string, details: Record<string, unknown>): string {
   return createHash('sha256').update(salt).update('\n').update(canonicalJson(details)).digest('hex');
 }
 
-/** A new (v2) audit record at `seq` after `prevHash`: details copied, salted digest, hash. */
+/** One leaf of a details object: a scalar, or an empty object or array. `path` is canonical JSON of its keys and indexes. */
+export interface AuditLeaf {
+  path: string;
+  segs: Array<string | number>;
+  value: unknown;
+}
+
+/** Every leaf of `details` with its path (object keys as strings, array indexes as numbers). */
+export function auditLeaves(details: unknown): AuditLeaf[] {
+  const out: AuditLeaf[] = [];
+  const walk = (v: unknown, segs: Array<string | number>): void => {
+    if (Array.isArray(v) && v.length) v.forEach((x, i) => walk(x === undefined ? null : x, [...segs, i]));
+    else if (isPlainObject(v) && Object.keys(v).some((k) => v[k] !== undefined)) {
+      for (const k of Object.keys(v).sort()) if (v[k] !== undefined) walk(v[k], [...segs, k]);
+    } else out.push({ path: JSON.stringify(segs), segs, value: v });
+  };
+  walk(details, []);
+  return out;
+}
+
+/** sha256 over a leaf's own salt, its path and the canonical JSON of its value. */
+export function auditLeafDigest(salt: string, path: string, value: unknown): string {
+  return createHash('sha256').update(salt).update('\n').update(path).update('\n').update(canonicalJson(value)).digest('hex');
+}
+
+/** v2 with leaf digests: the digest the hash covers, over the sorted list of the leaves' digests. */
+export function auditLeavesDigest(leaves: readonly string[]): string {
+  return createHash('sha256').update('keel-audit-leaves\n').update(canonicalJson([...leaves].sort())).digest('hex');
+}
+
+/** A new (v2) audit record at `seq` after `prevHash`: details copied, a salted digest per leaf, hash. */
 export function buildAuditRecord(input: { actor: { kind: AuditRecord['actor']['kind']; id: string }; action: string; subject: string; details?: Record<string, unknown> }, seq: number, prevHash: string): AuditRecord {
   const details = JSON.parse(JSON.stringify(input.details ?? {})) as Record<string, unknown>;
-  const detailsSalt = randomBytes(16).toString('hex');
+  const detailsSalts: Record<string, string> = {};
+  const detailsLeaves: string[] = [];
+  for (const l of auditLeaves(details)) {
+    const salt = randomBytes(16).toString('hex');
+    detailsSalts[l.path] = salt;
+    detailsLeaves.push(auditLeafDigest(salt, l.path, l.value));
+  }
+  detailsLeaves.sort();
   const body: Omit<AuditRecord, 'hash'> = {
     v: 2,
     seq,
@@ -364,11 +401,44 @@ export function buildAuditRecord(input: { actor: { kind: AuditRecord['actor']['k
     action: input.action,
     subject: input.subject,
     details,
-    detailsSalt,
-    detailsDigest: auditDetailsDigest(detailsSalt, details),
+    detailsLeaves,
+    detailsSalts,
+    detailsDigest: auditLeavesDigest(detailsLeaves),
     prevHash,
   };
   return { ...body, hash: auditHash(body) };
+}
+
+/**
+ * Checks a v2 record's details against its digest. With leaf digests: every leaf must match one of
+ * the record's leaf digests (its salt, path and value), except `"[erased]"` leaves an erasure wrote
+ * (no salt any more), and the digests left over must be exactly one per such erased leaf. Returns
+ * the number of erased leaves, or the reason the details do not fit.
+ */
+export function checkAuditDetails(r: AuditRecord): { erasedLeaves: number } | { reason: string } {
+  if (!r.detailsLeaves) {
+    // written before leaf digests: one salt over all the details, which an erasure cannot keep
+    if (r.erased) return { reason: 'erased record without leaf digests: its details cannot be proven' };
+    if (!r.detailsSalt || auditDetailsDigest(r.detailsSalt, r.details) !== r.detailsDigest) return { reason: 'details do not match their digest (record altered)' };
+    return { erasedLeaves: 0 };
+  }
+  if (auditLeavesDigest(r.detailsLeaves) !== r.detailsDigest) return { reason: 'leaf digests do not match the details digest (record altered)' };
+  const left = new Map<string, number>();
+  for (const d of r.detailsLeaves) left.set(d, (left.get(d) ?? 0) + 1);
+  let erasedLeaves = 0;
+  for (const l of auditLeaves(r.details)) {
+    const salt = r.detailsSalts?.[l.path];
+    const d = salt === undefined ? undefined : auditLeafDigest(salt, l.path, l.value);
+    const n = d === undefined ? 0 : (left.get(d) ?? 0);
+    if (n) left.set(d!, n - 1);
+    // an "[erased]" the record was written with is proven like any value; one an erasure wrote has no salt
+    else if (l.value === TOMBSTONE) erasedLeaves++;
+    else return { reason: `details at ${l.path} do not match their digest (record altered)` };
+  }
+  let unmatched = 0;
+  for (const n of left.values()) unmatched += n;
+  if (unmatched !== erasedLeaves) return { reason: `details have ${erasedLeaves} erased leaves for ${unmatched} unmatched digests (record altered)` };
+  return { erasedLeaves };
 }
 
 /** Walks a chain in seq order and names the first record that does not fit. */
@@ -376,6 +446,8 @@ export function verifyChain(records: Iterable<AuditRecord>): { ok: true; records
   let prev: AuditRecord | null = null;
   let n = 0;
   let erased = 0;
+  // erased records not yet followed by a `customer.erased` record (every genuine erasure appends one)
+  let awaiting: number | null = null;
   for (const r of records) {
     n++;
     const expectedSeq = prev ? prev.seq + 1 : 1;
@@ -383,14 +455,68 @@ export function verifyChain(records: Iterable<AuditRecord>): { ok: true; records
     const expectedPrev = prev ? prev.hash : GENESIS_HASH;
     if (r.prevHash !== expectedPrev) return { ok: false, records: n, brokenAt: r.seq, reason: `prevHash does not match the hash of record ${r.seq - 1}` };
     if (auditHash(r) !== r.hash) return { ok: false, records: n, brokenAt: r.seq, reason: 'content does not match its hash (record altered)' };
+    if (r.action === CUSTOMER_ERASED_ACTION) awaiting = null;
     if (r.v === 2) {
-      // an erased record's details were replaced and its salt dropped: only its digest (in the hash) remains
-      if (r.erased) erased++;
-      else if (!r.detailsSalt || auditDetailsDigest(r.detailsSalt, r.details) !== r.detailsDigest) return { ok: false, records: n, brokenAt: r.seq, reason: 'details do not match their digest (record altered)' };
+      const c = checkAuditDetails(r);
+      if ('reason' in c) return { ok: false, records: n, brokenAt: r.seq, reason: c.reason };
+      if (c.erasedLeaves > 0 || r.erased) {
+        erased++;
+        awaiting ??= r.seq;
+      }
     }
     prev = r;
   }
+  if (awaiting !== null) return { ok: false, records: n, brokenAt: awaiting, reason: `erased record ${awaiting} is not followed by a ${CUSTOMER_ERASED_ACTION} record` };
   return { ok: true, records: n, head: prev?.hash ?? null, ...(erased ? { erased } : {}) };
+}
+
+/** The audit action an erasure appends after rewriting audit details. */
+export const CUSTOMER_ERASED_ACTION = 'customer.erased';
+
+/**
+ * The details of a v2 record (with leaf digests) with personal data erased: matching strings
+ * become `"[erased]"`; a key that matches is renamed `"[erased]"` (`"[erased]#2"` ... when taken)
+ * and every leaf under it becomes `"[erased]"`. Erased leaves lose their salts. Null when nothing
+ * matched.
+ */
+export function eraseAuditDetails(r: AuditRecord, sc: Scrubber): { details: Record<string, unknown>; detailsSalts: Record<string, string> } | null {
+  let changed = false;
+  const walk = (v: unknown, under: boolean): unknown => {
+    if (Array.isArray(v) && v.length) return v.map((x) => walk(x === undefined ? null : x, under));
+    if (isPlainObject(v) && Object.keys(v).some((k) => v[k] !== undefined)) {
+      const out = Object.create(null) as Record<string, unknown>;
+      const keys = Object.keys(v).filter((k) => v[k] !== undefined);
+      for (const k of keys) {
+        if (!isTombstoneKey(k) && sc.match?.(k)) {
+          changed = true;
+          let nk = TOMBSTONE;
+          for (let i = 2; nk in out || (nk !== k && keys.includes(nk)); i++) nk = `${TOMBSTONE}#${i}`;
+          out[nk] = walk(v[k], true);
+        } else out[k] = walk(v[k], under);
+      }
+      return out;
+    }
+    if (v === TOMBSTONE) return v;
+    if (under || (typeof v === 'string' && (sc.fields === 'all' || sc.match?.(v)))) {
+      changed = true;
+      return TOMBSTONE;
+    }
+    return v;
+  };
+  const details = walk(r.details, false) as Record<string, unknown>;
+  if (!changed) return null;
+  // a leaf keeps its salt while it still matches its digest (an erased one does not)
+  const digests = new Set(r.detailsLeaves);
+  const detailsSalts: Record<string, string> = {};
+  for (const l of auditLeaves(details)) {
+    const salt = r.detailsSalts?.[l.path];
+    if (salt !== undefined && digests.has(auditLeafDigest(salt, l.path, l.value))) detailsSalts[l.path] = salt;
+  }
+  return { details, detailsSalts };
+}
+
+function isTombstoneKey(k: string): boolean {
+  return k === TOMBSTONE || /^\[erased\]#\d+$/.test(k);
 }
 
 // ---- erasure -------------------------------------------------------------------------------
@@ -405,6 +531,8 @@ export interface Scrubber {
   match: ((s: string) => boolean) | null;
   /** lower-cased values, for a cheap "may contain" check before parsing */
   needles: string[];
+  /** `needles` and their JSON-escaped forms: what to look for in stored JSON text */
+  jsonNeedles: string[];
 }
 
 /** Values are matched case-insensitively as whole words (not inside a longer word or number). */
@@ -417,14 +545,16 @@ export function makeScrubber(fields: readonly string[] | 'all' | undefined, valu
     fields: fields === 'all' ? 'all' : fields?.length ? new Set(fields) : null,
     match: re ? (s: string) => re.test(s) : null,
     needles: vals.map((v) => v.toLowerCase()),
+    // as the values appear inside JSON text (quotes, backslashes, control characters escaped)
+    jsonNeedles: [...new Set(vals.flatMap((v) => [v.toLowerCase(), JSON.stringify(v).slice(1, -1).toLowerCase()]))],
   };
 }
 
-/** True when the text may hold one of the scrubber's values (a substring check; `scrub` decides). */
+/** True when the text (plain or JSON) may hold one of the scrubber's values (a substring check; `scrub` decides). */
 export function mayContain(sc: Scrubber, text: string): boolean {
-  if (!sc.needles.length) return false;
+  if (!sc.jsonNeedles.length) return false;
   const t = text.toLowerCase();
-  return sc.needles.some((n) => t.includes(n));
+  return sc.jsonNeedles.some((n) => t.includes(n));
 }
 
 /** A copy of `v` with personal strings replaced by the tombstone; `changed` tells whether any was. */
@@ -445,7 +575,16 @@ export function scrub(v: unknown, sc: Scrubber, inField = false): { value: unkno
   if (isPlainObject(v)) {
     let changed = false;
     const out: Record<string, unknown> = {};
+    const keys = Object.keys(v);
     for (const [k, x] of Object.entries(v)) {
+      if (!isTombstoneKey(k) && sc.match?.(k)) {
+        // a key naming the customer: renamed, and every string under it erased
+        let nk = TOMBSTONE;
+        for (let i = 2; nk in out || (nk !== k && keys.includes(nk)); i++) nk = `${TOMBSTONE}#${i}`;
+        out[nk] = scrub(x, sc, true).value;
+        changed = true;
+        continue;
+      }
       const r = scrub(x, sc, inField || (sc.fields !== null && sc.fields !== 'all' && sc.fields.has(k)));
       changed ||= r.changed;
       out[k] = r.value;

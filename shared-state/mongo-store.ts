@@ -27,6 +27,7 @@ import {
   buildAuditRecord,
   checkActor,
   makeScrubber,
+  eraseAuditDetails,
   mayContain,
   planErasedEvent,
   scrub,
@@ -200,6 +201,10 @@ interface AuditDoc {
   v?: 2;
   detailsDigest?: string;
   detailsSalt?: string;
+  /** the leaves' digests (v2 with leaf digests) */
+  detailsLeaves?: string[];
+  /** JSON of path -> salt (paths hold dots, which MongoDB field names should not) */
+  detailsSaltsJson?: string;
   erased?: { time: string; reason: string };
 }
 
@@ -807,6 +812,8 @@ export class MongoStore implements StateStore {
       rec.v = 2;
       rec.detailsDigest = d.detailsDigest ?? '';
       if (d.detailsSalt) rec.detailsSalt = d.detailsSalt;
+      if (d.detailsLeaves) rec.detailsLeaves = d.detailsLeaves;
+      if (d.detailsSaltsJson) rec.detailsSalts = JSON.parse(d.detailsSaltsJson) as Record<string, string>;
     }
     if (d.erased) rec.erased = d.erased;
     return rec;
@@ -819,7 +826,7 @@ export class MongoStore implements StateStore {
       const last = await this.#audit.find({}, { projection: { hash: 1 } }).sort({ _id: -1 }).limit(1).next();
       const rec = buildAuditRecord(input, last ? last._id + 1 : 1, last ? last.hash : GENESIS_HASH);
       try {
-        await this.#audit.insertOne({ _id: rec.seq, time: rec.time, actor: rec.actor, action: rec.action, subject: rec.subject, detailsJson: JSON.stringify(rec.details), prevHash: rec.prevHash, hash: rec.hash, v: 2, detailsDigest: rec.detailsDigest!, detailsSalt: rec.detailsSalt! });
+        await this.#audit.insertOne({ _id: rec.seq, time: rec.time, actor: rec.actor, action: rec.action, subject: rec.subject, detailsJson: JSON.stringify(rec.details), prevHash: rec.prevHash, hash: rec.hash, v: 2, detailsDigest: rec.detailsDigest!, detailsLeaves: rec.detailsLeaves!, detailsSaltsJson: JSON.stringify(rec.detailsSalts) });
         return rec;
       } catch (err) {
         if (!isDup(err)) throw err;
@@ -944,13 +951,15 @@ export class MongoStore implements StateStore {
     }
     for await (const d of this.#audit.find({})) {
       if (!mayContain(sc, d.detailsJson)) continue;
-      const r = scrub(JSON.parse(d.detailsJson), sc);
-      if (!r.changed) continue;
-      if (d.v !== 2) {
-        counts.auditUnerasable++;
+      const rec = this.#docToAudit(d);
+      // v2 records with leaf digests are rewritten (their digests stay in the chain), older ones cannot be
+      if (rec.v !== 2 || !rec.detailsLeaves) {
+        if (scrub(rec.details, sc).changed) counts.auditUnerasable++;
         continue;
       }
-      await this.#audit.updateOne({ _id: d._id }, { $set: { detailsJson: JSON.stringify(r.value), erased }, $unset: { detailsSalt: '' } });
+      const r = eraseAuditDetails(rec, sc);
+      if (!r) continue;
+      await this.#audit.updateOne({ _id: d._id }, { $set: { detailsJson: JSON.stringify(r.details), detailsSaltsJson: JSON.stringify(r.detailsSalts), erased } });
       counts.audit++;
     }
     const runs = new Set(opts.correlationIds ?? []);

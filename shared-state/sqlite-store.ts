@@ -14,6 +14,7 @@ import {
   buildAuditRecord,
   checkActor,
   makeScrubber,
+  eraseAuditDetails,
   planErasedEvent,
   scrub,
   type Scrubber,
@@ -211,6 +212,8 @@ export class SqliteStore implements StateStore {
     this.#busyMs = Math.trunc(busy);
     // 0: lock waits are done by #busyRetry (fine-grained); `busy` bounds them
     this.#db.exec(`PRAGMA synchronous = ${sync}; PRAGMA busy_timeout = 0;`);
+    // Unicode lower-casing for the erasure's pre-filter (SQLite's lower() folds ASCII only)
+    this.#db.function('keel_lower', { deterministic: true }, (v) => (typeof v === 'string' ? v.toLowerCase() : v));
     this.#tx(() => {
       this.#db.exec(SCHEMA);
       // stores created before approvals kept the edited text
@@ -218,7 +221,7 @@ export class SqliteStore implements StateStore {
       if (!cols.some((c) => c.name === 'text')) this.#db.exec('ALTER TABLE approvals ADD COLUMN text TEXT');
       // v2 audit records (erasable details): stores created before keep their v1 records as they are
       const auditCols = this.#db.prepare('PRAGMA table_info(audit)').all() as Array<{ name: string }>;
-      for (const c of ['v INTEGER', 'details_digest TEXT', 'details_salt TEXT', 'erased TEXT']) {
+      for (const c of ['v INTEGER', 'details_digest TEXT', 'details_salt TEXT', 'erased TEXT', 'details_leaves TEXT', 'details_salts TEXT']) {
         if (!auditCols.some((x) => x.name === c.split(' ')[0])) this.#db.exec(`ALTER TABLE audit ADD COLUMN ${c}`);
       }
     });
@@ -916,6 +919,8 @@ export class SqliteStore implements StateStore {
       rec.v = 2;
       rec.detailsDigest = r.details_digest as string;
       if (r.details_salt) rec.detailsSalt = r.details_salt as string;
+      if (r.details_leaves) rec.detailsLeaves = JSON.parse(r.details_leaves as string) as string[];
+      if (r.details_salts) rec.detailsSalts = JSON.parse(r.details_salts as string) as Record<string, string>;
     }
     if (r.erased) rec.erased = JSON.parse(r.erased as string) as AuditRecord['erased'];
     return rec;
@@ -927,7 +932,7 @@ export class SqliteStore implements StateStore {
       const last = this.#get('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1');
       const rec = buildAuditRecord(input, last ? Number(last.seq) + 1 : 1, last ? (last.hash as string) : GENESIS_HASH);
       this.#run(
-        'INSERT INTO audit (seq, time, actor, action, subject, details, prev_hash, hash, v, details_digest, details_salt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, ?, ?)',
+        'INSERT INTO audit (seq, time, actor, action, subject, details, prev_hash, hash, v, details_digest, details_leaves, details_salts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, ?, ?, ?)',
         rec.seq,
         rec.time,
         JSON.stringify(rec.actor),
@@ -937,7 +942,8 @@ export class SqliteStore implements StateStore {
         rec.prevHash,
         rec.hash,
         rec.detailsDigest!,
-        rec.detailsSalt!,
+        JSON.stringify(rec.detailsLeaves),
+        JSON.stringify(rec.detailsSalts),
       );
       return rec;
     });
@@ -1040,34 +1046,35 @@ export class SqliteStore implements StateStore {
     const sc = makeScrubber(undefined, opts.values);
     const all = makeScrubber('all', undefined);
     const counts: RedactCounts = { entities: 0, events: 0, audit: 0, auditUnerasable: 0, approvals: 0, idempotency: 0, costs: 0 };
-    const like = (col: string) => (sc.needles.length ? `(${sc.needles.map(() => `instr(lower(${col}), ?) > 0`).join(' OR ')})` : '0');
+    // keel_lower: JavaScript's toLowerCase (SQLite's lower() folds ASCII only); the needles include their JSON-escaped forms
+    const like = (col: string) => (sc.jsonNeedles.length ? `(${sc.jsonNeedles.map(() => `instr(keel_lower(${col}), ?) > 0`).join(' OR ')})` : '0');
     const types = opts.entityTypes ? new Set(opts.entityTypes) : null;
     const erasedAt = JSON.stringify({ time: nowIso(), reason: opts.reason });
     this.#secureTx(() => {
       // entities whose events or current state hold a value
       const found = new Map<string, [string, string]>();
-      for (const r of this.#all(`SELECT DISTINCT entity_type, entity_id FROM events WHERE ${like('data')}`, ...sc.needles)) found.set(`${String(r.entity_type)}/${String(r.entity_id)}`, [r.entity_type as string, r.entity_id as string]);
-      for (const r of this.#all(`SELECT entity_type, entity_id FROM entities WHERE ${like('state')}`, ...sc.needles)) found.set(`${String(r.entity_type)}/${String(r.entity_id)}`, [r.entity_type as string, r.entity_id as string]);
+      for (const r of this.#all(`SELECT DISTINCT entity_type, entity_id FROM events WHERE ${like('data')}`, ...sc.jsonNeedles)) found.set(`${String(r.entity_type)}/${String(r.entity_id)}`, [r.entity_type as string, r.entity_id as string]);
+      for (const r of this.#all(`SELECT entity_type, entity_id FROM entities WHERE ${like('state')}`, ...sc.jsonNeedles)) found.set(`${String(r.entity_type)}/${String(r.entity_id)}`, [r.entity_type as string, r.entity_id as string]);
       for (const [type, id] of found.values()) {
         if (types && !types.has(type)) continue;
         const r = this.#scrubEntityIn(type, id, sc);
         if (r.changed || r.stateChanged) counts.entities++;
         counts.events += r.changed;
       }
-      // audit details: v2 records are rewritten (their digest stays in the chain), v1 ones cannot be
-      for (const row of this.#all(`SELECT * FROM audit WHERE ${like('details')}`, ...sc.needles)) {
+      // audit details: v2 records with leaf digests are rewritten (their digests stay in the chain), older ones cannot be
+      for (const row of this.#all(`SELECT * FROM audit WHERE ${like('details')}`, ...sc.jsonNeedles)) {
         const rec = this.#rowToAudit(row);
-        const r = scrub(rec.details, sc);
-        if (!r.changed) continue;
-        if (rec.v !== 2) {
-          counts.auditUnerasable++;
+        if (rec.v !== 2 || !rec.detailsLeaves) {
+          if (scrub(rec.details, sc).changed) counts.auditUnerasable++;
           continue;
         }
-        this.#run('UPDATE audit SET details = ?, details_salt = NULL, erased = ? WHERE seq = ?', JSON.stringify(r.value), erasedAt, rec.seq);
+        const r = eraseAuditDetails(rec, sc);
+        if (!r) continue;
+        this.#run('UPDATE audit SET details = ?, details_salts = ?, erased = ? WHERE seq = ?', JSON.stringify(r.details), JSON.stringify(r.detailsSalts), erasedAt, rec.seq);
         counts.audit++;
       }
       const runs = new Set(opts.correlationIds ?? []);
-      for (const row of this.#all(`SELECT id, payload, text, reason, correlation_id FROM approvals WHERE ${like('payload')} OR ${like('coalesce(text, \'\')')} OR ${like('coalesce(reason, \'\')')}${runs.size ? ` OR correlation_id IN (${[...runs].map(() => '?').join(', ')})` : ''}`, ...sc.needles, ...sc.needles, ...sc.needles, ...runs)) {
+      for (const row of this.#all(`SELECT id, payload, text, reason, correlation_id FROM approvals WHERE ${like('payload')} OR ${like('coalesce(text, \'\')')} OR ${like('coalesce(reason, \'\')')}${runs.size ? ` OR correlation_id IN (${[...runs].map(() => '?').join(', ')})` : ''}`, ...sc.jsonNeedles, ...sc.jsonNeedles, ...sc.jsonNeedles, ...runs)) {
         const s = runs.has(row.correlation_id as string) ? all : sc;
         const payload = scrub(JSON.parse(row.payload as string), s);
         const text = scrub(row.text ?? null, s);
@@ -1078,7 +1085,7 @@ export class SqliteStore implements StateStore {
       }
       const keys = opts.keysContaining?.filter(Boolean) ?? [];
       const byKey = keys.length ? ` OR ${keys.map(() => 'instr(key, ?) > 0').join(' OR ')}` : '';
-      for (const row of this.#all(`SELECT key, result FROM idempotency WHERE result IS NOT NULL AND (${like('result')}${byKey})`, ...sc.needles, ...keys)) {
+      for (const row of this.#all(`SELECT key, result FROM idempotency WHERE result IS NOT NULL AND (${like('result')}${byKey})`, ...sc.jsonNeedles, ...keys)) {
         const r = scrub(JSON.parse(row.result as string), keys.some((k) => (row.key as string).includes(k)) ? all : sc);
         if (!r.changed) continue;
         this.#run('UPDATE idempotency SET result = ? WHERE key = ?', JSON.stringify(r.value), row.key as string);
@@ -1087,7 +1094,7 @@ export class SqliteStore implements StateStore {
       // the ledger keeps the amounts; the customer's records lose every string of their details
       const costRows = [
         ...(opts.customerId ? this.#all('SELECT id, details FROM costs WHERE customer_id = ? AND details IS NOT NULL', opts.customerId).map((r) => ({ r, sc: all })) : []),
-        ...this.#all(`SELECT id, details FROM costs WHERE details IS NOT NULL AND ${like('details')}`, ...sc.needles).map((r) => ({ r, sc })),
+        ...this.#all(`SELECT id, details FROM costs WHERE details IS NOT NULL AND ${like('details')}`, ...sc.jsonNeedles).map((r) => ({ r, sc })),
       ];
       const done = new Set<string>();
       for (const { r: row, sc: s } of costRows) {

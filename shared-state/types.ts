@@ -289,13 +289,20 @@ export interface AuditRecord {
   /** sha256 over the canonical JSON of every other field (v2: over `detailsDigest` instead of `details`) */
   hash: string;
   /**
-   * 2: erasable details. The hash covers `detailsDigest` = sha256(detailsSalt + canonical JSON of
-   * details), not the details themselves, so an erasure can replace personal data in `details`
-   * (dropping the salt) and the chain still verifies. Absent: a v1 record (hash over the details).
+   * 2: erasable details. The hash covers `detailsDigest`, not the details themselves:
+   * `detailsDigest` = sha256 over the sorted `detailsLeaves`, one digest per leaf of the details
+   * (a scalar, or an empty object or array): sha256(its own salt + its path + its canonical JSON).
+   * An erasure replaces a leaf with `"[erased]"` and drops that leaf's salt; its digest stays, so
+   * the chain verifies and every leaf that was not erased is still proven. Absent: a v1 record
+   * (hash over the details).
    */
   v?: 2;
   detailsDigest?: string;
-  /** random per record; removed by an erasure so the digest cannot confirm a guessed value */
+  /** the leaves' digests, sorted (covered by the hash through `detailsDigest`) */
+  detailsLeaves?: string[];
+  /** per leaf path (canonical JSON of its keys and indexes): its random salt; erased leaves have none */
+  detailsSalts?: Record<string, string>;
+  /** v2 records written before leaf digests: one salt over the canonical JSON of all the details */
   detailsSalt?: string;
   /** set when an erasure replaced personal data in `details` (not covered by the hash) */
   erased?: { time: string; reason: string };

@@ -12,8 +12,11 @@ export interface ContractTarget {
   name: string;
   /** a fresh store; the reason to skip when the server is unavailable */
   open(opts?: OpenStoreOptions): Promise<StateStore | { skip: string }>;
-  /** changes the `action` of audit record `seq` directly in the database */
-  tamperAudit(store: StateStore, seq: number): Promise<void>;
+  /**
+   * changes audit record `seq` directly in the database: its `action`, or (with `set`) its
+   * details and its `erased` flag (null: removed; absent: left as it is)
+   */
+  tamperAudit(store: StateStore, seq: number, set?: { details: Record<string, unknown>; erased?: { time: string; reason: string } | null }): Promise<void>;
 }
 
 const actor = { kind: 'agent', id: 'tester' } as const;
@@ -409,7 +412,8 @@ export function stateStoreContract(t: ContractTarget): void {
     withStore('erasure: redactRecords scrubs values from audit details (v2 stays verifiable), approvals, idempotency results, costs and other entities', async (s) => {
       const who = { kind: 'human', id: 'dpo' } as const;
       const q = await s.appendAudit({ actor: { kind: 'system', id: 'smtp' }, action: 'message.quarantined', subject: 'quarantine/q1', details: { from: 'ada@example.com', reason: 'spam' } });
-      expect(q).toMatchObject({ v: 2, detailsDigest: expect.stringMatching(/^[0-9a-f]{64}$/), detailsSalt: expect.any(String) });
+      expect(q).toMatchObject({ v: 2, detailsDigest: expect.stringMatching(/^[0-9a-f]{64}$/), detailsLeaves: [expect.stringMatching(/^[0-9a-f]{64}$/), expect.stringMatching(/^[0-9a-f]{64}$/)] });
+      expect(Object.keys(q.detailsSalts!).sort()).toEqual(['["from"]', '["reason"]']);
       await s.appendAudit({ actor, action: 'email.sent', subject: 'ticket/t9', details: { recipients: 1 } });
       const deadline = new Date(Date.now() + 60_000).toISOString();
       await s.createApproval({ id: 'ap-ada', action: 'reply.send', subject: 'ticket/t9', payload: { to: 'ada@example.com', text: 'Dear Ada Lovelace, ...', tier: 1 }, requestedBy: actor, deadline });
@@ -436,10 +440,15 @@ export function stateStoreContract(t: ContractTarget): void {
       expect((await s.getApproval('ap-run'))!.payload).toEqual({ text: '[erased]', tier: 0 });
       const audit = await s.exportAudit();
       expect(audit[0]).toMatchObject({ seq: 1, details: { from: '[erased]', reason: 'spam' }, erased: { reason: 'gdpr request 7' }, detailsDigest: q.detailsDigest, hash: q.hash });
-      expect(audit[0]!.detailsSalt).toBeUndefined();
+      // the erased leaf's salt is gone (its digest can no longer confirm a guess), the other leaf's stays
+      expect(Object.keys(audit[0]!.detailsSalts!)).toEqual(['["reason"]']);
+      expect(audit[0]!.detailsLeaves).toEqual(q.detailsLeaves);
       expect(audit[1]).toMatchObject({ details: { recipients: 1 } });
       expect(audit[1]!.erased).toBeUndefined();
-      expect(await s.verifyAudit()).toMatchObject({ ok: true, records: 2, erased: 1 });
+      // every genuine erasure is followed by its customer.erased record
+      expect(await s.verifyAudit()).toMatchObject({ ok: false, brokenAt: 1, reason: expect.stringContaining('customer.erased') });
+      await s.appendAudit({ actor: who, action: 'customer.erased', subject: 'customer/c-e1', details: { reason: 'gdpr request 7' } });
+      expect(await s.verifyAudit()).toMatchObject({ ok: true, records: 3, erased: 1 });
       expect((await s.getApproval('ap-ada'))!.payload).toEqual({ to: '[erased]', text: '[erased]', tier: 1 });
       expect((await s.getApproval('ap-other'))!.payload).toEqual({ to: 'bob@example.com' });
       expect((await s.getIdempotency('effect:send:1'))!.result).toEqual({ to: '[erased]', messageId: '<m1@keel>' });
@@ -453,6 +462,77 @@ export function stateStoreContract(t: ContractTarget): void {
       // compaction after an erasure is safe to call on every adapter
       expect(await s.compact()).toBeTypeOf('object');
       expect((await s.verifyAudit()).ok).toBe(true);
+    });
+
+    it('audit log: erased leaves still verify; a changed leaf, or details rewritten under a forged erased flag, do not', async (ctx) => {
+      const s = await t.open();
+      if ('skip' in s) return ctx.skip(s.skip);
+      try {
+        const who = { kind: 'human', id: 'dpo' } as const;
+        const details = { from: 'ada@example.com', reason: 'spam', recipients: 2, to: ['ada@example.com', 'ops@example.com'], byAddress: { 'ada@example.com': { n: 1, note: 'x' } }, empty: {} };
+        await s.appendAudit({ actor, action: 'message.quarantined', subject: 'quarantine/q1', details });
+        await s.appendAudit({ actor, action: 'email.sent', subject: 'ticket/t9', details: { recipients: 1, note: 'kept' } });
+        expect(await s.verifyAudit()).toMatchObject({ ok: true, records: 2 });
+        // someone with write access to the database: rewrites a record's details and marks it erased
+        await t.tamperAudit(s, 2, { details: { recipients: 0, note: '[erased]' }, erased: { time: new Date().toISOString(), reason: 'cover-up' } });
+        expect(await s.verifyAudit()).toMatchObject({ ok: false, brokenAt: 2, reason: expect.stringContaining('["recipients"]') });
+        // a forged erased flag alone: no customer.erased record follows it
+        await t.tamperAudit(s, 2, { details: { recipients: 1, note: 'kept' } });
+        expect(await s.verifyAudit()).toMatchObject({ ok: false, brokenAt: 2, reason: expect.stringContaining('customer.erased') });
+        // dropping a leaf is a change too
+        await t.tamperAudit(s, 2, { details: { recipients: 1 }, erased: null });
+        expect(await s.verifyAudit()).toMatchObject({ ok: false, brokenAt: 2 });
+        await t.tamperAudit(s, 2, { details: { recipients: 1, note: 'kept' } });
+        expect(await s.verifyAudit()).toMatchObject({ ok: true, records: 2 });
+
+        // a genuine erasure: the values and the keys naming the customer
+        const counts = await s.redactRecords({ values: ['ada@example.com'], reason: 'gdpr request 8', actor: who });
+        expect(counts).toMatchObject({ audit: 1, auditUnerasable: 0 });
+        const rec = (await s.exportAudit())[0]!;
+        expect(rec.details).toEqual({ from: '[erased]', reason: 'spam', recipients: 2, to: ['[erased]', 'ops@example.com'], byAddress: { '[erased]': { n: '[erased]', note: '[erased]' } }, empty: {} });
+        expect(JSON.stringify(rec)).not.toContain('ada@example.com');
+        expect(rec.erased).toMatchObject({ reason: 'gdpr request 8' });
+        // erased leaves verify; a customer.erased record must follow the erasure
+        expect(await s.verifyAudit()).toMatchObject({ ok: false, brokenAt: 1 });
+        await s.appendAudit({ actor: who, action: 'customer.erased', subject: 'customer/c-ada', details: {} });
+        expect(await s.verifyAudit()).toMatchObject({ ok: true, records: 3, erased: 1 });
+        // a leaf that was not erased is still proven
+        await t.tamperAudit(s, 1, { details: { ...rec.details, reason: 'ham' } });
+        expect(await s.verifyAudit()).toMatchObject({ ok: false, brokenAt: 1, reason: expect.stringContaining('["reason"]') });
+        await t.tamperAudit(s, 1, { details: { ...rec.details, to: ['[erased]', 'eve@example.com'] } });
+        expect(await s.verifyAudit()).toMatchObject({ ok: false, brokenAt: 1 });
+        // an added erased leaf does not fit the number of digests
+        await t.tamperAudit(s, 1, { details: { ...rec.details, reason: '[erased]', extra: '[erased]' } });
+        expect(await s.verifyAudit()).toMatchObject({ ok: false, brokenAt: 1 });
+        await t.tamperAudit(s, 1, { details: rec.details });
+        expect(await s.verifyAudit()).toMatchObject({ ok: true, records: 3, erased: 1 });
+      } finally {
+        await s.close();
+      }
+    });
+
+    withStore('erasure: non-ASCII capitals, keys naming the customer and values JSON escapes are found', async (s) => {
+      const who = { kind: 'human', id: 'dpo' } as const;
+      await s.append('customer', 'c-el', 0, [{ type: 'created', data: { name: 'Élodie Durand', email: 'elodie@example.com' } }], meta);
+      await s.append('customer', 'c-q', 0, [{ type: 'created', data: { name: 'Ann "Nan" O\\Neil', email: 'ann@example.com' } }], meta);
+      await s.appendAudit({ actor, action: 'message.quarantined', subject: 'quarantine/q2', details: { from: 'ÉLODIE DURAND', reason: 'spam' } });
+      const deadline = new Date(Date.now() + 60_000).toISOString();
+      await s.createApproval({ id: 'ap-el', action: 'reply.send', subject: 'ticket/t1', payload: { text: 'Bonjour Élodie Durand', byName: { 'Élodie Durand': 'vip', other: 'keep' } }, requestedBy: actor, deadline });
+      await s.recordCost({ customerId: 'c-x', agent: 'triage', costUsd: 0.1, details: { note: 'Ann "Nan" O\\Neil wrote' } });
+      // a record written with an "[erased]" value (copied from erased data) is proven like any other
+      await s.appendAudit({ actor, action: 'email.sent', subject: 'ticket/t1', details: { to: '[erased]', recipients: 1 } });
+      expect(await s.verifyAudit()).toEqual({ ok: true, records: 2, head: expect.any(String) });
+
+      const counts = await s.redactRecords({ values: ['Élodie Durand', 'Ann "Nan" O\\Neil'], reason: 'gdpr request 9', actor: who });
+      expect(counts).toMatchObject({ entities: 2, audit: 1, approvals: 1, costs: 1 });
+      expect((await s.get('customer', 'c-el'))!.state).toMatchObject({ name: '[erased]', email: 'elodie@example.com' });
+      expect((await s.get('customer', 'c-q'))!.state).toMatchObject({ name: '[erased]', email: 'ann@example.com' });
+      expect(JSON.stringify(await s.history('customer', 'c-el'))).not.toMatch(/lodie Durand/);
+      expect((await s.exportAudit())[0]!.details).toEqual({ from: '[erased]', reason: 'spam' });
+      expect((await s.getApproval('ap-el'))!.payload).toEqual({ text: '[erased]', byName: { '[erased]': '[erased]', other: 'keep' } });
+      expect((await s.costs({ records: 10 })).records[0]!.details).toEqual({ note: '[erased]' });
+      await s.appendAudit({ actor: who, action: 'customer.erased', subject: 'customer/c-el', details: {} });
+      expect(await s.verifyAudit()).toMatchObject({ ok: true, erased: 1 });
     });
 
     withStore('reports its kind and durability settings', async (s) => {

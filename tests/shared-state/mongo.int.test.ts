@@ -27,11 +27,11 @@ stateStoreContract({
     dbs.set(s, database);
     return s;
   },
-  async tamperAudit(store: StateStore, seq) {
+  async tamperAudit(store: StateStore, seq, set) {
     const { MongoClient } = await import('mongodb');
     const c = new MongoClient(server!.url);
     try {
-      await c.db(dbs.get(store)!).collection<{ _id: number }>('audit').updateOne({ _id: seq }, { $set: { action: 'email.not-sent' } });
+      await c.db(dbs.get(store)!).collection<{ _id: number }>('audit').updateOne({ _id: seq }, set ? { $set: { detailsJson: JSON.stringify(set.details), ...(set.erased ? { erased: set.erased } : {}) }, ...(set.erased === null ? { $unset: { erased: '' } } : {}) } : { $set: { action: 'email.not-sent' } });
     } finally {
       await c.close();
     }

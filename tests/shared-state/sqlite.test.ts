@@ -18,9 +18,13 @@ stateStoreContract({
     paths.set(s, path);
     return s;
   },
-  async tamperAudit(store, seq) {
+  async tamperAudit(store, seq, set) {
     const db = new DatabaseSync(paths.get(store)!);
-    db.prepare('UPDATE audit SET action = ? WHERE seq = ?').run('email.not-sent', seq);
+    if (set) {
+      db.prepare('UPDATE audit SET details = ? WHERE seq = ?').run(JSON.stringify(set.details), seq);
+      if (set.erased !== undefined) db.prepare('UPDATE audit SET erased = ? WHERE seq = ?').run(set.erased ? JSON.stringify(set.erased) : null, seq);
+    }
+    else db.prepare('UPDATE audit SET action = ? WHERE seq = ?').run('email.not-sent', seq);
     db.close();
   },
 });
