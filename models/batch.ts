@@ -28,7 +28,7 @@ import { ModelError, toModelError } from './errors.ts';
 import { invokeModel, type CostAttribution, type CostSink, type InvokeModelOptions } from './invoke.ts';
 import { roundUsd, type TokenUsage } from './prices.ts';
 import type { ModelRegistry } from './registry.ts';
-import { sensitiveSourceOf, type SensitiveRef, type SensitiveSource } from './redact.ts';
+import { ownRestorer, sensitiveSourceOf, type SensitiveRef, type SensitiveSource } from './redact.ts';
 
 /** The redaction inputs of a batch: the sink's store and every item's customer and entity. */
 function sensitiveOf(items: readonly CostAttribution[], source: SensitiveSource | undefined): { sensitiveSource?: SensitiveSource; sensitiveRefs?: SensitiveRef[] } {
@@ -207,6 +207,8 @@ export function createBatcher(o: BatcherOptions): Batcher {
         ...(signals.length === batch.length && signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}),
         // every item's customer and entity: their sensitive fields are redacted from a cloud prompt
         ...sensitiveOf(batch.map((w) => w.item.attribution), o.invoke?.sensitiveSource ?? sensitiveSourceOf(o.costs)),
+        // the answer comes back with its placeholders: each item's part is restored below with its own values only
+        restoreAnswer: false,
       });
       const text = typeof r.message.content === 'string' ? r.message.content : JSON.stringify(r.message.content);
       const answers = splitBatchAnswer(text, batch.length);
@@ -214,7 +216,9 @@ export function createBatcher(o: BatcherOptions): Batcher {
         const a = answers[i];
         const s = records[i] ?? { costUsd: 0, usage: { inputTokens: 0, outputTokens: 0, cachedTokens: 0 } };
         if (a === undefined) w.reject(new ModelError('MODEL_ERROR', `batch ${batchId} (${o.kind}): the model left item ${i + 1} of ${batch.length} unanswered`, { retryable: true, model: r.model, provider: r.provider }));
-        else w.resolve({ text: a, costUsd: s.costUsd, usage: s.usage, model: r.model, batchSize: batch.length, batchId });
+        // restored after splitting, with the placeholders of this item's own text only: a placeholder
+        // that stands for another customer's value stays a placeholder in this one's answer
+        else w.resolve({ text: r.redactor ? ownRestorer(r.redactor, w.item.text)(a) : a, costUsd: s.costUsd, usage: s.usage, model: r.model, batchSize: batch.length, batchId });
       }
     } catch (err) {
       const e = toModelError(err);

@@ -71,6 +71,11 @@ export interface InvokeModelOptions {
   sensitiveSource?: SensitiveSource;
   /** more entities whose sensitive values the prompt may hold (the attribution's customer and entity always count) */
   sensitiveRefs?: SensitiveRef[];
+  /**
+   * `false`: the answer keeps its placeholders and the result carries the call's `redactor`, for a
+   * caller that restores parts of it itself (models/batch.ts: each item only its own values). Default true.
+   */
+  restoreAnswer?: boolean;
 }
 
 export interface InvokeModelResult {
@@ -84,6 +89,8 @@ export interface InvokeModelResult {
   record: unknown;
   /** the budget admission (when `budget` was given): what was reserved where, and any soft warnings */
   admission?: Admission;
+  /** the call's redactor, when it was redacted and `restoreAnswer: false` asked for an unrestored answer */
+  redactor?: Redactor;
 }
 
 // OpenTelemetry GenAI semantic conventions (incubating; spelled out rather than imported from
@@ -273,7 +280,8 @@ export async function invokeModel(opts: InvokeModelOptions): Promise<InvokeModel
     }
     const computeMs = Math.round((performance.now() - started) * 1000) / 1000;
     const answered = reply instanceof AIMessage ? reply : new AIMessage({ ...reply });
-    const message = redactor ? restoreMessage(answered, redactor) : answered;
+    const keepPlaceholders = opts.restoreAnswer === false;
+    const message = redactor && !keepPlaceholders ? restoreMessage(answered, redactor) : answered;
     const usage = usageOf(reply);
     const meta = (reply.response_metadata ?? {}) as Record<string, unknown>;
     const responseModel = typeof meta.model_name === 'string' && meta.model_name ? meta.model_name : typeof meta.model === 'string' && meta.model ? meta.model : requestModel;
@@ -324,7 +332,7 @@ export async function invokeModel(opts: InvokeModelOptions): Promise<InvokeModel
     if (a.entityId) rec.entityId = a.entityId;
     if (isSpanContextValid(sc)) rec.traceId = sc.traceId;
 
-    const result: InvokeModelResult = { message, usage, costUsd, model: responseModel, provider, record: undefined, ...(admission ? { admission } : {}) };
+    const result: InvokeModelResult = { message, usage, costUsd, model: responseModel, provider, record: undefined, ...(admission ? { admission } : {}), ...(redactor && keepPlaceholders ? { redactor } : {}) };
     try {
       result.record = await opts.costs.recordCost(rec);
     } catch (err) {

@@ -12,7 +12,7 @@
  * Default kinds: e-mail addresses (`[EMAIL_n]`), phone numbers (`[PHONE_n]`: international `+…`,
  * national with a trunk 0, North-American 3-3-4, and digit runs after "phone:", "tel", "call me at"…),
  * payment card numbers (`[CARD_n]`: 13-19 digits, Luhn-checked), IBANs (`[IBAN_n]`: mod-97
- * checked), postal street addresses where recognizable (`[ADDRESS_n]`: "12 Baker Street",
+ * checked, any case), postal street addresses where recognizable (`[ADDRESS_n]`: "12 Baker Street",
  * "Hauptstraße 5", "12 rue de la Paix"), the values of this process's `KEEL_SECRET_*` variables
  * (`[SECRET_n]`), and the values of entity fields declared `sensitive` (`[VALUE_n]`, or EMAIL/PHONE
  * when the value is one). The same value always gets the same placeholder within one redactor.
@@ -20,12 +20,18 @@
  * A secret's placeholder is never restored: a model that echoes `[SECRET_1]` gets no secret into
  * a reply that may be sent to a customer.
  *
+ * Text in the input that already looks like a placeholder (a customer typing `[EMAIL_2]`) is
+ * escaped first: it becomes a `[LITERAL_n]` placeholder whose value is that text, so the model
+ * never sees a placeholder it did not get from the redactor, and restoring gives the customer's
+ * text back rather than someone's address. {@link ownRestorer} restores only the placeholders of
+ * one part of a prompt (models/batch.ts: each item's answer gets only its own item's values).
+ *
  * `invokeModel` applies it to every call whose provider is a cloud one ({@link CLOUD_PROVIDERS}),
  * as `KEEL_REDACT` says (`cloud` default, `all`, `off`). See docs/data-protection.md.
  */
 import { coerceMessageLikeToMessage, isBaseMessage, type AIMessage, type BaseMessageLike } from '@langchain/core/messages';
 import type { BaseLanguageModelInput } from '@langchain/core/language_models/base';
-import { findCards, secretValues } from '../observability/index.ts';
+import { findCards, MIN_SECRET_LENGTH, secretValues } from '../observability/index.ts';
 import { sensitiveFieldsOf, sensitiveValuesOf, type State } from '../shared-state/index.ts';
 
 export type RedactMode = 'cloud' | 'all' | 'off';
@@ -57,7 +63,8 @@ export type SensitiveKind = 'email' | 'phone' | 'card' | 'iban' | 'address' | 's
 export const SENSITIVE_KINDS: readonly SensitiveKind[] = ['email', 'phone', 'card', 'iban', 'address', 'secret', 'value'];
 const LABEL: Record<SensitiveKind, string> = { email: 'EMAIL', phone: 'PHONE', card: 'CARD', iban: 'IBAN', address: 'ADDRESS', secret: 'SECRET', value: 'VALUE' };
 const KIND_OF_LABEL = Object.fromEntries(Object.entries(LABEL).map(([k, v]) => [v, k as SensitiveKind])) as Record<string, SensitiveKind>;
-const PLACEHOLDER = /\[\s*(EMAIL|PHONE|CARD|IBAN|ADDRESS|SECRET|VALUE)_(\d+)\s*\]/g;
+/** A placeholder as restored (the model may add spaces inside the brackets); LITERAL marks escaped input text. */
+const PLACEHOLDER = /\[\s*(EMAIL|PHONE|CARD|IBAN|ADDRESS|SECRET|VALUE|LITERAL)_(\d+)\s*\]/g;
 
 export interface RedactorOptions {
   /** secret values to redact; default this process's `KEEL_SECRET_*` values */
@@ -71,8 +78,8 @@ export interface RedactorOptions {
 export interface Redactor {
   /** `text` with every sensitive value replaced by its placeholder (`[EMAIL_1]`, `[CARD_2]` …) */
   redact(text: string): string;
-  /** the placeholders of this redactor in `text` replaced by their values (secrets excepted) */
-  restore(text: string): string;
+  /** the placeholders of this redactor in `text` replaced by their values (secrets excepted); with `only`, just those placeholders */
+  restore(text: string, only?: ReadonlySet<string>): string;
   /** placeholder → original value */
   readonly map: ReadonlyMap<string, string>;
   /** how many distinct values of each kind were redacted so far */
@@ -80,7 +87,9 @@ export interface Redactor {
 }
 
 const EMAIL = /(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+/g;
-const IBAN = /(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}(?![A-Za-z0-9])/g;
+/** IBANs in any case (`de89 3704 …` too); mod-97 checked below, and one not all in upper case needs ≥ 10 digits. */
+const IBAN = /(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]{1,4}){3,8}(?![A-Za-z0-9])/g;
+const ibanCandidate = (s: string) => ibanValid(s) && (s === s.toUpperCase() || digitsOf(s).length >= 10);
 const PHONE_INTL = /(?<![\w+])\+\d{1,3}(?:[ .\-/]?\(?\d{1,5}\)?){2,6}(?![\w])/g;
 const PHONE_NATIONAL = /(?<![\w\-/.+])\(?0\d{1,5}\)?(?:[ \-/]?\d{2,}){1,4}(?![\w])/g;
 const PHONE_NANP = /(?<![\w\-+])(?:\(\d{3}\)\s?|\d{3}[-. ])\d{3}[-. ]\d{4}(?![\w-])/g;
@@ -126,7 +135,7 @@ function valuePattern(v: string): RegExp {
  */
 export function createRedactor(o: RedactorOptions = {}): Redactor {
   const kinds = new Set(o.kinds ?? ['email', 'phone', 'card', 'iban', 'address']);
-  const secrets = [...new Set((o.secrets ?? secretValues()).filter((s) => s.length >= 4))].sort((a, b) => b.length - a.length);
+  const secrets = [...new Set((o.secrets ?? secretValues()).filter((s) => s.length >= MIN_SECRET_LENGTH))].sort((a, b) => b.length - a.length);
   const values = [...new Set((o.values ?? []).map((v) => v.trim()).filter((v) => v.length >= 3))].sort((a, b) => b.length - a.length);
   const valuePatterns = values.map((v) => ({ v, re: valuePattern(v), kind: (isEmail(v) ? 'email' : isPhone(v) ? 'phone' : 'value') as SensitiveKind }));
   const map = new Map<string, string>();
@@ -149,6 +158,46 @@ export function createRedactor(o: RedactorOptions = {}): Redactor {
     map.set(p, value);
     return p;
   };
+  let literals = 0;
+  /** input text shaped like a placeholder → `[LITERAL_n]` (restored to that text) */
+  const escapeLiteral = (m: string): string => {
+    const key = `literal:${m}`;
+    const seen = byKey.get(key);
+    if (seen) return seen;
+    const p = `[LITERAL_${++literals}]`;
+    byKey.set(key, p);
+    map.set(p, m);
+    return p;
+  };
+  /**
+   * `text` with its IBANs replaced. A match of {@link IBAN} may run into neighbouring words
+   * (`iban de89… or de89 3704 …`): from each word of it that can start one, the longest valid run
+   * of words is taken, and the search goes on right after it (or after the match's start when none is).
+   */
+  const ibans = (text: string): string => {
+    const re = new RegExp(IBAN.source, 'g');
+    let out = '';
+    let at = 0;
+    for (let m = re.exec(text); m; m = re.exec(text)) {
+      const parts = m[0].split(' ');
+      let offset = 0;
+      let found = false;
+      for (let i = 0; i < parts.length && !found; offset += parts[i]!.length + 1, i++) {
+        if (!/^[A-Za-z]{2}\d{2}/.test(parts[i]!)) continue;
+        for (let n = parts.length; n > i; n--) {
+          const cand = parts.slice(i, n).join(' ');
+          if (!ibanCandidate(cand)) continue;
+          const start = m.index + offset;
+          out += text.slice(at, start) + placeholder('iban', cand);
+          at = start + cand.length;
+          found = true;
+          break;
+        }
+      }
+      re.lastIndex = found ? at : m.index + 1;
+    }
+    return at === 0 ? text : out + text.slice(at);
+  };
   const replaceAll = (text: string, re: RegExp, kind: SensitiveKind, accept: (m: string) => boolean = () => true) =>
     text.replace(re, (m: string) => (accept(m) ? placeholder(kind, m) : m));
 
@@ -157,19 +206,12 @@ export function createRedactor(o: RedactorOptions = {}): Redactor {
     counts: () => ({ ...counter }),
     redact(text) {
       if (!text) return text;
-      let t = text;
+      // placeholders already in the input are the input's text, never a placeholder of ours
+      let t = text.replace(PLACEHOLDER, escapeLiteral);
       for (const s of secrets) if (t.includes(s)) t = t.split(s).join(placeholder('secret', s));
       for (const { re, kind } of valuePatterns) t = replaceAll(t, re, kind);
       if (kinds.has('email') && t.includes('@')) t = replaceAll(t, EMAIL, 'email');
-      if (kinds.has('iban')) t = t.replace(IBAN, (m) => {
-        // the longest prefix of the match that is a valid IBAN (the match may run into the next word)
-        const parts = m.split(' ');
-        for (let n = parts.length; n >= 1; n--) {
-          const cand = parts.slice(0, n).join(' ');
-          if (ibanValid(cand)) return placeholder('iban', cand) + m.slice(cand.length);
-        }
-        return m;
-      });
+      if (kinds.has('iban')) t = ibans(t);
       if (kinds.has('card')) {
         const cards = findCards(t);
         if (cards.length) {
@@ -198,14 +240,31 @@ export function createRedactor(o: RedactorOptions = {}): Redactor {
       }
       return t;
     },
-    restore(text) {
+    restore(text, only) {
       if (!text || map.size === 0) return text;
       return text.replace(PLACEHOLDER, (m, label: string, n: string) => {
         if (KIND_OF_LABEL[label] === 'secret') return m;
-        return map.get(`[${label}_${n}]`) ?? m;
+        const p = `[${label}_${n}]`;
+        if (only && !only.has(p)) return m;
+        return map.get(p) ?? m;
       });
     },
   };
+}
+
+/** The placeholders (`[EMAIL_1]`, spaces inside the brackets removed) in an already redacted `text`. */
+export function placeholdersIn(text: string): Set<string> {
+  return new Set([...text.matchAll(PLACEHOLDER)].map((m) => `[${m[1]}_${m[2]}]`));
+}
+
+/**
+ * A restorer for an answer about one part of a prompt (`source`, as it was before redaction): it
+ * restores only the placeholders `r` gives that part, so an answer can never receive values that
+ * only another part (another customer's batch item) held. Call it after `r` redacted the prompt.
+ */
+export function ownRestorer(r: Redactor, source: string): (text: string) => string {
+  const own = placeholdersIn(r.redact(source));
+  return (text) => r.restore(text, own);
 }
 
 /** One-shot: `text` redacted, and the placeholder map. */
@@ -235,22 +294,44 @@ export function redactMessages(messages: BaseLanguageModelInput, r: Redactor): B
     if (Array.isArray(m)) return [m[0], redactContent(m[1], f) as Content] as BaseMessageLike;
     if (isBaseMessage(m)) {
       const content = redactContent(m.content, f);
-      if (content === m.content) return m;
-      const copy = Object.assign(Object.create(Object.getPrototypeOf(m) as object) as object, m, { content }) as typeof m;
+      // a history message's tool calls and provider extras (OpenAI `tool_calls[].function.arguments`…) go out too
+      const extra = redactExtras(m as unknown as Record<string, unknown>, f);
+      if (content === m.content && Object.keys(extra).length === 0) return m;
+      const copy = Object.assign(Object.create(Object.getPrototypeOf(m) as object) as object, m, { content, ...extra }) as typeof m;
       const kw = (m as unknown as { lc_kwargs?: Record<string, unknown> }).lc_kwargs;
-      if (kw) (copy as unknown as { lc_kwargs: Record<string, unknown> }).lc_kwargs = { ...kw, content };
+      if (kw) (copy as unknown as { lc_kwargs: Record<string, unknown> }).lc_kwargs = { ...kw, content, ...extra };
       return copy;
     }
-    if (m && typeof m === 'object' && 'content' in m) return { ...(m as object), content: redactContent((m as { content: unknown }).content, f) } as BaseMessageLike;
+    if (m && typeof m === 'object' && 'content' in m) return { ...(m as object), content: redactContent((m as { content: unknown }).content, f), ...redactExtras(m as Record<string, unknown>, f) } as BaseMessageLike;
     return coerceMessageLikeToMessage(m);
   });
 }
 
-function restoreDeep(v: unknown, f: (s: string) => string, depth = 4): unknown {
+/** Every string in `v` (arrays and objects, `depth` levels deep) passed through `f`. */
+function mapDeep(v: unknown, f: (s: string) => string, depth = 8): unknown {
   if (typeof v === 'string') return f(v);
   if (depth <= 0 || v === null || typeof v !== 'object') return v;
-  if (Array.isArray(v)) return v.map((x) => restoreDeep(x, f, depth - 1));
-  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, restoreDeep(x, f, depth - 1)]));
+  if (Array.isArray(v)) return v.map((x) => mapDeep(x, f, depth - 1));
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, mapDeep(x, f, depth - 1)]));
+}
+const restoreDeep = mapDeep;
+
+/** The tool calls (`args`, `function.arguments`) and `additional_kwargs` of a message, redacted: only the fields it has. */
+function redactExtras(m: Record<string, unknown>, f: (s: string) => string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const calls = (list: unknown) =>
+    (list as Record<string, unknown>[]).map((c) => {
+      if (!c || typeof c !== 'object') return c;
+      const x: Record<string, unknown> = { ...c };
+      if ('args' in c) x.args = mapDeep(c.args, f);
+      const fn = c.function as Record<string, unknown> | undefined;
+      if (fn && typeof fn === 'object') x.function = { ...fn, ...('arguments' in fn ? { arguments: mapDeep(fn.arguments, f) } : {}) };
+      return x;
+    });
+  if (Array.isArray(m.tool_calls) && m.tool_calls.length) out.tool_calls = calls(m.tool_calls);
+  if (Array.isArray(m.invalid_tool_calls) && m.invalid_tool_calls.length) out.invalid_tool_calls = calls(m.invalid_tool_calls);
+  if (m.additional_kwargs && typeof m.additional_kwargs === 'object' && Object.keys(m.additional_kwargs).length) out.additional_kwargs = mapDeep(m.additional_kwargs, f);
+  return out;
 }
 
 /** The model's answer with the redactor's placeholders restored, in its text and in its tool calls' arguments. */

@@ -7,7 +7,7 @@
  * ```
  */
 export { createLogger, REDACTED_KEYS } from './logger.ts';
-export { scrub, scrubValue, findCards, replaceCards, luhnValid, secretValues, refreshSecrets, SECRET_MARK, CARD_MARK, MIN_SECRET_LENGTH, SECRET_VARIABLES } from './scrub.ts';
+export { scrub, scrubJsonLine, scrubValue, findCards, replaceCards, luhnValid, secretValues, refreshSecrets, SECRET_MARK, CARD_MARK, MIN_SECRET_LENGTH, SECRET_VARIABLES, OPERATOR_TOKEN_PATTERN } from './scrub.ts';
 export type { CardMatch } from './scrub.ts';
 export type { Logger } from './logger.ts';
 export { initTelemetry, scrubbingExporter, scrubSpan, getTracer, injectTraceHeaders, extractTraceContext, withSpan, SpanKind, SpanStatusCode, context, trace } from './tracing.ts';

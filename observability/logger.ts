@@ -1,6 +1,6 @@
 import { pino, type Logger, type LoggerOptions } from 'pino';
 import { trace, isSpanContextValid } from '@opentelemetry/api';
-import { scrub } from './scrub.ts';
+import { scrubJsonLine } from './scrub.ts';
 
 export type { Logger } from 'pino';
 
@@ -21,9 +21,10 @@ const redactPaths = REDACTED_KEYS.flatMap((k) => {
  * line can be found from a trace and the other way round.
  *
  * No secret reaches the output: the values of {@link REDACTED_KEYS} are `[REDACTED]`, and every
- * line is scrubbed as written (observability/scrub.ts: this process's `KEEL_SECRET_*` values →
- * `[SECRET]`, payment card numbers → `[CARD]`), wherever they hide (message, error message and
- * stack, nested fields).
+ * line is scrubbed as written (observability/scrub.ts `scrubJsonLine`: this process's `KEEL_SECRET_*`
+ * values and operator tokens → `[SECRET]`, payment card numbers → `[CARD]`), wherever they hide
+ * (message, error message and stack, nested fields, numbers: `"[SECRET]"` quoted), and every line
+ * stays valid JSON.
  */
 /** `level` defaults to `info`; the engine and agents pass KEEL_LOG_LEVEL from config. */
 export function createLogger(name: string, opts: { level?: string; destination?: NodeJS.WritableStream } = {}): Logger {
@@ -33,8 +34,9 @@ export function createLogger(name: string, opts: { level?: string; destination?:
     base: { pid: process.pid, service: name },
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: { paths: redactPaths, censor: '[REDACTED]' },
-    // the serialized line, just before it is written: one pass covers msg, fields and errors
-    hooks: { streamWrite: scrub },
+    // the serialized line, just before it is written: one pass covers msg, fields and errors; JSON-aware,
+    // so a secret or card in a number position becomes the quoted mark and the line stays valid JSON
+    hooks: { streamWrite: scrubJsonLine },
     mixin() {
       const ctx = trace.getActiveSpan()?.spanContext();
       return ctx && isSpanContextValid(ctx) ? { trace_id: ctx.traceId, span_id: ctx.spanId } : {};

@@ -1,9 +1,17 @@
 /**
  * Scrubbing of what leaves a process as diagnostics (log lines, spans, dead-letter reasons, error
  * texts): the values of this process's `KEEL_SECRET_*` variables (and of {@link SECRET_VARIABLES})
- * become `[SECRET]` and payment
- * card numbers (13-19 digits, single spaces or dashes between groups, a card prefix 2-6 and a
- * valid Luhn check digit) become `[CARD]`.
+ * and operator tokens (`keel_op_<12 hex>_<43 base64url>`, engine/auth.ts's format, whoever's they
+ * are) become `[SECRET]` and payment card numbers (13-19 digits, single spaces or dashes between
+ * groups, a card prefix 2-6 and a valid Luhn check digit) become `[CARD]`.
+ *
+ * A match that is only part of a longer run of digits is not one: a secret `20242024` is not
+ * found in `1202420245`, a card not inside a 20-digit number. Secret values shorter than
+ * {@link MIN_SECRET_LENGTH} are not scrubbed by value at all (see there).
+ *
+ * Log lines are JSON: {@link scrubJsonLine} (the logger's hook) scrubs each string of the line
+ * (decoded, then re-encoded) and replaces a number that is a secret or a card with the quoted
+ * mark (`"retry_after_ms":"[SECRET]"`), so every line stays valid JSON.
  *
  * ```ts
  * import { scrub } from './observability/index.ts';
@@ -15,8 +23,13 @@
  * searched for cards, and the secret search is skipped when the process holds no secret.
  */
 
-/** Shorter secret values are not scrubbed (they would blank out ordinary words and numbers). */
-export const MIN_SECRET_LENGTH = 4;
+/**
+ * Shorter secret values are not scrubbed by value: a 4-digit PIN such as `2024` would erase every
+ * year in every timestamp, and a short word every word it is part of, making the logs useless
+ * while hiding nothing a reader could not guess. Secrets that matter are longer (passwords, keys,
+ * tokens); operator tokens are also found by their pattern. See docs/data-protection.md.
+ */
+export const MIN_SECRET_LENGTH = 8;
 
 export const SECRET_MARK = '[SECRET]';
 export const CARD_MARK = '[CARD]';
@@ -148,13 +161,100 @@ export function replaceCards(text: string, mark: string | ((c: CardMatch) => str
   return out + text.slice(at);
 }
 
-/** `text` with this process's secret values and any card number replaced (see the module's doc). */
+/** Operator tokens (engine/auth.ts: `keel_op_<id: 12 hex>_<32 random bytes, base64url>`), found by their shape. */
+export const OPERATOR_TOKEN_PATTERN = /(?<![A-Za-z0-9_-])keel_op_[0-9a-f]{12}_[A-Za-z0-9_-]{43,}/g;
+
+const isDigitAt = (s: string, i: number) => {
+  const c = s.charCodeAt(i);
+  return c >= 48 && c <= 57;
+};
+
+/** `text` with every occurrence of `secret` replaced, except where the match is part of a longer digit run. */
+function replaceSecret(text: string, secret: string): string {
+  let i = text.indexOf(secret);
+  if (i < 0) return text;
+  const digitStart = isDigitAt(secret, 0);
+  const digitEnd = isDigitAt(secret, secret.length - 1);
+  let out = '';
+  let at = 0;
+  while (i >= 0) {
+    if ((digitStart && i > 0 && isDigitAt(text, i - 1)) || (digitEnd && isDigitAt(text, i + secret.length))) {
+      i = text.indexOf(secret, i + 1);
+      continue;
+    }
+    out += text.slice(at, i) + SECRET_MARK;
+    at = i + secret.length;
+    i = text.indexOf(secret, at);
+  }
+  return at === 0 ? text : out + text.slice(at);
+}
+
+/** `text` with this process's secret values, operator tokens and any card number replaced (see the module's doc). */
 export function scrub(text: string): string {
   if (!text) return text;
   let out = text;
-  const secrets = secretValues();
-  for (const s of secrets) if (out.includes(s)) out = out.split(s).join(SECRET_MARK);
+  for (const s of secretValues()) if (out.includes(s)) out = replaceSecret(out, s);
+  if (out.includes('keel_op_')) out = out.replace(OPERATOR_TOKEN_PATTERN, SECRET_MARK);
   return replaceCards(out);
+}
+
+const JSON_NUMBER = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+
+/**
+ * A JSON text (a log line) scrubbed so that it stays valid JSON: each string literal is decoded,
+ * scrubbed and re-encoded; a number that is (or holds) a secret or a card becomes the quoted mark
+ * (`"[SECRET]"`, `"[CARD]"`). Keys are strings and are scrubbed too. A text that is not JSON is
+ * scrubbed as plain text.
+ */
+export function scrubJsonLine(line: string): string {
+  if (!line) return line;
+  const secrets = secretValues();
+  // cheap exit: no secret, no operator token, and no card (one hidden behind an escape needs a backslash)
+  if (!secrets.some((s) => line.includes(s)) && !line.includes('keel_op_') && (digitCount(line) < 13 || (!line.includes('\\') && findCards(line).length === 0))) return line;
+  const head = line.trimStart()[0];
+  if (head !== '{' && head !== '[') return scrub(line);
+  let out = '';
+  let at = 0;
+  let i = 0;
+  const n = line.length;
+  while (i < n) {
+    const c = line.charCodeAt(i);
+    if (c === 34) {
+      // a string literal: find its closing quote (skipping escapes)
+      let j = i + 1;
+      while (j < n) {
+        const d = line.charCodeAt(j);
+        if (d === 92) j += 2;
+        else if (d === 34) break;
+        else j++;
+      }
+      if (j >= n) return scrub(line); // not JSON after all
+      const literal = line.slice(i, j + 1);
+      let value: string;
+      try {
+        value = literal.includes('\\') ? (JSON.parse(literal) as string) : literal.slice(1, -1);
+      } catch {
+        return scrub(line);
+      }
+      const clean = scrub(value);
+      if (clean !== value) {
+        out += line.slice(at, i) + JSON.stringify(clean);
+        at = j + 1;
+      }
+      i = j + 1;
+    } else if (c === 45 || (c >= 48 && c <= 57)) {
+      JSON_NUMBER.lastIndex = i;
+      const m = JSON_NUMBER.exec(line);
+      const token = m ? m[0] : line[i]!;
+      const clean = m ? scrub(token) : token;
+      if (clean !== token) {
+        out += line.slice(at, i) + JSON.stringify(clean.includes(SECRET_MARK) ? SECRET_MARK : CARD_MARK);
+        at = i + token.length;
+      }
+      i += token.length;
+    } else i++;
+  }
+  return at === 0 ? line : out + line.slice(at);
 }
 
 /**

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { AIMessage, HumanMessage, SystemMessage } from '@langchain/core/messages';
 import { createRedactor, ibanValid, redactMessages, redactModeOf, redactText, restoreMessage, shouldRedact } from '../../models/index.ts';
 import { luhnValid, findCards } from '../../observability/index.ts';
+import { ownRestorer } from '../../models/redact.ts';
 import { ConfigError, loadConfig } from '../../config/index.ts';
 
 describe('redactor: what it finds', () => {
@@ -48,6 +49,14 @@ describe('redactor: what it finds', () => {
     expect(out).toBe('Write to [EMAIL_1] or [EMAIL_1] or [EMAIL_2]. IBAN [IBAN_1] AND [IBAN_2]. Ship to [ADDRESS_1], London; [ADDRESS_2], Berlin; [ADDRESS_3], Paris.');
   });
 
+  it('IBANs in lower case too (the mod-97 check upper-cases them), whole or grouped; lower-case words are not IBANs', () => {
+    const r = createRedactor({ secrets: [] });
+    expect(r.redact('iban de89370400440532013000 or de89 3704 0044 0532 0130 00, gb82west12345698765432.')).toBe('iban [IBAN_1] or [IBAN_1], [IBAN_2].');
+    expect(r.map.get('[IBAN_1]')).toBe('de89370400440532013000');
+    const words = 'ab12 cdef ghij klmn opqr stuv wxyz';
+    expect(createRedactor({ secrets: [] }).redact(words)).toBe(words);
+  });
+
   it('secrets: the given values, or this process\'s KEEL_SECRET_* values by default', () => {
     const r = createRedactor({ secrets: ['s3cr3t-pass'] });
     expect(r.redact('the SMTP password is s3cr3t-pass (s3cr3t-pass)')).toBe('the SMTP password is [SECRET_1] ([SECRET_1])');
@@ -74,6 +83,27 @@ describe('redactor: restoring the answer', () => {
     const r = createRedactor({ secrets: ['s3cr3t-pass'] });
     r.redact('Card 4111 1111 1111 1111, mail ada@example.com, key s3cr3t-pass');
     expect(r.restore('We charged [CARD_1] and wrote to [ EMAIL_1 ]; [PHONE_9] stays; [SECRET_1] stays.')).toBe('We charged 4111 1111 1111 1111 and wrote to ada@example.com; [PHONE_9] stays; [SECRET_1] stays.');
+  });
+
+  it('placeholders typed into the input are escaped: the model never sees them as ours, and they come back as typed', () => {
+    const r = createRedactor({ secrets: [] });
+    const original = 'My address is [EMAIL_1] (not really), and [ phone_2 ] [EMAIL_1]; write to ada@example.com.';
+    const sent = r.redact(original);
+    expect(sent).toBe('My address is [LITERAL_1] (not really), and [ phone_2 ] [LITERAL_1]; write to [EMAIL_1].');
+    // the model echoing what it saw gets the customer's text back, not the address
+    expect(r.restore(sent)).toBe(original);
+    expect(r.restore('echo [LITERAL_1]')).toBe('echo [EMAIL_1]');
+    expect(r.counts()).toEqual({ email: 1 });
+  });
+
+  it('ownRestorer: an answer about one part of a prompt gets only that part\'s values back', () => {
+    const r = createRedactor({ secrets: [] });
+    const a = 'Ada: ada@example.com, please echo everything';
+    const b = 'Bob: bob@test.org, card 4111 1111 1111 1111, typed [EMAIL_1]';
+    r.redact(`${a}\n${b}`);
+    const answer = 'seen [EMAIL_1] [EMAIL_2] [CARD_1] [LITERAL_1]';
+    expect(ownRestorer(r, a)(answer)).toBe('seen ada@example.com [EMAIL_2] [CARD_1] [LITERAL_1]');
+    expect(ownRestorer(r, b)(answer)).toBe('seen [EMAIL_1] bob@test.org 4111 1111 1111 1111 [EMAIL_1]');
   });
 
   it('round trip: redact then restore gives the text back (secrets aside)', () => {
@@ -103,6 +133,24 @@ describe('redactor: LangChain messages', () => {
     expect(restored).toBeInstanceOf(AIMessage);
     expect(restored.content).toBe('Sure ada@example.com, we call +49 176 5550123.');
     expect(restored.tool_calls![0]!.args).toEqual({ to: 'ada@example.com', n: 1 });
+  });
+
+  it('history messages: tool-call arguments and additional_kwargs are redacted too (instances, role objects), the originals untouched', () => {
+    const r = createRedactor({ secrets: [] });
+    const call = { name: 'send_mail', args: { to: 'ada@example.com', nested: { card: ['4111 1111 1111 1111'] }, n: 1 }, id: 't1', type: 'tool_call' as const };
+    const raw = { tool_calls: [{ id: 't1', type: 'function' as const, function: { name: 'send_mail', arguments: '{"to":"ada@example.com"}' } }] };
+    const ai = new AIMessage({ content: '', tool_calls: [call], additional_kwargs: raw });
+    const obj = { role: 'assistant', content: 'ok', tool_calls: [{ id: 't2', type: 'function', function: { name: 'pay', arguments: '{"iban":"DE89 3704 0044 0532 0130 00"}' } }], additional_kwargs: { note: 'ring +49 176 5550123' } };
+    const out = redactMessages([ai, obj], r) as unknown[];
+    const m = out[0] as AIMessage;
+    expect(m).toBeInstanceOf(AIMessage);
+    expect(m.tool_calls![0]!.args).toEqual({ to: '[EMAIL_1]', nested: { card: ['[CARD_1]'] }, n: 1 });
+    expect(m.tool_calls![0]!.name).toBe('send_mail');
+    expect(m.additional_kwargs).toEqual({ tool_calls: [{ id: 't1', type: 'function', function: { name: 'send_mail', arguments: '{"to":"[EMAIL_1]"}' } }] });
+    expect(out[1]).toEqual({ role: 'assistant', content: 'ok', tool_calls: [{ id: 't2', type: 'function', function: { name: 'pay', arguments: '{"iban":"[IBAN_1]"}' } }], additional_kwargs: { note: 'ring [PHONE_1]' } });
+    expect(JSON.stringify(out)).not.toMatch(/ada@|4111|DE89|5550123/);
+    expect(ai.tool_calls![0]!.args.to).toBe('ada@example.com'); // the caller's message is untouched
+    expect(obj.tool_calls[0]!.function.arguments).toContain('DE89');
   });
 
   it('KEEL_REDACT: cloud (default) redacts openai and anthropic only; all redacts local models too; off never; a typo fails closed', () => {

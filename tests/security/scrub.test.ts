@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Writable } from 'node:stream';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { createLogger, refreshSecrets, scrub, scrubbingExporter, scrubValue, SpanStatusCode } from '../../observability/index.ts';
+import { createLogger, MIN_SECRET_LENGTH, refreshSecrets, scrub, scrubbingExporter, scrubJsonLine, scrubValue, SpanStatusCode } from '../../observability/index.ts';
 import { scrubDeadLetter } from '../../bus/index.ts';
 
 const SECRET = 'sm7p-"pass"-9z';
@@ -54,6 +54,56 @@ describe('logger', () => {
     expect(lines[1]).toMatchObject({ msg: 'retrying with [SECRET]', card: '[CARD]', err: { message: 'SMTP login with [SECRET] failed' } });
     expect(out).not.toContain('sm7p');
     expect(out).not.toMatch(/5500|p4ss|k3y|t0k|c00k|x1y2/);
+  });
+});
+
+describe('logger: every line stays JSON', () => {
+  const YEAR = String(new Date().getUTCFullYear());
+  const TOKEN = `keel_op_0123456789ab_${'Ab9-_'.repeat(8)}xyz`; // engine/auth.ts's shape: 12 hex, 43 base64url
+  beforeAll(() => {
+    process.env.KEEL_SECRET_PIN = YEAR; // too short to scrub by value
+    process.env.KEEL_SECRET_NUMERIC = '20242024';
+    refreshSecrets();
+  });
+  afterAll(() => {
+    delete process.env.KEEL_SECRET_PIN;
+    delete process.env.KEEL_SECRET_NUMERIC;
+    refreshSecrets();
+  });
+  const capture = () => {
+    let out = '';
+    const dest = new Writable({ write: (chunk: Buffer, _e, cb) => ((out += chunk.toString()), cb()) });
+    return { log: createLogger('scrub-json', { destination: dest }), lines: () => out.trim().split('\n') };
+  };
+
+  it('a numeric secret and a card-like number in number positions become quoted marks; a longer digit run is left alone', () => {
+    const { log, lines } = capture();
+    log.info({ retry_after_ms: 20242024, orderNo: 4111111111111111, neg: -4111111111111111, ref: 1202420245, year: Number(YEAR), note: `pin ${YEAR}, n=20242024, line\n4111111111111111` }, 'retry');
+    const [line] = lines();
+    const rec = JSON.parse(line!) as Record<string, unknown>; // throws on an invalid line
+    expect(rec).toMatchObject({ retry_after_ms: '[SECRET]', orderNo: '[CARD]', neg: '[CARD]', ref: 1202420245, year: Number(YEAR), note: `pin ${YEAR}, n=[SECRET], line\n[CARD]`, msg: 'retry' });
+    // the short secret does not wipe the year out of the timestamp
+    expect(rec.time).toMatch(new RegExp(`^${YEAR}-\\d\\d-\\d\\dT`));
+    expect(line).not.toMatch(/:20242024[,}]|4111111111111111/);
+  });
+
+  it('operator tokens are scrubbed by their pattern, wherever they are, without any variable holding them', () => {
+    const { log, lines } = capture();
+    log.warn({ header: `Bearer ${TOKEN}`, [TOKEN]: 1 }, `login with ${TOKEN} refused`);
+    const rec = JSON.parse(lines()[0]!) as Record<string, unknown>;
+    expect(rec).toMatchObject({ header: 'Bearer [SECRET]', '[SECRET]': 1, msg: 'login with [SECRET] refused' });
+    expect(scrub(`x ${TOKEN}.`)).toBe('x [SECRET].');
+    expect(scrub('keel_op_notatoken')).toBe('keel_op_notatoken');
+  });
+
+  it('secrets shorter than MIN_SECRET_LENGTH are not scrubbed by value; a secret inside a longer digit run is not a match', () => {
+    expect(MIN_SECRET_LENGTH).toBe(8);
+    expect(scrub(`in ${YEAR}`)).toBe(`in ${YEAR}`);
+    expect(scrub('a 20242024 b 1202420245 c x20242024y')).toBe('a [SECRET] b 1202420245 c x[SECRET]y');
+    // a quote-bearing secret inside a JSON string stays a valid string
+    const line = JSON.stringify({ msg: `auth ${SECRET}`, n: 20242024.5 });
+    expect(JSON.parse(scrubJsonLine(line))).toEqual({ msg: 'auth [SECRET]', n: '[SECRET]' });
+    expect(scrubJsonLine('not json 20242024')).toBe('not json [SECRET]');
   });
 });
 
