@@ -1,3 +1,4 @@
+import { isAbsolute, posix } from 'node:path';
 import type { LlmCallOptions, ModelToolCall } from '../models/index.ts';
 import type { z } from 'zod';
 import type { Envelope } from '../bus/index.ts';
@@ -165,6 +166,14 @@ function checkSandbox(agent: string, s: AgentSandbox): void {
     if (v === undefined) continue;
     if (!Array.isArray(v)) throw bad(`${k} must be a list of paths`);
     for (const p of v) if (typeof p !== 'string' || p.trim() === '' || p.includes('\0') || p.trim() === '*') throw bad(`${k}: '${String(p)}' is not a path (absolute, relative to the data dir, or $KEEL_DATA_DIR/... / $KEEL_MODELS_DIR/...; '*' is refused)`);
+    // the data dir's root holds the operators' tokens and every agent's bus credentials: a grant
+    // must name a folder inside it
+    for (const p of v as string[]) {
+      const inData = p.startsWith('$KEEL_DATA_DIR') ? p.slice('$KEEL_DATA_DIR'.length).replace(/^\/+/, '') : isAbsolute(p) || p.startsWith('$') ? undefined : p;
+      if (inData === undefined) continue;
+      const n = posix.normalize(inData || '.');
+      if (n === '.' || n === './' || n === '..' || n.startsWith('../')) throw bad(`${k}: '${p}' names the data dir itself or a path outside it; grant a folder inside it (e.g. $KEEL_DATA_DIR/reports)`);
+    }
   }
   for (const k of ['childProcess', 'workers'] as const) if (s[k] !== undefined && typeof s[k] !== 'boolean') throw bad(`${k} must be true or false`);
   const limits: Array<[keyof AgentSandbox, number, number]> = [['maxOldSpaceMb', 32, 65_536], ['memoryMaxMb', 32, 1_048_576], ['cpuPercent', 1, 25_600]];

@@ -176,6 +176,10 @@ describe('sandbox manifest validation (defineAgent)', () => {
     expect(def({ cpuPercent: 0 })).toThrow(/sandbox\.cpuPercent/);
     expect(def({ network: true })).toThrow(/sandbox\.network is not a sandbox field/);
     expect(def([])).toThrow(/agent 'x': sandbox must be an object/);
+    // the data dir's root (tokens, bus credentials) or a path out of it is never granted
+    for (const p of ['$KEEL_DATA_DIR', '$KEEL_DATA_DIR/', '.', './', 'x/..', '../elsewhere', '$KEEL_DATA_DIR/../x']) expect(def({ fsWrite: [p] })).toThrow(/names the data dir itself or a path outside it/);
+    expect(def({ fsRead: ['$KEEL_DATA_DIR'] })).toThrow(/names the data dir itself/);
+    expect(def({ fsWrite: ['reports', '$KEEL_DATA_DIR/reports/2026', '$KEEL_MODELS_DIR/../cache', '/srv/keel'] })).not.toThrow();
   });
 });
 
