@@ -213,7 +213,22 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
 
   const taskMessage = new Map(def.capabilities.map((c) => [c.name, defineMessage(taskType(c.name), c.input)]));
 
+  // the tasks this process is running, by idempotency key: a duplicate delivered while the first
+  // runs here (published again under a new message id) waits for it and then finds it completed,
+  // instead of being put back until the first one's lease would have expired
+  const runningHere = new Map<string, Promise<void>>();
   const handlerFor = (cap: Capability) => async (env: Envelope<unknown>, hctx: { signal: AbortSignal; working(): void }) => {
+    const key = `task:${cap.name}:${env.idempotencyKey}`;
+    for (let prior = runningHere.get(key); prior; prior = runningHere.get(key)) await prior.catch(() => undefined);
+    const run = runTask(cap)(env, hctx);
+    runningHere.set(key, run);
+    try {
+      await run;
+    } finally {
+      if (runningHere.get(key) === run) runningHere.delete(key);
+    }
+  };
+  const runTask = (cap: Capability) => async (env: Envelope<unknown>, hctx: { signal: AbortSignal; working(): void }) => {
     // without telemetry set up there is no active span: a non-recording one keeps ctx.span usable
     const active = trace.getActiveSpan();
     const span = active ?? trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
