@@ -477,9 +477,11 @@ export const CUSTOMER_ERASED_ACTION = 'customer.erased';
  * The details of a v2 record (with leaf digests) with personal data erased: matching strings
  * become `"[erased]"`; a key that matches is renamed `"[erased]"` (`"[erased]#2"` ... when taken)
  * and every leaf under it becomes `"[erased]"`. Erased leaves lose their salts. Null when nothing
- * matched.
+ * matched; `'unerasable'` when it matched a record written before leaf digests (its hash covers the
+ * details themselves: rewriting them would break the chain).
  */
-export function eraseAuditDetails(r: AuditRecord, sc: Scrubber): { details: Record<string, unknown>; detailsSalts: Record<string, string> } | null {
+export function eraseAuditDetails(r: AuditRecord, sc: Scrubber): { details: Record<string, unknown>; detailsSalts: Record<string, string> } | 'unerasable' | null {
+  if (r.v !== 2 || !r.detailsLeaves) return scrub(r.details, sc).changed ? 'unerasable' : null;
   let changed = false;
   const walk = (v: unknown, under: boolean): unknown => {
     if (Array.isArray(v) && v.length) return v.map((x) => walk(x === undefined ? null : x, under));

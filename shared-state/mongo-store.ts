@@ -952,13 +952,9 @@ export class MongoStore implements StateStore {
     for await (const d of this.#audit.find({})) {
       if (!mayContain(sc, d.detailsJson)) continue;
       const rec = this.#docToAudit(d);
-      // v2 records with leaf digests are rewritten (their digests stay in the chain), older ones cannot be
-      if (rec.v !== 2 || !rec.detailsLeaves) {
-        if (scrub(rec.details, sc).changed) counts.auditUnerasable++;
-        continue;
-      }
       const r = eraseAuditDetails(rec, sc);
-      if (!r) continue;
+      if (r === 'unerasable') counts.auditUnerasable++;
+      if (!r || r === 'unerasable') continue;
       await this.#audit.updateOne({ _id: d._id }, { $set: { detailsJson: JSON.stringify(r.details), detailsSaltsJson: JSON.stringify(r.detailsSalts), erased } });
       counts.audit++;
     }

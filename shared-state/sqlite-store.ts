@@ -1064,12 +1064,9 @@ export class SqliteStore implements StateStore {
       // audit details: v2 records with leaf digests are rewritten (their digests stay in the chain), older ones cannot be
       for (const row of this.#all(`SELECT * FROM audit WHERE ${like('details')}`, ...sc.jsonNeedles)) {
         const rec = this.#rowToAudit(row);
-        if (rec.v !== 2 || !rec.detailsLeaves) {
-          if (scrub(rec.details, sc).changed) counts.auditUnerasable++;
-          continue;
-        }
         const r = eraseAuditDetails(rec, sc);
-        if (!r) continue;
+        if (r === 'unerasable') counts.auditUnerasable++;
+        if (!r || r === 'unerasable') continue;
         this.#run('UPDATE audit SET details = ?, details_salts = ?, erased = ? WHERE seq = ?', JSON.stringify(r.details), JSON.stringify(r.detailsSalts), erasedAt, rec.seq);
         counts.audit++;
       }

@@ -10,7 +10,7 @@ export function registerCustomer(program: Command): void {
   customer
     .command('erase')
     .description(
-      'Erase a customer\'s personal data: the customer (deleted), the personal fields of its tickets, conversations and their runs (every stored event, not only the current state), ' +
+      'Erase a customer\'s personal data: the customer (kept as a tombstone: its personal fields become "[erased]"), the personal fields of its tickets, conversations and their runs (every stored event, not only the current state), ' +
         'its address/name anywhere else in the store (audit details, approvals, recorded results, cost details; amounts stay), its memories, outbox/quarantine mail and attachments. ' +
         'Appends customer.erased (counts only) to the audit log, which still verifies. Without --yes: shows what would be erased and changes nothing.',
     )

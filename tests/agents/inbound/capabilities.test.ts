@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createCapabilityTestKit, type CapabilityTestKit, type CapabilityTestKitOptions } from '../../../runtime/index.ts';
 import { createModelRegistry, type ScriptedChatModel } from '../../../models/index.ts';
 import type { BaseMessage } from '@langchain/core/messages';
-import type { InboundMessage } from '../../../channels/index.ts';
+import { inboundEmail } from '../../helpers/inbound-email.ts';
 import { INBOUND_ENTITY_TYPES, TICKET, type CustomerState, type TicketState } from '../../../agents/inbound/index.ts';
 import { intake } from '../../../agents/inbound/intake.ts';
 import { triage } from '../../../agents/inbound/triage.ts';
@@ -41,26 +41,7 @@ async function kit(o: Partial<CapabilityTestKitOptions> = {}): Promise<Capabilit
   return Object.assign(k, { outbox, emls: () => (existsSync(outbox) ? readdirSync(outbox).filter((f) => f.endsWith('.eml')).sort() : []) });
 }
 
-function email(o: { from?: string; name?: string; subject: string; text: string; messageId: string; inReplyTo?: string; references?: string[]; id?: string }): InboundMessage {
-  const references = o.references ?? [];
-  return {
-    id: o.id ?? randomUUID(),
-    channel: 'email',
-    receivedAt: new Date().toISOString(),
-    customer: { email: o.from ?? 'ada@example.com', ...(o.name ? { name: o.name } : {}) },
-    conversationId: references[0] ?? o.inReplyTo ?? o.messageId,
-    idempotencyKey: o.messageId,
-    subject: o.subject,
-    text: o.text,
-    messageId: o.messageId,
-    ...(o.inReplyTo ? { inReplyTo: o.inReplyTo } : {}),
-    references,
-    headers: {},
-    attachments: [],
-    flags: { autoReply: false, bulk: false, htmlOnly: false, encodingRepaired: false, attachmentsDropped: false, truncated: false, fromMismatch: false },
-    envelope: { mailFrom: o.from ?? 'ada@example.com', rcptTo: ['support@keel.local'] },
-  };
-}
+const email = inboundEmail;
 
 const refund = () =>
   email({

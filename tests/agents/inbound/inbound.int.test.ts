@@ -8,6 +8,7 @@ import { openStore, type StateStore } from '../../../shared-state/index.ts';
 import { runAgent, taskType, type AgentDefinition, type RunningAgent } from '../../../runtime/index.ts';
 import { createModelRegistry, type ModelRegistry } from '../../../models/index.ts';
 import type { InboundMessage } from '../../../channels/index.ts';
+import { inboundEmail } from '../../helpers/inbound-email.ts';
 import intakeAgent from '../../../agents/inbound/intake.ts';
 import triageAgent from '../../../agents/inbound/triage.ts';
 import summarizerAgent from '../../../agents/inbound/summarizer.ts';
@@ -97,26 +98,7 @@ async function world(defs: AgentDefinition[] = ALL, opts: { models?: ModelRegist
   };
 }
 
-function email(o: { from?: string; name?: string; subject: string; text: string; messageId: string; inReplyTo?: string; references?: string[]; id?: string }): InboundMessage {
-  const references = o.references ?? [];
-  return {
-    id: o.id ?? randomUUID(),
-    channel: 'email',
-    receivedAt: new Date().toISOString(),
-    customer: { email: o.from ?? 'ada@example.com', ...(o.name ? { name: o.name } : {}) },
-    conversationId: references[0] ?? o.inReplyTo ?? o.messageId,
-    idempotencyKey: o.messageId,
-    subject: o.subject,
-    text: o.text,
-    messageId: o.messageId,
-    ...(o.inReplyTo ? { inReplyTo: o.inReplyTo } : {}),
-    references,
-    headers: {},
-    attachments: [],
-    flags: { autoReply: false, bulk: false, htmlOnly: false, encodingRepaired: false, attachmentsDropped: false, truncated: false, fromMismatch: false },
-    envelope: { mailFrom: o.from ?? 'ada@example.com', rcptTo: ['support@keel.local'] },
-  };
-}
+const email = inboundEmail;
 
 function chat(o: { handle: string; name?: string; conversationId: string; text: string }): InboundMessage {
   return {

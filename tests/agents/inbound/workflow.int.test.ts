@@ -7,7 +7,7 @@ import { openStore, type Entity } from '../../../shared-state/index.ts';
 import { type RunState } from '../../../workflows/index.ts';
 import { runAgent } from '../../../runtime/index.ts';
 import { WorkflowEngine } from '../../../workflows/index.ts';
-import type { InboundMessage } from '../../../channels/index.ts';
+import { inboundEmail } from '../../helpers/inbound-email.ts';
 import intakeAgent from '../../../agents/inbound/intake.ts';
 import triageAgent from '../../../agents/inbound/triage.ts';
 import summarizerAgent from '../../../agents/inbound/summarizer.ts';
@@ -40,23 +40,7 @@ afterAll(async () => {
   dir.remove();
 });
 
-function email(o: { from: string; name?: string; subject: string; text: string; messageId: string }): InboundMessage {
-  return {
-    id: randomUUID(),
-    channel: 'email',
-    receivedAt: new Date().toISOString(),
-    customer: { email: o.from, ...(o.name ? { name: o.name } : {}) },
-    conversationId: o.messageId,
-    idempotencyKey: o.messageId,
-    subject: o.subject,
-    text: o.text,
-    messageId: o.messageId,
-    references: [],
-    headers: {},
-    attachments: [],
-    flags: { autoReply: false, bulk: false, htmlOnly: false, encodingRepaired: false, attachmentsDropped: false, truncated: false, fromMismatch: false },
-  };
-}
+const email = inboundEmail;
 
 describe('inbound-message workflow over the inbound agents', () => {
   it('a refund email: triage, summary and suggestion, approval by the operator, one threaded reply; an angry one also escalates', async (ctx) => {
