@@ -5,7 +5,9 @@ export type BenchErrorCode =
   /** no server to measure against (none configured, none could be started) */
   | 'BENCH_NO_SERVER'
   /** some of the measured runs never finished */
-  | 'BENCH_INCOMPLETE';
+  | 'BENCH_INCOMPLETE'
+  /** a bench's own flag is unknown or has a bad value */
+  | 'BENCH_BAD_FLAG';
 
 export class BenchError extends KeelError {
   declare readonly code: BenchErrorCode;

@@ -7,6 +7,7 @@ import { footprintBench } from './footprint.ts';
 import { memoryBench } from './memory.ts';
 import { triageBench } from './triage.ts';
 import { costBench } from './cost.ts';
+import { soakBench } from './soak.ts';
 
 /** Every benchmark by name. Each issue that names a figure adds one. */
 export const BENCHES: Record<string, Bench> = {
@@ -18,4 +19,5 @@ export const BENCHES: Record<string, Bench> = {
   memory: memoryBench,
   triage: triageBench,
   cost: costBench,
+  soak: soakBench,
 };

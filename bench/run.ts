@@ -8,6 +8,7 @@
 import { Command } from 'commander';
 import { BENCHES } from './registry.ts';
 import { machineInfo, type BenchReport } from './lib.ts';
+import { isKeelError } from '../config/index.ts';
 
 const program = new Command()
   .name('npm run bench --')
@@ -15,6 +16,9 @@ const program = new Command()
   .option('--json', 'print one JSON object on stdout')
   .option('--quick', 'a short run (smoke test), not for quoting')
   .option('--list', 'list the benchmarks')
+  // a bench's own flags (e.g. soak's --duration 30m) follow its name; it reads them itself
+  .allowUnknownOption()
+  .allowExcessArguments()
   .action(async (name: string | undefined, opts: { json?: boolean; quick?: boolean; list?: boolean }) => {
     if (opts.list || !name) {
       for (const b of Object.values(BENCHES)) console.log(`${b.name.padEnd(10)} ${b.description}`);
@@ -29,7 +33,18 @@ const program = new Command()
       process.exitCode = 2;
       return;
     }
-    const { results, machine } = await bench.run({ progress: (m) => process.stderr.write(`[bench ${name}] ${m}\n`), quick: !!opts.quick });
+    let ran: Awaited<ReturnType<typeof bench.run>>;
+    try {
+      ran = await bench.run({ progress: (m) => process.stderr.write(`[bench ${name}] ${m}\n`), quick: !!opts.quick });
+    } catch (err) {
+      // a bench's own errors (a bad flag, a server it cannot get) say what to do: no stack trace
+      if (!isKeelError(err)) throw err;
+      if (opts.json) console.log(JSON.stringify({ error: err.code, message: err.message }));
+      else console.error(`bench ${name}: ${err.message}`);
+      process.exitCode = 1;
+      return;
+    }
+    const { results, machine } = ran;
     const report: BenchReport = { bench: name, machine: { ...machineInfo(), ...machine }, results };
     if (opts.json) {
       console.log(JSON.stringify(report));

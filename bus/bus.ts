@@ -3,7 +3,7 @@ import type { NatsConnection, Subscription } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
 import { SpanKind, context, trace } from '@opentelemetry/api';
 import { getTracer, injectTraceHeaders, extractTraceContext } from '../observability/index.ts';
-import { KeelError } from '../config/index.ts';
+import { KeelError, natsMaxBytesFromEnv, natsReplicasFromEnv } from '../config/index.ts';
 import { buildHeaders, headersToRecord, openEnvelope, type EnvelopeMeta, type MessageType, type Envelope } from './envelope.ts';
 import { InvalidMessageError, RequestTimeoutError, NoRespondersError, BusError, toFailure } from './errors.ts';
 import { subjects as subjectSpace, type Subjects } from './subjects.ts';
@@ -56,8 +56,11 @@ export interface Bus {
   nc: NatsConnection;
   js: JetStreamClient;
   subjects: Subjects;
-  /** create/update the streams and buckets Keel needs (idempotent) */
-  provision(opts?: { replicas?: number; registryTtlMs?: number; leaseTtlMs?: number }): Promise<ProvisionReport[]>;
+  /**
+   * create/update the streams and buckets Keel needs (idempotent); replicas and the byte budget
+   * default to the bus's own (createBus options, else KEEL_NATS_REPLICAS / KEEL_NATS_MAX_BYTES)
+   */
+  provision(opts?: { replicas?: number; maxBytes?: number; registryTtlMs?: number; leaseTtlMs?: number }): Promise<ProvisionReport[]>;
   /** validate, stamp headers (ids, trace context), publish to JetStream and wait for the ack */
   publish<T>(subject: string, type: MessageType<T>, data: T, meta?: EnvelopeMeta): Promise<PublishResult>;
   /** competing consumer of `<p>.task.<capability>` with retries and dead letters */
@@ -76,8 +79,19 @@ export interface Bus {
   close(): Promise<void>;
 }
 
-export function createBus(nc: NatsConnection, opts: { prefix?: string; logger?: Logger } = {}): Bus {
+export interface CreateBusOptions {
+  prefix?: string;
+  logger?: Logger;
+  /** replicas of the streams and buckets `provision()` makes (default KEEL_NATS_REPLICAS, else 1) */
+  replicas?: number;
+  /** bytes all streams together may hold, per replica (default KEEL_NATS_MAX_BYTES, else 1 GiB) */
+  maxBytes?: number;
+}
+
+export function createBus(nc: NatsConnection, opts: CreateBusOptions = {}): Bus {
   const js = jetstream(nc);
+  const replicas = opts.replicas ?? natsReplicasFromEnv();
+  const maxBytes = opts.maxBytes ?? natsMaxBytesFromEnv();
   const s = subjectSpace(opts.prefix ?? 'keel');
   const log = opts.logger;
   const tracer = getTracer('keel.bus');
@@ -106,7 +120,7 @@ export function createBus(nc: NatsConnection, opts: { prefix?: string; logger?: 
     nc,
     js,
     subjects: s,
-    provision: async (o = {}) => provisionBus(nc, keelTopology({ prefix: s.prefix, ...o })),
+    provision: async (o = {}) => provisionBus(nc, keelTopology({ prefix: s.prefix, replicas, maxBytes, ...o })),
     publish,
     consumeTasks: async (capability, o) => {
       const spec = consumerSpecFor(capability, { prefix: s.prefix, maxDeliver: o.maxDeliver, ackWaitMs: o.ackWaitMs, maxAckPending: o.maxAckPending });

@@ -26,6 +26,9 @@ export interface BusConnectOptions {
   tlsCaFile?: string;
 }
 
+/** How often the client pings its server; two unanswered pings and it reconnects elsewhere. */
+export const PING_INTERVAL_MS = 5_000;
+
 /**
  * Connects to NATS with unlimited reconnects and turns the client's errors into Keel's typed
  * bus errors: {@link BusUnavailableError} when no server answers, {@link BusAuthError} when
@@ -45,7 +48,11 @@ export async function connectBus(opts: BusConnectOptions): Promise<NatsConnectio
       maxReconnectAttempts: opts.maxReconnectAttempts ?? -1,
       reconnectTimeWait: 250,
       reconnectJitter: 100,
-      pingInterval: 10_000,
+      // a server that stops answering without closing the connection (a frozen or partitioned
+      // cluster node) is given up after 2 unanswered pings: within 10-15 s the client moves to
+      // another server of the list
+      pingInterval: PING_INTERVAL_MS,
+      maxPingOut: 2,
       ...(caFile ? { tls: { caFile } } : {}),
     });
   } catch (err) {

@@ -18,6 +18,14 @@ export interface BackoffPolicy {
   jitter: number;
 }
 
+/**
+ * How long each pull request of a consumer lasts. The server sends idle heartbeats every half of
+ * it and the client pulls again after two missed ones, so a pull lost with its consumer's leader
+ * (a cluster node died or was cut off) is replaced within about this long (nats.js's default,
+ * 30 s, let the work wait that long after a failover).
+ */
+export const PULL_EXPIRES_MS = 10_000;
+
 export const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 500, maxMs: 60_000, factor: 2, jitter: 0.2 };
 
 /** Exponential backoff with jitter for the given (1-based) delivery that just failed. */
@@ -148,7 +156,7 @@ export async function runConsumer<T>(opts: ConsumeOptions<T>): Promise<ConsumerH
   heartbeat.unref();
 
   const consumer = await opts.js.consumers.get(opts.stream, opts.durable);
-  const messages: ConsumerMessages = await consumer.consume({ max_messages: opts.prefetch ?? Math.max(concurrency * 2, 16) });
+  const messages: ConsumerMessages = await consumer.consume({ max_messages: opts.prefetch ?? Math.max(concurrency * 2, 16), expires: PULL_EXPIRES_MS });
 
   const inFlight = new Set<Promise<void>>();
   let slotFree: (() => void) | undefined;

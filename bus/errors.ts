@@ -11,6 +11,10 @@ export type BusErrorCode =
   | 'BUS_SERVER_START_FAILED'
   | 'BUS_SERVER_NOT_FOUND'
   | 'BUS_PROVISION_CONFLICT'
+  /** a stream or bucket wants more replicas than there are JetStream servers (KEEL_NATS_REPLICAS) */
+  | 'BUS_REPLICAS_UNAVAILABLE'
+  /** the server has not the JetStream storage left that a stream's max_bytes reserves (KEEL_NATS_MAX_BYTES) */
+  | 'BUS_STORAGE_UNAVAILABLE'
   | 'BUS_INVALID_MESSAGE'
   | 'BUS_PAYLOAD_TOO_LARGE'
   | 'BUS_REQUEST_TIMEOUT'

@@ -7,9 +7,11 @@
 import { jetstream, jetstreamManager, type JetStreamClient, type ConsumerMessages } from '@nats-io/jetstream';
 import { headers, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
+import { natsMaxBytesFromEnv, natsReplicasFromEnv } from '../config/index.ts';
 import { headersToRecord } from './envelope.ts';
 import { subjects } from './subjects.ts';
 import { ensureStream, eventStreamSpec } from './provision.ts';
+import { PULL_EXPIRES_MS } from './consumer.ts';
 
 export interface EventPublisher {
   /** resolves once the event is durably accepted (JetStream ack); rejects otherwise */
@@ -31,8 +33,9 @@ export function eventStreamName(prefix = 'keel'): string {
  * (`<P>_EVT` on `<prefix>.evt.>`, 1 h duplicate window): creates it, or brings an existing one
  * to that definition. Returns the stream's name.
  */
-export async function ensureEventStream(nc: NatsConnection, prefix = 'keel', opts: { replicas?: number } = {}): Promise<string> {
-  const spec = eventStreamSpec({ prefix, ...opts });
+export async function ensureEventStream(nc: NatsConnection, prefix = 'keel', opts: { replicas?: number; maxBytes?: number } = {}): Promise<string> {
+  // the same defaults as createBus's provision(), so the two never undo each other's settings
+  const spec = eventStreamSpec({ prefix, replicas: natsReplicasFromEnv(), maxBytes: natsMaxBytesFromEnv(), ...opts });
   await ensureStream(await jetstreamManager(nc), spec);
   return spec.name;
 }
@@ -107,7 +110,7 @@ export interface RunEventConsumerOptions {
  */
 export async function runEventConsumer(o: RunEventConsumerOptions): Promise<EventConsumerHandle> {
   const consumer = await o.js.consumers.get(o.stream, o.durable);
-  const msgs: ConsumerMessages = await consumer.consume({ max_messages: o.prefetch ?? 64 });
+  const msgs: ConsumerMessages = await consumer.consume({ max_messages: o.prefetch ?? 64, expires: PULL_EXPIRES_MS });
   const stats = { handled: 0, retried: 0 };
   const onError = o.onError ?? ((err: unknown, e: EntityEventMessage) => o.logger?.warn({ err, subject: e.subject, consumer: o.durable, deliveryCount: e.deliveryCount }, 'event handler failed; will retry'));
   const closed = (async () => {

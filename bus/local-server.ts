@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -22,8 +24,10 @@ export interface LocalNatsServerOptions {
   /** JetStream store directory; also holds the generated config and pid file */
   storeDir: string;
   serverName?: string;
-  /** 3-node clusters on loopback for reliability tests */
-  cluster?: { name: string; port: number; routes: string[] };
+  /** a clustered node (see {@link LocalNatsCluster}): its route port, the other nodes' route URLs, the route credentials */
+  cluster?: { name: string; port: number; routes: string[]; authorization?: RouteAuth };
+  /** JetStream `sync_interval`: `always` (fsync before each ack) or a duration (`1s`, `2m`); unset = the server's default (2m) */
+  syncInterval?: string;
   users?: LocalNatsUser[];
   maxPayload?: number;
   /** restart the server with backoff when it dies unexpectedly (default true) */
@@ -41,6 +45,12 @@ export interface NatsTlsConfig {
   verify?: boolean;
 }
 
+/** The user and password cluster nodes present to each other on their route connections. */
+export interface RouteAuth {
+  user: string;
+  password: string;
+}
+
 /** Everything a nats-server config holds for Keel: the embedded server and `keel deploy nats-config` render it with {@link renderNatsConfig}. */
 export interface NatsConfigSpec {
   serverName?: string;
@@ -51,7 +61,13 @@ export interface NatsConfigSpec {
   /** JetStream store directory */
   jetStreamDir: string;
   maxMemoryStore?: string;
-  cluster?: { name: string; listen: string; routes: string[] };
+  /**
+   * JetStream `sync_interval`: `always` fsyncs before every acknowledgement; a duration (`1s`,
+   * `2m`) syncs that often. Unset leaves the server's default (2 min). See docs/bus.md.
+   */
+  syncInterval?: string;
+  /** routes: `nats://host:port`; with `authorization` each route URL carries those credentials */
+  cluster?: { name: string; listen: string; routes: string[]; authorization?: RouteAuth };
   /** one global account with these users; none = no authorization (anyone may connect) */
   users?: LocalNatsUser[];
   tls?: NatsTlsConfig;
@@ -77,10 +93,15 @@ export function renderNatsConfig(c: NatsConfigSpec): string {
     `jetstream {`,
     `  store_dir: ${q(c.jetStreamDir)}`,
     `  max_memory_store: ${c.maxMemoryStore ?? '256MB'}`,
+    ...(c.syncInterval ? [`  sync_interval: ${c.syncInterval === 'always' ? 'always' : q(c.syncInterval)}`] : []),
     `}`,
   ];
   if (c.cluster) {
-    lines.push(`cluster {`, `  name: ${q(c.cluster.name)}`, `  listen: ${q(c.cluster.listen)}`, `  routes: [${c.cluster.routes.map(q).join(', ')}]`, `}`);
+    const auth = c.cluster.authorization;
+    const routes = auth ? c.cluster.routes.map((r) => withCredentials(r, auth)) : c.cluster.routes;
+    lines.push(`cluster {`, `  name: ${q(c.cluster.name)}`, `  listen: ${q(c.cluster.listen)}`);
+    if (auth) lines.push(`  authorization { user: ${q(auth.user)}, password: ${q(auth.password)}, timeout: 2 }`);
+    lines.push(`  routes: [${routes.map(q).join(', ')}]`, `}`);
   }
   if (c.tls) {
     lines.push('tls {', `  cert_file: ${q(c.tls.certFile)}`, `  key_file: ${q(c.tls.keyFile)}`);
@@ -107,6 +128,12 @@ export function renderNatsConfig(c: NatsConfigSpec): string {
   return lines.join('\n') + '\n';
 }
 
+/** `nats://host:port` → `nats://user:password@host:port` (a URL that has credentials keeps them). */
+function withCredentials(route: string, auth: RouteAuth): string {
+  const m = /^([a-z]+:\/\/)([^@/]+)$/.exec(route);
+  return m ? `${m[1]}${encodeURIComponent(auth.user)}:${encodeURIComponent(auth.password)}@${m[2]}` : route;
+}
+
 function confString(o: LocalNatsServerOptions, port: number): string {
   const host = o.host ?? '127.0.0.1';
   return renderNatsConfig({
@@ -115,7 +142,8 @@ function confString(o: LocalNatsServerOptions, port: number): string {
     pidFile: join(o.storeDir, 'nats-server.pid'),
     maxPayload: o.maxPayload,
     jetStreamDir: join(o.storeDir, 'jetstream'),
-    cluster: o.cluster ? { name: o.cluster.name, listen: `${host}:${o.cluster.port}`, routes: o.cluster.routes } : undefined,
+    syncInterval: o.syncInterval,
+    cluster: o.cluster ? { name: o.cluster.name, listen: `${host}:${o.cluster.port}`, routes: o.cluster.routes, authorization: o.cluster.authorization } : undefined,
     users: o.users,
   });
 }
@@ -154,6 +182,12 @@ export class LocalNatsServer {
   private lastStderr: string[] = [];
   /** called after each unexpected exit, before the restart */
   onExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
+  /**
+   * The log line of a JetStream storage failure (a stream's write error, e.g. ENOSPC, or the
+   * server's storage limit) since this process started: nats-server 2.14 stops writing to such a
+   * stream until it restarts. The engine restarts it once disk space is back (docs/reliability.md).
+   */
+  storeFault: string | undefined;
 
   constructor(options: LocalNatsServerOptions) {
     this.options = options;
@@ -200,6 +234,7 @@ export class LocalNatsServer {
     const child = spawn(o.bin, ['-c', this.confPath], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     this.child = child;
     this.lastStderr = [];
+    this.storeFault = undefined;
     return new Promise<void>((resolve, reject) => {
       let ready = false;
       let serverReady = false;
@@ -222,7 +257,9 @@ export class LocalNatsServer {
           if (this.lastStderr.length > 50) this.lastStderr.shift();
           const m = /Listening for client connections on [^\s]*:(\d+)/.exec(line);
           if (m) this.boundPort = Number(m[1]);
-          if (/\[(ERR|FTL)\]/.test(line)) o.logger?.error({ nats: line }, 'nats-server');
+          // a clustered node retries its routes until the others are up: not an error of ours
+          if (/\[(ERR|FTL)\]/.test(line) && !/Error trying to connect to route/.test(line)) o.logger?.error({ nats: line }, 'nats-server');
+          if (/critical write error|resource limits exceeded|will be DISABLED/i.test(line)) this.storeFault ??= line;
           else o.logger?.debug({ nats: line }, 'nats-server');
           if (line.includes('Listening for route connections')) routesBound = true;
           if (line.includes('Server is ready')) serverReady = true;
@@ -278,6 +315,7 @@ export class LocalNatsServer {
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill('SIGCONT'); // a paused server could not act on SIGTERM
     child.kill('SIGTERM');
     const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
     await exited;
@@ -289,4 +327,155 @@ export class LocalNatsServer {
   kill(signal: NodeJS.Signals = 'SIGKILL'): void {
     this.child?.kill(signal);
   }
+
+  /**
+   * SIGKILL, resolved once the process is gone. A supervised server restarts by itself; otherwise
+   * {@link start} brings it back on the same ports with the same store.
+   */
+  async crash(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  /** SIGSTOP: the process keeps its sockets and answers nothing, like a node cut off by a partition. */
+  pause(): void {
+    this.child?.kill('SIGSTOP');
+  }
+
+  /** SIGCONT after {@link pause}. */
+  resume(): void {
+    this.child?.kill('SIGCONT');
+  }
+}
+
+/** A free TCP port on the host (it may be taken again before it is bound: callers retry). */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, host, () => {
+      const addr = s.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface LocalNatsClusterOptions {
+  bin: string;
+  /** number of nodes (3 or 5: a JetStream cluster needs a majority to elect its leaders) */
+  size: number;
+  /** node i keeps its config, pid file and JetStream store under `<storeDir>/n<i>` */
+  storeDir: string;
+  host?: string;
+  /** client port of node 0; node i listens on port + i. 0: every node picks a free one */
+  port: number;
+  /** route ports of the first start attempt (tests); default: free ports picked just before the start */
+  clusterPorts?: number[];
+  /** cluster name (default `keel`) */
+  name?: string;
+  /** node i is `<serverNamePrefix><i>` (default `keel-n`): JetStream knows its peers by these names, keep them stable */
+  serverNamePrefix?: string;
+  users?: LocalNatsUser[];
+  maxPayload?: number;
+  syncInterval?: string;
+  /** restart a node that dies (default true) */
+  supervise?: boolean;
+  logger?: Logger;
+  startTimeoutMs?: number;
+  /** start attempts when a route port was taken between picking and binding (default 5) */
+  startAttempts?: number;
+}
+
+/**
+ * N nats-server nodes clustered on loopback with JetStream: `keel start` with KEEL_NATS_CLUSTER,
+ * and the test kit's `startNatsCluster`. The nodes authenticate their routes to each other with a
+ * password made for this cluster. Route ports must be known before the nodes start (each lists the
+ * others), so they are picked free and may be taken by another process before a node binds them:
+ * then every node this attempt started is stopped and the cluster starts again on new route ports.
+ * Any other failure stops the nodes too, so no server outlives a failed start.
+ */
+export class LocalNatsCluster {
+  readonly options: LocalNatsClusterOptions;
+  nodes: LocalNatsServer[] = [];
+  private readonly routeAuth: RouteAuth = { user: 'keel-route', password: randomBytes(18).toString('hex') };
+
+  constructor(options: LocalNatsClusterOptions) {
+    if (!Number.isInteger(options.size) || options.size < 1) throw new LocalServerError('BUS_SERVER_START_FAILED', `a cluster needs at least one node (size ${options.size})`);
+    this.options = options;
+  }
+
+  /** the nodes' client URLs */
+  get urls(): string[] {
+    return this.nodes.map((n) => n.url);
+  }
+  /** every node's client URL, comma-separated (KEEL_NATS_URL, connectBus) */
+  get url(): string {
+    return this.urls.join(',');
+  }
+  /** the node whose server_name is `name` (stream info's `cluster.leader`) */
+  node(name: string): LocalNatsServer | undefined {
+    return this.nodes.find((n) => n.options.serverName === name);
+  }
+
+  async start(): Promise<void> {
+    const o = this.options;
+    const host = o.host ?? '127.0.0.1';
+    const attempts = o.startAttempts ?? 5;
+    for (let attempt = 1; ; attempt++) {
+      const clusterPorts = attempt === 1 && o.clusterPorts ? o.clusterPorts : await distinctFreePorts(o.size, host);
+      const routes = clusterPorts.map((p) => `nats://${host}:${p}`);
+      const nodes = clusterPorts.map((cp, i) => {
+        const storeDir = join(o.storeDir, `n${i}`);
+        mkdirSync(storeDir, { recursive: true });
+        return new LocalNatsServer({
+          bin: o.bin,
+          port: o.port === 0 ? 0 : o.port + i,
+          host,
+          storeDir,
+          serverName: `${o.serverNamePrefix ?? 'keel-n'}${i}`,
+          cluster: { name: o.name ?? 'keel', port: cp, routes: routes.filter((_, j) => j !== i), authorization: this.routeAuth },
+          syncInterval: o.syncInterval,
+          users: o.users,
+          maxPayload: o.maxPayload,
+          supervise: o.supervise,
+          logger: o.logger?.child({ nats_node: i }),
+          startTimeoutMs: o.startTimeoutMs ?? 30_000,
+        });
+      });
+      // JetStream in a cluster waits for a meta leader: start the nodes together
+      const started = await Promise.allSettled(nodes.map((n) => n.start()));
+      const failure = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (!failure) {
+        this.nodes = nodes;
+        return;
+      }
+      await Promise.all(nodes.map((n) => n.stop(2_000).catch(() => undefined)));
+      // only a route port is ours to pick again (a fixed client port that is taken stays taken)
+      const routeClash = /Error listening on router port.*address already in use/i.test(String((failure.reason as Error)?.message));
+      if (!routeClash || attempt >= attempts) throw failure.reason;
+      o.logger?.warn({ attempt }, 'a route port of the local nats cluster was taken; starting again on new ports');
+    }
+  }
+
+  /** Rewrites every node's users and reloads them without a restart. */
+  async reload(users: LocalNatsUser[]): Promise<void> {
+    this.options.users = users;
+    await Promise.all(this.nodes.map((n) => n.reload(users)));
+  }
+
+  async stop(graceMs = 10_000): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.stop(graceMs)));
+  }
+}
+
+/** `n` free ports, all different. */
+async function distinctFreePorts(n: number, host: string): Promise<number[]> {
+  const out = new Set<number>();
+  while (out.size < n) out.add(await freePort(host));
+  return [...out];
 }

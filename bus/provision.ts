@@ -1,7 +1,7 @@
 import { jetstream, jetstreamManager, RetentionPolicy, StorageType, AckPolicy, DeliverPolicy, DiscardPolicy, type StreamConfig, type ConsumerConfig, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { nanos, type NatsConnection } from '@nats-io/nats-core';
-import { ProvisionConflictError } from './errors.ts';
+import { BusError, ProvisionConflictError } from './errors.ts';
 import { subjects as subjectSpace, durableFor, assertToken, leaseDurable } from './subjects.ts';
 
 /** A stream as Keel declares it. Durations in milliseconds. */
@@ -16,6 +16,15 @@ export interface StreamSpec {
   description: string;
   /** keep only the last N messages of each subject */
   maxMsgsPerSubject?: number;
+  /** most bytes the stream holds (JetStream reserves them on every replica's server) */
+  maxBytes: number;
+  /** most messages the stream holds */
+  maxMsgs: number;
+  /**
+   * what a full stream does: `old` drops its oldest messages, `new` refuses the publish (the
+   * publisher gets an error and retries: nothing acknowledged is dropped)
+   */
+  discard: 'old' | 'new';
 }
 
 export interface KvSpec {
@@ -25,6 +34,8 @@ export interface KvSpec {
   /** how long a watcher can see the delete marker an expiry leaves */
   markerTtlMs: number;
   replicas: number;
+  /** most bytes the bucket holds */
+  maxBytes: number;
 }
 
 export interface ConsumerSpec {
@@ -68,21 +79,51 @@ export const LEASE_TTL_MS = 2_000;
 /** The lease whose holder fires due workflow timers (retries, step timeouts, approval deadlines). */
 export const WORKFLOW_TIMER_LEASE = 'workflow-timers';
 
-export function keelTopology(opts: { prefix?: string; replicas?: number; registryTtlMs?: number; leaseTtlMs?: number } = {}): Topology {
+/** Default of KEEL_NATS_MAX_BYTES: the disk Keel's streams may fill, per replica, split by {@link STREAM_SHARE}. */
+export const DEFAULT_STREAMS_MAX_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * Each stream's share of the byte budget (KEEL_NATS_MAX_BYTES). JetStream reserves a stream's
+ * max_bytes on its servers when the stream is created, so the budget is a total, not a per-stream size.
+ */
+export const STREAM_SHARE = { tasks: 0.2, evt: 0.35, in: 0.3, out: 0.05, dlq: 0.1 } as const;
+
+export interface TopologyOptions {
+  prefix?: string;
+  /** replicas of every stream and bucket (KEEL_NATS_REPLICAS; default 1) */
+  replicas?: number;
+  /** bytes all streams together may hold, per replica (KEEL_NATS_MAX_BYTES; default 1 GiB) */
+  maxBytes?: number;
+  registryTtlMs?: number;
+  leaseTtlMs?: number;
+}
+
+/**
+ * Every stream is bounded three ways: by age, by message count and by bytes. The work queue
+ * refuses new tasks when full (`discard: new`: the publisher sees an error, nothing acknowledged
+ * is dropped); the logs (events, inbound, outbound, dead letters) drop their oldest entries
+ * (the system of record keeps the entities and runs). Duplicate windows: long enough for a
+ * publisher's retries and the workflow re-dispatch (tasks, 10 min) and for the outbox relay's
+ * re-publish after a restart (events, 1 h). See docs/bus.md.
+ */
+export function keelTopology(opts: TopologyOptions = {}): Topology {
   const s = subjectSpace(opts.prefix ?? 'keel');
   const p = s.prefix;
   const replicas = opts.replicas ?? 1;
+  const budget = opts.maxBytes ?? DEFAULT_STREAMS_MAX_BYTES;
   const mb = 1024 * 1024;
+  // never less than one message of the stream's largest size
+  const share = (k: keyof typeof STREAM_SHARE, maxMsgSize = mb) => Math.max(Math.floor(budget * STREAM_SHARE[k]), maxMsgSize);
   return {
     streams: [
-      { name: s.streams.tasks, subjects: [`${p}.task.>`], retention: 'workqueue', maxAgeMs: 14 * DAY, duplicateWindowMs: 10 * 60_000, maxMsgSize: mb, replicas, description: 'work for capabilities; one durable pull consumer per capability' },
-      { name: s.streams.evt, subjects: [`${p}.evt.>`], retention: 'limits', maxAgeMs: 30 * DAY, duplicateWindowMs: 60 * 60_000, maxMsgSize: mb, replicas, description: 'canonical change events from the state outbox' },
-      { name: s.streams.in, subjects: [`${p}.in.>`], retention: 'limits', maxAgeMs: 30 * DAY, duplicateWindowMs: 10 * 60_000, maxMsgSize: 8 * mb - 1024, replicas, description: 'raw inbound channel messages' },
-      { name: s.streams.out, subjects: [`${p}.out.>`], retention: 'limits', maxAgeMs: 30 * DAY, duplicateWindowMs: 60 * 60_000, maxMsgSize: mb, replicas, description: 'outbound side effects, gated by policy' },
-      { name: s.streams.dlq, subjects: [`${p}.dlq.>`], retention: 'limits', maxAgeMs: 90 * DAY, duplicateWindowMs: 10 * 60_000, maxMsgSize: 8 * mb, replicas, description: 'dead letters: reason, error, original headers and body' },
-      { name: s.streams.leases, subjects: [`${p}.lease.>`], retention: 'limits', maxAgeMs: 0, duplicateWindowMs: 60_000, maxMsgSize: 1024, replicas, maxMsgsPerSubject: 1, description: 'one token per lease, handed out by its consumer (see lease.ts)' },
+      { name: s.streams.tasks, subjects: [`${p}.task.>`], retention: 'workqueue', maxAgeMs: 14 * DAY, duplicateWindowMs: 10 * 60_000, maxMsgSize: mb, replicas, maxBytes: share('tasks'), maxMsgs: 1_000_000, discard: 'new', description: 'work for capabilities; one durable pull consumer per capability' },
+      { name: s.streams.evt, subjects: [`${p}.evt.>`], retention: 'limits', maxAgeMs: 30 * DAY, duplicateWindowMs: 60 * 60_000, maxMsgSize: mb, replicas, maxBytes: share('evt'), maxMsgs: 5_000_000, discard: 'old', description: 'canonical change events from the state outbox' },
+      { name: s.streams.in, subjects: [`${p}.in.>`], retention: 'limits', maxAgeMs: 30 * DAY, duplicateWindowMs: 10 * 60_000, maxMsgSize: 8 * mb - 1024, replicas, maxBytes: share('in', 8 * mb), maxMsgs: 1_000_000, discard: 'old', description: 'raw inbound channel messages' },
+      { name: s.streams.out, subjects: [`${p}.out.>`], retention: 'limits', maxAgeMs: 30 * DAY, duplicateWindowMs: 60 * 60_000, maxMsgSize: mb, replicas, maxBytes: share('out'), maxMsgs: 1_000_000, discard: 'old', description: 'outbound side effects, gated by policy' },
+      { name: s.streams.dlq, subjects: [`${p}.dlq.>`], retention: 'limits', maxAgeMs: 90 * DAY, duplicateWindowMs: 10 * 60_000, maxMsgSize: 8 * mb, replicas, maxBytes: share('dlq', 8 * mb), maxMsgs: 100_000, discard: 'old', description: 'dead letters: reason, error, original headers and body' },
+      { name: s.streams.leases, subjects: [`${p}.lease.>`], retention: 'limits', maxAgeMs: 0, duplicateWindowMs: 60_000, maxMsgSize: 1024, replicas, maxMsgsPerSubject: 1, maxBytes: mb, maxMsgs: 10_000, discard: 'old', description: 'one token per lease, handed out by its consumer (see lease.ts)' },
     ],
-    kv: [{ bucket: s.registryBucket, ttlMs: opts.registryTtlMs ?? 15_000, markerTtlMs: 60_000, replicas }],
+    kv: [{ bucket: s.registryBucket, ttlMs: opts.registryTtlMs ?? 15_000, markerTtlMs: 60_000, replicas, maxBytes: 8 * mb }],
     leases: [{ name: WORKFLOW_TIMER_LEASE, ttlMs: opts.leaseTtlMs ?? LEASE_TTL_MS }],
   };
 }
@@ -91,7 +132,7 @@ export function keelTopology(opts: { prefix?: string; replicas?: number; registr
  * The event stream (`<P>_EVT` on `<p>.evt.>`) exactly as {@link keelTopology} declares it: the
  * outbox's exactly-once publishing relies on its 1 h duplicate window.
  */
-export function eventStreamSpec(opts: { prefix?: string; replicas?: number } = {}): StreamSpec {
+export function eventStreamSpec(opts: { prefix?: string; replicas?: number; maxBytes?: number } = {}): StreamSpec {
   const name = subjectSpace(opts.prefix ?? 'keel').streams.evt;
   return keelTopology(opts).streams.find((st) => st.name === name)!;
 }
@@ -141,7 +182,9 @@ function streamConfig(s: StreamSpec): Partial<StreamConfig> & { name: string } {
     duplicate_window: nanos(s.duplicateWindowMs),
     max_msg_size: s.maxMsgSize,
     num_replicas: s.replicas,
-    discard: DiscardPolicy.Old,
+    max_bytes: s.maxBytes,
+    max_msgs: s.maxMsgs,
+    discard: s.discard === 'new' ? DiscardPolicy.New : DiscardPolicy.Old,
     description: s.description,
     ...(s.maxMsgsPerSubject !== undefined ? { max_msgs_per_subject: s.maxMsgsPerSubject } : {}),
   };
@@ -180,7 +223,7 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Pro
     } catch (err) {
       // another process created it at the same moment: fall through to compare
       have = (await jsm.streams.info(spec.name).catch(() => {
-        throw err;
+        throw placementError(`stream ${spec.name}`, spec, err);
       })).config;
     }
   }
@@ -188,8 +231,37 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Pro
   if (changes.length === 0) return { resource: `stream ${spec.name}`, action: 'unchanged' };
   const fixed = changes.filter((c) => IMMUTABLE_STREAM.has(c.split(':')[0]!));
   if (fixed.length) throw new ProvisionConflictError(`stream ${spec.name}`, fixed);
-  await jsm.streams.update(spec.name, want);
+  try {
+    await jsm.streams.update(spec.name, want);
+  } catch (err) {
+    throw placementError(`stream ${spec.name}`, spec, err);
+  }
   return { resource: `stream ${spec.name}`, action: 'updated', changes };
+}
+
+/**
+ * The server's refusal to place a stream, as a typed error saying what to change: more replicas
+ * than JetStream servers (10074 on a single server, 10005 in a cluster), or more bytes than its
+ * storage has left (10047: JetStream reserves every stream's max_bytes).
+ */
+function placementError(resource: string, spec: { replicas: number; maxBytes: number }, err: unknown): unknown {
+  const code = (err as { code?: unknown }).code;
+  const msg = (err as Error | undefined)?.message ?? String(err);
+  if (code === 10074 || code === 10005 || /replicas > 1 not supported|insufficient resources/i.test(msg)) {
+    return new BusError(
+      'BUS_REPLICAS_UNAVAILABLE',
+      `${resource} needs ${spec.replicas} replicas and the NATS server refused (${msg}): set KEEL_NATS_REPLICAS to at most the number of JetStream servers (1 for a single server), or start a cluster (KEEL_NATS_CLUSTER=3)`,
+      { cause: err },
+    );
+  }
+  if (code === 10047 || /insufficient storage/i.test(msg)) {
+    return new BusError(
+      'BUS_STORAGE_UNAVAILABLE',
+      `${resource} reserves ${Math.round(spec.maxBytes / 1024 / 1024)} MiB and the NATS server has not that much JetStream storage left (${msg}): lower KEEL_NATS_MAX_BYTES, free disk space, or raise the server's max_file_store`,
+      { cause: err },
+    );
+  }
+  return err;
 }
 
 export async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promise<ProvisionReport> {
@@ -240,17 +312,26 @@ export async function ensureKv(nc: NatsConnection, spec: KvSpec): Promise<Provis
     if (!isNotFound(err)) throw err;
     exists = false;
   }
+  const resource = `kv ${spec.bucket}`;
   if (!exists) {
-    await kvm.create(spec.bucket, { ttl: spec.ttlMs, history: 1, replicas: spec.replicas, markerTTL: spec.markerTtlMs });
-    return { resource: `kv ${spec.bucket}`, action: 'created' };
+    try {
+      await kvm.create(spec.bucket, { ttl: spec.ttlMs, history: 1, replicas: spec.replicas, markerTTL: spec.markerTtlMs, max_bytes: spec.maxBytes });
+    } catch (err) {
+      throw placementError(resource, spec, err);
+    }
+    return { resource, action: 'created' };
   }
-  const status = await (await kvm.open(spec.bucket)).status();
-  if (status.ttl !== spec.ttlMs) {
-    const info = await jsm.streams.info(streamName);
-    await jsm.streams.update(streamName, { ...info.config, max_age: nanos(spec.ttlMs) });
-    return { resource: `kv ${spec.bucket}`, action: 'updated', changes: [`ttl: ${status.ttl} -> ${spec.ttlMs}`] };
+  // the bucket is a stream: TTL (max_age), replicas and size change in place
+  const info = await jsm.streams.info(streamName);
+  const want = { max_age: nanos(spec.ttlMs), num_replicas: spec.replicas, max_bytes: spec.maxBytes };
+  const changes = diff(want, info.config as unknown as Record<string, unknown>);
+  if (changes.length === 0) return { resource, action: 'unchanged' };
+  try {
+    await jsm.streams.update(streamName, { ...info.config, ...want });
+  } catch (err) {
+    throw placementError(resource, spec, err);
   }
-  return { resource: `kv ${spec.bucket}`, action: 'unchanged' };
+  return { resource, action: 'updated', changes };
 }
 
 /**
@@ -258,14 +339,40 @@ export async function ensureKv(nc: NatsConnection, spec: KvSpec): Promise<Provis
  * updates what can change in place, and refuses (ProvisionConflictError) a change JetStream
  * cannot apply. Running it twice changes nothing.
  */
-export async function provisionBus(nc: NatsConnection, topology: Topology): Promise<ProvisionReport[]> {
-  const jsm = await jetstreamManager(nc);
+export async function provisionBus(nc: NatsConnection, topology: Topology, opts: { readyTimeoutMs?: number } = {}): Promise<ProvisionReport[]> {
+  // a cluster that just started elects its leaders and learns its peers for a few seconds
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
+  const jsm = await untilReady(() => jetstreamManager(nc), deadline);
   const out: ProvisionReport[] = [];
-  for (const s of topology.streams) out.push(await ensureStream(jsm, s));
-  for (const k of topology.kv) out.push(await ensureKv(nc, k));
+  for (const s of topology.streams) out.push(await untilReady(() => ensureStream(jsm, s), deadline));
+  for (const k of topology.kv) out.push(await untilReady(() => ensureKv(nc, k), deadline));
   const leaseStream = topology.streams.find((st) => st.subjects.some((x) => x.endsWith('.lease.>')));
-  for (const l of topology.leases ?? []) if (leaseStream) out.push(await ensureLease(nc, jsm, leaseStream, l));
+  for (const l of topology.leases ?? []) if (leaseStream) out.push(await untilReady(() => ensureLease(nc, jsm, leaseStream, l), deadline));
   return out;
+}
+
+/**
+ * What a JetStream cluster answers while it is still forming (or electing a new leader): no
+ * meta leader yet (10008, 503), peers not known yet (10005), a request that timed out.
+ */
+function isTransient(err: unknown): boolean {
+  for (let e = err as { code?: unknown; status?: unknown; name?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 3; e = e.cause as typeof e, depth++) {
+    if (e.code === 10008 || e.code === 10005 || e.status === 503 || e.code === '503') return true;
+    if (e.name === 'TimeoutError' || e.name === 'NoRespondersError') return true;
+    if (typeof e.message === 'string' && /temporarily unavailable|no suitable peers|timeout/i.test(e.message)) return true;
+  }
+  return false;
+}
+
+async function untilReady<T>(fn: () => Promise<T>, deadline: number): Promise<T> {
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isTransient(err) || Date.now() >= deadline) throw err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
 }
 
 /**

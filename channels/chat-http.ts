@@ -5,7 +5,7 @@ import type { Hono } from 'hono';
 import type { bodyLimit as BodyLimit } from 'hono/body-limit';
 import type { Logger } from 'pino';
 import { chatMessageInputSchema, describeIssues, toInboundChat, DEFAULT_MAX_CHAT_TEXT_CHARS } from './chat-message.ts';
-import { describeError, isRetryable } from './errors.ts';
+import { describeError, isRetryable, isStorageFull } from './errors.ts';
 import { silentLogger } from './logger.ts';
 import type { InboundMessage } from './message.ts';
 import { chatSenderKey, type IngressRateLimiter } from './rate-limit.ts';
@@ -19,13 +19,15 @@ export interface ChatRoutesOptions {
   maxTextChars?: number;
   /** limits per chat handle (or email) and for the chat channel; over one: 429 `RATE_LIMITED` with Retry-After */
   rateLimit?: IngressRateLimiter;
+  /** asked before a message is taken (the disk guard); a throw that means "disk full" answers 507 `STORAGE_FULL` */
+  admit?: () => Promise<void>;
   logger?: Logger;
 }
 
 /** Answer bodies of `POST /v1/chat/messages`. */
 export type ChatPostResponse =
   | { messageId: string; conversationId: string }
-  | { error: 'INVALID_JSON' | 'UNSUPPORTED_MEDIA_TYPE' | 'PAYLOAD_TOO_LARGE' | 'UNAVAILABLE' | 'HANDLER_FAILED' | 'RATE_LIMITED'; message: string }
+  | { error: 'INVALID_JSON' | 'UNSUPPORTED_MEDIA_TYPE' | 'PAYLOAD_TOO_LARGE' | 'UNAVAILABLE' | 'HANDLER_FAILED' | 'RATE_LIMITED' | 'STORAGE_FULL'; message: string }
   | { error: 'INVALID_MESSAGE'; message: string; issues: { path: string; message: string }[] };
 
 /**
@@ -35,8 +37,9 @@ export type ChatPostResponse =
  * after `onMessage` resolved. Errors are `{ error: CODE, message, issues? }` like every Keel HTTP
  * error: 400 `INVALID_JSON`; 413 `PAYLOAD_TOO_LARGE`; 415 `UNSUPPORTED_MEDIA_TYPE`; 422
  * `INVALID_MESSAGE` with `issues`; 429 `RATE_LIMITED` (with Retry-After, in seconds) when the
- * customer's handle or the chat channel is over its limit; 503 `UNAVAILABLE` (with Retry-After)
- * when `onMessage` failed retryably, 500 `HANDLER_FAILED` when not.
+ * customer's handle or the chat channel is over its limit; 507 `STORAGE_FULL` (with Retry-After)
+ * when the disk that keeps messages is (nearly) full; 503 `UNAVAILABLE` (with Retry-After) when
+ * `onMessage` failed retryably otherwise, 500 `HANDLER_FAILED` when not.
  */
 export function createChatRoutes(opts: ChatRoutesOptions): Hono {
   const log = opts.logger ?? silentLogger();
@@ -77,6 +80,22 @@ export function createChatRoutes(opts: ChatRoutesOptions): Hono {
           422,
         );
       }
+      const storageFull = (err: unknown) => {
+        log.warn({ err: describeError(err) }, 'chat: no disk space to keep the message, answering 507');
+        c.header('Retry-After', '30');
+        // the customer gets no paths or sizes: those are in the log
+        return c.json({ error: 'STORAGE_FULL', message: 'message not taken: the server is low on disk space, try again later' } satisfies ChatPostResponse, 507);
+      };
+      if (opts.admit) {
+        try {
+          await opts.admit();
+        } catch (err) {
+          if (isStorageFull(err)) return storageFull(err);
+          log.warn({ err: describeError(err) }, 'chat: not taking messages now, answering 503');
+          c.header('Retry-After', '1');
+          return c.json({ error: 'UNAVAILABLE', message: 'message not taken, try again' } satisfies ChatPostResponse, 503);
+        }
+      }
       if (opts.rateLimit) {
         const refused = await opts.rateLimit.take(chatSenderKey(parsed.data.customer));
         if (refused) {
@@ -91,6 +110,7 @@ export function createChatRoutes(opts: ChatRoutesOptions): Hono {
       try {
         await opts.onMessage(msg);
       } catch (err) {
+        if (isStorageFull(err)) return storageFull(err);
         if (isRetryable(err)) {
           log.warn({ err: describeError(err), id: msg.id }, 'chat: handler failed, answering 503');
           c.header('Retry-After', '1');

@@ -7,7 +7,7 @@ import type * as WsModule from 'ws';
 import type { WebSocket, RawData } from 'ws';
 import { z } from 'zod';
 import { chatMessageInputSchema, describeIssues, toInboundChat, DEFAULT_MAX_CHAT_TEXT_CHARS, type ChatMessageInput } from './chat-message.ts';
-import { ChannelError, describeError, isRetryable } from './errors.ts';
+import { ChannelError, describeError, isRetryable, isStorageFull } from './errors.ts';
 import { silentLogger } from './logger.ts';
 import type { InboundMessage } from './message.ts';
 import { chatSenderKey, type IngressRateLimiter } from './rate-limit.ts';
@@ -31,7 +31,7 @@ export interface ChatWebSocketOptions {
 /** Frames the server sends. */
 export type ChatServerFrame =
   | { type: 'ack'; messageId: string; conversationId: string; clientMessageId?: string }
-  | { type: 'error'; error: 'INVALID_JSON' | 'INVALID_MESSAGE' | 'UNAVAILABLE' | 'HANDLER_FAILED' | 'RATE_LIMITED'; message: string; clientMessageId?: string; issues?: { path: string; message: string }[]; retryAfterS?: number }
+  | { type: 'error'; error: 'INVALID_JSON' | 'INVALID_MESSAGE' | 'UNAVAILABLE' | 'HANDLER_FAILED' | 'RATE_LIMITED' | 'STORAGE_FULL'; message: string; clientMessageId?: string; issues?: { path: string; message: string }[]; retryAfterS?: number }
   | { type: 'push'; conversationId: string; payload: unknown };
 
 export interface ChatWebSocketHub {
@@ -117,6 +117,8 @@ export function attachChatWebSocket(server: HttpServer | HttpsServer, opts: Chat
     } catch (err) {
       const retryable = isRetryable(err);
       log.warn({ err: describeError(err), id: msg.id, retryable }, 'chat ws: handler failed');
+      // a full disk (KEEL_MIN_FREE_MB): STORAGE_FULL, send it again later
+      if (isStorageFull(err)) return send(ws, { type: 'error', error: 'STORAGE_FULL', message: 'message not taken: the server is low on disk space, send it again later', retryAfterS: 30, ...(clientMessageId ? { clientMessageId } : {}) });
       return send(ws, {
         type: 'error',
         error: retryable ? 'UNAVAILABLE' : 'HANDLER_FAILED',

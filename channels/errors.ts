@@ -14,7 +14,9 @@ export type ChannelErrorCode =
   /** mailparser did not finish within the parse timeout (the mail is quarantined as malformed) */
   | 'CHANNEL_PARSE_TIMEOUT'
   /** the SMTP ingress answers a command with a 4xx/5xx reply (`responseCode`) */
-  | 'CHANNEL_SMTP_REPLY';
+  | 'CHANNEL_SMTP_REPLY'
+  /** free space under the data dir is below KEEL_MIN_FREE_MB: new work is refused (SMTP 452 4.3.1, HTTP 507) */
+  | 'CHANNEL_STORAGE_FULL';
 
 export class ChannelError extends KeelError {
   declare readonly code: ChannelErrorCode;
@@ -97,6 +99,48 @@ export class InvalidOutboundError extends ChannelError {
     this.name = 'InvalidOutboundError';
     this.details = details;
   }
+}
+
+/**
+ * New work refused because the disk that holds Keel's data is (nearly) full: free space under
+ * `path` is below the guard (KEEL_MIN_FREE_MB). Retryable: the guard lifts by itself once space
+ * is freed. Answered SMTP `452 4.3.1` and HTTP `507 STORAGE_FULL`.
+ */
+export class StorageFullRefusal extends ChannelError {
+  readonly path: string;
+  readonly freeBytes: number;
+  readonly minFreeBytes: number;
+  /** recognized across layers by this flag, like the state store's STATE_STORAGE_FULL */
+  readonly storageFull = true;
+  constructor(path: string, freeBytes: number, minFreeBytes: number) {
+    super('CHANNEL_STORAGE_FULL', `not enough free disk space for new work: ${mib(freeBytes)} free under ${path}, below the ${mib(minFreeBytes)} kept in reserve (KEEL_MIN_FREE_MB); free disk space and it resumes by itself`, { retryable: true });
+    this.name = 'StorageFullRefusal';
+    this.path = path;
+    this.freeBytes = freeBytes;
+    this.minFreeBytes = minFreeBytes;
+  }
+}
+
+const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+
+/**
+ * Whether a failure means "the disk is full", wherever it was raised: a Keel error with a
+ * `*_STORAGE_FULL` code or the `storageFull` flag ({@link StorageFullRefusal}, the state store's
+ * StorageFullError), ENOSPC, SQLite's SQLITE_FULL, or JetStream's "insufficient resources"
+ * (10023, its storage limit) — also when wrapped as the `cause` of another error (a bus publish).
+ */
+export function isStorageFull(err: unknown): boolean {
+  let e: unknown = err;
+  for (let depth = 0; depth < 6 && typeof e === 'object' && e !== null; depth++) {
+    const x = e as { code?: unknown; storageFull?: unknown; errcode?: unknown; message?: unknown; api_error?: { err_code?: unknown }; cause?: unknown };
+    if (x.storageFull === true) return true;
+    if (typeof x.code === 'string' && (x.code.endsWith('_STORAGE_FULL') || x.code === 'ENOSPC')) return true;
+    if (typeof x.errcode === 'number' && (x.errcode & 0xff) === 13) return true;
+    if (x.code === 10023 || x.api_error?.err_code === 10023) return true;
+    if (typeof x.message === 'string' && /no space left on device|database or disk is full|insufficient (system )?(resources|storage)/i.test(x.message)) return true;
+    e = x.cause;
+  }
+  return false;
 }
 
 export function describeError(err: unknown): string {

@@ -53,6 +53,8 @@ export { attachChatWebSocket } from './chat-ws.ts';
 export type { ChatWebSocketHub, ChatWebSocketOptions, ChatServerFrame } from './chat-ws.ts';
 
 export { createIngressRateLimiter, chatSenderKey, formatRateLimit } from './rate-limit.ts';
+export { createDiskGuard } from './disk-guard.ts';
+export type { DiskGuard, DiskGuardOptions, DiskStatus } from './disk-guard.ts';
 export type { IngressRateLimiter, IngressRateLimiterOptions, RateRefusal, RateScope } from './rate-limit.ts';
 
 export * from './errors.ts';

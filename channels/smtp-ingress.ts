@@ -1,7 +1,7 @@
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { ChannelConfigError, ChannelError, ChannelListenError, describeError, isRetryable } from './errors.ts';
+import { ChannelConfigError, ChannelError, ChannelListenError, describeError, isRetryable, isStorageFull } from './errors.ts';
 import { parseInboundEmail, type EmailParseOptions } from './email-parse.ts';
 import { silentLogger } from './logger.ts';
 import type { IngressRateLimiter, RateRefusal } from './rate-limit.ts';
@@ -57,6 +57,12 @@ export interface SmtpIngressOptions {
    * is another address. Over a limit the client gets `421 4.7.0` (and the connection closes).
    */
   rateLimit?: IngressRateLimiter;
+  /**
+   * Asked at MAIL FROM whether new mail may be taken now (the disk guard, {@link createDiskGuard}):
+   * a throw refuses the transaction before any data is sent — `452 4.3.1` when the error means
+   * the disk is full ({@link isStorageFull}), `451 4.3.0` otherwise.
+   */
+  admit?: () => Promise<void>;
 }
 
 export interface SmtpIngressStats {
@@ -68,6 +74,8 @@ export interface SmtpIngressStats {
   rejected: number;
   /** 451: the handler failed, the client will retry. */
   deferred: number;
+  /** 452 4.3.1: refused for lack of disk space (at MAIL FROM by `admit`, or a handler that hit a full disk); the client will retry. */
+  storageFull: number;
 }
 
 export interface SmtpIngress {
@@ -93,6 +101,11 @@ function smtpError(code: number, message: string): SmtpReplyError {
   return new SmtpReplyError(code, message);
 }
 
+/** The answer when there is no disk space to keep a message: 452 4.3.1 (temporary; RFC 3463 "mail system full"). */
+function insufficientStorage(): SmtpReplyError {
+  return smtpError(452, '4.3.1 Insufficient system storage: the server is low on disk space, try again later');
+}
+
 /** The answer to a rate-limited sender: 421 4.7.0 (temporary; the server closes the connection). */
 function rateLimited(r: RateRefusal): SmtpReplyError {
   const wait = Math.ceil(r.retryAfterMs / 1000);
@@ -110,7 +123,7 @@ export async function startSmtpIngress(opts: SmtpIngressOptions): Promise<SmtpIn
   const maxBytes = opts.maxMessageBytes ?? 10 * 1024 * 1024;
   if (!Number.isInteger(maxBytes) || maxBytes <= 0) throw new ChannelConfigError('maxMessageBytes', `must be a positive integer, got ${maxBytes}`);
   const log = opts.logger ?? silentLogger();
-  const stats: SmtpIngressStats = { accepted: 0, quarantined: 0, rejected: 0, deferred: 0 };
+  const stats: SmtpIngressStats = { accepted: 0, quarantined: 0, rejected: 0, deferred: 0, storageFull: 0 };
 
   const handle = async (raw: Buffer, envelope: Envelope): Promise<string> => {
     const receivedAt = new Date();
@@ -175,6 +188,12 @@ export async function startSmtpIngress(opts: SmtpIngressOptions): Promise<SmtpIn
             callback(err);
             return;
           }
+          if (isStorageFull(err)) {
+            stats.storageFull++;
+            log.warn({ err: describeError(err), mail_from: envelope.mailFrom }, 'smtp: no disk space to keep the message, answering 452 so the client retries');
+            callback(insufficientStorage());
+            return;
+          }
           if (isRetryable(err)) {
             stats.deferred++;
             log.warn({ err: describeError(err), mail_from: envelope.mailFrom }, 'smtp: handler failed, answering 451 so the client retries');
@@ -204,19 +223,34 @@ export async function startSmtpIngress(opts: SmtpIngressOptions): Promise<SmtpIn
     closeTimeout: 5_000,
     logger: false,
     onMailFrom(address, session, cb) {
-      if (!opts.rateLimit) return cb();
-      opts.rateLimit.take(address.address).then(
-        (refused) => {
-          if (!refused) return cb();
-          log.warn({ scope: refused.scope, remote: session.remoteAddress, retry_after_ms: refused.retryAfterMs }, 'smtp: sender over its rate limit, answering 421');
-          cb(rateLimited(refused));
-        },
-        // the limiter is in memory and should not fail; if it does, the mail is not refused for it
-        (err: unknown) => {
-          log.error({ err: describeError(err) }, 'smtp: rate limiter failed, letting the message through');
-          cb();
-        },
-      );
+      const takeRate = () => {
+        if (!opts.rateLimit) return cb();
+        opts.rateLimit.take(address.address).then(
+          (refused) => {
+            if (!refused) return cb();
+            log.warn({ scope: refused.scope, remote: session.remoteAddress, retry_after_ms: refused.retryAfterMs }, 'smtp: sender over its rate limit, answering 421');
+            cb(rateLimited(refused));
+          },
+          // the limiter is in memory and should not fail; if it does, the mail is not refused for it
+          (err: unknown) => {
+            log.error({ err: describeError(err) }, 'smtp: rate limiter failed, letting the message through');
+            cb();
+          },
+        );
+      };
+      if (!opts.admit) return takeRate();
+      // the disk guard first: a refused transaction does not count against the sender's limit
+      opts.admit().then(takeRate, (err: unknown) => {
+        if (isStorageFull(err)) {
+          stats.storageFull++;
+          log.warn({ err: describeError(err), remote: session.remoteAddress }, 'smtp: disk space below the reserve, answering 452 to MAIL FROM');
+          cb(insufficientStorage());
+        } else {
+          stats.deferred++;
+          log.warn({ err: describeError(err), remote: session.remoteAddress }, 'smtp: not taking mail now, answering 451 to MAIL FROM');
+          cb(smtpError(451, '4.3.0 temporary local problem, try again later'));
+        }
+      });
     },
     onRcptTo(address, session, cb) {
       if (opts.acceptRecipient && !safeCall(() => opts.acceptRecipient!(address.address))) {

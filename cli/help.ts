@@ -61,6 +61,9 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   'operator token create': ['keel operator token create --name laptop', 'keel operator token create --name ci --operator ada --json'],
   'operator token list': ['keel operator token list', 'keel operator token list --json'],
   'operator token revoke': ['keel operator token revoke 3f2a9c0d1e4b'],
+  backup: ['keel backup --to /backups/keel-2026-12-03', 'keel backup --to /backups/keel-$(date +%F-%H%M) --quiet --json'],
+  'backup verify': ['keel backup verify /backups/keel-2026-12-03', 'keel backup verify /backups/keel-2026-12-03 --json'],
+  restore: ['keel restore /backups/keel-2026-12-03 --data-dir /srv/keel-restored', 'KEEL_DATA_DIR=/srv/keel keel restore /backups/keel-2026-12-03 --json'],
   'customer erase': ['keel customer erase alice@example.com', 'keel customer erase cus-3f2a9c0d1e4b5a6f --yes --reason "GDPR request 42" --json'],
 };
 

@@ -39,6 +39,7 @@ const MODULES: Record<string, () => Promise<Register[]>> = {
   deploy: async () => [(await import('./commands/deploy.ts')).registerDeploy],
   operator: async () => [(await import('./commands/operator.ts')).registerOperator],
   customer: async () => [(await import('./commands/customer.ts')).registerCustomer],
+  backup: async () => [(await import('./commands/backup.ts')).registerBackup],
 };
 
 /** Top-level command → the module that registers it. */
@@ -75,6 +76,8 @@ const COMMAND_MODULE: Record<string, string> = {
   deploy: 'deploy',
   operator: 'operator',
   customer: 'customer',
+  backup: 'backup',
+  restore: 'backup',
 };
 
 /** Commands that start telemetry (their spans join the runs they touch); the rest do not trace. */

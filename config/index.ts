@@ -24,12 +24,17 @@ export interface ConfigDoc {
 /** The public contract: every `KEEL_*` variable, its default and meaning. */
 export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_DATA_DIR', default: './.keel', description: 'Where the embedded engine keeps its state: SQLite file, JetStream store, outbox, pid files.' },
+  { name: 'KEEL_MIN_FREE_MB', default: '256', description: 'Disk space kept in reserve under KEEL_DATA_DIR: below it the engine refuses new work (SMTP `452 4.3.1`, HTTP 507 `STORAGE_FULL`), reports `disk: low` on /healthz (503), and the agents finish what was accepted in the reserve; it lifts by itself when space is freed. `0` turns the guard off. See docs/reliability.md.' },
   { name: 'KEEL_NATS_URL', default: '(unset)', description: 'Use this NATS server (e.g. nats://host:4222) instead of starting a local one.' },
   { name: 'KEEL_NATS_PORT', default: '4222', description: 'Client port of the local nats-server that `keel start` supervises.' },
   { name: 'KEEL_NATS_SERVER_BIN', default: '(provisioned)', description: 'Path of the nats-server binary; default is the one deploy/provision.sh built, then `nats-server` on PATH.' },
   { name: 'KEEL_NATS_USER', default: '(unset)', description: 'With KEEL_NATS_URL: the bus user of the engine and the CLI (the admin user `keel deploy nats-config` generates). Agent processes never inherit it.' },
   { name: 'KEEL_NATS_PASSWORD', default: '(unset)', description: 'With KEEL_NATS_URL: the password of KEEL_NATS_USER. Agent processes never inherit it.' },
   { name: 'KEEL_NATS_TLS_CA', default: '(unset)', description: 'PEM file of the CA that signed the NATS server\'s TLS certificate; every Keel process (engine, CLI, agents) verifies the server with it. Unset: a TLS server is verified against the system CAs. See docs/deploy-security.md.' },
+  { name: 'KEEL_NATS_CLUSTER', default: '(unset: one node)', description: '`3` or `5`: `keel start` runs and supervises that many clustered nats-server nodes on loopback (client ports KEEL_NATS_PORT, +1, +2 …; data under KEEL_DATA_DIR/nats/n0, n1 …) and connects every process to all of them. Not with KEEL_NATS_URL. See docs/bus.md#clustering-and-durability.' },
+  { name: 'KEEL_NATS_REPLICAS', default: '1 (3 with KEEL_NATS_CLUSTER)', description: 'Replicas of every stream and KV bucket Keel provisions: 1, 3 or 5 (at most the number of JetStream servers). An existing stream is changed in place (R1 to R3 included). With KEEL_NATS_URL, set it to 3 for a 3-node cluster.' },
+  { name: 'KEEL_NATS_MAX_BYTES', default: '1GB', description: 'Disk all of Keel\'s streams together may fill, per replica (e.g. `512MB`, `4GB`; at least `64MB`), split among them: tasks 20 %, events 35 %, inbound 30 %, outbound 5 %, dead letters 10 %. JetStream reserves it when the streams are created. Each stream is also bounded by age and message count; a full task stream refuses new tasks (the publisher retries), the others drop their oldest messages. See docs/bus.md.' },
+  { name: 'KEEL_NATS_SYNC', default: 'always', description: 'JetStream fsync policy of the nats-servers Keel runs and of `keel deploy nats-config`: `always` (fsync before every acknowledgement) or an interval such as `1s` or `2m` (NATS\'s own default; an OS crash or power loss can lose what was acknowledged since the last sync). See docs/bus.md#clustering-and-durability.' },
   { name: 'KEEL_HTTP_HOST', default: '127.0.0.1', description: 'Address the HTTP API (/healthz, /metrics, /v1/...) listens on.' },
   { name: 'KEEL_HTTP_PORT', default: '8080', description: 'Port of the HTTP API.' },
   { name: 'KEEL_STATE', default: 'sqlite:<KEEL_DATA_DIR>/keel.db', description: 'System of record: `sqlite:PATH` (embedded) or a `mongodb://` / `mongodb+srv://` URL.' },
@@ -71,6 +76,8 @@ export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_LAUNCH_DUE_MS', default: '3600000', description: 'Due time of a launch task an agent owns (research, drafts, plan), from the launch start; publishing tasks are due this long after their calendar time.' },
   { name: 'KEEL_LAUNCH_REVIEW_DUE_MS', default: '86400000', description: 'Due time of the operator\'s review tasks, from the launch start (and never before the launch time).' },
   { name: 'KEEL_LAUNCH_SWEEP_MS', default: '60000', description: 'How often the marketer looks for overdue launch tasks (each one blocks its product once, with the reason).' },
+  { name: 'KEEL_RUN_RETENTION', default: '90d', description: 'Retention of finished workflow runs\' histories (units s, m, h, d; `off` keeps everything): a run finished (and an idle concurrency lane unchanged) longer ago has its events replaced by one `compacted` event holding its final state (kept: `keel run show` still shows every step), and idempotency records completed longer ago are deleted (a run that old can no longer be replayed). Keep it longer than the DLQ stream\'s max age (re-drives) and the task stream\'s. See docs/operations.md.' },
+  { name: 'KEEL_RETENTION_INTERVAL', default: '1h', description: 'How often `keel start` runs the retention pass (also once shortly after start); its last report is in KEEL_DATA_DIR/retention.json.' },
   { name: 'KEEL_AUTO_PROVISION', default: '1', description: 'When no nats-server binary is found, `keel start` builds the pinned one with deploy/provision.sh (0 to refuse instead).' },
   { name: 'KEEL_RATE_LIMIT_SENDER', default: '20/10m', description: 'Inbound messages one sender may send per window, as `N/duration` (units s, m, h, d: `20/10m`, `100/1h`), per email address (SMTP MAIL FROM and the parsed From) and per chat handle; `off` disables. Over it: SMTP `421 4.7.0`, chat HTTP 429 `RATE_LIMITED` with Retry-After, WebSocket an error frame. See docs/abuse-and-injection.md.' },
   { name: 'KEEL_RATE_LIMIT_CHANNEL', default: '600/1m', description: 'Inbound messages per window for a whole channel (email, chat), from everyone together, as `N/duration`; `off` disables. Refusals are counted in `keel_ingress_rate_limited` and audited (`ingress.rate_limited`, once per key and window).' },
@@ -104,6 +111,27 @@ export function parseRateLimit(value: string): RateLimitSpec | null | string {
   return { points, durationMs };
 }
 
+/** `90d`, `12h`, `30m`, `45s` (also `1.5h`) → ms; `off` → null where allowed. A string names the problem. */
+export function parseDurationMs(value: string, allowOff = false): number | null | string {
+  const v = value.trim().toLowerCase();
+  if (allowOff && (v === 'off' || v === 'none')) return null;
+  const m = /^(\d+(?:\.\d+)?)\s*([smhd])$/.exec(v);
+  if (!m) return `'${value}' is not a duration (e.g. 90d, 12h, 30m, 45s${allowOff ? ') or off' : ')'}`;
+  const ms = Math.round(Number(m[1]) * RATE_UNITS[m[2]!]!);
+  if (ms < 1_000) return `'${value}': at least 1s`;
+  return ms;
+}
+
+const duration = (name: string, allowOff: boolean) =>
+  z.string().transform((v, ctx): number | null => {
+    const r = parseDurationMs(v, allowOff);
+    if (typeof r === 'string') {
+      ctx.addIssue({ code: 'custom', message: `${name}: ${r}` });
+      return z.NEVER;
+    }
+    return r;
+  });
+
 const rateLimit = () =>
   z.string().transform((v, ctx): RateLimitSpec | null => {
     const r = parseRateLimit(v);
@@ -116,12 +144,31 @@ const rateLimit = () =>
 
 const schema = z.object({
   KEEL_DATA_DIR: z.string().min(1).default('./.keel'),
+  KEEL_MIN_FREE_MB: z.coerce.number({ error: 'KEEL_MIN_FREE_MB must be a number of MiB' }).min(0, 'KEEL_MIN_FREE_MB must be 0 or more').default(256),
   KEEL_NATS_URL: z.string().min(1).optional(),
   KEEL_NATS_PORT: port('KEEL_NATS_PORT').default(4222),
   KEEL_NATS_SERVER_BIN: z.string().min(1).optional(),
   KEEL_NATS_USER: z.string().min(1).optional(),
   KEEL_NATS_PASSWORD: z.string().min(1).optional(),
   KEEL_NATS_TLS_CA: z.string().min(1).optional(),
+  KEEL_NATS_CLUSTER: z.enum(['0', '1', '3', '5'], { error: 'KEEL_NATS_CLUSTER must be 3 or 5 (nodes of the local cluster), or 1 for one node' }).optional(),
+  KEEL_NATS_REPLICAS: z.enum(['1', '3', '5'], { error: 'KEEL_NATS_REPLICAS must be 1, 3 or 5' }).optional(),
+  KEEL_NATS_MAX_BYTES: z
+    .string()
+    .transform((v, ctx) => {
+      const n = parseBytes(v);
+      if (n === undefined || n < 64 * 1024 * 1024) {
+        ctx.addIssue({ code: 'custom', message: 'KEEL_NATS_MAX_BYTES must be a size of at least 64MB (e.g. 512MB, 4GB)' });
+        return z.NEVER;
+      }
+      return n;
+    })
+    .optional(),
+  KEEL_NATS_SYNC: z
+    .string()
+    .trim()
+    .regex(/^(always|\d+(ms|s|m|h))$/, 'KEEL_NATS_SYNC must be `always` or an interval such as 100ms, 1s, 2m')
+    .default('always'),
   KEEL_HTTP_HOST: z.string().min(1).default('127.0.0.1'),
   KEEL_HTTP_PORT: port('KEEL_HTTP_PORT').default(8080),
   KEEL_SMTP_HOST: z.string().min(1).default('127.0.0.1'),
@@ -147,6 +194,8 @@ const schema = z.object({
   KEEL_LAUNCH_DUE_MS: z.coerce.number({ error: 'KEEL_LAUNCH_DUE_MS must be a number' }).int().min(1).default(3_600_000),
   KEEL_LAUNCH_REVIEW_DUE_MS: z.coerce.number({ error: 'KEEL_LAUNCH_REVIEW_DUE_MS must be a number' }).int().min(1).default(86_400_000),
   KEEL_LAUNCH_SWEEP_MS: z.coerce.number({ error: 'KEEL_LAUNCH_SWEEP_MS must be a number' }).int().min(1_000).default(60_000),
+  KEEL_RUN_RETENTION: duration('KEEL_RUN_RETENTION', true).default(90 * 86_400_000),
+  KEEL_RETENTION_INTERVAL: duration('KEEL_RETENTION_INTERVAL', false).default(3_600_000),
   KEEL_AUTO_PROVISION: z.enum(['0', '1', 'true', 'false']).default('1'),
   KEEL_RATE_LIMIT_SENDER: rateLimit().default({ points: 20, durationMs: 600_000 }),
   KEEL_RATE_LIMIT_CHANNEL: rateLimit().default({ points: 600, durationMs: 60_000 }),
@@ -242,6 +291,8 @@ export function parseAgentHosts(value: string): 'all' | AgentHostGroup[] | strin
 
 export interface KeelConfig {
   dataDir: string;
+  /** KEEL_MIN_FREE_MB in bytes: free space under dataDir below which new work is refused (0 = no guard) */
+  minFreeBytes: number;
   natsUrl: string | undefined;
   natsPort: number;
   natsServerBin: string | undefined;
@@ -250,6 +301,14 @@ export interface KeelConfig {
   natsPassword: string | undefined;
   /** KEEL_NATS_TLS_CA: the CA file clients verify the server's certificate with (connectBus reads the variable itself) */
   natsTlsCa: string | undefined;
+  /** KEEL_NATS_CLUSTER: nodes of the local nats-server cluster `keel start` runs (1 = one node, no cluster) */
+  natsCluster: 1 | 3 | 5;
+  /** KEEL_NATS_REPLICAS: replicas of Keel's streams and buckets */
+  natsReplicas: 1 | 3 | 5;
+  /** KEEL_NATS_MAX_BYTES: bytes all of Keel's streams together may hold, per replica (undefined: the bus's default, 1 GiB) */
+  natsMaxBytes: number | undefined;
+  /** KEEL_NATS_SYNC: `always` or an interval (`1s`, `2m`): the JetStream sync_interval of the servers Keel configures */
+  natsSync: string;
   httpHost: string;
   httpPort: number;
   smtpHost: string;
@@ -314,6 +373,8 @@ export interface KeelConfig {
   batchSize: number;
   /** the launch feature (agents/launch/): KEEL_LAUNCH_* */
   launch: { searchUrl: string | undefined; followUpMs: number; dueMs: number; reviewDueMs: number; sweepMs: number };
+  /** KEEL_RUN_RETENTION (null: off) and KEEL_RETENTION_INTERVAL, in ms (docs/operations.md) */
+  retention: { runsMs: number | null; intervalMs: number };
   /** `OTEL_*` variables, for initTelemetry */
   telemetryEnv: Record<string, string>;
   /** model variables (KEEL_MODEL_*, endpoints, API keys, KEEL_PRICES), for createModelRegistry */
@@ -371,6 +432,43 @@ function domainOf(address: string): string {
   return (m?.[1] ?? address.trim()).toLowerCase();
 }
 
+/**
+ * KEEL_NATS_CLUSTER and KEEL_NATS_REPLICAS together: the local cluster's size and the replicas of
+ * Keel's streams (default 1, 3 with a local cluster). A string names the problem.
+ */
+export function natsTopologyOf(v: { KEEL_NATS_URL?: string; KEEL_NATS_CLUSTER?: string; KEEL_NATS_REPLICAS?: string }): { cluster: 1 | 3 | 5; replicas: 1 | 3 | 5 } | string {
+  const cluster = (v.KEEL_NATS_CLUSTER === '3' || v.KEEL_NATS_CLUSTER === '5' ? Number(v.KEEL_NATS_CLUSTER) : 1) as 1 | 3 | 5;
+  const replicas = (v.KEEL_NATS_REPLICAS ? Number(v.KEEL_NATS_REPLICAS) : cluster > 1 ? 3 : 1) as 1 | 3 | 5;
+  if (cluster > 1 && v.KEEL_NATS_URL) return `KEEL_NATS_CLUSTER=${cluster} runs a local cluster, KEEL_NATS_URL names a running one: set only one of them`;
+  if (!v.KEEL_NATS_URL && replicas > cluster) {
+    return cluster === 1
+      ? `KEEL_NATS_REPLICAS=${replicas} needs ${replicas} JetStream servers, and keel start runs one: set KEEL_NATS_CLUSTER=${replicas === 5 ? 5 : 3} (a local cluster) or KEEL_NATS_URL (a running cluster), or KEEL_NATS_REPLICAS=1`
+      : `KEEL_NATS_REPLICAS=${replicas} is more than the ${cluster} nodes of KEEL_NATS_CLUSTER: use at most ${cluster}`;
+  }
+  return { cluster, replicas };
+}
+
+/** KEEL_NATS_REPLICAS as every Keel process reads it (createBus provisions with it); 1 when unset or invalid (loadConfig reports it). */
+export function natsReplicasFromEnv(env: Record<string, string | undefined> = process.env): 1 | 3 | 5 {
+  const r = natsTopologyOf({ KEEL_NATS_URL: env.KEEL_NATS_URL || undefined, KEEL_NATS_CLUSTER: env.KEEL_NATS_CLUSTER || undefined, KEEL_NATS_REPLICAS: ['1', '3', '5'].includes(env.KEEL_NATS_REPLICAS ?? '') ? env.KEEL_NATS_REPLICAS : undefined });
+  return typeof r === 'string' ? 1 : r.replicas;
+}
+
+/** `512MB`, `4GB`, `1.5GiB`, `1048576` → bytes (K/M/G/T are powers of 1024, as in nats-server); undefined when it is not a size. */
+export function parseBytes(v: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$/i.exec(v);
+  if (!m) return undefined;
+  const unit = (m[2] ?? 'B').toUpperCase()[0]!;
+  const pow = { B: 0, K: 1, M: 2, G: 3, T: 4 }[unit as 'B'] ?? 0;
+  return Math.floor(Number(m[1]) * 1024 ** pow);
+}
+
+/** KEEL_NATS_MAX_BYTES as every Keel process reads it (createBus provisions with it); undefined when unset or invalid (loadConfig reports it). */
+export function natsMaxBytesFromEnv(env: Record<string, string | undefined> = process.env): number | undefined {
+  const n = env.KEEL_NATS_MAX_BYTES ? parseBytes(env.KEEL_NATS_MAX_BYTES) : undefined;
+  return n !== undefined && n >= 64 * 1024 * 1024 ? n : undefined;
+}
+
 export class ConfigError extends KeelError {
   declare readonly code: 'KEEL_CONFIG_INVALID';
   readonly issues: string[];
@@ -405,15 +503,22 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (typeof memoryWeights === 'string') issues.push(memoryWeights);
   if (!parsed.success || issues.length) throw new ConfigError(issues);
   const c = parsed.data;
+  const nats = natsTopologyOf(c);
+  if (typeof nats === 'string') throw new ConfigError([nats]);
   const dataDir = resolve(c.KEEL_DATA_DIR);
   return {
     dataDir,
+    minFreeBytes: Math.round(c.KEEL_MIN_FREE_MB * 1024 * 1024),
     natsUrl: c.KEEL_NATS_URL,
     natsPort: c.KEEL_NATS_PORT,
     natsServerBin: c.KEEL_NATS_SERVER_BIN,
     natsUser: c.KEEL_NATS_USER,
     natsPassword: c.KEEL_NATS_PASSWORD,
     natsTlsCa: c.KEEL_NATS_TLS_CA,
+    natsCluster: nats.cluster,
+    natsReplicas: nats.replicas,
+    natsSync: c.KEEL_NATS_SYNC,
+    natsMaxBytes: c.KEEL_NATS_MAX_BYTES,
     httpHost: c.KEEL_HTTP_HOST,
     httpPort: c.KEEL_HTTP_PORT,
     smtpHost: c.KEEL_SMTP_HOST,
@@ -456,6 +561,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     batchWindowMs: c.KEEL_BATCH_WINDOW_MS,
     batchSize: c.KEEL_BATCH_SIZE,
     launch: { searchUrl: c.KEEL_LAUNCH_SEARCH_URL, followUpMs: c.KEEL_LAUNCH_FOLLOW_UP_MS, dueMs: c.KEEL_LAUNCH_DUE_MS, reviewDueMs: c.KEEL_LAUNCH_REVIEW_DUE_MS, sweepMs: c.KEEL_LAUNCH_SWEEP_MS },
+    retention: { runsMs: c.KEEL_RUN_RETENTION, intervalMs: c.KEEL_RETENTION_INTERVAL! },
     telemetryEnv: telemetryEnv(env),
     modelEnv: modelEnv(env),
   };

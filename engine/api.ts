@@ -1,8 +1,9 @@
 import type { Context, Hono } from 'hono';
 import { z } from 'zod';
 import type { StateStore } from '../shared-state/index.ts';
+import type { DiskGuard } from '../channels/index.ts';
 import { resolveRunId, type WorkflowEngine, type WorkflowError } from '../workflows/index.ts';
-import { errorCode, httpError } from './http.ts';
+import { errorCode, httpError, outageFailure } from './http.ts';
 import { operatorOf } from './auth.ts';
 
 /** `GET /v1/approvals?state=` values. */
@@ -21,8 +22,14 @@ const Decide = z.strictObject({
   reason: z.string().max(2_000).optional(),
 });
 
-/** A workflow error as an HTTP answer: bad input 422 (fields in `issues`), superseded 409 (naming `current`), ambiguous id 400 (`candidates`). */
+/**
+ * A workflow error as an HTTP answer: bad input 422 (fields in `issues`), superseded 409 (naming
+ * `current`), ambiguous id 400 (`candidates`), a full disk 507 `STORAGE_FULL`, the store
+ * unreachable 503 `STATE_UNAVAILABLE`.
+ */
 function workflowFailure(c: Context, err: unknown, notFound: string, fieldPrefix = ''): Response {
+  const outage = outageFailure(c, err);
+  if (outage) return outage;
   const code = errorCode(err);
   const e = err as Partial<WorkflowError> & Error;
   if (code === 'WORKFLOW_INVALID_INPUT') return httpError(c, 422, code, e.message, (e.issues ?? []).map((i) => ({ path: `${fieldPrefix}${i.path}`, message: i.message })));
@@ -31,8 +38,12 @@ function workflowFailure(c: Context, err: unknown, notFound: string, fieldPrefix
   return httpError(c, code === notFound ? 404 : 500, code, e.message);
 }
 
-/** Operator API over HTTP: runs and approvals (the same operations as the CLI). */
-export function mountApi(app: Hono, o: { store: StateStore; workflows: WorkflowEngine }): void {
+/**
+ * Operator API over HTTP: runs and approvals (the same operations as the CLI). With `disk`, a new
+ * run is refused with 507 `STORAGE_FULL` while free space is below KEEL_MIN_FREE_MB; decisions on
+ * approvals are still taken (they finish work already accepted).
+ */
+export function mountApi(app: Hono, o: { store: StateStore; workflows: WorkflowEngine; disk?: DiskGuard }): void {
   const body = async (c: { req: { json(): Promise<unknown> } }) => {
     try {
       return { ok: true as const, value: await c.req.json() };
@@ -46,6 +57,7 @@ export function mountApi(app: Hono, o: { store: StateStore; workflows: WorkflowE
     const p = StartRun.safeParse(b.value);
     if (!p.success) return httpError(c, 422, 'INVALID_REQUEST', invalid(issuesOf(p.error)), issuesOf(p.error));
     try {
+      await o.disk?.admit();
       const r = await o.workflows.start(p.data.workflow, p.data.input ?? {}, { runId: p.data.runId, customer: p.data.customer });
       // the run's events carry the engine as their actor (WorkflowEngine.start takes none): the audit log names the operator
       if (r.created) await o.store.appendAudit({ actor: { kind: 'human', id: operatorOf(c).operator }, action: 'run.started', subject: `run/${r.runId}`, details: { workflow: p.data.workflow, runId: r.runId, traceId: r.traceId || null, via: 'http' } });

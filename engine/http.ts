@@ -3,6 +3,7 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
+import { isStorageFull } from '../channels/index.ts';
 import { EngineError } from './errors.ts';
 
 export interface HealthReport {
@@ -11,6 +12,8 @@ export interface HealthReport {
   uptime_s: number;
   bus: Record<string, unknown> & { status: 'up' | 'down' };
   state: Record<string, unknown> & { status: 'up' | 'down' };
+  /** free space under the data dir: `low` below KEEL_MIN_FREE_MB (new work is refused; the report is `degraded`) */
+  disk?: Record<string, unknown> & { status: 'ok' | 'low' | 'unknown'; free_bytes: number; min_free_bytes: number };
 }
 
 export interface HttpApi {
@@ -63,12 +66,32 @@ export function allowedMethods(app: Hono, path: string): string[] {
 }
 
 /**
- * The engine's HTTP API. `GET /healthz` answers 200 with the report when bus and state are up,
- * 503 with the same JSON shape otherwise. Later modules mount their routes on `app`.
+ * A failure of the system of record or the disk as an HTTP answer, or undefined for any other:
+ * 507 `STORAGE_FULL` (with Retry-After) when the disk is full, 503 `STATE_UNAVAILABLE` (with
+ * Retry-After) when the store cannot be reached.
+ */
+export function outageFailure(c: Context, err: unknown): Response | undefined {
+  if (isStorageFull(err)) {
+    c.header('Retry-After', '30');
+    return httpError(c, 507, 'STORAGE_FULL', (err as Error).message);
+  }
+  if ((err as { code?: unknown } | null)?.code === 'STATE_UNAVAILABLE') {
+    c.header('Retry-After', '5');
+    return httpError(c, 503, 'STATE_UNAVAILABLE', (err as Error).message);
+  }
+  return undefined;
+}
+
+/**
+ * The engine's HTTP API. `GET /healthz` answers 200 with the report when bus and state are up
+ * and the disk is above its reserve, 503 with the same JSON shape otherwise. Later modules mount
+ * their routes on `app`.
  *
  * Errors have one shape, {@link HttpErrorBody}: `404 NOT_FOUND` for an unknown path, `405
  * METHOD_NOT_ALLOWED` with an `Allow` header for a known path and another method (`OPTIONS`
- * answers 204 with `Allow`), `500 INTERNAL` for an unexpected failure.
+ * answers 204 with `Allow`), `507 STORAGE_FULL` when a write found the disk full, `503
+ * STATE_UNAVAILABLE` when the system of record cannot be reached, `500 INTERNAL` for any other
+ * unexpected failure.
  */
 export async function startHttpApi(opts: {
   host: string;
@@ -89,7 +112,7 @@ export async function startHttpApi(opts: {
     if (c.req.method === 'OPTIONS') return c.body(null, 204);
     return httpError(c, 405, 'METHOD_NOT_ALLOWED', `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allowed.join(', ')}`);
   });
-  app.onError((err, c) => httpError(c, 500, 'INTERNAL', err.message));
+  app.onError((err, c) => outageFailure(c, err) ?? httpError(c, 500, 'INTERNAL', err.message));
 
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, hostname: opts.host, port: opts.port }, () => resolve(s));

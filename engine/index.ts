@@ -15,7 +15,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { findTool, inheritedEnv, provision, KEEL_VERSION, type KeelConfig } from '../config/index.ts';
-import { LocalNatsServer, LocalServerError, connectBus, createBus, natsEventPublisher, type Bus, type NatsConnection } from '../bus/index.ts';
+import { LocalNatsCluster, LocalNatsServer, LocalServerError, connectBus, createBus, natsEventPublisher, type Bus, type NatsConnection } from '../bus/index.ts';
 import { openStore, startOutboxRelay, type StateStore, type OutboxRelay } from '../shared-state/index.ts';
 import { loadFeatures, entityTypesOf, workflowsOf, resolveAgent, enabledAgents } from '../agents/index.ts';
 import { credentialsFromEnv, loadOrCreateCredentials, natsUsers, type AgentDefinition, type Ingress } from '../runtime/index.ts';
@@ -28,6 +28,8 @@ import { mountApi } from './api.ts';
 import { OperatorAuth, mountAuth } from './auth.ts';
 import { EngineError } from './errors.ts';
 import { engineFootprints } from './footprint.ts';
+import { createDiskGuard } from '../channels/index.ts';
+import { startStorageWatch } from './storage-watch.ts';
 
 export type { HealthReport, HttpApi } from './http.ts';
 export { EngineError } from './errors.ts';
@@ -42,7 +44,10 @@ export interface Engine {
   bus: Bus;
   store: StateStore;
   supervisor: AgentSupervisor;
+  /** the embedded nats-server (with KEEL_NATS_CLUSTER: node 0 of {@link localCluster}) */
   localServer: LocalNatsServer | undefined;
+  /** KEEL_NATS_CLUSTER: the local cluster's nodes */
+  localCluster: LocalNatsCluster | undefined;
   http: HttpApi;
   logger: Logger;
   stop(): Promise<void>;
@@ -128,29 +133,34 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
 
     const catalog = await workflowsOf(features, cfg.workflowModules);
 
-    // 1. the bus: a local nats-server with one user per agent (least privilege), or KEEL_NATS_URL
+    // 1. the bus: a local nats-server, or KEEL_NATS_CLUSTER nodes clustered on loopback, with one
+    // user per agent (least privilege); or KEEL_NATS_URL (one URL or a cluster's, comma-separated)
     let localServer: LocalNatsServer | undefined;
+    let localCluster: LocalNatsCluster | undefined;
     let natsUrl = cfg.natsUrl;
     const creds = natsUrl ? undefined : loadOrCreateCredentials(join(cfg.dataDir, 'credentials.json'), agentDefs.map((a) => a.def.name));
     if (!natsUrl) {
       const bin = await natsServerBinary(cfg, log);
-      localServer = new LocalNatsServer({
-        bin,
-        port: cfg.natsPort,
-        storeDir: join(cfg.dataDir, 'nats'),
-        serverName: 'keel-embedded',
-        logger: log,
-        users: natsUsers(creds!, agentDefs.map((a) => a.def), cfg.subjectPrefix, workflowCapabilities(catalog)),
-      });
-      await localServer.start();
-      cleanups.push(() => localServer!.stop());
-      natsUrl = localServer.url;
+      const users = natsUsers(creds!, agentDefs.map((a) => a.def), cfg.subjectPrefix, workflowCapabilities(catalog));
+      if (cfg.natsCluster > 1) {
+        // node i: client port KEEL_NATS_PORT + i, store <data>/nats/n<i>; each restarted by its own supervisor
+        localCluster = new LocalNatsCluster({ bin, size: cfg.natsCluster, port: cfg.natsPort, storeDir: join(cfg.dataDir, 'nats'), logger: log, users, syncInterval: cfg.natsSync });
+        await localCluster.start();
+        cleanups.push(() => localCluster!.stop());
+        localServer = localCluster.nodes[0];
+        natsUrl = localCluster.url;
+      } else {
+        localServer = new LocalNatsServer({ bin, port: cfg.natsPort, storeDir: join(cfg.dataDir, 'nats'), serverName: 'keel-embedded', logger: log, users, syncInterval: cfg.natsSync });
+        await localServer.start();
+        cleanups.push(() => localServer!.stop());
+        natsUrl = localServer.url;
+      }
     }
     const nats = await connectBus({ servers: natsUrl, name: 'keel-engine', logger: log, user: creds?.admin.user ?? cfg.natsUser, pass: creds?.admin.password ?? cfg.natsPassword });
     cleanups.push(() => nats.drain().catch(() => nats.close()));
-    const bus = createBus(nats, { prefix: cfg.subjectPrefix, logger: log });
+    const bus = createBus(nats, { prefix: cfg.subjectPrefix, logger: log, replicas: cfg.natsReplicas, maxBytes: cfg.natsMaxBytes });
     const provisioned = await bus.provision();
-    log.info({ changed: provisioned.filter((r) => r.action !== 'unchanged') }, 'bus streams and buckets provisioned');
+    log.info({ changed: provisioned.filter((r) => r.action !== 'unchanged'), replicas: cfg.natsReplicas, nodes: localCluster?.nodes.length ?? (localServer ? 1 : undefined) }, 'bus streams and buckets provisioned');
 
     // the embedded embedding model (memory, the intent cache, the learned triage tier): fetched
     // once, like nats-server; without it those parts say so and the rest runs on
@@ -162,6 +172,13 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     log.info({ state: store.info }, 'state store open');
     const relay: OutboxRelay = startOutboxRelay(store, natsEventPublisher(nats), { prefix: cfg.subjectPrefix, onError: (err) => log.warn({ err }, 'outbox relay: will retry') });
     cleanups.push(() => relay.stop());
+    cleanups.push((await import('./retention.ts')).startEngineRetention(store, cfg, log)); // KEEL_RUN_RETENTION: docs/operations.md
+
+    // the data dir's free space (KEEL_MIN_FREE_MB): reported on /healthz, new runs are refused below
+    // it, and a nats-server whose JetStream store failed on a full disk is restarted once space is back
+    const disk = createDiskGuard({ dir: cfg.dataDir, minFreeBytes: cfg.minFreeBytes });
+    const storageWatch = startStorageWatch({ disk, servers: () => localCluster?.nodes ?? (localServer ? [localServer] : []), logger: log });
+    cleanups.push(async () => storageWatch.stop());
 
     // 3. the HTTP API
     const health = async (): Promise<HealthReport> => {
@@ -173,13 +190,17 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
       } catch (err) {
         bus = { status: 'down', url: natsUrl, error: (err as Error).message, local: !!localServer };
       }
-      const st = await probeStore(store);
+      // a JetStream storage failure (full disk) waiting for the restart that clears it
+      const fault = storageWatch.pending();
+      if (fault) bus = { ...bus, jetstream_store_fault: fault };
+      const [st, d] = await Promise.all([probeStore(store), disk.status()]);
       return {
-        status: bus.status === 'up' && st.status === 'up' ? 'ok' : 'degraded',
+        status: bus.status === 'up' && !fault && st.status === 'up' && d.status !== 'low' ? 'ok' : 'degraded',
         version: KEEL_VERSION,
         uptime_s: Math.round((Date.now() - started) / 1000),
         bus,
         state: { ...st },
+        disk: { status: d.status, path: d.path, free_bytes: d.freeBytes, total_bytes: d.totalBytes, min_free_bytes: d.minFreeBytes, ...(d.error ? { error: d.error } : {}) },
       };
     };
     // 3b. workflows can be started here (HTTP, channels); agents advance them
@@ -221,7 +242,7 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
         mountAuth(app, new OperatorAuth({ dataDir: cfg.dataDir, envToken: cfg.operatorToken ? { token: cfg.operatorToken, operator: cfg.operator } : undefined, logger: log }));
         app.get('/metrics', async (c) => c.text(await metrics.text(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }));
         for (const i of ingresses) i.mount?.(app);
-        mountApi(app, { store, workflows });
+        mountApi(app, { store, workflows, disk });
       },
     });
     for (const i of ingresses) i.attach?.(http.server);
@@ -231,7 +252,8 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     const defOf = (name: string) => agentDefs.find((a) => a.def.name === name)!.def;
     supervisor.start(
       agentProcessSpecs(processGroups, {
-        common: { KEEL_NATS_URL: natsUrl!, KEEL_STATE: cfg.state, KEEL_SUBJECT_PREFIX: cfg.subjectPrefix, KEEL_DATA_DIR: cfg.dataDir },
+        // KEEL_NATS_CLUSTER is this process's to run: an agent given KEEL_NATS_URL must not see it
+        common: { KEEL_NATS_URL: natsUrl!, KEEL_NATS_CLUSTER: '', KEEL_STATE: cfg.state, KEEL_SUBJECT_PREFIX: cfg.subjectPrefix, KEEL_DATA_DIR: cfg.dataDir },
         // embedded: the generated users; with KEEL_NATS_URL: KEEL_NATS_USER_<AGENT> / _PASSWORD_<AGENT> (`keel deploy nats-config`)
         credentials: (name) => creds?.agents[name] ?? credentialsFromEnv(name),
         secrets: (name) => secretsFor(defOf(name), cfg.secrets),
@@ -246,7 +268,7 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
 
     log.info({ url: `http://${cfg.httpHost}:${http.port}`, nats: natsUrl, dataDir: cfg.dataDir }, 'keel engine ready');
 
-    return { config: cfg, natsUrl, nats, bus, store, supervisor, localServer, http, logger: log, stop: cleanup };
+    return { config: cfg, natsUrl, nats, bus, store, supervisor, localServer, localCluster, http, logger: log, stop: cleanup };
   } catch (err) {
     await cleanup();
     throw err;

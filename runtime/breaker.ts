@@ -43,7 +43,8 @@ export class CircuitBreaker {
     const st = this.state;
     if (st === 'open' || (st === 'half_open' && this.trial)) {
       if (this.degraded) return this.degraded() as T;
-      throw new CircuitOpenError(this.name, Math.max(0, this.resetMs - (this.now() - this.openedAt)));
+      // at least 1 s: while the trial call runs, the others must not come straight back (each return costs a delivery)
+      throw new CircuitOpenError(this.name, Math.max(1_000, this.resetMs - (this.now() - this.openedAt)));
     }
     if (st === 'half_open') this.trial = true;
     try {

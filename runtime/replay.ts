@@ -114,6 +114,12 @@ export async function replayRun(store: StateStore, runId: string, agents: readon
       continue;
     }
     const taskId = s.taskId!;
+    // retention (KEEL_RUN_RETENTION) deletes old task records: then nothing can be read back
+    const kept = config.retention?.runsMs;
+    if (kept && Date.parse(s.completedAt ?? st.startedAt) < Date.now() - kept && !(await store.getIdempotency(`task:${capability}:${taskId}`))) {
+      steps.push({ ...base, result: 'not_replayed', reason: 'its recorded results were deleted by retention (the step completed longer ago than KEEL_RUN_RETENTION; see docs/operations.md)' });
+      continue;
+    }
     const at = s.scheduledAt ?? st.startedAt;
     const counters = { ...base };
     const allowed = new Set(found.cap.permissions?.entityTypes ?? []);

@@ -1,4 +1,5 @@
 import { getPriority, setPriority } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { INVALID_SPAN_CONTEXT, trace } from '@opentelemetry/api';
@@ -112,6 +113,24 @@ export function memoryAccess(config: KeelConfig, given?: MemoryStore): { get(): 
   };
 }
 
+/**
+ * Failures of what a task stands on (the store unreachable or its disk full, the bus not taking
+ * writes, a full disk under a local write such as the outbox: ENOSPC): waited out, not counted.
+ */
+const OUTAGE_CODES = new Set(['STATE_UNAVAILABLE', 'STATE_STORAGE_FULL', 'BUS_UNAVAILABLE', 'BUS_PUBLISH_FAILED', 'ENOSPC']);
+
+/** Whether `err` (or what it wraps) is an outage of the store, the bus or the disk ({@link OUTAGE_CODES}). */
+export function isOutage(err: unknown): boolean {
+  let e: unknown = err;
+  for (let depth = 0; depth < 5 && typeof e === 'object' && e !== null; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && OUTAGE_CODES.has(code)) return true;
+    if ((e as { storageFull?: unknown }).storageFull === true) return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
 const NOT_FOR_TASKS = new Set(['close']);
 const WRITES = new Set(['put', 'supersede', 'forget', 'reindex']);
 
@@ -217,10 +236,47 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
   // runs here (published again under a new message id) waits for it and then finds it completed,
   // instead of being put back until the first one's lease would have expired
   const runningHere = new Map<string, Promise<void>>();
+  // task claims whose release failed in an outage, released before the task is tried again
+  const unreleased = new Map<string, string>();
+  /**
+   * Runs a task, and waits out an outage of the store or the bus (Mongo down, a full disk, JetStream
+   * restarting): the message is held (the consumer keeps telling the server it is being worked on)
+   * and the task is tried again every 1 s growing to 10 s, so an outage burns no delivery attempts
+   * and makes no dead letters. Bounded by the task's timeout (its signal); after that it is retried
+   * like any failure.
+   */
+  const holdThroughOutages = async (key: string, signal: AbortSignal, attempt: () => Promise<void>) => {
+    let pause = 1_000;
+    let since = 0;
+    for (;;) {
+      try {
+        const token = unreleased.get(key);
+        if (token) {
+          await store.release(key, token).catch((err: unknown) => {
+            if (isOutage(err)) throw err;
+          });
+          unreleased.delete(key);
+        }
+        await attempt();
+        if (since) log.info({ task: key, pausedMs: Date.now() - since }, 'outage over: the paused task completed');
+        return;
+      } catch (err) {
+        if (!isOutage(err) || signal.aborted) throw err;
+        if (!since) log.warn({ err, task: key }, 'task paused: the state store or the bus is not taking writes; holding the message and trying again');
+        since ||= Date.now();
+        try {
+          await sleep(pause, undefined, { signal });
+        } catch {
+          throw err;
+        }
+        pause = Math.min(pause * 2, 10_000);
+      }
+    }
+  };
   const handlerFor = (cap: Capability) => async (env: Envelope<unknown>, hctx: { signal: AbortSignal; working(): void }) => {
     const key = `task:${cap.name}:${env.idempotencyKey}`;
     for (let prior = runningHere.get(key); prior; prior = runningHere.get(key)) await prior.catch(() => undefined);
-    const run = runTask(cap)(env, hctx);
+    const run = holdThroughOutages(key, hctx.signal, () => runTask(cap)(env, hctx));
     runningHere.set(key, run);
     try {
       await run;
@@ -317,7 +373,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     try {
       output = checkOutput(cap, await cap.handler(ctx));
     } catch (err) {
-      await store.release(taskKey, claim.token).catch(() => undefined);
+      await store.release(taskKey, claim.token).catch((e: unknown) => void (isOutage(e) && unreleased.set(taskKey, claim.token)));
       const e = err as { code?: string };
       if (e.code === 'AGENT_PERMISSION_DENIED') taskLog.error({ err }, 'permission denied');
       // Node's permission model refused a resource (ERR_ACCESS_DENIED): permanent, never retried
@@ -349,17 +405,20 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     } catch (err) {
       if ((err as { code?: string }).code === 'STATE_IDEMPOTENCY_LEASE_LOST') {
         // this instance's lease expired while it worked (a slow store, a long pause) and another
-        // delivery took the task over: its completion, if it finished, advanced the run already
+        // delivery took the task over; or, on MongoDB (no transactions), this very attempt's
+        // completion landed and the run's advance lost a race and was retried
         const rec = await store.getIdempotency(taskKey).catch(() => null);
         if (rec?.status === 'completed') {
-          taskLog.warn({ attempt: claim.attempt, completedAttempt: rec.attempt }, 'lease lost: another delivery completed this task first; its result stands');
+          taskLog.warn({ attempt: claim.attempt, completedAttempt: rec.attempt }, 'lease lost: the task was completed (by this attempt or another); its result stands');
+          // like a redelivered completed task: make sure its run moved on (an outcome already applied changes nothing)
+          await advance(env, true, { output: rec.result });
           return;
         }
         // still running elsewhere: come back later and find it completed (or its lease expired)
         throw new AgentError('AGENT_TASK_IN_PROGRESS', `task ${taskKey}: lease lost to attempt ${rec?.attempt ?? '?'}, which is still running`, { retryable: true, nextDelayMs: 1_000, cause: err });
       }
       // nothing was recorded: let the retry run the task again (its effects are recorded)
-      await store.release(taskKey, claim.token).catch(() => undefined);
+      await store.release(taskKey, claim.token).catch((e: unknown) => void (isOutage(e) && unreleased.set(taskKey, claim.token)));
       throw err;
     }
     taskLog.info({ computeMs }, 'task completed');

@@ -113,6 +113,11 @@ function reduceOne(def: EntityTypeDef, cur: EntitySnapshot | null, e: { type: st
     case ERASED_EVENT:
       // the erasure rewrote the events before it; its own data says only what was done
       return { state: cur?.state ?? {}, deleted: (cur?.deleted ?? false) || (isPlainObject(e.data) && e.data.deleted === true) };
+    case COMPACTED_EVENT: {
+      // retention replaced the events before it: it carries the state they had built
+      const d = isPlainObject(e.data) ? e.data : {};
+      return { state: (isPlainObject(d.state) ? d.state : (cur?.state ?? {})) as State, deleted: d.deleted === true };
+    }
     default:
       return { state: def.reduce ? def.reduce(cur?.state ?? {}, e) : (cur?.state ?? {}), deleted: cur?.deleted ?? false };
   }
@@ -126,12 +131,14 @@ export function replay(def: EntityTypeDef, events: readonly CommittedEvent[], up
     const prev: EntitySnapshot | null = cur as EntitySnapshot | null;
     const next = reduceOne(def, prev, e);
     const parsed = def.schema.safeParse(next.state);
+    // a compacted history keeps the entity's own times (compaction is no change of state)
+    const kept = e.type === COMPACTED_EVENT && isPlainObject(e.data) ? (e.data as { createdAt?: unknown; updatedAt?: unknown }) : {};
     cur = {
       version: e.version,
       state: parsed.success ? parsed.data : next.state,
       deleted: next.deleted,
-      createdAt: prev?.createdAt ?? e.time,
-      updatedAt: e.time,
+      createdAt: prev?.createdAt ?? (typeof kept.createdAt === 'string' ? kept.createdAt : e.time),
+      updatedAt: typeof kept.updatedAt === 'string' ? kept.updatedAt : e.time,
       schemaVersion: e.schemaVersion,
     };
   }
@@ -527,6 +534,21 @@ function isTombstoneKey(k: string): boolean {
 export const TOMBSTONE = '[erased]';
 /** The event an erasure appends to the entity it rewrote. */
 export const ERASED_EVENT = 'erased';
+/**
+ * The one event left of a history that retention compacted (`compactHistory`): its data holds
+ * the state the removed events had built (`state`, `deleted`, `createdAt`, `updatedAt`) and what
+ * was removed (`through`: the last removed version, `events`, `reason`).
+ */
+export const COMPACTED_EVENT = 'compacted';
+
+/** The `compacted` event closing a compaction of an entity at snapshot `cur` (its state unchanged). */
+export function planCompactedEvent(def: EntityTypeDef, entityId: string, cur: EntitySnapshot, removed: { events: number; firstCursor: number; lastCursor: number }, reason: string, rawMeta: unknown): { event: Omit<CommittedEvent, 'cursor'>; snapshot: EntitySnapshot; searchText: string } {
+  const meta = checkMeta(def.name, entityId, rawMeta);
+  const version = cur.version + 1;
+  const data = { reason, through: cur.version, events: removed.events, firstCursor: removed.firstCursor, lastCursor: removed.lastCursor, state: cur.state, deleted: cur.deleted, createdAt: cur.createdAt, updatedAt: cur.updatedAt };
+  const event: Omit<CommittedEvent, 'cursor'> = { eventId: newId(), entityType: def.name, entityId, version, type: COMPACTED_EVENT, data, schemaVersion: cur.schemaVersion, meta, time: nowIso() };
+  return { event, snapshot: { ...cur, version }, searchText: searchTextOf(def, cur.state) };
+}
 
 export interface Scrubber {
   fields: ReadonlySet<string> | 'all' | null;

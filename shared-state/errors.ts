@@ -21,6 +21,8 @@ export type StateErrorCode =
   | 'STATE_APPROVAL_EXPIRED'
   | 'STATE_BUSY'
   | 'STATE_UNAVAILABLE'
+  /** the disk under the store is full (SQLite SQLITE_FULL, ENOSPC, MongoDB out of disk space); retryable once space is freed */
+  | 'STATE_STORAGE_FULL'
   | 'STATE_BAD_URL'
   /** an entity type declaration is invalid (name, schemaVersion, events) or declared twice */
   | 'STATE_INVALID_DEFINITION';
@@ -223,6 +225,22 @@ export class StoreUnavailableError extends StateError {
   constructor(location: string, cause?: unknown) {
     super('STATE_UNAVAILABLE', `state store at ${location} is unavailable: ${describe(cause)}`, { cause, retryable: true });
     this.name = 'StoreUnavailableError';
+    this.location = location;
+  }
+}
+
+/**
+ * The store could not write because its disk is full. Nothing of the failed write was kept;
+ * reads still work. Retryable: the same write succeeds once space is freed (Keel's ingress
+ * refuses new work meanwhile, see docs/reliability.md).
+ */
+export class StorageFullError extends StateError {
+  readonly location: string;
+  /** recognized across layers by this flag (channels map it to SMTP 452 and HTTP 507) */
+  readonly storageFull = true;
+  constructor(location: string, cause?: unknown) {
+    super('STATE_STORAGE_FULL', `state store at ${location}: no space left on its disk (${describe(cause)}); free disk space: writes resume by themselves`, { cause, retryable: true });
+    this.name = 'StorageFullError';
     this.location = location;
   }
 }

@@ -31,6 +31,10 @@ export type { EventPublisher, OutboxRelay, OutboxRelayOptions } from './outbox.t
 export { canonicalJson, auditHash, verifyChain, singleType, GENESIS_HASH, DEFAULT_MAX_DOCUMENT_BYTES } from './core.ts';
 // erasure of personal data: the tombstone, the event it appends, v2 audit digests (docs/audit-and-erasure.md)
 export { TOMBSTONE, ERASED_EVENT, auditDetailsDigest } from './core.ts';
+// retention: compacted histories, pruned idempotency records (docs/operations.md)
+export { COMPACTED_EVENT } from './core.ts';
+export { runRetention, startRetention } from './retention.ts';
+export type { HistoryRule, RetentionPolicy, RetentionReport, RetentionTimer } from './retention.ts';
 
 export * from './errors.ts';
 
@@ -69,7 +73,11 @@ export type {
   RedactRecordsOptions,
   RedactCounts,
   CompactResult,
+  CompactHistoryOptions,
+  CompactHistoryResult,
+  PruneIdempotencyResult,
   StoreInfo,
   StateStore,
 } from './types.ts';
 
+export { snapshotSqlite, checkSqlite, countState, verifyAuditCopy, openSnapshotReader, sqliteStatePath, fsyncPath, StateBackupError, type StateCounts, type StateSnapshotReader, type StateBackupErrorCode } from './backup.ts';

@@ -23,6 +23,8 @@ import type { EntityTypeRegistry } from './entity-types.ts';
 import {
   DEFAULT_LEASE_MS,
   ERASED_EVENT,
+  COMPACTED_EVENT,
+  planCompactedEvent,
   assertId,
   buildAuditRecord,
   checkActor,
@@ -60,6 +62,8 @@ import {
   NotFoundError,
   StateError,
   StoreBusyError,
+  StoreUnavailableError,
+  StorageFullError,
   VersionConflictError,
 } from './errors.ts';
 import { redactMongoUrl } from './health.ts';
@@ -74,6 +78,9 @@ import type {
   AuditRecord,
   AuditVerification,
   CompactResult,
+  CompactHistoryOptions,
+  CompactHistoryResult,
+  PruneIdempotencyResult,
   RedactCounts,
   RedactEntityOptions,
   RedactEntityResult,
@@ -276,7 +283,7 @@ export class MongoStore implements StateStore {
       const server = info.ferretdbVersion ? `ferretdb ${info.ferretdbVersion}` : `mongodb ${info.version ?? '?'}`;
       const store = new MongoStore(client, db, url, opts, wc, server);
       await store.#ensureIndexes();
-      return store;
+      return withErrorClassification(store);
     } catch (err) {
       await client.close().catch(() => undefined);
       if (err instanceof StateError) throw err;
@@ -309,7 +316,7 @@ export class MongoStore implements StateStore {
       entityId: c.entityId,
       version: e.version,
       type: e.type,
-      data: e.data,
+      data: fromStored(e.data),
       schemaVersion: e.schemaVersion,
       meta: c.meta!,
       time: c.time,
@@ -322,7 +329,7 @@ export class MongoStore implements StateStore {
       entityType: d.entityType,
       entityId: d.entityId,
       version: d.version,
-      state: d.state as S,
+      state: fromStored(d.state) as S,
       deleted: d.deleted,
       createdAt: d.createdAt,
       updatedAt: d.updatedAt,
@@ -361,7 +368,7 @@ export class MongoStore implements StateStore {
       entityType: type,
       entityId: id,
       version: s.version,
-      state: s.state,
+      state: toStored(s.state),
       deleted: s.deleted,
       createdAt: s.createdAt,
       updatedAt: s.updatedAt,
@@ -386,7 +393,7 @@ export class MongoStore implements StateStore {
       const def = this.#reg.get(type);
       const s = replay(def, await this.#allEvents(type, id));
       if (!s) return;
-      await this.#entities.replaceOne({ _id: k }, { entityType: type, entityId: id, version: s.version, state: s.state, deleted: s.deleted, createdAt: s.createdAt, updatedAt: s.updatedAt, schemaVersion: s.schemaVersion, searchText: searchTextOf(def, s.state) }, { upsert: true }).catch((err) => {
+      await this.#entities.replaceOne({ _id: k }, { entityType: type, entityId: id, version: s.version, state: toStored(s.state), deleted: s.deleted, createdAt: s.createdAt, updatedAt: s.updatedAt, schemaVersion: s.schemaVersion, searchText: searchTextOf(def, s.state) }, { upsert: true }).catch((err) => {
         if (!isDup(err)) throw err;
       });
     }
@@ -396,7 +403,7 @@ export class MongoStore implements StateStore {
   async #snapshot(type: string, id: string, version: number, proj?: EntityDoc | null): Promise<EntitySnapshot | null> {
     if (version === 0) return null;
     const p = proj === undefined ? await this.#entities.findOne({ _id: key(type, id) }) : proj;
-    if (p && p.version === version) return { version, state: p.state, deleted: p.deleted, createdAt: p.createdAt, updatedAt: p.updatedAt, schemaVersion: p.schemaVersion };
+    if (p && p.version === version) return { version, state: fromStored(p.state), deleted: p.deleted, createdAt: p.createdAt, updatedAt: p.updatedAt, schemaVersion: p.schemaVersion };
     const def = this.#reg.get(type);
     const s = replay(def, await this.#allEvents(type, id));
     if (s) await this.#writeProjection(type, id, s, searchTextOf(def, s.state));
@@ -434,7 +441,7 @@ export class MongoStore implements StateStore {
         lastCursor: first + committed.length - 1,
         time: plan.time,
         meta: plan.meta,
-        events: committed.map((e) => ({ eventId: e.eventId, version: e.version, cursor: e.cursor, type: e.type, data: e.data, schemaVersion: e.schemaVersion })),
+        events: committed.map((e) => ({ eventId: e.eventId, version: e.version, cursor: e.cursor, type: e.type, data: toStored(e.data), schemaVersion: e.schemaVersion })),
         published: false,
       };
       try {
@@ -575,7 +582,7 @@ export class MongoStore implements StateStore {
       keys.push(k);
       await this.#entities.replaceOne(
         { _id: k },
-        { entityType: head.entityType, entityId: head.entityId, version: s.version, state: s.state, deleted: s.deleted, createdAt: s.createdAt, updatedAt: s.updatedAt, schemaVersion: s.schemaVersion, searchText: searchTextOf(def, s.state) },
+        { entityType: head.entityType, entityId: head.entityId, version: s.version, state: toStored(s.state), deleted: s.deleted, createdAt: s.createdAt, updatedAt: s.updatedAt, schemaVersion: s.schemaVersion, searchText: searchTextOf(def, s.state) },
         { upsert: true },
       );
     };
@@ -913,7 +920,7 @@ export class MongoStore implements StateStore {
           lastCursor: cursor,
           time: plan.event.time,
           meta: plan.event.meta,
-          events: [{ eventId: plan.event.eventId, version: plan.event.version, cursor, type: plan.event.type, data: plan.event.data, schemaVersion: plan.event.schemaVersion }],
+          events: [{ eventId: plan.event.eventId, version: plan.event.version, cursor, type: plan.event.type, data: toStored(plan.event.data), schemaVersion: plan.event.schemaVersion }],
           published: false,
         });
       } catch (err) {
@@ -997,6 +1004,70 @@ export class MongoStore implements StateStore {
     return {};
   }
 
+  // ---- retention ---------------------------------------------------------------------------
+
+  /**
+   * Inserts the `compacted` commit after the entity's last one (the unique version index arbitrates
+   * a racing append), moves the projection to it, then deletes the older commits: a crash in
+   * between leaves old events before the `compacted` one, which replays to the same state and is
+   * compacted again on the next pass.
+   */
+  async compactHistory(entityType: string, entityId: string, opts: CompactHistoryOptions): Promise<CompactHistoryResult> {
+    const def = this.#reg.get(entityType);
+    assertId('entity id', entityId);
+    const actor = checkActor('compaction', opts.actor);
+    const k = key(entityType, entityId);
+    const { version: actual, proj } = await this.#head(k);
+    if (opts.expectedVersion !== undefined && actual !== opts.expectedVersion) throw new VersionConflictError(entityType, entityId, opts.expectedVersion, actual);
+    const base = { entityType, entityId, events: 0, version: actual };
+    if (actual === 0) return { ...base, skipped: 'missing' };
+    const commits = await this.#commits.find({ entityKey: k, firstVersion: { $lte: actual } }, { projection: { events: 1, published: 1, firstVersion: 1 } }).sort({ firstVersion: 1 }).toArray();
+    const events = commits.flatMap((c) => c.events);
+    if (events.length === 1 && events[0]!.type === COMPACTED_EVENT) return { ...base, skipped: 'compacted' };
+    if (commits.some((c) => !c.published)) return { ...base, skipped: 'unpublished' };
+    const cur = (await this.#snapshot(entityType, entityId, actual, proj))!;
+    const plan = planCompactedEvent(def, entityId, cur, { events: events.length, firstCursor: events[0]!.cursor, lastCursor: events.at(-1)!.cursor }, opts.reason, { actor });
+    const e = plan.event;
+    for (let attempt = 0; ; attempt++) {
+      const cursor = (await this.#maxCursor()) + 1;
+      try {
+        await this.#commits.insertOne({
+          _id: `${k}#${e.version}`, entityKey: k, entityType, entityId, firstVersion: e.version, lastVersion: e.version, firstCursor: cursor, lastCursor: cursor, time: e.time, meta: e.meta,
+          events: [{ eventId: e.eventId, version: e.version, cursor, type: e.type, data: toStored(e.data), schemaVersion: e.schemaVersion }],
+          published: true,
+        });
+        break;
+      } catch (err) {
+        if (!isDup(err)) throw this.#wrap(err);
+        const now = await this.#actualVersion(k);
+        if (now !== actual) throw new VersionConflictError(entityType, entityId, actual, now, err);
+        if (attempt >= 200) throw new StoreBusyError(`compaction of ${k}: the change-log cursor stayed contended for ${attempt} attempts`, err);
+        await new Promise((r) => setTimeout(r, Math.random() * Math.min(20, attempt + 1)));
+      }
+    }
+    await this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText);
+    await this.#commits.deleteMany({ entityKey: k, firstVersion: { $lte: actual } });
+    return { ...base, events: events.length, version: e.version };
+  }
+
+  async pruneIdempotency(before: Date, opts: { limit?: number } = {}): Promise<PruneIdempotencyResult> {
+    const limit = clampInt(opts.limit, 5000, 1, 100_000, 'limit');
+    // completed: the record, its claim and the claim's take-over markers (`<key>#<gen>#<attempt>`)
+    const done = await this.#idemDone.find({ completedAt: { $lt: before.toISOString() } }, { projection: { _id: 1 } }).limit(limit).toArray();
+    const doneIds = done.map((d) => d._id);
+    const claims = doneIds.length ? await this.#idem.find({ _id: { $in: doneIds } }).toArray() : [];
+    // abandoned: claims whose lease ended before the cut-off and that never completed
+    const stale = await this.#idem.find({ leaseUntil: { $lt: before.getTime() } }).limit(Math.max(1, limit - doneIds.length)).toArray();
+    const completedStale = new Set((stale.length ? await this.#idemDone.find({ _id: { $in: stale.map((d) => d._id) } }, { projection: { _id: 1 } }).toArray() : []).map((d) => d._id));
+    const abandoned = doneIds.length < limit ? stale.filter((d) => !completedStale.has(d._id)) : [];
+    const markers = [...claims, ...abandoned].flatMap((c) => Array.from({ length: Math.max(0, c.attempt - 1) }, (_, i) => `${c._id}#${c.gen}#${i + 2}`));
+    if (markers.length) await this.#idemAttempts.deleteMany({ _id: { $in: markers } });
+    const claimIds = [...claims.map((c) => c._id), ...abandoned.map((c) => c._id)];
+    if (claimIds.length) await this.#idem.deleteMany({ _id: { $in: claimIds } });
+    if (doneIds.length) await this.#idemDone.deleteMany({ _id: { $in: doneIds } });
+    return { completed: doneIds.length, abandoned: abandoned.length };
+  }
+
   /** For tests and tools: the underlying database. */
   get database(): Db {
     return this.#db;
@@ -1006,4 +1077,70 @@ export class MongoStore implements StateStore {
     this.#listeners.clear();
     await this.#client.close();
   }
+}
+
+/**
+ * Field names may not start with `$` nor contain `.` in MongoDB updates, nor anywhere in FerretDB;
+ * run state holds such keys (workflow expressions `$coalesce`, policies `reply.email`). Stored
+ * documents (event data, entity state) carry such a name as `\uFF04` followed by the name with
+ * `%`, `.` and `$` percent-encoded (a name that starts with `\uFF04` is encoded too), and reads
+ * restore it. Other names are stored as they are.
+ */
+const KEY_ESC = '\uFF04';
+function mapKeys(v: unknown, key: (k: string) => string): unknown {
+  if (Array.isArray(v)) return v.map((x) => mapKeys(x, key));
+  if (v === null || typeof v !== 'object' || v instanceof Date) return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) out[key(k)] = mapKeys(x, key);
+  return out;
+}
+export function toStored<T>(v: T): T {
+  return mapKeys(v, (k) => (k.startsWith('$') || k.includes('.') || k.startsWith(KEY_ESC) ? KEY_ESC + k.replace(/[%.$]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`) : k)) as T;
+}
+export function fromStored<T>(v: T): T {
+  return mapKeys(v, (k) => (k.startsWith(KEY_ESC) ? k.slice(1).replace(/%(2E|24|25)/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))) : k)) as T;
+}
+
+/** Driver errors that mean the server cannot be reached now (down, restarting, network). */
+const UNREACHABLE = new Set(['MongoNetworkError', 'MongoNetworkTimeoutError', 'MongoServerSelectionError', 'MongoNotConnectedError', 'MongoPoolClearedError', 'MongoServerClosedError']);
+
+/**
+ * A driver error as a typed state error: the server unreachable → STATE_UNAVAILABLE, its disk
+ * full (MongoDB's OutOfDiskSpace 14031, ENOSPC, FerretDB's SQLite full) → STATE_STORAGE_FULL,
+ * both retryable. Anything else is returned as it was.
+ */
+export function classifyMongoError(err: unknown, location: string): unknown {
+  if (err instanceof StateError) return err;
+  const e = err as { name?: string; code?: unknown; message?: string } | null;
+  if (e?.code === 14031 || /no space left on device|database or disk is full|OutOfDiskSpace/i.test(e?.message ?? '')) return new StorageFullError(location, err);
+  if (UNREACHABLE.has(e?.name ?? '')) return new StoreUnavailableError(location, err);
+  return err;
+}
+
+/** Every method of the store, with driver errors classified ({@link classifyMongoError}). */
+function withErrorClassification(store: MongoStore): MongoStore {
+  const wrapped = new Map<PropertyKey, unknown>();
+  const fail = (err: unknown): never => {
+    throw classifyMongoError(err, store.info.location);
+  };
+  return new Proxy(store, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target) as unknown;
+      if (typeof v !== 'function' || prop === 'constructor') return v;
+      let w = wrapped.get(prop);
+      if (!w) {
+        const fn = v as (...a: unknown[]) => unknown;
+        w = (...args: unknown[]) => {
+          try {
+            const r = fn.apply(target, args);
+            return r instanceof Promise ? r.catch(fail) : r;
+          } catch (err) {
+            return fail(err);
+          }
+        };
+        wrapped.set(prop, w);
+      }
+      return w;
+    },
+  });
 }

@@ -10,6 +10,8 @@ import type { EntityTypeRegistry } from './entity-types.ts';
 import {
   DEFAULT_LEASE_MS,
   ERASED_EVENT,
+  COMPACTED_EVENT,
+  planCompactedEvent,
   assertId,
   buildAuditRecord,
   checkActor,
@@ -45,6 +47,7 @@ import {
   NotFoundError,
   StateError,
   StoreBusyError,
+  StorageFullError,
   VersionConflictError,
   InvalidQueryError,
 } from './errors.ts';
@@ -59,6 +62,9 @@ import type {
   AuditRecord,
   AuditVerification,
   CompactResult,
+  CompactHistoryOptions,
+  CompactHistoryResult,
+  PruneIdempotencyResult,
   RedactCounts,
   RedactEntityOptions,
   RedactEntityResult,
@@ -189,6 +195,12 @@ function isBusy(err: unknown): boolean {
   return e?.errcode === 5 || e?.errcode === 6 || /database is locked|SQLITE_BUSY/i.test(e?.message ?? '');
 }
 
+/** SQLITE_FULL (13, also in the low byte of its extended codes) or ENOSPC: the disk is full. */
+function isFull(err: unknown): boolean {
+  const e = err as { errcode?: number; code?: string; message?: string };
+  return (typeof e?.errcode === 'number' && (e.errcode & 0xff) === 13) || e?.code === 'ENOSPC' || /database or disk is full|no space left on device/i.test(e?.message ?? '');
+}
+
 const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
 
 export class SqliteStore implements StateStore {
@@ -284,6 +296,7 @@ export class SqliteStore implements StateStore {
       this.#busyRetry(() => this.#db.exec('BEGIN IMMEDIATE'));
     } catch (err) {
       if (isBusy(err)) throw new StoreBusyError(`SQLite file ${this.info?.location ?? ''} is locked by another process`, err);
+      if (isFull(err)) throw new StorageFullError(this.info?.location ?? 'sqlite', err);
       throw err;
     }
     try {
@@ -297,6 +310,7 @@ export class SqliteStore implements StateStore {
         // already rolled back
       }
       if (isBusy(err)) throw new StoreBusyError('SQLite write lock lost to another process', err);
+      if (isFull(err)) throw new StorageFullError(this.info?.location ?? 'sqlite', err);
       throw err;
     }
   }
@@ -346,7 +360,7 @@ export class SqliteStore implements StateStore {
     try {
       this.#busyRetry(() => this.#db.exec('BEGIN IMMEDIATE'));
     } catch (err) {
-      const e = isBusy(err) ? new StoreBusyError(`SQLite file ${this.info?.location ?? ''} is locked by another process`, err) : err;
+      const e = isBusy(err) ? new StoreBusyError(`SQLite file ${this.info?.location ?? ''} is locked by another process`, err) : isFull(err) ? new StorageFullError(this.info?.location ?? 'sqlite', err) : err;
       for (const op of batch) op.reject(e);
       return;
     }
@@ -359,8 +373,8 @@ export class SqliteStore implements StateStore {
           this.#db.exec('RELEASE keel_op');
           outcomes.push({ ok: true, value });
         } catch (err) {
-          // a busy error here means the transaction itself is in trouble: give up the whole batch
-          if (isBusy(err)) throw err;
+          // a busy or full-disk error here means the transaction itself is in trouble: give up the whole batch
+          if (isBusy(err) || isFull(err)) throw err;
           this.#db.exec('ROLLBACK TO keel_op');
           this.#db.exec('RELEASE keel_op');
           outcomes.push({ ok: false, err });
@@ -373,7 +387,7 @@ export class SqliteStore implements StateStore {
       } catch {
         // already rolled back
       }
-      const e = isBusy(err) ? new StoreBusyError('SQLite write lock lost to another process', err) : err;
+      const e = isBusy(err) ? new StoreBusyError('SQLite write lock lost to another process', err) : isFull(err) ? new StorageFullError(this.info?.location ?? 'sqlite', err) : err;
       for (const op of batch) op.reject(e);
       return;
     }
@@ -506,7 +520,8 @@ export class SqliteStore implements StateStore {
     assertId('entity id', entityId);
     if (!Number.isInteger(version) || version < 1) throw new InvalidQueryError('version must be an integer >= 1');
     const events = this.#all('SELECT * FROM events WHERE entity_type = ? AND entity_id = ? AND version <= ? ORDER BY version', entityType, entityId, version).map((r) => this.#rowToEvent(r));
-    if (events.length < version) return null;
+    // a compacted history starts at its `compacted` event: earlier versions are gone
+    if (events.at(-1)?.version !== version) return null;
     const s = replay(def, events, version);
     return s ? toEntity<S>(entityType, entityId, s) : null;
   }
@@ -1124,6 +1139,51 @@ export class SqliteStore implements StateStore {
     const page = this.#db.prepare('PRAGMA page_count').get() as { page_count: number };
     const size = this.#db.prepare('PRAGMA page_size').get() as { page_size: number };
     return { walTruncated, vacuumed, bytes: Number(page.page_count) * Number(size.page_size) };
+  }
+
+  // ---- retention ---------------------------------------------------------------------------
+
+  async compactHistory(entityType: string, entityId: string, opts: CompactHistoryOptions): Promise<CompactHistoryResult> {
+    const def = this.#reg.get(entityType);
+    assertId('entity id', entityId);
+    const actor = checkActor('compaction', opts.actor);
+    return this.#group((): CompactHistoryResult => {
+      const rows = this.#all('SELECT cursor, version, type, published FROM events WHERE entity_type = ? AND entity_id = ? ORDER BY version', entityType, entityId);
+      const last = rows.at(-1);
+      const actual = last ? Number(last.version) : 0;
+      if (opts.expectedVersion !== undefined && actual !== opts.expectedVersion) throw new VersionConflictError(entityType, entityId, opts.expectedVersion, actual);
+      const base = { entityType, entityId, events: 0, version: actual };
+      if (!last) return { ...base, skipped: 'missing' };
+      if (rows.length === 1 && last.type === COMPACTED_EVENT) return { ...base, skipped: 'compacted' };
+      if (rows.some((r) => Number(r.published) === 0)) return { ...base, skipped: 'unpublished' };
+      const cur = this.#snapshot(entityType, entityId, actual)!;
+      const plan = planCompactedEvent(def, entityId, cur, { events: rows.length, firstCursor: Number(rows[0]!.cursor), lastCursor: Number(last.cursor) }, opts.reason, { actor });
+      this.#run('DELETE FROM events WHERE entity_type = ? AND entity_id = ?', entityType, entityId);
+      this.#run(
+        'INSERT INTO events (event_id, entity_type, entity_id, version, type, schema_version, data, meta, time, published) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)',
+        plan.event.eventId,
+        entityType,
+        entityId,
+        plan.event.version,
+        plan.event.type,
+        plan.event.schemaVersion,
+        JSON.stringify(plan.event.data),
+        JSON.stringify(plan.event.meta),
+        plan.event.time,
+      );
+      this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText);
+      return { ...base, events: rows.length, version: plan.event.version };
+    });
+  }
+
+  async pruneIdempotency(before: Date, opts: { limit?: number } = {}): Promise<PruneIdempotencyResult> {
+    const limit = clampInt(opts.limit, 5000, 1, 100_000, 'limit');
+    const iso = before.toISOString();
+    return this.#group(() => {
+      const completed = this.#run("DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency WHERE status = 'completed' AND completed_at < ? LIMIT ?)", iso, limit).changes;
+      const abandoned = this.#run("DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency WHERE status = 'running' AND lease_until < ? LIMIT ?)", before.getTime(), Math.max(0, limit - completed)).changes;
+      return { completed, abandoned };
+    });
   }
 
   async close(): Promise<void> {

@@ -379,6 +379,34 @@ export interface CompactResult {
   bytes?: number;
 }
 
+// ---- retention -----------------------------------------------------------------------------
+
+export interface CompactHistoryOptions {
+  /** compact only if the entity is still at this version (else STATE_VERSION_CONFLICT) */
+  expectedVersion?: number;
+  /** recorded in the `compacted` event */
+  reason: string;
+  actor: Actor;
+}
+
+export interface CompactHistoryResult {
+  entityType: string;
+  entityId: string;
+  /** events removed (0: nothing was done, see `skipped`) */
+  events: number;
+  /** the entity's version after the `compacted` event (unchanged when skipped; 0: no such entity) */
+  version: number;
+  /** why nothing was done: no events, already one `compacted` event, or events the outbox has not published yet */
+  skipped?: 'missing' | 'compacted' | 'unpublished';
+}
+
+export interface PruneIdempotencyResult {
+  /** completed records (completed before the cut-off) deleted */
+  completed: number;
+  /** abandoned claims (lease ended before the cut-off, never completed) deleted */
+  abandoned: number;
+}
+
 // ---- the port ------------------------------------------------------------------------------
 
 export interface StoreInfo {
@@ -451,6 +479,18 @@ export interface StateStore {
   redactRecords(opts: RedactRecordsOptions): Promise<RedactCounts>;
   /** After an erasure: leaves no old copy behind in the store's files (SQLite: VACUUM unless `vacuum: false`, WAL checkpoint + truncate). */
   compact(opts?: { vacuum?: boolean }): Promise<CompactResult>;
+
+  /**
+   * Retention (shared-state/retention.ts): replaces every event of the entity by one `compacted`
+   * event (version + 1) whose data holds the current state, so the change log stops growing with
+   * old histories. The projection keeps its state, `createdAt` and `updatedAt`; `history()` then
+   * returns the one event and `getAt()` of an earlier version null. Skipped while an event is
+   * not yet published. The `compacted` event is stored as published: nothing changed, so it is
+   * not announced on the bus.
+   */
+  compactHistory(entityType: string, entityId: string, opts: CompactHistoryOptions): Promise<CompactHistoryResult>;
+  /** Retention: deletes idempotency records completed before `before`, and claims whose lease ended before it, at most `limit` (default 5000) per call. */
+  pruneIdempotency(before: Date, opts?: { limit?: number }): Promise<PruneIdempotencyResult>;
 
   close(): Promise<void>;
 }

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { MongoClient } from 'mongodb';
 import { findTool } from '../config/index.ts';
 import { dockerAvailable, freePort, tempDir, waitFor, type Availability, type ServerHandle } from './common.ts';
@@ -7,6 +7,12 @@ import { TestkitError } from './errors.ts';
 export interface MongoHandle extends ServerHandle {
   /** 'mongodb' for a real MongoDB, 'ferretdb' for the MongoDB-protocol server */
   flavor: 'mongodb' | 'ferretdb';
+  /**
+   * Local FerretDB only: stops the server (SIGTERM) and keeps its port and data, for outage
+   * tests; `resume` starts it again on the same port over the same data and waits until it answers.
+   */
+  pause?(): Promise<void>;
+  resume?(): Promise<void>;
 }
 
 /**
@@ -33,36 +39,30 @@ export async function startMongo(): Promise<Availability<MongoHandle>> {
   if (!bin) return { ok: false, reason: 'no MongoDB-protocol server: set MONGODB_URL, start a Docker engine, or run `npm run provision` (builds FerretDB; needs Go)' };
   const dir = tempDir('keel-ferret-');
   const port = await freePort();
-  const child = spawn(
-    bin,
-    [
-      '--handler=sqlite',
-      `--sqlite-url=file:${dir.path}/`,
-      `--state-dir=${dir.path}`,
-      `--listen-addr=127.0.0.1:${port}`,
-      '--debug-addr=-',
-      '--telemetry=disable',
-      '--log-level=error',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const url = `mongodb://127.0.0.1:${port}/`;
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 3_000);
-      await exited;
-      clearTimeout(t);
-    }
-    dir.remove();
+  let child: ChildProcess | undefined;
+  let stderr = '';
+  const spawnFerret = () => {
+    stderr = '';
+    child = spawn(
+      bin,
+      [
+        '--handler=sqlite',
+        `--sqlite-url=file:${dir.path}/`,
+        `--state-dir=${dir.path}`,
+        `--listen-addr=127.0.0.1:${port}`,
+        '--debug-addr=-',
+        '--telemetry=disable',
+        '--log-level=error',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   };
-  try {
-    await waitFor(
+  const ready = () =>
+    waitFor(
       async () => {
-        if (child.exitCode !== null) throw new TestkitError('TESTKIT_SERVER_EXITED', `ferretdb exited: ${stderr}`);
+        if (child!.exitCode !== null) throw new TestkitError('TESTKIT_SERVER_EXITED', `ferretdb exited: ${stderr}`);
         const client = new MongoClient(url, { serverSelectionTimeoutMS: 500 });
         try {
           await client.db('admin').command({ ping: 1 });
@@ -73,9 +73,41 @@ export async function startMongo(): Promise<Availability<MongoHandle>> {
       },
       { timeoutMs: 20_000, what: 'FerretDB to accept connections' },
     );
+  const halt = async () => {
+    const c = child;
+    if (c && c.exitCode === null && c.signalCode === null) {
+      const exited = new Promise((r) => c.once('exit', r));
+      c.kill('SIGTERM');
+      const t = setTimeout(() => c.kill('SIGKILL'), 3_000);
+      await exited;
+      clearTimeout(t);
+    }
+  };
+  const stop = async () => {
+    await halt();
+    dir.remove();
+  };
+  spawnFerret();
+  try {
+    await ready();
   } catch (err) {
     await stop();
     throw err;
   }
-  return { ok: true, server: { url, source: 'local', flavor: 'ferretdb', stop } };
+  return {
+    ok: true,
+    server: {
+      url,
+      source: 'local',
+      flavor: 'ferretdb',
+      stop,
+      // an outage: the process goes away, its port and its data stay for resume()
+      pause: halt,
+      resume: async () => {
+        if (child && child.exitCode === null && child.signalCode === null) return;
+        spawnFerret();
+        await ready();
+      },
+    },
+  };
 }

@@ -30,8 +30,13 @@ export interface Plan {
   state: RunState;
 }
 
-/** A lost dispatch (crash between append and publish) is re-published this long after scheduling. */
+/**
+ * A lost dispatch (crash between append and publish) is re-published this long after scheduling.
+ * A (re-)publish the bus refused (a leader election, a partition) arms the next one, each time twice
+ * as late, at most {@link REDISPATCH_MAX_MS} after the failure (see {@link planDispatchFailed}).
+ */
 export const REDISPATCH_AFTER_MS = 5_000;
+export const REDISPATCH_MAX_MS = 60_000;
 export const DEFAULT_STEP_TIMEOUT_MS = 5 * 60_000;
 /** A join not answered (crash) is tried again after this; a waiting run re-checks its lane this often. */
 export const LANE_RETRY_MS = 5_000;
@@ -366,6 +371,20 @@ export function planOutcome(runId: string, state: RunState, o: StepOutcome, now 
 export function planWake(runId: string, state: RunState, now = new Date()): Plan {
   const p = new Planner(runId, state, now);
   if (state.status === 'running' || state.status === 'compensating') p.wake();
+  return p.plan();
+}
+
+/**
+ * The bus refused a step's task (the publish failed after the run recorded the dispatch): while the
+ * step is still scheduled for that attempt and no re-dispatch is pending, arm one, 5 s after the
+ * first failure and twice as late after each re-dispatch that failed too (at most 60 s).
+ */
+export function planDispatchFailed(runId: string, state: RunState, step: string, attempt: number, now = new Date()): Plan {
+  const p = new Planner(runId, state, now);
+  const cur = state.steps[step];
+  if ((state.status !== 'running' && state.status !== 'compensating') || cur?.status !== 'scheduled' || cur.attempt !== attempt || cur.redispatchAt) return p.plan();
+  const delay = Math.min(REDISPATCH_AFTER_MS * 2 ** (cur.redispatches ?? 0), REDISPATCH_MAX_MS);
+  p.emit('step_dispatch_failed', { step, attempt, redispatchAt: new Date(now.getTime() + delay).toISOString() });
   return p.plan();
 }
 

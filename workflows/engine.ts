@@ -8,7 +8,7 @@ import { extractTraceContext, injectTraceHeaders, getTracer, type Logger } from 
 import { defineWorkflow, type WorkflowDef, type WorkflowInput } from './definition.ts';
 import { WorkflowError, type FieldIssue } from './errors.ts';
 import {
-  definitionOf, planApproval, planCancel, planLane, planLaneCommitted, planOutcome, planRedrive, planRetryFrom, planStart, planSupersede, planWake,
+  definitionOf, planApproval, planCancel, planDispatchFailed, planLane, planLaneCommitted, planOutcome, planRedrive, planRetryFrom, planStart, planSupersede, planWake,
   type Effect, type Plan, type StepOutcome, type PolicyMode,
 } from './decide.ts';
 import { resolveMapping } from './expr.ts';
@@ -462,6 +462,12 @@ export class WorkflowEngine {
             // without a tracer in this process the run's own trace context still travels on
             ...(!hasActive && st.traceparent ? { traceparent: st.traceparent } : {}),
           },
+        }).catch(async (err: unknown) => {
+          // the bus refused it (a leader election, a partition): arm the next re-dispatch, then fail as before
+          if (e.role === 'step') {
+            await this.transact(runId, (cur) => planDispatchFailed(runId, cur, e.step, e.attempt)).catch((e2: unknown) => this.log?.warn({ err: e2, runId, step: e.step }, 'could not record the failed dispatch; the step waits for its deadline'));
+          }
+          throw err;
         });
       }
     });

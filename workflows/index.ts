@@ -18,7 +18,7 @@ export type { WorkflowDef, WorkflowInput, StepDef, Condition, Mapping } from './
 export { getPath, resolveMapping, evaluate } from './expr.ts';
 export type { EvalContext } from './expr.ts';
 export {
-  planStart, planOutcome, planWake, planApproval, planRetryFrom, planCancel, planLane, planSupersede, planRedrive, definitionOf,
+  planStart, planOutcome, planWake, planDispatchFailed, planApproval, planRetryFrom, planCancel, planLane, planSupersede, planRedrive, definitionOf,
   taskIdOf, approvalIdOf, isFinalDeadLetter, REDISPATCH_AFTER_MS, DEFAULT_STEP_TIMEOUT_MS, LANE_RETRY_MS, LANE_RECHECK_MS, FAILURE_STEP,
 } from './decide.ts';
 export type { Role, Effect, PolicyMode, Plan, StepOutcome } from './decide.ts';

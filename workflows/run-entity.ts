@@ -38,8 +38,10 @@ export interface StepState {
   waitUntil?: string;
   /** when the step times out (scheduled) or its approval deadline passes (waiting_approval) */
   deadlineAt?: string;
-  /** when a lost dispatch is re-published once */
+  /** when a lost dispatch is re-published (once after scheduling; again after each publish the bus refused) */
   redispatchAt?: string;
+  /** how often the task was re-published */
+  redispatches?: number;
   /** when a failed attempt is retried */
   retryAt?: string;
   completedAt?: string;
@@ -87,6 +89,7 @@ const RUN_EVENTS = {
   step_scheduled: stepEvent,
   step_waiting: z.object({ step: z.string(), until: z.string(), at: z.string() }).loose(),
   step_redispatched: stepEvent,
+  step_dispatch_failed: stepEvent,
   step_completed: stepEvent,
   step_failed: stepEvent,
   step_skipped: stepEvent,
@@ -149,7 +152,10 @@ export function reduceRun(state: State, e: Ev): State {
     case 'step_waiting':
       return put(d.step, { status: 'waiting', waitUntil: d.until as string });
     case 'step_redispatched':
-      return put(d.step, { redispatchAt: undefined });
+      return put(d.step, { redispatchAt: undefined, redispatches: (step(d.step).redispatches ?? 0) + 1 });
+    case 'step_dispatch_failed':
+      // the bus refused the task: publish it again then
+      return put(d.step, { redispatchAt: d.redispatchAt as string });
     case 'step_completed': {
       const order = st.completedOrder.includes(d.step) ? st.completedOrder : [...st.completedOrder, d.step];
       return put(d.step, {

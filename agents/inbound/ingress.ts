@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Server } from 'node:http';
 import type { Hono } from 'hono';
 import type { Logger } from 'pino';
-import { startSmtpIngress, recipientMatcher, createChatRoutes, attachChatWebSocket, createIngressRateLimiter, formatRateLimit, InboundMessageSchema, type InboundMessage, type ChatWebSocketHub, type QuarantinedMessage, type RateRefusal } from '../../channels/index.ts';
+import { startSmtpIngress, recipientMatcher, createChatRoutes, attachChatWebSocket, createIngressRateLimiter, createDiskGuard, formatRateLimit, InboundMessageSchema, type DiskGuard, type InboundMessage, type ChatWebSocketHub, type QuarantinedMessage, type RateRefusal } from '../../channels/index.ts';
 import type { StateStore, CommittedEvent } from '../../shared-state/index.ts';
 import { defineMessage, type Bus } from '../../bus/index.ts';
 import type { WorkflowEngine } from '../../workflows/index.ts';
@@ -26,8 +26,10 @@ export function runIdFor(msg: InboundMessage): string {
  */
 const InboundMessageType = defineMessage('inbound.message', InboundMessageSchema);
 
-export function inboundHandler(workflows: WorkflowEngine, bus: Bus, log: Logger) {
+export function inboundHandler(workflows: WorkflowEngine, bus: Bus, log: Logger, disk?: DiskGuard) {
   return async (msg: InboundMessage): Promise<void> => {
+    // below KEEL_MIN_FREE_MB nothing new is taken (SMTP 452, chat 507): the reserve is for the runs already accepted
+    await disk?.admit();
     const runId = runIdFor(msg);
     const customer = customerIdFor(msg.customer);
     const r = await withSpan(getTracer('keel.channels'), `${msg.channel}.receive`, { kind: SpanKind.SERVER, attributes: { 'keel.channel': msg.channel, 'keel.run_id': runId, 'keel.message.id': msg.messageId ?? msg.id } }, async () => {
@@ -40,9 +42,10 @@ export function inboundHandler(workflows: WorkflowEngine, bus: Bus, log: Logger)
 }
 
 /** Quarantined mail: the raw bytes and the reason under KEEL_DATA_DIR/quarantine, and an audit record. */
-export function quarantineHandler(dataDir: string, store: StateStore, log: Logger) {
+export function quarantineHandler(dataDir: string, store: StateStore, log: Logger, disk?: DiskGuard) {
   const dir = join(dataDir, 'quarantine');
   return async (q: QuarantinedMessage): Promise<void> => {
+    await disk?.admit();
     mkdirSync(dir, { recursive: true });
     const id = `${q.receivedAt.replace(/[:.]/g, '-')}-${createHash('sha256').update(q.raw).digest('hex').slice(0, 12)}`;
     writeFileSync(join(dir, `${id}.eml`), q.raw);
@@ -117,7 +120,9 @@ export function startChatPush(o: { bus: Bus; store: StateStore; hub: () => ChatW
  */
 export async function startIngress(ctx: IngressContext): Promise<Ingress> {
   const { config, workflows, store, bus, logger: log } = ctx;
-  const onMessage = inboundHandler(workflows, bus, log);
+  // the data dir's free space (KEEL_MIN_FREE_MB), checked before any new message is taken
+  const disk = createDiskGuard({ dir: config.dataDir, minFreeBytes: config.minFreeBytes });
+  const onMessage = inboundHandler(workflows, bus, log, disk);
   // KEEL_RATE_LIMIT_SENDER / KEEL_RATE_LIMIT_CHANNEL: one limiter per channel (chat HTTP and WebSocket share theirs)
   const onRefused = rateLimitAuditor(store, ingressSalt(config.dataDir), log);
   const limits = { sender: config.rateLimits.sender, total: config.rateLimits.channel, onRefused };
@@ -128,18 +133,19 @@ export async function startIngress(ctx: IngressContext): Promise<Ingress> {
     port: config.smtpPort,
     maxMessageBytes: config.smtpMaxBytes,
     onMessage,
-    onQuarantine: quarantineHandler(config.dataDir, store, log),
+    onQuarantine: quarantineHandler(config.dataDir, store, log, disk),
     // KEEL_SMTP_ACCEPT (default: the domain of KEEL_SMTP_FROM); other recipients get 550 5.1.1
     acceptRecipient: recipientMatcher(config.smtpAccept),
     logger: log,
     parse: { attachments: { dir: join(config.dataDir, 'attachments') } },
     rateLimit: emailLimit,
+    admit: disk.admit,
   });
   log.info({ smtp: `${config.smtpHost}:${smtp.port}`, accept: config.smtpAccept }, 'SMTP ingress listening');
   let hub: ChatWebSocketHub | undefined;
   const push = startChatPush({ bus, store, hub: () => hub, log });
   return {
-    mount: (app: Hono) => void app.route('/', createChatRoutes({ onMessage, rateLimit: chatLimit, logger: log })),
+    mount: (app: Hono) => void app.route('/', createChatRoutes({ onMessage, rateLimit: chatLimit, admit: disk.admit, logger: log })),
     attach: (server: Server) => void (hub = attachChatWebSocket(server, { onMessage, rateLimit: chatLimit, logger: log })),
     // refusals by channel and scope (`email_sender`, `email_channel`, `chat_sender`, `chat_channel`)
     stats: () => ({ keel_smtp_messages: { ...smtp.stats() }, keel_ingress_rate_limited: { ...emailLimit.stats(), ...chatLimit.stats() } }),

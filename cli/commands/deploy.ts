@@ -143,6 +143,7 @@ interface NatsConfigOptions {
   tlsKey?: string;
   tlsCa?: string;
   passwords: PasswordMode;
+  sync?: string;
   json?: boolean;
 }
 
@@ -150,7 +151,9 @@ async function natsConfig(o: NatsConfigOptions): Promise<void> {
   if (!!o.tlsCert !== !!o.tlsKey) throw new CliError('CLI_BAD_ARGUMENT', '--tls-cert and --tls-key go together (the server\'s certificate and its private key)', { details: { tlsCert: o.tlsCert ?? null, tlsKey: o.tlsKey ?? null } });
   if (o.tlsCa && !o.tlsCert) throw new CliError('CLI_BAD_ARGUMENT', '--tls-ca needs --tls-cert and --tls-key');
   if (!/^[^\s:]+:\d+$/.test(o.listen)) throw new CliError('CLI_BAD_ARGUMENT', `--listen takes host:port (e.g. 0.0.0.0:4222); got '${o.listen}'`);
+  if (o.sync !== undefined && !/^(always|\d+(ms|s|m|h))$/.test(o.sync)) throw new CliError('CLI_BAD_ARGUMENT', `--sync takes \`always\` or an interval such as 1s or 2m; got '${o.sync}'`);
   const cfg = loadConfig();
+  const sync = o.sync ?? cfg.natsSync;
   const { defs, wfCaps } = await agentsFor(cfg, o.agents);
   const names = defs.map((d) => d.name);
   const credsPath = resolve(o.credsOut);
@@ -173,11 +176,13 @@ async function natsConfig(o: NatsConfigOptions): Promise<void> {
         ? 'the admin (engine, CLI). Passwords are bcrypt hashes (the plaintext is in the env file); keep this file 0600 anyway.'
         : 'the admin (engine, CLI). Passwords are in PLAINTEXT (no nats CLI to hash them with bcrypt): keep this file 0600.',
       'Regenerate after adding an agent or changing a manifest, then reload: nats-server --signal reload (or SIGHUP).',
+      `JetStream sync_interval ${sync}${sync === 'always' ? ': every write is fsynced before it is acknowledged' : ': an OS crash or power loss can lose what was acknowledged since the last sync'} (KEEL_NATS_SYNC, docs/bus.md).`,
     ],
     ...(o.serverName ? { serverName: o.serverName } : {}),
     listen: o.listen,
     jetStreamDir: o.storeDir,
     maxMemoryStore: '1GB',
+    syncInterval: sync,
     users: serverUsers,
     ...(tls ? { tls } : {}),
   });
@@ -189,8 +194,8 @@ async function natsConfig(o: NatsConfigOptions): Promise<void> {
     publish: u.publish?.allow?.length ?? null,
     subscribe: u.subscribe?.allow?.length ?? null,
   }));
-  print(o.json, { config: outPath, credentials: credsPath, prefix: cfg.subjectPrefix, passwords: hashed ? 'bcrypt' : 'plaintext', tls: !!tls, users: summary, warnings }, () => {
-    console.log(`wrote ${outPath} (0600): nats-server config, JetStream, ${users.length} users${tls ? ', TLS' : ''}, passwords ${hashed ? 'as bcrypt hashes' : 'in PLAINTEXT'}`);
+  print(o.json, { config: outPath, credentials: credsPath, prefix: cfg.subjectPrefix, passwords: hashed ? 'bcrypt' : 'plaintext', tls: !!tls, sync, users: summary, warnings }, () => {
+    console.log(`wrote ${outPath} (0600): nats-server config, JetStream (sync_interval ${sync}), ${users.length} users${tls ? ', TLS' : ''}, passwords ${hashed ? 'as bcrypt hashes' : 'in PLAINTEXT'}`);
     console.log(`wrote ${credsPath} (0600): KEEL_NATS_USER/PASSWORD (admin) and KEEL_NATS_USER_<AGENT>/PASSWORD_<AGENT>\n`);
     table(
       ['USER', 'AGENT', 'PUBLISH', 'SUBSCRIBE'],
@@ -290,7 +295,7 @@ export function registerDeploy(program: Command): void {
   deploy
     .command('nats-config')
     .description(
-      'Write a nats-server config (JetStream, one user per agent whose publish/subscribe permissions come from its manifest and the workflows, exactly as on the embedded bus, plus the admin user of the engine and CLI) and an env file with the passwords for docker compose. Both files are 0600; passwords already in the env file are kept.',
+      'Write a nats-server config (JetStream with the KEEL_NATS_SYNC fsync policy, one user per agent whose publish/subscribe permissions come from its manifest and the workflows, exactly as on the embedded bus, plus the admin user of the engine and CLI) and an env file with the passwords for docker compose. Both files are 0600; passwords already in the env file are kept.',
     )
     .option('--out <file>', 'the nats-server config', 'deploy/secrets/nats/nats-server.conf')
     .option('--creds-out <file>', 'the env file: KEEL_NATS_USER / KEEL_NATS_PASSWORD (admin), KEEL_NATS_USER_<AGENT> / KEEL_NATS_PASSWORD_<AGENT>', 'deploy/secrets/keel.env')
@@ -304,7 +309,8 @@ export function registerDeploy(program: Command): void {
     .addOption(
       enumOption('--passwords <mode>', 'how the server config stores passwords: bcrypt (hashed with the nats CLI, `nats server passwd`), plaintext, or auto (bcrypt when the nats CLI is found)', ['auto', 'bcrypt', 'plaintext']).default('auto'),
     )
-    .option('--json', 'print JSON: { config, credentials, prefix, passwords, tls, users: [{ user, agent, publish, subscribe }], warnings }')
+    .option('--sync <policy>', 'JetStream sync_interval: `always` (fsync before every acknowledgement) or an interval such as 1s (default KEEL_NATS_SYNC, always); see docs/bus.md')
+    .option('--json', 'print JSON: { config, credentials, prefix, passwords, tls, sync, users: [{ user, agent, publish, subscribe }], warnings }')
     .action((o: NatsConfigOptions) => natsConfig(o));
 
   deploy

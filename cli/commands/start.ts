@@ -34,7 +34,7 @@ export function registerStart(program: Command): void {
       // whatever happens, no child outlives the engine
       process.on('exit', () => {
         engine.supervisor.killAll();
-        engine.localServer?.kill('SIGKILL');
+        for (const n of engine.localCluster?.nodes ?? [engine.localServer]) n?.kill('SIGKILL');
       });
       const stop = (sig: NodeJS.Signals) => {
         if (stopping) {

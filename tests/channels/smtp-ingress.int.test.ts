@@ -37,7 +37,7 @@ describe('SMTP ingress (swaks against a real listener)', () => {
     expect(m.idempotencyKey).toBe('<first-1@example.com>');
     expect(m.envelope).toMatchObject({ mailFrom: 'alice@example.com', rcptTo: ['support@keel.local'], remoteAddress: '127.0.0.1' });
     expect(m.flags).toMatchObject({ autoReply: false, htmlOnly: false, encodingRepaired: false });
-    expect(fx.smtp.stats()).toEqual({ accepted: 1, quarantined: 0, rejected: 0, deferred: 0 });
+    expect(fx.smtp.stats()).toEqual({ accepted: 1, quarantined: 0, rejected: 0, deferred: 0, storageFull: 0 });
     // 250 carries our id: the client can correlate
     expect(r.output).toContain(m.id);
   });
@@ -219,7 +219,7 @@ describe('SMTP ingress (swaks against a real listener)', () => {
     expect(r3.lastReply, r3.output).toBe(554);
     fail = undefined;
     expect((await swaks(fx.smtp.port, [...base, '--body', 'try 4'])).lastReply).toBe(250);
-    expect(fx.smtp.stats()).toEqual({ accepted: 1, quarantined: 0, rejected: 1, deferred: 2 });
+    expect(fx.smtp.stats()).toEqual({ accepted: 1, quarantined: 0, rejected: 1, deferred: 2, storageFull: 0 });
   });
 
   it('stores attachments by sha256 under the attachments dir and drops those over the limit', async () => {

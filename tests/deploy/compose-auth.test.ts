@@ -58,6 +58,10 @@ describe('docker-compose.yml with generated bus credentials', () => {
     expect(envValue(keel, 'KEEL_NATS_USER')).toBe(env.get('KEEL_NATS_USER'));
     expect(envValue(keel, 'KEEL_NATS_PASSWORD')).toBe(env.get('KEEL_NATS_PASSWORD'));
 
+    // the generated config fsyncs every JetStream write before acknowledging it (KEEL_NATS_SYNC default)
+    expect(readFileSync(conf, 'utf8')).toMatch(/^ {2}sync_interval: always$/m);
+    expect(JSON.parse(gen.stdout)).toMatchObject({ sync: 'always' });
+
     // each NATS node: the generated config mounted and passed with -c; nats-server accepts it with the node's flags
     const bin = findTool('nats-server');
     for (const node of ['nats-1', 'nats-2', 'nats-3']) {

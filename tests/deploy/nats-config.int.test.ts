@@ -164,6 +164,19 @@ describe.skipIf(!bin)('keel deploy nats-config with a real nats-server', () => {
     expect(again.env.get('KEEL_NATS_PASSWORD')).toBe(env.get('KEEL_NATS_PASSWORD'));
   });
 
+  it('--sync sets the JetStream fsync policy (default KEEL_NATS_SYNC=always); a bad value is refused', async () => {
+    const port = await freePort();
+    const { out, conf } = generate('sync', port, ['--sync', '1s', '--passwords', 'plaintext']);
+    expect(out.sync).toBe('1s');
+    expect(readFileSync(conf, 'utf8')).toMatch(/^ {2}sync_interval: "1s"$/m);
+    const t = spawnSync(bin!, ['-c', conf, '-t'], { encoding: 'utf8' });
+    expect(`${t.stdout}${t.stderr}`).toMatch(/is valid/);
+    const bad = spawnSync(NODE, ['cli/keel.ts', 'deploy', 'nats-config', '--out', join(dir.path, 'bad.conf'), '--creds-out', join(dir.path, 'bad.env'), '--sync', 'sometimes', '--json'], { cwd: REPO_ROOT, encoding: 'utf8', env: { ...process.env, KEEL_DATA_DIR: join(dir.path, 'data') } });
+    expect(bad.status).not.toBe(0);
+    expect(JSON.parse(bad.stdout)).toMatchObject({ error: 'CLI_BAD_ARGUMENT' });
+    expect(existsSync(join(dir.path, 'bad.conf'))).toBe(false);
+  });
+
   it.skipIf(!existsSync(OPENSSL))('with --tls-*: a client with the CA connects over TLS, one without it is refused', async () => {
     const cert = join(dir.path, 'server.pem');
     const key = join(dir.path, 'server-key.pem');

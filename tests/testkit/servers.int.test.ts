@@ -7,7 +7,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import { connectBus } from '../../bus/index.ts';
 import { createServer, type AddressInfo } from 'node:net';
 import { execFileSync } from 'node:child_process';
-import { join, sep } from 'node:path';
+import { dirname, sep } from 'node:path';
 import { freePort, startNats, startNatsCluster, startMongo, startJaeger, startQdrant, getTrace, reportSkip, uniqueName, waitFor } from '../helpers/index.ts';
 
 describe('real servers the tests stand on', () => {
@@ -45,12 +45,15 @@ describe('real servers the tests stand on', () => {
       if (!cluster.ok) return ctx.skip(cluster.reason);
       try {
         expect(cluster.server.nodes).toHaveLength(3);
-        // the first attempt's nodes (store dirs under a1/) are gone; only the second attempt's run
-        const storeDir = (n: { options: { storeDir: string } }) => n.options.storeDir;
-        expect(cluster.server.nodes.every((n) => storeDir(n).includes(`${sep}a2${sep}`))).toBe(true);
-        const ps = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
-        const root = storeDir(cluster.server.nodes[0]!).split(`${sep}a2${sep}`)[0]!;
-        expect(ps.split('\n').filter((l) => l.includes('nats-server') && l.includes(join(root, 'a1')))).toEqual([]);
+        // the retry picked other route ports: none of the running nodes has the taken one
+        const routePorts = cluster.server.nodes.map((n) => n.options.cluster!.port);
+        expect(routePorts).not.toContain(port);
+        expect(new Set(routePorts).size).toBe(3);
+        // and the first attempt's nodes are gone: exactly the three running ones use the cluster's dir
+        const root = dirname(cluster.server.nodes[0]!.options.storeDir);
+        const ps = execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' });
+        const pids = ps.split('\n').filter((l) => l.includes('nats-server') && l.includes(root + sep)).map((l) => Number(l.trim().split(/\s+/)[0]));
+        expect(pids.sort()).toEqual(cluster.server.nodes.map((n) => n.pid!).sort());
       } finally {
         await cluster.server.stop();
       }
