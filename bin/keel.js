@@ -24,7 +24,9 @@ function rerun(node, flags) {
 }
 
 if (major >= 24 && isStart && !flagged) {
-  rerun(process.execPath, ENGINE_FLAGS);
+  // replace this process (same pid, no 40 MB parent left waiting); spawn where execve is missing
+  if (typeof process.execve === 'function') process.execve(process.execPath, [process.execPath, ...process.execArgv, ...ENGINE_FLAGS, fileURLToPath(import.meta.url), ...process.argv.slice(2)], process.env);
+  else rerun(process.execPath, ENGINE_FLAGS);
 } else if (major >= 24) {
   // cache compiled (and type-stripped) modules on disk before the first .ts loads: keel starts
   // in tens of milliseconds instead of hundreds (no-op when NODE_DISABLE_COMPILE_CACHE is set)

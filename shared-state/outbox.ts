@@ -4,7 +4,8 @@
  * between commit and publish (or between publish and mark) leaves them pending and the next relay
  * publishes them again; JetStream's duplicate window drops the second copy. Every committed event
  * therefore reaches the stream once in effect, provided a relay runs within the stream's
- * duplicate window (1 h) of a publish whose mark was lost.
+ * duplicate window (10 min) of a publish whose mark was lost; beyond it the stream holds a second
+ * copy, which consumers absorb: a trigger derives its run id from the event id.
  *
  * The NATS side (the publisher, the subject, the stream) is the bus's: `natsEventPublisher`,
  * `eventSubject` and `ensureEventStream` in bus/events.ts.

@@ -65,7 +65,7 @@ export const record = defineCapability({
   permissions: { entityTypes: [...TYPES, MEMORY_POLICY], memory: 'write' },
   costClass: 'none',
   timeoutMs: 120_000,
-  concurrency: 2,
+  concurrency: 4, // each record waits mostly on keel.db commits (claim, result); 4 in flight share them (group commit)
   async handler(ctx): Promise<RecordOutput> {
     const e = ctx.input.event as unknown as CommittedEvent;
     const rules = RULES.get(`${e.entityType}.${e.type}`) ?? [];

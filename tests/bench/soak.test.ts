@@ -68,10 +68,12 @@ describe('soak summary', () => {
   });
 
   it('measures RSS after warm-up per process, leaving out a restarted process\'s own warm-up', () => {
-    expect(s.rss['keel-engine']).toEqual({ samples: 9, restarts: 0, min_mb: 102, max_mb: 110, first_mb: 102, last_mb: 110, flat_within_pct: 7.8 });
+    expect(s.rss['keel-engine']).toEqual({ samples: 9, restarts: 0, min_mb: 102, max_mb: 110, first_mb: 102, last_mb: 110, flat_within_pct: 7.8, flat_within_pct_per_process: 7.8 });
     // samples at 20..50 s of the first pid (90, 110, 110, 110) and 90, 100 s of the second (age >= 30 s)
-    expect(s.rss.triage).toEqual({ samples: 6, restarts: 1, min_mb: 60, max_mb: 110, first_mb: 90, last_mb: 60, flat_within_pct: 83.3 });
+    expect(s.rss.triage).toEqual({ samples: 6, restarts: 1, min_mb: 60, max_mb: 110, first_mb: 90, last_mb: 60, flat_within_pct: 83.3, flat_within_pct_per_process: 22.2 });
+    // each process on its own: the first pid 90 → 110 (22.2 %); the second has 2 samples, too few to judge
     expect(s.rss_flat_within_pct_max).toBe(83.3);
+    expect(s.rss_flat_within_pct_max_per_process).toBe(22.2);
   });
 
   it('gives p50/p99 per window after warm-up and the p99 drift of the last window against the first', () => {

@@ -42,7 +42,7 @@ describe('subjects', () => {
 });
 
 describe('entity events on a real nats-server', () => {
-  it('the event stream is declared once: ensureEventStream and bus.provision() agree (1 h duplicate window)', async (ctx) => {
+  it('the event stream is declared once: ensureEventStream and bus.provision() agree (10 min duplicate window)', async (ctx) => {
     if (!suite.nats) return ctx.skip(suite.skip);
     const bus = await newBus(false);
     const p = bus.subjects.prefix;
@@ -51,7 +51,7 @@ describe('entity events on a real nats-server', () => {
     const report = await provisionBus(bus.nc, keelTopology({ prefix: p }));
     expect(report.find((r) => r.resource === `stream ${bus.subjects.streams.evt}`)).toMatchObject({ action: 'unchanged' });
     const info = await (await jetstreamManager(bus.nc)).streams.info(bus.subjects.streams.evt);
-    expect(info.config.duplicate_window).toBe(nanos(60 * 60_000));
+    expect(info.config.duplicate_window).toBe(nanos(10 * 60_000));
     expect(info.config.subjects).toEqual([`${p}.evt.>`]);
   });
 
