@@ -15,6 +15,14 @@ export default tseslint.config(
     },
   },
   {
+    // the web console: plain ES modules the engine serves to the browser (docs/console.md)
+    files: ['console/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: Object.fromEntries(['window', 'document', 'location', 'localStorage', 'fetch', 'EventSource', 'URLSearchParams', 'CustomEvent', 'Event', 'Node', 'confirm', 'setTimeout', 'clearTimeout'].map((g) => [g, 'readonly'])),
+    },
+  },
+  {
     files: ['bin/**/*.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
   },

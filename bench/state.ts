@@ -92,7 +92,7 @@ async function mongoScenarios(ctx: BenchContext, n: number, reads: number): Prom
     const ra = await timed(n, (i) => col.insertOne({ _id: `r-${i}`, data: payload(i) }));
     const rr = await timed(reads, () => col.findOne({ _id: `r-${Math.floor(Math.random() * n)}` }));
     await client.db(database).dropDatabase();
-    const notes = { durability, server: m.server.flavor, source: m.server.source, appends: n, reads, round_trips: 'read version + read projection + read max cursor + insert commit + update projection (+ verify on FerretDB)' };
+    const notes = { durability, server: m.server.flavor, source: m.server.source, appends: n, reads, round_trips: 'new entity: insert log document, then insert marker and projection together (docs/shared-state.md, MongoDB adapter design)' };
     return [
       compare(`mongodb adapter (${m.server.flavor}): append (1 event, new entity)`, { ...mine.append, notes }, { scenario: 'driver insertOne (w: majority, j: true)', ...fig(ra, n) }),
       compare(`mongodb adapter (${m.server.flavor}): get (current state)`, { ...mine.read, notes: { reads } }, { scenario: 'driver findOne by _id', ...fig(rr, reads) }),

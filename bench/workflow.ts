@@ -43,7 +43,7 @@ const CHAIN = defineWorkflow({
 export const WINDOW = 64;
 /** one run at a time: pure end-to-end latency */
 export const SERIAL = 1;
-/** FerretDB serializes appends on its global cursor: a small window, few runs */
+/** MongoDB (FerretDB here): a small window and few runs, unchanged so figures compare across versions */
 export const MONGO_WINDOW = 4;
 
 export type System = 'keel' | 'raw-nats' | 'durable-nats' | 'langgraph';

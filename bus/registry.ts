@@ -47,6 +47,8 @@ export const ManifestSchema = z.object({
       host: z.string().optional(),
       agents: z.array(z.string()),
       restarts: z.number().int().default(0),
+      /** the process's own Prometheus endpoint, when it serves one (`http://host:port/metrics`) */
+      metricsUrl: z.string().optional(),
     })
     .optional(),
   /** the leases this instance holds (e.g. `workflow-timers`: it fires due workflow timers) */
@@ -129,10 +131,12 @@ export interface AgentProcess {
   cpuSeconds: number;
   /** `<agent>.<instanceId>` of each registry entry in it */
   instances: string[];
+  /** its Prometheus endpoint, when it serves one */
+  metricsUrl?: string;
 }
 
 export function agentProcesses(manifests: readonly Manifest[]): AgentProcess[] {
-  const byProcess = new Map<string, { host: string; pid: number; name: string; agents: string[]; rssBytes: number; cpu: number; cpuSeconds: number; instances: string[]; heartbeatAt: string }>();
+  const byProcess = new Map<string, { host: string; pid: number; name: string; agents: string[]; rssBytes: number; cpu: number; cpuSeconds: number; instances: string[]; heartbeatAt: string; metricsUrl?: string }>();
   for (const m of manifests) {
     if (!m.process) continue;
     const key = `${m.host}:${m.pid}`;
@@ -153,6 +157,7 @@ export function agentProcesses(manifests: readonly Manifest[]): AgentProcess[] {
       cpuSeconds: m.process.cpuSeconds,
       instances: [...(seen?.instances ?? []), `${m.agent}.${m.instanceId}`],
       heartbeatAt: m.heartbeatAt,
+      ...(m.process.metricsUrl ? { metricsUrl: m.process.metricsUrl } : {}),
     });
   }
   return [...byProcess.values()].map(({ heartbeatAt: _h, ...p }) => p).sort((a, b) => a.name.localeCompare(b.name) || a.pid - b.pid);

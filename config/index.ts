@@ -57,11 +57,13 @@ export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_DRAIN_MS', default: '10000', description: 'How long an agent finishes in-flight tasks after SIGTERM before aborting them.' },
   { name: 'KEEL_SECRET_<NAME>', default: '(unset)', description: 'A secret value; each agent process receives only the secrets its capabilities declare.' },
   { name: 'KEEL_METRICS_HOST', default: '127.0.0.1', description: 'Address an agent\'s /metrics listens on (0.0.0.0 in containers).' },
+  { name: 'KEEL_AGENT_METRICS', default: '1', description: 'For `keel start`: each supervised agent process serves its own /metrics on a free port of KEEL_METRICS_HOST, listed for Prometheus at GET /metrics/targets (http_sd_configs; deploy/prometheus-local.yml). `0`: agent processes serve no metrics. See docs/observability.md.' },
   { name: 'KEEL_POLICY_REPLY_EMAIL', default: 'approve', description: 'Sending an email reply: `approve` (wait for the operator), `audit` (send, and record it in the audit log), `auto` (send).' },
   { name: 'KEEL_POLICY_REPLY_CHAT', default: 'approve', description: 'Sending a chat reply: same modes. Any `KEEL_POLICY_<ACTION>` sets the policy of a workflow approval whose `policy` is that action.' },
   { name: 'KEEL_SQLITE_SYNC', default: 'FULL', description: 'SQLite durability: FULL syncs every commit; NORMAL (WAL) survives process crashes but may lose the last commits on power loss, and is faster.' },
   { name: 'KEEL_SUBJECT_PREFIX', default: 'keel', description: 'First token of every bus subject, stream and bucket name (one prefix per tenant).' },
   { name: 'KEEL_LOG_LEVEL', default: 'info', description: 'pino log level: trace, debug, info, warn, error, fatal, silent.' },
+  { name: 'KEEL_LOG_FORMAT', default: 'auto', description: 'Log lines: `auto` (readable lines on a terminal, JSON when stdout is not a TTY), `json` or `pretty`. Agent processes of `keel start` inherit it. See docs/observability.md.' },
   { name: 'KEEL_TOOLS_DIR', default: '~/.cache/keel/tools', description: 'Cache of the servers deploy/provision.sh builds (nats-server, FerretDB, Jaeger, natscli).' },
   { name: 'KEEL_MEMORY', default: 'sqlite-vec:<KEEL_DATA_DIR>/memory.db', description: 'Long-term memory store: `sqlite-vec:PATH` (embedded) or a Qdrant URL `http(s)://host:6333` (production; collections are prefixed with KEEL_SUBJECT_PREFIX).' },
   { name: 'KEEL_EMBEDDINGS', default: 'local:all-minilm-l6-v2', description: 'Embedding model as `provider:model`: `local:all-minilm-l6-v2` (no network; files provisioned by deploy/provision.sh), `openai:text-embedding-3-small` (KEEL_OPENAI_BASE_URL/OPENAI_API_KEY), `ollama:nomic-embed-text` (KEEL_OLLAMA_URL).' },
@@ -76,6 +78,7 @@ export const CONFIG_DOCS: readonly ConfigDoc[] = [
   { name: 'KEEL_LAUNCH_DUE_MS', default: '3600000', description: 'Due time of a launch task an agent owns (research, drafts, plan), from the launch start; publishing tasks are due this long after their calendar time.' },
   { name: 'KEEL_LAUNCH_REVIEW_DUE_MS', default: '86400000', description: 'Due time of the operator\'s review tasks, from the launch start (and never before the launch time).' },
   { name: 'KEEL_LAUNCH_SWEEP_MS', default: '60000', description: 'How often the marketer looks for overdue launch tasks (each one blocks its product once, with the reason).' },
+  { name: 'KEEL_TRACES_UI', default: '(unset: trace ids shown as text)', description: 'Base URL of a trace UI (Jaeger, e.g. `http://127.0.0.1:16686`): the web console links each trace id to `<url>/trace/<id>`. See docs/console.md.' },
   { name: 'KEEL_RUN_RETENTION', default: '90d', description: 'Retention of finished workflow runs\' histories (units s, m, h, d; `off` keeps everything): a run finished (and an idle concurrency lane unchanged) longer ago has its events replaced by one `compacted` event holding its final state (kept: `keel run show` still shows every step), and idempotency records completed longer ago are deleted (a run that old can no longer be replayed). Keep it longer than the DLQ stream\'s max age (re-drives) and the task stream\'s. See docs/operations.md.' },
   { name: 'KEEL_RETENTION_INTERVAL', default: '1h', description: 'How often `keel start` runs the retention pass (also once shortly after start); its last report is in KEEL_DATA_DIR/retention.json.' },
   { name: 'KEEL_AUTO_PROVISION', default: '1', description: 'When no nats-server binary is found, `keel start` builds the pinned one with deploy/provision.sh (0 to refuse instead).' },
@@ -180,6 +183,7 @@ const schema = z.object({
     .regex(/^[A-Za-z0-9_-]+$/, 'KEEL_SUBJECT_PREFIX must be one subject token: letters, digits, _ or -')
     .default('keel'),
   KEEL_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  KEEL_LOG_FORMAT: z.enum(['auto', 'json', 'pretty'], { error: 'KEEL_LOG_FORMAT must be auto, json or pretty' }).default('auto'),
   KEEL_TOOLS_DIR: z.string().min(1).optional(),
   KEEL_MEMORY: z.string().min(1).optional(),
   KEEL_EMBEDDINGS: z.string().regex(/^[a-z]+:.+$/, 'KEEL_EMBEDDINGS must be provider:model, e.g. local:all-minilm-l6-v2 or openai:text-embedding-3-small').default('local:all-minilm-l6-v2'),
@@ -194,6 +198,7 @@ const schema = z.object({
   KEEL_LAUNCH_DUE_MS: z.coerce.number({ error: 'KEEL_LAUNCH_DUE_MS must be a number' }).int().min(1).default(3_600_000),
   KEEL_LAUNCH_REVIEW_DUE_MS: z.coerce.number({ error: 'KEEL_LAUNCH_REVIEW_DUE_MS must be a number' }).int().min(1).default(86_400_000),
   KEEL_LAUNCH_SWEEP_MS: z.coerce.number({ error: 'KEEL_LAUNCH_SWEEP_MS must be a number' }).int().min(1_000).default(60_000),
+  KEEL_TRACES_UI: z.string().url('KEEL_TRACES_UI must be a URL, e.g. http://127.0.0.1:16686').optional(),
   KEEL_RUN_RETENTION: duration('KEEL_RUN_RETENTION', true).default(90 * 86_400_000),
   KEEL_RETENTION_INTERVAL: duration('KEEL_RETENTION_INTERVAL', false).default(3_600_000),
   KEEL_AUTO_PROVISION: z.enum(['0', '1', 'true', 'false']).default('1'),
@@ -205,6 +210,7 @@ const schema = z.object({
   KEEL_WORKFLOW_SWEEP_MS: z.coerce.number({ error: 'KEEL_WORKFLOW_SWEEP_MS must be a number' }).int().min(0).default(1_000),
   KEEL_METRICS_PORT: port('KEEL_METRICS_PORT').optional(),
   KEEL_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+  KEEL_AGENT_METRICS: z.enum(['0', '1'], { error: 'KEEL_AGENT_METRICS must be 0 or 1' }).default('1'),
   KEEL_SUPPORT_SIGNATURE: z.string().trim().min(1).default('The support team'),
   KEEL_OPERATOR_EMAIL: z.string().trim().min(1).default('operator@keel.local'),
   KEEL_OPERATOR: z.string().trim().min(1).optional(),
@@ -318,6 +324,8 @@ export interface KeelConfig {
   state: string;
   subjectPrefix: string;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+  /** KEEL_LOG_FORMAT: readable lines on a terminal (`auto`), or always JSON / pretty */
+  logFormat: 'auto' | 'json' | 'pretty';
   toolsDir: string | undefined;
   autoProvision: boolean;
   /** KEEL_AGENTS: names or module paths (`name@N` for replicas), `none`, or undefined for the defaults */
@@ -330,10 +338,14 @@ export interface KeelConfig {
   /** KEEL_METRICS_PORT: an agent's own /metrics port (undefined = none) */
   metricsPort: number | undefined;
   metricsHost: string;
+  /** KEEL_AGENT_METRICS: `keel start`'s agent processes serve /metrics (free ports, listed at /metrics/targets) */
+  agentMetrics: boolean;
   supportSignature: string;
   operatorEmail: string;
   /** who the CLI records as the actor: KEEL_OPERATOR, else $USER, else `operator` */
   operator: string;
+  /** KEEL_TRACES_UI: a trace UI's base URL the console links trace ids to (`<url>/trace/<id>`) */
+  tracesUi?: string;
   /** KEEL_OPERATOR_TOKEN: an HTTP API token of `operator` from the environment (compose, CI); never logged */
   operatorToken: string | undefined;
   smtpRelay: string | undefined;
@@ -527,6 +539,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     state: c.KEEL_STATE ?? `sqlite:${join(dataDir, 'keel.db')}`,
     subjectPrefix: c.KEEL_SUBJECT_PREFIX,
     logLevel: c.KEEL_LOG_LEVEL,
+    logFormat: c.KEEL_LOG_FORMAT,
     toolsDir: c.KEEL_TOOLS_DIR,
     autoProvision: c.KEEL_AUTO_PROVISION === '1' || c.KEEL_AUTO_PROVISION === 'true',
     agents: c.KEEL_AGENTS?.trim() === 'none' ? 'none' : list(c.KEEL_AGENTS).length ? list(c.KEEL_AGENTS) : undefined,
@@ -535,10 +548,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     workflowSweepMs: c.KEEL_WORKFLOW_SWEEP_MS,
     metricsPort: c.KEEL_METRICS_PORT,
     metricsHost: c.KEEL_METRICS_HOST,
+    agentMetrics: c.KEEL_AGENT_METRICS === '1',
     supportSignature: c.KEEL_SUPPORT_SIGNATURE,
     operatorEmail: c.KEEL_OPERATOR_EMAIL,
     operator: c.KEEL_OPERATOR ?? c.USER ?? 'operator',
     operatorToken: c.KEEL_OPERATOR_TOKEN,
+    tracesUi: c.KEEL_TRACES_UI?.replace(/\/+$/, ''),
     smtpRelay: c.KEEL_SMTP_RELAY,
     smtpFrom: c.KEEL_SMTP_FROM,
     smtpAccept: c.KEEL_SMTP_ACCEPT ?? [domainOf(c.KEEL_SMTP_FROM)],

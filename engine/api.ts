@@ -5,6 +5,7 @@ import type { DiskGuard } from '../channels/index.ts';
 import { resolveRunId, type WorkflowEngine, type WorkflowError } from '../workflows/index.ts';
 import { errorCode, httpError, outageFailure } from './http.ts';
 import { operatorOf } from './auth.ts';
+import { mountConsole, type ConsoleDeps } from './console.ts';
 
 /** `GET /v1/approvals?state=` values. */
 const APPROVAL_STATES = ['pending', 'approved', 'rejected', 'expired', 'superseded'] as const;
@@ -43,7 +44,9 @@ function workflowFailure(c: Context, err: unknown, notFound: string, fieldPrefix
  * run is refused with 507 `STORAGE_FULL` while free space is below KEEL_MIN_FREE_MB; decisions on
  * approvals are still taken (they finish work already accepted).
  */
-export function mountApi(app: Hono, o: { store: StateStore; workflows: WorkflowEngine; disk?: DiskGuard }): void {
+export function mountApi(app: Hono, o: { store: StateStore; workflows: WorkflowEngine; disk?: DiskGuard; console?: Omit<ConsoleDeps, 'store' | 'workflows'> }): void {
+  // the web console's files at `/` and the routes its views read (docs/console.md)
+  if (o.console) mountConsole(app, { ...o.console, store: o.store, workflows: o.workflows });
   const body = async (c: { req: { json(): Promise<unknown> } }) => {
     try {
       return { ok: true as const, value: await c.req.json() };

@@ -30,6 +30,7 @@ import { EngineError } from './errors.ts';
 import { engineFootprints } from './footprint.ts';
 import { createDiskGuard } from '../channels/index.ts';
 import { startStorageWatch } from './storage-watch.ts';
+import { metricsTargets, registerEngineGauges } from './dashboard-metrics.ts';
 
 export type { HealthReport, HttpApi } from './http.ts';
 export { EngineError } from './errors.ts';
@@ -109,7 +110,7 @@ function secretsFor(def: AgentDefinition, secrets: Record<string, string>): Reco
 }
 
 export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agents?: string[] } = {}): Promise<Engine> {
-  const log = opts.logger ?? createLogger('keel', { level: cfg.logLevel });
+  const log = opts.logger ?? createLogger('keel', { level: cfg.logLevel, format: cfg.logFormat });
   const started = Date.now();
   mkdirSync(cfg.dataDir, { recursive: true });
   const cleanups: Array<() => Promise<void>> = [];
@@ -180,6 +181,7 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
     const storageWatch = startStorageWatch({ disk, servers: () => localCluster?.nodes ?? (localServer ? [localServer] : []), logger: log });
     cleanups.push(async () => storageWatch.stop());
 
+    let supervisorList: () => ReturnType<AgentSupervisor['list']> = () => [];
     // 3. the HTTP API
     const health = async (): Promise<HealthReport> => {
       let bus: HealthReport['bus'];
@@ -227,6 +229,8 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
       processes: engineFootprints({ nats, registryBucket: bus.subjects.registryBucket, natsServerPid: () => localServer?.pid }),
     });
     cleanups.push(() => metrics.shutdown());
+    // budgets left, DLQ depth, JetStream streams (engine/dashboard-metrics.ts)
+    registerEngineGauges(metrics.meter, { store, bus, nats, logger: log, capabilities: () => agentDefs.flatMap((a) => a.def.capabilities.map((c) => c.name)) });
     const statNames = new Set(ingresses.flatMap((i) => Object.keys(i.stats?.() ?? {})));
     for (const name of statNames) {
       metrics.meter.createObservableCounter(name, { description: 'ingress messages by outcome' }).addCallback((r) => {
@@ -241,19 +245,24 @@ export async function startEngine(cfg: KeelConfig, opts: { logger?: Logger; agen
         // first: every /v1 route mounted after it (ingress, API) needs an operator, but the customer chat routes
         mountAuth(app, new OperatorAuth({ dataDir: cfg.dataDir, envToken: cfg.operatorToken ? { token: cfg.operatorToken, operator: cfg.operator } : undefined, logger: log }));
         app.get('/metrics', async (c) => c.text(await metrics.text(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }));
+        // Prometheus http_sd_configs: the /metrics of every agent process this engine supervises (KEEL_AGENT_METRICS)
+        app.get('/metrics/targets', async (c) => c.json(await metricsTargets({ nats, registryBucket: bus.subjects.registryBucket, pids: () => supervisorList().map((p) => p.pid) }).catch(() => [])));
         for (const i of ingresses) i.mount?.(app);
-        mountApi(app, { store, workflows, disk });
+        // the web console (docs/console.md); the supervisor starts below, so its list is read late
+        mountApi(app, { store, workflows, disk, console: { bus, nats, config: cfg, processes: () => supervisorList() } });
       },
     });
     for (const i of ingresses) i.attach?.(http.server);
     cleanups.push(() => http.close());
     // 4. the agents, each its own OS process (or several per process: KEEL_AGENT_HOSTS)
     const supervisor = new AgentSupervisor(log, inheritedEnv());
+    supervisorList = () => supervisor.list();
     const defOf = (name: string) => agentDefs.find((a) => a.def.name === name)!.def;
     supervisor.start(
       agentProcessSpecs(processGroups, {
         // KEEL_NATS_CLUSTER is this process's to run: an agent given KEEL_NATS_URL must not see it
-        common: { KEEL_NATS_URL: natsUrl!, KEEL_NATS_CLUSTER: '', KEEL_STATE: cfg.state, KEEL_SUBJECT_PREFIX: cfg.subjectPrefix, KEEL_DATA_DIR: cfg.dataDir },
+        // KEEL_AGENT_METRICS: each process serves /metrics on a free port and announces it (GET /metrics/targets lists them)
+        common: { KEEL_NATS_URL: natsUrl!, KEEL_NATS_CLUSTER: '', KEEL_STATE: cfg.state, KEEL_SUBJECT_PREFIX: cfg.subjectPrefix, KEEL_DATA_DIR: cfg.dataDir, ...(cfg.agentMetrics ? { KEEL_METRICS_PORT: '0' } : {}) },
         // embedded: the generated users; with KEEL_NATS_URL: KEEL_NATS_USER_<AGENT> / _PASSWORD_<AGENT> (`keel deploy nats-config`)
         credentials: (name) => creds?.agents[name] ?? credentialsFromEnv(name),
         secrets: (name) => secretsFor(defOf(name), cfg.secrets),

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse, Server } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import type { Meter } from '@opentelemetry/api';
 import { selfSampler } from './process.ts';
 
@@ -35,13 +35,24 @@ export async function createMetrics(opts: {
   const host = opts.host ?? '127.0.0.1';
   // the metrics SDK loads only in a process that serves metrics (the engine, or an agent given a metrics port)
   const [{ MeterProvider }, { PrometheusExporter }, { resourceFromAttributes }] = await Promise.all([import('@opentelemetry/sdk-metrics'), import('@opentelemetry/exporter-prometheus'), import('@opentelemetry/resources')]);
-  const exporter = new PrometheusExporter({ host, port: opts.port ?? 0, preventServerStart: opts.port === undefined });
+  // our own server, not the exporter's: the exporter reads port 0 as "its default 9464", and
+  // several agent processes on one machine each need a free port of their own
+  const exporter = new PrometheusExporter({ preventServerStart: true });
   let url: string | undefined;
+  let server: Server | undefined;
   if (opts.port !== undefined) {
-    await exporter.startServer();
-    const server = (exporter as unknown as { _server?: Server })._server;
-    const addr = server?.address();
-    url = `http://${host}:${typeof addr === 'object' && addr ? addr.port : opts.port}/metrics`;
+    const srv = createServer((req, res) => {
+      if (req.method === 'GET' && (req.url ?? '').split('?')[0] === '/metrics') return exporter.getMetricsRequestHandler(req, res);
+      res.statusCode = 404;
+      res.end('not found: GET /metrics\n');
+    });
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(opts.port, host, () => resolve());
+    });
+    server = srv;
+    const addr = srv.address();
+    url = `http://${host.includes(':') ? `[${host}]` : host}:${typeof addr === 'object' && addr ? addr.port : opts.port}/metrics`;
   }
   const provider = new MeterProvider({
     resource: resourceFromAttributes({ 'service.name': opts.serviceName, 'service.namespace': 'keel' }),
@@ -75,7 +86,9 @@ export async function createMetrics(opts: {
     url,
     shutdown: async () => {
       await provider.shutdown().catch(() => undefined);
-      await exporter.stopServer().catch(() => undefined);
+      // a scraper keeps its connection open: close it too, or close() waits for it
+      server?.closeAllConnections();
+      await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
     },
   };
 }

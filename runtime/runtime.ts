@@ -205,7 +205,11 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
   const metrics = opts.metrics ?? (opts.metricsPort !== undefined ? await createMetrics({ serviceName: def.name, port: opts.metricsPort, host: config.metricsHost }) : undefined);
   const tasksCounter = metrics?.meter.createCounter('keel_tasks', { description: 'tasks settled, by outcome (ack, retry, dead_letter)' });
   const duration = metrics?.meter.createHistogram('keel_task_duration_seconds', { description: 'task handling time', unit: 's' });
-  const costCounter = metrics?.meter.createCounter('keel_cost_usd', { description: 'recorded spend in USD' });
+  const costCounter = metrics?.meter.createCounter('keel_cost_usd', { description: 'recorded spend in USD (model calls carry model and workflow)' });
+  // what the ledger records per model call, for the dashboards (per-customer cost stays in the ledger: no customer label)
+  const tokensCounter = metrics?.meter.createCounter('keel_model_tokens', { description: 'model tokens by kind: input (cached included), output, cached (provider prompt cache)' });
+  const callsCounter = metrics?.meter.createCounter('keel_model_calls', { description: 'model calls by source: provider, cache (intent cache hit), batch (one item of a batch)' });
+  const savedCounter = metrics?.meter.createCounter('keel_model_saved_usd', { description: 'USD not spent: cache (intent cache hits, the cached answer\'s cost) and routing (against the large model\'s price)' });
   const toolRefusals = metrics?.meter.createCounter('keel_tool_calls_refused', { description: 'tool calls in model answers refused: not on the capability\'s permissions.tools' });
   const breakers = new Map<string, CircuitBreaker>();
   for (const [name, o] of Object.entries(def.connectors ?? {})) breakers.set(name, new CircuitBreaker(name, o));
@@ -356,7 +360,16 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
             run: await (runBudget ??= runBudgetOf(store, env)), policy: config.budgetOnRefusal, taskId: env.id, call: callOpts, services: modelSvc(),
           });
           spentUsd += r.costUsd;
-          costCounter?.add(r.costUsd, { agent: def.name, capability: cap.name });
+          const workflow = (await runBudget)?.workflow;
+          const labels = { agent: def.name, capability: cap.name, model: r.model, tier, ...(workflow ? { workflow } : {}) };
+          costCounter?.add(r.costUsd, labels);
+          callsCounter?.add(1, { ...labels, source: r.cacheHit ? 'cache' : r.batched ? 'batch' : 'provider' });
+          if (!r.cacheHit) {
+            tokensCounter?.add(r.usage.inputTokens, { ...labels, kind: 'input' });
+            tokensCounter?.add(r.usage.outputTokens, { ...labels, kind: 'output' });
+            tokensCounter?.add(r.usage.cachedTokens, { ...labels, kind: 'cached' });
+          }
+          if (r.savedUsd) savedCounter?.add(r.savedUsd, { ...labels, source: r.cacheHit ? 'cache' : 'routing' });
           // a tool call not on permissions.tools never reaches the handler (recorded once, here)
           const guarded = await enforceToolAllowlist(r, allowedTools(cap), { agent: def.name, capability: cap.name, logger: taskLog, span, counter: toolRefusals, store, runId: env.correlationId, taskId: env.id, model: r.model });
           return { ...guarded, prompt: { tier, messages } };
@@ -438,7 +451,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
         const agents = opts.host?.agents ?? [def.name];
         return () => {
           const u = sample();
-          return { rssBytes: u.rssBytes, cpu: u.cpu, cpuSeconds: u.cpuSeconds, ...(opts.host?.name ? { host: opts.host.name } : {}), agents, restarts: opts.restarts ?? 0 };
+          return { rssBytes: u.rssBytes, cpu: u.cpu, cpuSeconds: u.cpuSeconds, ...(opts.host?.name ? { host: opts.host.name } : {}), agents, restarts: opts.restarts ?? 0, ...(metrics?.url ? { metricsUrl: metrics.url } : {}) };
         };
       })(),
       leases: () => [...leasesHeld],
@@ -447,6 +460,8 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
 
   const consumers: Record<string, ConsumerHandle> = {};
   for (const cap of def.capabilities) {
+    // every outcome's series exists from the start (at 0): a dashboard's failure panels show 0, not "no data"
+    for (const outcome of ['ack', 'retry', 'dead_letter']) tasksCounter?.add(0, { agent: def.name, capability: cap.name, outcome });
     consumers[cap.name] = await bus.consumeTasks(cap.name, {
       accepts: [taskMessage.get(cap.name)!],
       handler: handlerFor(cap),

@@ -15,9 +15,10 @@ export function registerStart(program: Command): void {
       module.flushCompileCache?.();
       // one human line besides the JSON logs
       const agents = engine.supervisor.list().length;
-      process.stderr.write(
-        `\nKeel is running: http://${cfg.httpHost}:${engine.http.port}/healthz · SMTP ${cfg.smtpHost}:${cfg.smtpPort} · bus ${engine.natsUrl} · ${agents} agent process${agents === 1 ? '' : 'es'} · data ${cfg.dataDir}\nTry ./bin/keel.js --help in another terminal; Ctrl-C stops everything.\n\n`,
-      );
+      // on a terminal (readable logs) it stands out: bold green, marked
+      const loud = process.stderr.isTTY === true && cfg.logFormat !== 'json';
+      const summary = `Keel is running: http://${cfg.httpHost}:${engine.http.port}/healthz · SMTP ${cfg.smtpHost}:${cfg.smtpPort} · bus ${engine.natsUrl} · ${agents} agent process${agents === 1 ? '' : 'es'} · data ${cfg.dataDir}`;
+      process.stderr.write(`\n${loud ? `\x1b[1;32m▶ ${summary}\x1b[0m` : summary}\nTry ./bin/keel.js --help in another terminal; Ctrl-C stops everything.\n\n`);
       // the first operator token, shown once here and never logged (logs must not carry secrets)
       let first: ReturnType<typeof bootstrapOperatorToken>;
       try {
