@@ -53,6 +53,8 @@ export const ManifestSchema = z.object({
     .optional(),
   /** the leases this instance holds (e.g. `workflow-timers`: it fires due workflow timers) */
   leases: z.array(z.string()).optional(),
+  /** the circuit breakers around its connectors, refreshed on every heartbeat */
+  breakers: z.array(z.object({ name: z.string(), state: z.enum(['closed', 'open', 'half_open']), failures: z.number().int(), openedAt: z.string().optional() })).optional(),
 });
 export type Manifest = z.infer<typeof ManifestSchema>;
 
@@ -87,7 +89,7 @@ export async function announce(
   nc: NatsConnection,
   bucket: string,
   m: Omit<Manifest, 'host' | 'pid' | 'startedAt' | 'heartbeatAt'> & Partial<Pick<Manifest, 'host' | 'pid'>>,
-  opts: { heartbeatMs?: number; logger?: Logger; /** refreshed on every heartbeat */ process?: () => Manifest['process']; /** refreshed on every heartbeat */ leases?: () => string[] } = {},
+  opts: { heartbeatMs?: number; logger?: Logger; /** refreshed on every heartbeat */ process?: () => Manifest['process']; /** refreshed on every heartbeat */ leases?: () => string[]; /** refreshed on every heartbeat */ breakers?: () => NonNullable<Manifest['breakers']> } = {},
 ): Promise<Announcement> {
   const kv = await openBucket(nc, bucket);
   const manifest: Manifest = ManifestSchema.parse({
@@ -101,6 +103,7 @@ export async function announce(
     manifest.heartbeatAt = new Date().toISOString();
     if (opts.process) manifest.process = opts.process();
     if (opts.leases) manifest.leases = opts.leases();
+    if (opts.breakers) manifest.breakers = opts.breakers();
     await kv.put(registryKey(manifest.agent, manifest.instanceId), JSON.stringify(manifest));
   };
   await put();

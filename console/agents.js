@@ -18,7 +18,7 @@ export async function render(el, ctx) {
       ? h('p', { class: 'empty' }, 'No live agent instances.')
       : table(
           `${a.agents.length} live instance(s)`,
-          ['agent', 'instance', 'host:pid', 'capabilities', 'health', 'restarts', 'memory'],
+          ['agent', 'instance', 'host:pid', 'capabilities', 'health', 'restarts', 'memory', 'circuit breakers'],
           a.agents.map((m) => [
             h('strong', {}, m.agent),
             m.instanceId,
@@ -27,15 +27,21 @@ export async function render(el, ctx) {
             [badge(m.health, m.health === 'ok' ? 'completed' : 'failed'), ` heartbeat ${ago(m.heartbeatAt)}`],
             String(restartsOf(m)),
             m.process ? `${Math.round(m.process.rssBytes / 1048576)} MB` : '',
+            breakers(m.breakers ?? []),
           ]),
           { id: 'agents' },
         ),
-    h('p', { class: 'muted' }, 'Circuit breakers live inside each agent process (runtime/breaker.ts) and are not reported on the bus yet; an open breaker shows as failed tasks and dead letters below.'),
+    h('p', { class: 'muted' }, 'Circuit breakers: one per connector an agent has called (as of its last heartbeat, every 5 s). Open: calls fail fast until the reset time, then one trial call decides.'),
     h('h2', {}, `Dead letters (${d.total})`),
     d.letters.length === 0
       ? h('p', { class: 'empty' }, 'No dead letters.')
       : h('ul', { class: 'letters', id: 'dlq' }, d.letters.map((l) => letter(l, String(l.seq) === open || opened.has(String(l.seq)), ctx))),
   );
+}
+
+function breakers(list) {
+  if (list.length === 0) return h('span', { class: 'muted' }, 'none used');
+  return list.map((b, i) => [i ? ' ' : '', badge(`${b.name}: ${b.state.replace('_', '-')}${b.failures ? ` (${b.failures} failed)` : ''}`, b.state === 'closed' ? 'completed' : 'failed')]);
 }
 
 function letter(l, open, ctx) {

@@ -39,6 +39,12 @@ export class CircuitBreaker {
     return this.now() - this.openedAt >= this.resetMs ? 'half_open' : 'open';
   }
 
+  /** what the registry entry reports (the console's agents view shows it) */
+  snapshot(): { name: string; state: BreakerState; failures: number; openedAt?: string } {
+    const state = this.state;
+    return { name: this.name, state, failures: this.failures, ...(state !== 'closed' ? { openedAt: new Date(this.openedAt).toISOString() } : {}) };
+  }
+
   async call<T>(fn: () => Promise<T>): Promise<T> {
     const st = this.state;
     if (st === 'open' || (st === 'half_open' && this.trial)) {

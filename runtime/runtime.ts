@@ -455,6 +455,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
         };
       })(),
       leases: () => [...leasesHeld],
+      breakers: () => [...breakers.values()].map((b) => b.snapshot()),
     },
   );
 

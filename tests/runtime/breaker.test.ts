@@ -28,3 +28,17 @@ describe('circuit breaker per connector', () => {
     await expect(b.call(async () => ({ results: ['x'], degraded: false }))).resolves.toEqual({ results: [], degraded: true });
   });
 });
+
+describe('circuit breaker snapshot', () => {
+  it('reports name, state, consecutive failures and when it opened', async () => {
+    let now = Date.parse('2026-12-03T10:00:00Z');
+    const b = new CircuitBreaker('smtp', { failureThreshold: 2, resetMs: 5_000 }, () => now);
+    expect(b.snapshot()).toEqual({ name: 'smtp', state: 'closed', failures: 0 });
+    await expect(b.call(() => Promise.reject(new Error('421')))).rejects.toThrow('421');
+    expect(b.snapshot()).toEqual({ name: 'smtp', state: 'closed', failures: 1 });
+    await expect(b.call(() => Promise.reject(new Error('421')))).rejects.toThrow('421');
+    expect(b.snapshot()).toEqual({ name: 'smtp', state: 'open', failures: 2, openedAt: '2026-12-03T10:00:00.000Z' });
+    now += 5_000;
+    expect(b.snapshot().state).toBe('half_open');
+  });
+});

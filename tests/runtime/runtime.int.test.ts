@@ -228,6 +228,40 @@ describe('agent runtime', () => {
     expect((await store.getIdempotency('task:leaselost:lease-1'))?.status).toBe('completed');
   });
 
+  it('an agent announces its circuit breakers on the bus: a connector that keeps failing shows as open in its registry entry', async (ctx) => {
+    if (!suite.nats) return ctx.skip(suite.skip);
+    const { bus, prefix, store } = await setup();
+    let calls = 0;
+    const agent = defineAgent({
+      name: 'breaky',
+      version: '1',
+      capabilities: [
+        defineCapability({
+          name: 'breaky',
+          version: '1',
+          input: z.object({ n: z.number() }),
+          output: z.object({ n: z.number() }),
+          handler: async (c) => c.connector('crm', async () => {
+            calls++;
+            throw new Error('crm answered 503');
+          }),
+        }),
+      ],
+    });
+    const running = await runAgent(agent, { natsUrl: suite.nats.url, state: store, prefix, heartbeatMs: 200 });
+    closers.push(() => running.stop(1_000));
+    const M = defineMessage(taskType('breaky'), z.object({ n: z.number() }));
+    for (let i = 0; i < 6; i++) await bus.publish(bus.subjects.task('breaky'), M, { n: i }, { id: `b${i}` });
+    let entry: Awaited<ReturnType<typeof listAgents>>[number] | undefined;
+    await waitFor(async () => {
+      entry = (await listAgents(bus.nc, bus.subjects.registryBucket)).find((a) => a.agent === 'breaky');
+      return entry?.breakers?.[0]?.state === 'open';
+    }, { timeoutMs: 30_000, what: 'the crm breaker open in the registry' });
+    // five consecutive failures open it (the default threshold); the calls made while open never reached the connector
+    expect(entry!.breakers).toEqual([{ name: 'crm', state: 'open', failures: 5, openedAt: expect.any(String) }]);
+    expect(calls).toBe(5);
+  }, 60_000);
+
   it('a task handled in an agent process is the child of the span that published it (Jaeger), and the agent serves /metrics', async (ctx) => {
     if (!suite.nats) return ctx.skip(suite.skip);
     const jaeger = await startJaeger();
