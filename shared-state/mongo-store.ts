@@ -1,24 +1,33 @@
 /**
- * The MongoDB adapter (official driver). No multi-document transactions, no change streams, and
- * no reliance on conditional updates being atomic: FerretDB 1.x runs `findOneAndUpdate`,
- * `$inc` and filtered `updateOne` as read-then-write, so concurrent callers all "win". The one
- * arbiter used for correctness is a unique index: an insert either lands or fails with 11000.
+ * The MongoDB adapter (official driver), designed for what FerretDB 1.24 (SQLite backend) pushes
+ * down to its storage: only an equality on a string `_id` is an index lookup there; any other
+ * filter or sort scans the collection. `findOneAndUpdate`, `$inc` and filtered updates run as
+ * read-then-write (concurrent callers all "win"). The one arbiter used for correctness is a
+ * unique index: an insert either lands or fails with 11000. See docs/shared-state.md, "MongoDB
+ * adapter design".
  *
- * - An append is ONE insert of a "commit" document holding all its events (atomic). Unique
- *   indexes on (entityKey, firstVersion) and on firstCursor: of two appends at the same expected
- *   version exactly one lands, the other gets {@link VersionConflictError}.
- * - The change-log cursor is dense: a writer takes max(lastCursor)+1 and the unique index on
- *   firstCursor refuses a second taker, who re-reads and tries again. A writer can only take N+1
- *   after it has seen N committed, so cursor order is commit order for readers.
+ * - The change log is the `log` collection, one document per append keyed by its first cursor
+ *   (zero-padded string `_id`), holding all its events: ONE insert, atomic. A unique index on
+ *   `vkey` (`<type>/<id>#<firstVersion>`) makes the same insert the version arbiter: of two
+ *   appends at the same expected version exactly one lands, the other gets a conflict.
+ * - Cursors are dense: a writer takes `end + 1` only for an `end` it has seen committed (its own
+ *   last insert, or a document it read), and the `_id` refuses a second taker, who reads the
+ *   document that beat it and tries after it. So the log is always a gap-free prefix: a reader
+ *   walks it by `_id` lookups and stops at the first missing position, and no commit can later
+ *   land below a position a reader has passed. Compaction leaves stubs, never holes.
+ * - `commits` holds one small marker per append keyed `<type>/<id>#<firstVersion>` (its versions
+ *   and cursors), written right after the log insert: entity reads walk it by `_id`. A marker
+ *   lost to a crash is rebuilt from the log (by a scan, on a conflict only).
  * - The projection (current state) is written after the commit, conditional on version, and
- *   checked against the log afterwards (repaired if a late writer overwrote it); `get` also
- *   checks it against the log, and `rebuildProjections` recomputes everything.
+ *   checked against the markers afterwards (repaired if a late writer overwrote it).
  * - Idempotency completions, lease take-overs, approval decisions and audit records are inserts
  *   with unique ids, so exactly one of several racing callers succeeds.
+ * - On a real MongoDB replica set (`hello` answers a `setName`) the log insert and its marker
+ *   commit in one transaction.
  *
  * Internal: use `openStore`.
  */
-import { MongoClient, MongoServerError, type Collection, type Db, type Document, type Filter, type WriteConcernSettings } from 'mongodb';
+import { MongoClient, MongoServerError, type ClientSession, type Collection, type Db, type Document, type Filter, type WriteConcernSettings } from 'mongodb';
 import type { EntityTypeRegistry } from './entity-types.ts';
 import {
   DEFAULT_LEASE_MS,
@@ -123,8 +132,11 @@ interface StoredEvent {
   schemaVersion: number;
 }
 
-interface CommitDoc {
+/** One append in the change log, keyed by its first cursor ({@link pos}). */
+interface LogDoc {
   _id: string;
+  /** `<entityKey>#<firstVersion>`: unique, the version arbiter */
+  vkey: string;
   entityKey: string;
   entityType: string;
   entityId: string;
@@ -136,6 +148,24 @@ interface CommitDoc {
   meta: EventMeta | null;
   events: StoredEvent[];
   published: boolean;
+  /** compacted away: the position stays taken, the events are gone */
+  stub?: boolean;
+}
+
+/** An append's marker for entity reads, keyed `<entityKey>#<firstVersion>` (stores before the log kept events here too). */
+interface CommitDoc {
+  _id: string;
+  entityKey: string;
+  entityType: string;
+  entityId: string;
+  firstVersion: number;
+  lastVersion: number;
+  firstCursor: number;
+  lastCursor: number;
+  events?: StoredEvent[];
+  published?: boolean;
+  time?: string;
+  meta?: EventMeta | null;
 }
 
 interface EntityDoc {
@@ -164,6 +194,8 @@ interface IdemDoc {
 interface IdemDoneDoc {
   _id: string;
   attempt: number;
+  /** the claim token that completed it (absent in records written before it was kept) */
+  token?: string;
   resultJson: string;
   createdAt: string;
   completedAt: string;
@@ -223,6 +255,19 @@ function isDup(err: unknown): boolean {
 
 const key = (type: string, id: string) => `${type}/${id}`;
 
+/** The marker of a log document (entity reads walk these by `_id`). */
+function markerOf(d: LogDoc): CommitDoc {
+  return { _id: d.vkey, entityKey: d.entityKey, entityType: d.entityType, entityId: d.entityId, firstVersion: d.firstVersion, lastVersion: d.lastVersion, firstCursor: d.firstCursor, lastCursor: d.lastCursor };
+}
+
+/** A cursor as a log `_id`: zero-padded, so string order is numeric order. */
+const pos = (cursor: number) => String(cursor).padStart(16, '0');
+
+/** How many log positions a reader fetches at once (parallel `_id` lookups on FerretDB). */
+const READ_BATCH = 32;
+/** Pending commits younger than this are their writer's to finish (marker, projection). */
+const REPAIR_AFTER_MS = 5_000;
+
 function databaseFromUrl(url: string): string | undefined {
   const m = /^mongodb(?:\+srv)?:\/\/[^/]+\/([^?]+)/.exec(url);
   return m?.[1] ? decodeURIComponent(m[1]) : undefined;
@@ -239,8 +284,12 @@ export class MongoStore implements StateStore {
   readonly #reg: EntityTypeRegistry;
   readonly #max: number;
   readonly #atomicUpdates: boolean;
+  /** a real MongoDB replica set: the log insert and its marker go in one transaction */
+  readonly #transactions: boolean;
   readonly #listeners = new Set<(events: CommittedEvent[]) => void>();
+  readonly #log: Collection<LogDoc>;
   readonly #commits: Collection<CommitDoc>;
+  readonly #hints: Collection<{ _id: string; cursor: number }>;
   readonly #entities: Collection<EntityDoc>;
   readonly #idem: Collection<IdemDoc>;
   readonly #idemAttempts: Collection<{ _id: string }>;
@@ -249,14 +298,30 @@ export class MongoStore implements StateStore {
   readonly #costs: Collection<CostDoc>;
   readonly #approvals: Collection<ApprovalDoc>;
   readonly #audit: Collection<AuditDoc>;
+  /** the end of a log document this process has seen committed: the next append tries `end + 1` */
+  #end = 0;
+  #endSaved = 0;
+  /** everything at or below it was seen published (a hint: the `published` flags are the truth) */
+  #publishedUpTo = 0;
+  /** event id → log `_id`, for markPublished (filled by pendingEvents and this process's appends) */
+  readonly #eventPos = new Map<string, { at: string; events: string[] }>();
+  #publishedSaved = 0;
+  #publishedReadAt = 0;
 
-  private constructor(client: MongoClient, db: Db, url: string, opts: MongoStoreOptions, wc: WriteConcernSettings, server: string) {
+  #marking: Promise<unknown> | null = null;
+  /** this process's appends take cursors one at a time (they would only collide with each other) */
+  #tail: Promise<unknown> = Promise.resolve();
+
+  private constructor(client: MongoClient, db: Db, url: string, opts: MongoStoreOptions, wc: WriteConcernSettings, server: string, replicaSet: string | null) {
     this.#client = client;
     this.#db = db;
     this.#reg = opts.registry;
     this.#max = opts.maxDocumentBytes;
     this.#atomicUpdates = !server.startsWith('ferretdb');
+    this.#transactions = !!replicaSet && this.#atomicUpdates;
+    this.#log = db.collection('log');
     this.#commits = db.collection('commits');
+    this.#hints = db.collection('log_hints');
     this.#entities = db.collection('entities');
     this.#idem = db.collection('idempotency');
     this.#idemAttempts = db.collection('idempotency_attempts');
@@ -268,7 +333,12 @@ export class MongoStore implements StateStore {
     this.info = {
       kind: 'mongodb',
       location: `${redactMongoUrl(url)} db=${db.databaseName}`,
-      durability: { writeConcern: wc, transactions: 'none (one document per append)', server, atomicConditionalUpdates: this.#atomicUpdates },
+      durability: {
+        writeConcern: wc,
+        transactions: this.#transactions ? `replica set ${replicaSet}: log insert + marker in one transaction` : 'none (one document per append)',
+        server,
+        atomicConditionalUpdates: this.#atomicUpdates,
+      },
       maxDocumentBytes: this.#max,
     };
   }
@@ -281,8 +351,11 @@ export class MongoStore implements StateStore {
       const db = client.db(opts.database ?? databaseFromUrl(url) ?? 'keel');
       const info = (await db.admin().command({ buildInfo: 1 })) as { version?: string; ferretdbVersion?: string };
       const server = info.ferretdbVersion ? `ferretdb ${info.ferretdbVersion}` : `mongodb ${info.version ?? '?'}`;
-      const store = new MongoStore(client, db, url, opts, wc, server);
+      const hello = (await db.admin().command({ hello: 1 }).catch(() => db.admin().command({ isMaster: 1 }))) as { setName?: string };
+      const store = new MongoStore(client, db, url, opts, wc, server, typeof hello.setName === 'string' ? hello.setName : null);
       await store.#ensureIndexes();
+      await store.#migrateLegacy();
+      await store.#loadHints();
       return withErrorClassification(store);
     } catch (err) {
       await client.close().catch(() => undefined);
@@ -291,25 +364,88 @@ export class MongoStore implements StateStore {
     }
   }
 
+  /**
+   * The unique indexes arbitrate; the others serve reads, which FerretDB never pushes down to an
+   * index (it only maintains them, at a cost on every insert): those are made on MongoDB only.
+   */
   async #ensureIndexes(): Promise<void> {
     await Promise.all([
-      this.#commits.createIndex({ entityKey: 1, firstVersion: 1 }, { unique: true, name: 'entity_version' }),
-      this.#commits.createIndex({ firstCursor: 1 }, { unique: true, name: 'cursor' }),
-      this.#commits.createIndex({ lastCursor: 1 }, { name: 'last_cursor' }),
-      this.#commits.createIndex({ entityType: 1, lastCursor: 1 }, { name: 'type_cursor' }),
-      this.#commits.createIndex({ published: 1, firstCursor: 1 }, { name: 'outbox' }),
-      this.#entities.createIndex({ entityType: 1, updatedAt: -1 }, { name: 'type_updated' }),
-      this.#entities.createIndex({ entityId: 1 }, { name: 'entity_id' }),
-      this.#costs.createIndex({ time: -1 }, { name: 'time' }),
-      this.#costs.createIndex({ runId: 1 }, { name: 'run' }),
-      this.#costs.createIndex({ customerId: 1 }, { name: 'customer' }),
-      this.#approvals.createIndex({ state: 1, deadlineMs: 1 }, { name: 'state_deadline' }),
+      this.#log.createIndex({ vkey: 1 }, { unique: true, name: 'vkey' }),
+      ...(this.#atomicUpdates
+        ? [
+            this.#log.createIndex({ entityKey: 1 }, { name: 'entity' }),
+            this.#commits.createIndex({ entityKey: 1, firstVersion: 1 }, { unique: true, name: 'entity_version' }),
+            this.#entities.createIndex({ entityType: 1, updatedAt: -1 }, { name: 'type_updated' }),
+            this.#entities.createIndex({ entityId: 1 }, { name: 'entity_id' }),
+            this.#costs.createIndex({ time: -1 }, { name: 'time' }),
+            this.#costs.createIndex({ runId: 1 }, { name: 'run' }),
+            this.#costs.createIndex({ customerId: 1 }, { name: 'customer' }),
+            this.#approvals.createIndex({ state: 1, deadlineMs: 1 }, { name: 'state_deadline' }),
+          ]
+        : []),
     ]);
+  }
+
+  /**
+   * Stores written before the `log` collection kept the events in `commits`: copy them into the
+   * log once (same cursors), keeping the old documents as markers. Stop every process of the old
+   * version before opening such a store with this one.
+   */
+  async #migrateLegacy(): Promise<void> {
+    if (await this.#hints.findOne({ _id: 'migrated' })) return;
+    if (!(await this.#log.findOne({}, { projection: { _id: 1 } }))) {
+      for await (const c of this.#commits.find({ events: { $exists: true } })) {
+        const doc: LogDoc = {
+          _id: pos(c.firstCursor),
+          vkey: c._id,
+          entityKey: c.entityKey,
+          entityType: c.entityType,
+          entityId: c.entityId,
+          firstVersion: c.firstVersion,
+          lastVersion: c.lastVersion,
+          firstCursor: c.firstCursor,
+          lastCursor: c.lastCursor,
+          time: c.time ?? nowIso(),
+          meta: c.meta ?? null,
+          events: c.events ?? [],
+          published: c.published ?? false,
+        };
+        await this.#log.insertOne(doc).catch((err: unknown) => {
+          if (!isDup(err)) throw err;
+        });
+      }
+    }
+    await this.#hints.insertOne({ _id: 'migrated', cursor: 0 }).catch((err: unknown) => {
+      if (!isDup(err)) throw err;
+    });
+  }
+
+  async #loadHints(): Promise<void> {
+    const [end, pub] = await Promise.all([this.#hints.findOne({ _id: 'end' }), this.#hints.findOne({ _id: 'published' })]);
+    this.#end = this.#endSaved = end?.cursor ?? 0;
+    this.#publishedUpTo = this.#publishedSaved = pub?.cursor ?? 0;
+    this.#publishedReadAt = Date.now();
+    await this.#advanceEnd();
+  }
+
+  /** Moves {@link #end} to the log's head, by `_id` lookups from the end already known. */
+  async #advanceEnd(): Promise<number> {
+    for (;;) {
+      const d = await this.#log.findOne({ _id: pos(this.#end + 1) }, { projection: { lastCursor: 1 } });
+      if (!d) break;
+      this.#end = Math.max(this.#end, d.lastCursor);
+    }
+    // other processes start from the saved end (it may move back under a race: only slower)
+    if (this.#end - this.#endSaved >= 64) {
+      this.#endSaved = this.#end;
+      await this.#hints.updateOne({ _id: 'end' }, { $set: { cursor: this.#end } }, { upsert: true }).catch(() => undefined);
+    }
+    return this.#end;
   }
 
   // ---- entities ----------------------------------------------------------------------------
 
-  #toEvents(c: CommitDoc): CommittedEvent[] {
+  #toEvents(c: LogDoc): CommittedEvent[] {
     return c.events.map((e) => ({
       eventId: e.eventId,
       entityType: c.entityType,
@@ -356,14 +492,142 @@ export class MongoStore implements StateStore {
     return (await this.#head(k)).version;
   }
 
-  async #allEvents(type: string, id: string, upTo = Infinity): Promise<CommittedEvent[]> {
-    const filter: Filter<CommitDoc> = { entityKey: key(type, id) };
-    if (upTo !== Infinity) filter.firstVersion = { $lte: upTo };
-    const commits = await this.#commits.find(filter).sort({ firstVersion: 1 }).toArray();
-    return commits.flatMap((c) => this.#toEvents(c));
+  /**
+   * The entity's log documents in version order: its markers walked by `_id` from version 1 (or,
+   * when compaction removed the first ones, found by a scan of the markers), then the log by `_id`.
+   */
+  async #entityLog(k: string, upTo = Infinity): Promise<LogDoc[]> {
+    const marks: CommitDoc[] = [];
+    let m = await this.#commits.findOne({ _id: `${k}#1` });
+    if (m) {
+      while (m && m.firstVersion <= upTo) {
+        marks.push(m);
+        m = await this.#commits.findOne({ _id: `${k}#${m.lastVersion + 1}` });
+      }
+    } else {
+      const filter: Filter<CommitDoc> = { entityKey: k };
+      if (upTo !== Infinity) filter.firstVersion = { $lte: upTo };
+      marks.push(...(await this.#commits.find(filter).sort({ firstVersion: 1 }).toArray()));
+    }
+    const docs = await Promise.all(marks.map((c) => this.#log.findOne({ _id: pos(c.firstCursor) })));
+    return docs.filter((d): d is LogDoc => !!d && !d.stub && d.entityKey === k);
   }
 
-  async #writeProjection(type: string, id: string, s: EntitySnapshot, searchText: string): Promise<void> {
+  async #allEvents(type: string, id: string, upTo = Infinity): Promise<CommittedEvent[]> {
+    return (await this.#entityLog(key(type, id), upTo)).flatMap((c) => this.#toEvents(c));
+  }
+
+  /** The markers of `k` rebuilt from the log (a scan: after a crash between log insert and marker); returns its version. */
+  async #repairMarkers(k: string): Promise<number> {
+    let version = 0;
+    for await (const d of this.#log.find({ entityKey: k }, { projection: { events: 0 } })) {
+      if (d.stub) continue;
+      version = Math.max(version, d.lastVersion);
+      await this.#commits.insertOne(markerOf(d)).catch((err: unknown) => {
+        if (!isDup(err)) throw err;
+      });
+    }
+    return version;
+  }
+
+  /** The conflict for an append at `expected` whose version was taken, with the entity's actual version. */
+  async #conflict(type: string, id: string, expected: number, cause?: unknown): Promise<VersionConflictError> {
+    const k = key(type, id);
+    let actual = await this.#actualVersion(k);
+    // the markers do not show the append that won yet (in flight, or its writer crashed): the log does
+    if (actual === expected) actual = Math.max(actual, await this.#repairMarkers(k));
+    return new VersionConflictError(type, id, expected, actual, cause);
+  }
+
+  /**
+   * Inserts one log document at the next free cursor, its version arbitrated by `vkey`, then its
+   * marker. Returns the committed events, or null when another append took `firstVersion`.
+   */
+  async #commit(k: string, type: string, id: string, firstVersion: number, events: ReadonlyArray<Omit<CommittedEvent, 'cursor'>>, time: string, meta: EventMeta | null, published: boolean, alongside?: () => Promise<void>): Promise<CommittedEvent[] | null> {
+    const vkey = `${k}#${firstVersion}`;
+    const n = events.length;
+    let doc!: LogDoc;
+    const take = async (): Promise<CommittedEvent[] | null> => {
+      for (let attempt = 0; ; attempt++) {
+        const first = this.#end + 1;
+        const committed = events.map((e, i) => ({ ...e, cursor: first + i }));
+        doc = {
+          _id: pos(first),
+          vkey,
+          entityKey: k,
+          entityType: type,
+          entityId: id,
+          firstVersion,
+          lastVersion: firstVersion + n - 1,
+          firstCursor: first,
+          lastCursor: first + n - 1,
+          time,
+          meta,
+          events: committed.map((e) => ({ eventId: e.eventId, version: e.version, cursor: e.cursor, type: e.type, data: toStored(e.data), schemaVersion: e.schemaVersion })),
+          published,
+        };
+        try {
+          if (this.#transactions) await this.#inTransaction(async (session) => {
+            await this.#log.insertOne(doc, { session });
+            await this.#commits.insertOne(markerOf(doc), { session });
+          });
+          else await this.#log.insertOne(doc);
+          this.#end = Math.max(this.#end, doc.lastCursor);
+          return committed;
+        } catch (err) {
+          if (!isDup(err)) throw this.#wrap(err);
+          const at = await this.#log.findOne({ _id: doc._id }, { projection: { vkey: 1, lastCursor: 1, 'events.eventId': 1 } });
+          if (!at) return null; // nothing at this cursor: the version is taken
+          if (at.vkey === vkey) {
+            // a retried insert of this very append landed, or another append took the version here
+            if (at.events[0]?.eventId !== committed[0]?.eventId) return null;
+            this.#end = Math.max(this.#end, at.lastCursor);
+            return committed;
+          }
+          // another append took the cursor: go after it (and whatever followed it)
+          this.#end = Math.max(this.#end, at.lastCursor);
+          await this.#advanceEnd();
+          if (attempt >= 1000) throw new StoreBusyError(`append to ${k}: the change-log cursor stayed contended for ${attempt} attempts`, err);
+        }
+      }
+    };
+    const run = this.#tail.then(take, take);
+    this.#tail = run.catch(() => undefined);
+    const committed = await run;
+    if (committed) {
+      // `alongside` (a new entity's projection insert) runs with the marker insert
+      const marker = this.#transactions
+        ? Promise.resolve()
+        : this.#commits.insertOne(markerOf(doc)).then(
+            () => undefined,
+            (err: unknown) => {
+              if (!isDup(err)) throw err;
+            },
+          );
+      await Promise.all([marker, alongside?.().catch(() => undefined)]);
+    }
+    if (committed) this.#rememberPositions(committed.map((e) => e.eventId), doc._id);
+    return committed;
+  }
+
+  #rememberPositions(eventIds: string[], at: string): void {
+    const rec = { at, events: eventIds };
+    for (const id of eventIds) this.#eventPos.set(id, rec);
+    // bounded: events another process published are never marked here
+    if (this.#eventPos.size > 20_000) for (const id of [...this.#eventPos.keys()].slice(0, 5_000)) this.#eventPos.delete(id);
+  }
+
+  async #inTransaction(fn: (session: ClientSession) => Promise<void>): Promise<void> {
+    const session = this.#client.startSession();
+    try {
+      await session.withTransaction(fn);
+    } finally {
+      await session.endSession();
+    }
+  }
+
+  /** `fresh`: the entity's first append (an insert, which overwrites nothing). */
+  async #writeProjection(type: string, id: string, s: EntitySnapshot, searchText: string, fresh = false): Promise<void> {
     const doc: Omit<EntityDoc, '_id'> = {
       entityType: type,
       entityId: id,
@@ -376,8 +640,8 @@ export class MongoStore implements StateStore {
       searchText,
     };
     try {
-      // only moves forward: an older writer finishing late does not overwrite a newer state
-      await this.#entities.updateOne({ _id: key(type, id), version: { $lt: s.version } }, { $set: doc }, { upsert: true });
+      // a new entity's first projection is an insert (an upsert with a filter beyond `_id` scans on FerretDB)
+      if (fresh || s.version === 1 || !(await this.#entities.updateOne({ _id: key(type, id), version: { $lt: s.version } }, { $set: doc })).matchedCount) await this.#entities.insertOne({ _id: key(type, id), ...doc });
     } catch (err) {
       if (!isDup(err)) throw err; // duplicate key: the projection is already at or past this version
     }
@@ -410,58 +674,51 @@ export class MongoStore implements StateStore {
     return s;
   }
 
-  async #maxCursor(): Promise<number> {
-    const last = await this.#commits.find({}, { projection: { lastCursor: 1 } }).sort({ firstCursor: -1 }).limit(1).next();
-    return last?.lastCursor ?? 0;
-  }
-
   async append<S = Record<string, unknown>>(entityType: string, entityId: string, expectedVersion: number, events: EventInput[], meta: EventMeta, opts: AppendOptions = {}): Promise<AppendResult<S>> {
     // no multi-document transactions: the completion goes first (a completed task whose append
-    // then fails is advanced again from its recorded result when it is redelivered)
-    if (opts.complete) await this.complete(opts.complete.key, opts.complete.token, opts.complete.result, { cost: opts.complete.cost });
+    // then fails is advanced again from its recorded result when it is redelivered; the same
+    // claim completing again after a conflict is not an error)
+    // the completion's cost record is written while the append goes on
+    const cost = opts.complete ? (await this.#complete(opts.complete.key, opts.complete.token, opts.complete.result, opts.complete.cost, true)).cost : null;
     const def = this.#reg.get(entityType);
     assertId('entity id', entityId);
     if (!Number.isInteger(expectedVersion) || expectedVersion < 0) throw new InvalidQueryError(`expected version must be an integer >= 0 (got ${String(expectedVersion)})`);
     const k = key(entityType, entityId);
-    const { version: actual, proj } = await this.#head(k);
-    if (actual !== expectedVersion) throw new VersionConflictError(entityType, entityId, expectedVersion, actual);
-    const plan = planAppend(def, entityId, await this.#snapshot(entityType, entityId, actual, proj), events, meta, this.#max);
-    let committed: CommittedEvent[];
-    for (let attempt = 0; ; attempt++) {
-      const first = (await this.#maxCursor()) + 1;
-      committed = plan.events.map((e, i) => ({ ...e, cursor: first + i }));
-      const doc: CommitDoc = {
-        _id: `${k}#${expectedVersion + 1}`,
-        entityKey: k,
-        entityType,
-        entityId,
-        firstVersion: expectedVersion + 1,
-        lastVersion: expectedVersion + committed.length,
-        firstCursor: first,
-        lastCursor: first + committed.length - 1,
-        time: plan.time,
-        meta: plan.meta,
-        events: committed.map((e) => ({ eventId: e.eventId, version: e.version, cursor: e.cursor, type: e.type, data: toStored(e.data), schemaVersion: e.schemaVersion })),
-        published: false,
-      };
-      try {
-        await this.#commits.insertOne(doc);
-        break;
-      } catch (err) {
-        if (!isDup(err)) throw this.#wrap(err);
-        // either the entity moved on (a real conflict) or another append took this cursor
-        const now = await this.#actualVersion(k);
-        if (now !== expectedVersion) throw new VersionConflictError(entityType, entityId, expectedVersion, now, err);
-        if (attempt >= 200) throw new StoreBusyError(`append to ${k}: the change-log cursor stayed contended for ${attempt} attempts`, err);
-        await new Promise((r) => setTimeout(r, Math.random() * Math.min(20, attempt + 1)));
+    let snap: EntitySnapshot | null = null;
+    if (expectedVersion === 0 && events[0]?.type !== 'created') {
+      // refused either way: a conflict if the entity exists, else the plan says why
+      const actual = await this.#actualVersion(k);
+      if (actual !== 0) throw new VersionConflictError(entityType, entityId, 0, actual);
+    } else if (expectedVersion > 0) {
+      // the projection at the expected version is enough: the insert refuses a version taken since
+      const p = await this.#entities.findOne({ _id: k });
+      if (p && p.version === expectedVersion) snap = { version: p.version, state: fromStored(p.state), deleted: p.deleted, createdAt: p.createdAt, updatedAt: p.updatedAt, schemaVersion: p.schemaVersion };
+      else {
+        const { version: actual, proj } = await this.#head(k, p);
+        if (actual !== expectedVersion) throw new VersionConflictError(entityType, entityId, expectedVersion, actual);
+        snap = await this.#snapshot(entityType, entityId, actual, proj);
       }
     }
+    const plan = planAppend(def, entityId, snap, events, meta, this.#max);
+    // a new entity's projection is an insert (it overwrites nothing): written with the marker
+    const first = expectedVersion === 0 ? () => this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText, true) : undefined;
+    const committed = await this.#commit(k, entityType, entityId, expectedVersion + 1, plan.events, plan.time, plan.meta, false, first);
+    if (!committed) throw await this.#conflict(entityType, entityId, expectedVersion);
     // a failure here leaves the log right and the projection behind: get() and the relay repair it
-    await this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText)
-      .then(() => this.#verifyProjection(entityType, entityId))
-      .catch(() => undefined);
+    if (!first) {
+      await this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText)
+        .then(() => this.#checkProjection(entityType, entityId, plan.snapshot.version))
+        .catch(() => undefined);
+    }
+    await cost;
     for (const l of this.#listeners) l(committed);
     return { events: committed, entity: toEntity<S>(entityType, entityId, plan.snapshot) };
+  }
+
+  /** Where conditional updates are not atomic: if a later append exists, an older writer may have overwritten its projection. */
+  async #checkProjection(type: string, id: string, version: number): Promise<void> {
+    if (this.#atomicUpdates) return;
+    if (await this.#commits.findOne({ _id: `${key(type, id)}#${version + 1}` }, { projection: { _id: 1 } })) await this.#verifyProjection(type, id);
   }
 
   #wrap(err: unknown): unknown {
@@ -503,21 +760,85 @@ export class MongoStore implements StateStore {
     return docs.map((d) => d.entityType).sort();
   }
 
+  /**
+   * Log documents from cursor `from` on, in order, up to `max` of them: `_id` lookups in
+   * batches (FerretDB) or one range read (MongoDB), stopping at the first missing position (the
+   * log is a gap-free prefix, so nothing follows it). `from` may fall inside an append's events:
+   * that append comes first.
+   */
+  async #readLog(from: number, max: number): Promise<LogDoc[]> {
+    const out: LogDoc[] = [];
+    let next = from;
+    if (next > 1) {
+      // the append holding `from` may start before it (at most 1000 events per append)
+      const first = await this.#log.findOne({ _id: pos(next) });
+      if (first) out.push(first);
+      else {
+        let found: LogDoc | null = null;
+        for (let back = next - 1; back >= Math.max(1, next - 1000) && !found; back -= READ_BATCH) {
+          const ids = Array.from({ length: Math.min(READ_BATCH, back - Math.max(1, next - 1000) + 1) }, (_, i) => back - i);
+          const docs = await Promise.all(ids.map((c) => this.#log.findOne({ _id: pos(c) })));
+          found = docs.find((d) => d !== null) ?? null;
+        }
+        if (!found || found.lastCursor < next) return out;
+        out.push(found);
+      }
+      next = out[0]!.lastCursor + 1;
+    }
+    let batch = 2;
+    while (out.length < max) {
+      // small at first (a relay pass usually finds one or two new appends), doubling while full
+      const want = Math.min(batch, max - out.length);
+      batch = Math.min(READ_BATCH, batch * 2);
+      const start = next;
+      let stop = false;
+      if (this.#atomicUpdates) {
+        const docs = await this.#log.find({ _id: { $gte: pos(start) } }).sort({ _id: 1 }).limit(want).toArray();
+        for (const d of docs) {
+          if (d.firstCursor !== next) break; // not contiguous: past the head
+          out.push(d);
+          next = d.lastCursor + 1;
+        }
+        stop = docs.length < want || next === start || out.at(-1)?.firstCursor !== docs.at(-1)?.firstCursor;
+      } else {
+        const docs = await Promise.all(Array.from({ length: want }, (_, i) => this.#log.findOne({ _id: pos(start + i) })));
+        for (let i = 0; i < want && out.length < max; i++) {
+          if (start + i < next) continue; // inside a multi-event append
+          const d = docs[i];
+          if (!d) {
+            stop = true; // the first missing position: the head
+            break;
+          }
+          out.push(d);
+          next = d.lastCursor + 1;
+        }
+      }
+      if (stop) break;
+    }
+    this.#end = Math.max(this.#end, out.at(-1)?.lastCursor ?? 0);
+    return out;
+  }
+
   async changes(q: ChangesQuery = {}): Promise<ChangesPage> {
     const since = clampInt(q.since, 0, 0, Number.MAX_SAFE_INTEGER, 'since');
     const limit = clampInt(q.limit, 100, 1, 10_000, 'limit');
     const types = q.types ?? [];
     for (const t of types) this.#reg.get(t);
-    const filter: Filter<CommitDoc> = { lastCursor: { $gt: since } };
-    if (types.length) filter.entityType = { $in: types };
-    const commits = await this.#commits.find(filter).sort({ firstCursor: 1 }).limit(limit + 1).toArray();
-    const all = commits.flatMap((c) => this.#toEvents(c)).filter((e) => e.cursor > since);
+    const want = types.length ? new Set(types) : null;
+    const all: CommittedEvent[] = [];
+    let from = since + 1;
+    for (;;) {
+      const docs = await this.#readLog(from, Math.min(limit + 1, 1000));
+      for (const d of docs) if (!d.stub && (!want || want.has(d.entityType))) all.push(...this.#toEvents(d).filter((e) => e.cursor > since));
+      if (docs.length === 0 || all.length > limit) break;
+      from = docs.at(-1)!.lastCursor + 1;
+    }
     const events = all.slice(0, limit);
     return { events, cursor: events.at(-1)?.cursor ?? since, hasMore: all.length > limit };
   }
 
   async headCursor(): Promise<number> {
-    return this.#maxCursor();
+    return this.#advanceEnd();
   }
 
   #cond(c: NormalizedCondition): [string, Document] {
@@ -586,13 +907,18 @@ export class MongoStore implements StateStore {
         { upsert: true },
       );
     };
-    const cur = this.#commits.find({ entityType: { $in: known } }).sort({ entityKey: 1, firstVersion: 1 });
-    for await (const c of cur) {
-      const head = batch[0];
-      if (head && (head.entityType !== c.entityType || head.entityId !== c.entityId)) await flush();
-      batch.push(...this.#toEvents(c));
+    // one pass over the log (a scan), grouped by entity in cursor order (= version order)
+    const byEntity = new Map<string, LogDoc[]>();
+    for await (const c of this.#log.find({ entityType: { $in: known } })) {
+      if (c.stub) continue;
+      const list = byEntity.get(c.entityKey) ?? [];
+      list.push(c);
+      byEntity.set(c.entityKey, list);
     }
-    await flush();
+    for (const list of byEntity.values()) {
+      batch = list.sort((x, y) => x.firstCursor - y.firstCursor).flatMap((c) => this.#toEvents(c));
+      await flush();
+    }
     const keep = new Set(keys);
     const stale = (await this.#entities.find({ entityType: { $in: known } }, { projection: { _id: 1 } }).toArray()).map((d) => d._id).filter((id) => !keep.has(id));
     if (stale.length) await this.#entities.deleteMany({ _id: { $in: stale } });
@@ -606,24 +932,91 @@ export class MongoStore implements StateStore {
     return () => this.#listeners.delete(listener);
   }
 
+  /**
+   * Unpublished events in cursor order, read from the lowest position known published on (a
+   * hint kept per process and in `log_hints`; the `published` flags are the truth).
+   */
   async pendingEvents(limit = 500): Promise<CommittedEvent[]> {
     const n = clampInt(limit, 500, 1, 10_000, 'limit');
-    const commits = await this.#commits.find({ published: false }).sort({ firstCursor: 1 }).limit(n).toArray();
-    // a crash between commit and projection also left the event unpublished: repair here
-    for (const c of commits) {
-      const p = await this.#entities.findOne({ _id: c.entityKey }, { projection: { version: 1 } });
+    // marks in flight from this store object land first (one at a time they are not atomic)
+    if (this.#marking) {
+      await this.#marking;
+      await new Promise((r) => setImmediate(r));
+    }
+    // other processes' progress: read now and then (the flags are the truth; the hint only saves reads)
+    if (Date.now() - this.#publishedReadAt > 5_000) {
+      this.#publishedReadAt = Date.now();
+      const saved = await this.#hints.findOne({ _id: 'published' });
+      this.#publishedUpTo = Math.max(this.#publishedUpTo, saved?.cursor ?? 0);
+    }
+    let from = this.#publishedUpTo + 1;
+    const pending: LogDoc[] = [];
+    let prefix = from - 1;
+    let count = 0;
+    for (;;) {
+      const docs = await this.#readLog(from, Math.min(1000, n + 1));
+      for (const d of docs) {
+        if (d.published || d.stub) {
+          if (pending.length === 0) prefix = d.lastCursor;
+          continue;
+        }
+        pending.push(d);
+        count += d.events.length;
+        if (count >= n) break;
+      }
+      if (docs.length === 0 || count >= n) break;
+      from = docs.at(-1)!.lastCursor + 1;
+    }
+    if (prefix > this.#publishedUpTo) {
+      this.#publishedUpTo = prefix;
+      if (prefix - this.#publishedSaved >= 64) {
+        this.#publishedSaved = prefix;
+        await this.#hints.updateOne({ _id: 'published' }, { $set: { cursor: prefix } }, { upsert: true }).catch(() => undefined);
+      }
+    }
+    const now = Date.now();
+    for (const c of pending) {
+      this.#rememberPositions(c.events.map((e) => e.eventId), c._id);
+      // a crash between log insert and marker or projection also left it unpublished: repair here
+      if (now - Date.parse(c.time) < REPAIR_AFTER_MS) continue;
+      const [m, p] = await Promise.all([this.#commits.findOne({ _id: c.vkey }, { projection: { _id: 1 } }), this.#entities.findOne({ _id: c.entityKey }, { projection: { version: 1 } })]);
+      if (!m) await this.#repairMarkers(c.entityKey);
       if (!p || p.version < c.lastVersion) await this.get(c.entityType, c.entityId);
     }
-    return commits.flatMap((c) => this.#toEvents(c));
+    // marks this store object began while we read may have landed in what we read: let them settle
+    if (this.#marking) await this.#marking;
+    await new Promise((r) => setImmediate(r));
+    return pending.flatMap((c) => this.#toEvents(c)).slice(0, n);
   }
 
   async markPublished(eventIds: string[]): Promise<void> {
     if (eventIds.length === 0) return;
+    const run = this.#mark(eventIds);
+    const all = Promise.all([this.#marking?.catch(() => undefined), run.catch(() => undefined)]).then(() => undefined);
+    this.#marking = all;
+    try {
+      await run;
+    } finally {
+      if (this.#marking === all) this.#marking = null;
+    }
+  }
+
+  async #mark(eventIds: string[]): Promise<void> {
     const ids = new Set(eventIds);
-    const commits = await this.#commits.find({ 'events.eventId': { $in: eventIds } }, { projection: { 'events.eventId': 1 } }).toArray();
-    // a commit is published only when every one of its events is
-    const done = commits.filter((c) => c.events.every((e) => ids.has(e.eventId))).map((c) => c._id);
-    if (done.length) await this.#commits.updateMany({ _id: { $in: done } }, { $set: { published: true } });
+    const known = new Map<string, string[]>();
+    const unknown: string[] = [];
+    for (const id of eventIds) {
+      const rec = this.#eventPos.get(id);
+      if (rec) known.set(rec.at, rec.events);
+      else unknown.push(id);
+    }
+    const docs: Array<{ _id: string; events: string[] }> = [...known].map(([at, events]) => ({ _id: at, events }));
+    // ids this process did not read or write: a scan
+    if (unknown.length) docs.push(...(await this.#log.find({ 'events.eventId': { $in: unknown } }, { projection: { 'events.eventId': 1 } }).toArray()).map((d) => ({ _id: d._id, events: d.events.map((e) => e.eventId) })));
+    // an append is published only when every one of its events is
+    const done = docs.filter((c) => c.events.every((e) => ids.has(e)));
+    await Promise.all(done.map((c) => this.#log.updateOne({ _id: c._id }, { $set: { published: true } })));
+    for (const c of done) for (const e of c.events) this.#eventPos.delete(e);
   }
 
   // ---- idempotency -------------------------------------------------------------------------
@@ -632,12 +1025,11 @@ export class MongoStore implements StateStore {
     if (typeof k !== 'string' || !k || k.length > 500) throw new InvalidQueryError('idempotency key must be a non-empty string of at most 500 characters');
     const leaseMs = clampInt(opts.leaseMs, DEFAULT_LEASE_MS, 1, 7 * 86_400_000, 'leaseMs');
     for (let i = 0; i < 10; i++) {
-      const done = await this.#idemDone.findOne({ _id: k });
+      const [done, cur] = await Promise.all([this.#idemDone.findOne({ _id: k }), this.#idem.findOne({ _id: k })]);
       if (done) return { status: 'completed', key: k, result: JSON.parse(done.resultJson), completedAt: done.completedAt };
       const now = Date.now();
       const token = newId();
       const leaseUntil = now + leaseMs;
-      const cur = await this.#idem.findOne({ _id: k });
       if (!cur) {
         try {
           await this.#idem.insertOne({ _id: k, gen: newId(), token, attempt: 1, leaseUntil, createdAt: nowIso() });
@@ -662,16 +1054,27 @@ export class MongoStore implements StateStore {
   }
 
   async complete(k: string, token: string, result: unknown = null, opts: { cost?: CostInput } = {}): Promise<void> {
+    await (await this.#complete(k, token, result, opts.cost, false)).cost;
+  }
+
+  /** `again`: the completion of an append being retried after a conflict, which may have landed already with the same token. */
+  /** Resolves once the completion landed, with the write of its cost (not awaited here). */
+  async #complete(k: string, token: string, result: unknown, cost: CostInput | undefined, again: boolean): Promise<{ cost: Promise<void> }> {
     const cur = await this.#idem.findOne({ _id: k });
     if (!cur || cur.token !== token) throw new IdempotencyLeaseLostError(k, await this.#leaseLostReason(k));
     try {
-      await this.#idemDone.insertOne({ _id: k, attempt: cur.attempt, resultJson: JSON.stringify(result ?? null), createdAt: cur.createdAt, completedAt: nowIso() });
+      await this.#idemDone.insertOne({ _id: k, attempt: cur.attempt, token, resultJson: JSON.stringify(result ?? null), createdAt: cur.createdAt, completedAt: nowIso() });
     } catch (err) {
       if (!isDup(err)) throw err;
+      // this very claim completed already (its append then lost a version race and is retried): done
+      const done = await this.#idemDone.findOne({ _id: k }, { projection: { token: 1 } });
+      if (again && done?.token === token) return { cost: Promise.resolve() };
       throw new IdempotencyLeaseLostError(k, 'already completed by another claim');
     }
     // no multi-document transactions: the cost follows the completion that won (only the winner gets here)
-    if (opts.cost) await this.recordCost(opts.cost);
+    const written = cost ? this.recordCost(cost).then(() => undefined) : Promise.resolve();
+    written.catch(() => undefined); // awaited by the caller; never an unhandled rejection meanwhile
+    return { cost: written };
   }
 
   async release(k: string, token: string): Promise<void> {
@@ -859,7 +1262,10 @@ export class MongoStore implements StateStore {
   /** Scrubs one entity's stored commits and projection; returns its events (scrubbed) and how many changed. */
   async #scrubEntity(type: string, id: string, sc: Scrubber): Promise<{ events: CommittedEvent[]; changed: number; stateChanged: boolean }> {
     const k = key(type, id);
-    const commits = await this.#commits.find({ entityKey: k }).sort({ firstVersion: 1 }).toArray();
+    // a scan of the log: erasure also reaches an append whose marker a crash left unwritten
+    const commits = (await this.#log.find({ entityKey: k }).toArray()).filter((c) => !c.stub).sort((x, y) => x.firstCursor - y.firstCursor);
+    // markers of stores from before the log kept a copy of the events: drop it
+    await this.#commits.updateMany({ entityKey: k, events: { $exists: true } }, { $unset: { events: '' } });
     let changed = 0;
     for (const c of commits) {
       let any = false;
@@ -872,7 +1278,7 @@ export class MongoStore implements StateStore {
         return { ...e, data: r.value };
       });
       if (any) {
-        await this.#commits.updateOne({ _id: c._id }, { $set: { events } });
+        await this.#log.updateOne({ _id: c._id }, { $set: { events } });
         c.events = events;
       }
     }
@@ -906,29 +1312,14 @@ export class MongoStore implements StateStore {
       snap.state = scrub(snap.state, sc).value as Record<string, unknown>;
       const data = { reason: opts.reason, fields: opts.fields === 'all' ? 'all' : (opts.fields ?? []), values: opts.values?.length ?? 0, events: changed, ...(opts.delete ? { deleted: true } : {}) };
       const plan = planErasedEvent(def, entityId, snap, data, { actor });
-      const cursor = (await this.#maxCursor()) + 1;
-      const committed: CommittedEvent = { ...plan.event, cursor };
-      try {
-        await this.#commits.insertOne({
-          _id: `${k}#${plan.event.version}`,
-          entityKey: k,
-          entityType,
-          entityId,
-          firstVersion: plan.event.version,
-          lastVersion: plan.event.version,
-          firstCursor: cursor,
-          lastCursor: cursor,
-          time: plan.event.time,
-          meta: plan.event.meta,
-          events: [{ eventId: plan.event.eventId, version: plan.event.version, cursor, type: plan.event.type, data: toStored(plan.event.data), schemaVersion: plan.event.schemaVersion }],
-          published: false,
-        });
-      } catch (err) {
-        // another append took the version or the cursor: scrub again (it may have written more) and retry
-        if (!isDup(err) || attempt >= 50) throw this.#wrap(err);
+      const got = await this.#commit(k, entityType, entityId, plan.event.version, [plan.event], plan.event.time, plan.event.meta, false);
+      if (!got) {
+        // another append took the version: scrub again (it may have written more) and retry
+        if (attempt >= 50) throw await this.#conflict(entityType, entityId, plan.event.version - 1);
         await new Promise((r) => setTimeout(r, Math.random() * Math.min(20, attempt + 1)));
         continue;
       }
+      const committed = got[0]!;
       await this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText).then(() => this.#verifyProjection(entityType, entityId));
       for (const l of this.#listeners) l([committed]);
       return { entityType, entityId, events: changed, version: plan.event.version };
@@ -944,7 +1335,7 @@ export class MongoStore implements StateStore {
     const erased = { time: nowIso(), reason: opts.reason };
     // no server-side text search over documents here: every collection is read once (an erasure is rare)
     const found = new Map<string, [string, string]>();
-    for await (const c of this.#commits.find({}, { projection: { entityType: 1, entityId: 1, events: 1 } })) {
+    for await (const c of this.#log.find({}, { projection: { entityKey: 1, entityType: 1, entityId: 1, events: 1 } })) {
       if (mayContain(sc, JSON.stringify(c.events))) found.set(c.entityKey ?? key(c.entityType, c.entityId), [c.entityType, c.entityId]);
     }
     for await (const e of this.#entities.find({}, { projection: { entityType: 1, entityId: 1, state: 1 } })) {
@@ -1021,31 +1412,18 @@ export class MongoStore implements StateStore {
     if (opts.expectedVersion !== undefined && actual !== opts.expectedVersion) throw new VersionConflictError(entityType, entityId, opts.expectedVersion, actual);
     const base = { entityType, entityId, events: 0, version: actual };
     if (actual === 0) return { ...base, skipped: 'missing' };
-    const commits = await this.#commits.find({ entityKey: k, firstVersion: { $lte: actual } }, { projection: { events: 1, published: 1, firstVersion: 1 } }).sort({ firstVersion: 1 }).toArray();
+    const commits = await this.#entityLog(k, actual);
     const events = commits.flatMap((c) => c.events);
     if (events.length === 1 && events[0]!.type === COMPACTED_EVENT) return { ...base, skipped: 'compacted' };
     if (commits.some((c) => !c.published)) return { ...base, skipped: 'unpublished' };
     const cur = (await this.#snapshot(entityType, entityId, actual, proj))!;
     const plan = planCompactedEvent(def, entityId, cur, { events: events.length, firstCursor: events[0]!.cursor, lastCursor: events.at(-1)!.cursor }, opts.reason, { actor });
     const e = plan.event;
-    for (let attempt = 0; ; attempt++) {
-      const cursor = (await this.#maxCursor()) + 1;
-      try {
-        await this.#commits.insertOne({
-          _id: `${k}#${e.version}`, entityKey: k, entityType, entityId, firstVersion: e.version, lastVersion: e.version, firstCursor: cursor, lastCursor: cursor, time: e.time, meta: e.meta,
-          events: [{ eventId: e.eventId, version: e.version, cursor, type: e.type, data: toStored(e.data), schemaVersion: e.schemaVersion }],
-          published: true,
-        });
-        break;
-      } catch (err) {
-        if (!isDup(err)) throw this.#wrap(err);
-        const now = await this.#actualVersion(k);
-        if (now !== actual) throw new VersionConflictError(entityType, entityId, actual, now, err);
-        if (attempt >= 200) throw new StoreBusyError(`compaction of ${k}: the change-log cursor stayed contended for ${attempt} attempts`, err);
-        await new Promise((r) => setTimeout(r, Math.random() * Math.min(20, attempt + 1)));
-      }
-    }
+    // the unique version arbitrates a racing append
+    if (!(await this.#commit(k, entityType, entityId, e.version, [e], e.time, e.meta, true))) throw await this.#conflict(entityType, entityId, actual);
     await this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText);
+    // the old appends become stubs: their cursors stay taken (the log has no holes), their events go
+    await Promise.all(commits.map((c) => this.#log.updateOne({ _id: c._id }, { $set: { stub: true, events: [] } })));
     await this.#commits.deleteMany({ entityKey: k, firstVersion: { $lte: actual } });
     return { ...base, events: events.length, version: e.version };
   }
@@ -1144,3 +1522,4 @@ function withErrorClassification(store: MongoStore): MongoStore {
     },
   });
 }
+

@@ -208,6 +208,8 @@ async function natsConfig(o: NatsConfigOptions): Promise<void> {
 
 /** The collections Keel's MongoDB adapter (shared-state/mongo-store.ts) and LangGraph checkpointer (runtime/langgraph/mongo-backend.ts) use. */
 export const MONGO_COLLECTIONS: readonly string[] = [
+  'log',
+  'log_hints',
   'commits',
   'entities',
   'idempotency',
