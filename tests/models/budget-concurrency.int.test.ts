@@ -170,7 +170,7 @@ console.log(JSON.stringify({ admitted, refused }));
         let errText = '';
         p.stdout.on('data', (c: Buffer) => (out += c.toString()));
         p.stderr.on('data', (c: Buffer) => (errText += c.toString()));
-        p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1)!)) : reject(new Error(`child exited ${code}: ${errText}`))));
+        p.on('close', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1)!)) : reject(new Error(`child exited ${code}: ${errText}`))));
       });
     const [a, b] = await Promise.all([run(), run()]);
     // 40 asked for $0.01 each against $0.25: exactly 25 fit, whichever process asked

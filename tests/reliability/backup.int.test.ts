@@ -52,7 +52,7 @@ function keelAsync(e: EngineProcess, args: string[]): Promise<{ status: number |
     const c = spawn(process.execPath, [join(REPO_ROOT, 'cli', 'keel.ts'), ...args], { env: { ...process.env, KEEL_DATA_DIR: e.dataDir, KEEL_NATS_PORT: String(e.natsPort), KEEL_LOG_LEVEL: 'silent' } });
     c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    c.once('exit', (status) => resolve({ status, stdout, stderr }));
+    c.once('close', (status) => resolve({ status, stdout, stderr }));
   });
 }
 
@@ -62,7 +62,7 @@ function mail(e: EngineProcess, n: number, tag: string): Promise<string> {
     const c = spawn('swaks', ['--server', `127.0.0.1:${e.smtpPort}`, '--to', 'support@keel.local', '--from', `${tag}${n}@example.com`, '--header', `Subject: Order ${tag}-${n} question`, '--header', `Message-Id: <${tag}-${n}@example.com>`, '--body', `Hello, where is my order ${tag}-${n}? It was due last week.`, '--timeout', '20s']);
     c.stdout.on('data', (d: Buffer) => (out += d.toString()));
     c.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    c.once('exit', () => resolve(out));
+    c.once('close', () => resolve(out)); // 'close', not 'exit': exit can come before the last output is read
   });
 }
 

@@ -42,7 +42,7 @@ function swaksAsync(args: string[]): Promise<string> {
     const c = spawn('swaks', swaksArgs(args));
     c.stdout.on('data', (d: Buffer) => (out += d.toString()));
     c.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    c.once('exit', () => resolve(out));
+    c.once('close', () => resolve(out)); // 'close', not 'exit': exit can come before the last output is read
   });
 }
 
