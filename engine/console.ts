@@ -14,7 +14,7 @@ import type { Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { REPO_ROOT, KEEL_VERSION, type KeelConfig } from '../config/index.ts';
 import { listAgents, listDeadLetters, getDeadLetter, redriveDeadLetter, type Bus, type NatsConnection, type StoredDeadLetter } from '../bus/index.ts';
-import type { CostRecord, CostTotals, StateStore, Approval } from '../shared-state/index.ts';
+import { addCostRecord, emptyCostTotals, roundCostTotals, type CostRecord, type CostTotals, type StateStore, type Approval } from '../shared-state/index.ts';
 import { resolveRunId, runCoordinates, type RunState, type WorkflowEngine } from '../workflows/index.ts';
 import { createBudgetGuard } from '../models/index.ts';
 import { resolveCustomer } from '../agents/index.ts';
@@ -64,7 +64,6 @@ function loadStatic(dir: string): Map<string, { body: Buffer; gz: Buffer; type: 
 const COST_DIMS = ['customer', 'workflow', 'agent', 'model', 'day', 'capability', 'ticket', 'run'] as const;
 type CostDim = (typeof COST_DIMS)[number];
 const round9 = (n: number) => Math.round(n * 1e9) / 1e9;
-const emptyTotals = (): CostTotals => ({ count: 0, tokensIn: 0, tokensOut: 0, tokensCached: 0, costUsd: 0, computeMs: 0 });
 
 export function costKey(r: CostRecord, d: CostDim): string | null {
   switch (d) {
@@ -93,30 +92,18 @@ export function groupCosts(records: CostRecord[], by: CostDim, keyOf: (r: CostRe
   for (const r of records) {
     const key = keyOf(r);
     let g = groups.get(key);
-    if (!g) groups.set(key, (g = { key, totals: emptyTotals(), refusals: 0 }));
-    g.totals.count++;
-    g.totals.tokensIn += r.tokensIn;
-    g.totals.tokensOut += r.tokensOut;
-    g.totals.tokensCached += r.tokensCached;
-    g.totals.costUsd += r.costUsd;
-    g.totals.computeMs += r.computeMs;
+    if (!g) groups.set(key, (g = { key, totals: emptyCostTotals(), refusals: 0 }));
+    addCostRecord(g.totals, r);
     if (r.details?.refused) g.refusals++;
   }
-  const out = [...groups.values()].map((g) => ({ ...g, totals: { ...g.totals, costUsd: round9(g.totals.costUsd) } }));
+  const out = [...groups.values()].map((g) => ({ ...g, totals: roundCostTotals(g.totals) }));
   return by === 'day' ? out.sort((a, b) => String(b.key).localeCompare(String(a.key))) : out.sort((a, b) => b.totals.costUsd - a.totals.costUsd);
 }
 
 function sumTotals(records: CostRecord[]): CostTotals {
-  const t = emptyTotals();
-  for (const r of records) {
-    t.count++;
-    t.tokensIn += r.tokensIn;
-    t.tokensOut += r.tokensOut;
-    t.tokensCached += r.tokensCached;
-    t.costUsd += r.costUsd;
-    t.computeMs += r.computeMs;
-  }
-  return { ...t, costUsd: round9(t.costUsd) };
+  const t = emptyCostTotals();
+  for (const r of records) addCostRecord(t, r);
+  return roundCostTotals(t);
 }
 
 const SINCE_RE = /^(\d+(?:\.\d+)?)([smhdw])$/;

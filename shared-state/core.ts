@@ -638,11 +638,13 @@ export function checkAuditInput(rec: { actor: unknown; action: unknown; subject:
 
 // ---- costs ---------------------------------------------------------------------------------
 
-function emptyTotals(): CostTotals {
+/** Zero cost totals, to add records to with {@link addCostRecord}. */
+export function emptyTotals(): CostTotals {
   return { count: 0, tokensIn: 0, tokensOut: 0, tokensCached: 0, costUsd: 0, computeMs: 0 };
 }
 
-function add(t: CostTotals, r: CostRecord): void {
+/** Adds one ledger record to running totals (count, tokens, cost, compute). */
+export function addCostRecord(t: CostTotals, r: CostRecord): void {
   t.count++;
   t.tokensIn += r.tokensIn;
   t.tokensOut += r.tokensOut;
@@ -651,7 +653,8 @@ function add(t: CostTotals, r: CostRecord): void {
   t.computeMs += r.computeMs;
 }
 
-function roundUsd(t: CostTotals): CostTotals {
+/** The totals with their USD rounded to 1e-9 (sums of float prices). */
+export function roundUsd(t: CostTotals): CostTotals {
   return { ...t, costUsd: Math.round(t.costUsd * 1e9) / 1e9 };
 }
 
@@ -661,7 +664,7 @@ export function summarizeCosts(records: Iterable<CostRecord>, by: CostDimension[
   const groups = new Map<string, { key: Partial<Record<CostDimension, string | null>>; totals: CostTotals }>();
   const kept: CostRecord[] = [];
   for (const r of records) {
-    add(totals, r);
+    addCostRecord(totals, r);
     if (kept.length < keep) kept.push(r);
     if (by.length > 0) {
       const key: Partial<Record<CostDimension, string | null>> = {};
@@ -669,7 +672,7 @@ export function summarizeCosts(records: Iterable<CostRecord>, by: CostDimension[
       const k = JSON.stringify(by.map((d) => r[d]));
       let g = groups.get(k);
       if (!g) groups.set(k, (g = { key, totals: emptyTotals() }));
-      add(g.totals, r);
+      addCostRecord(g.totals, r);
     }
   }
   return {

@@ -33,6 +33,7 @@ export { canonicalJson, auditHash, verifyChain, singleType, GENESIS_HASH, DEFAUL
 export { TOMBSTONE, ERASED_EVENT, auditDetailsDigest } from './core.ts';
 // retention: compacted histories, pruned idempotency records (docs/operations.md)
 export { COMPACTED_EVENT } from './core.ts';
+export { emptyTotals as emptyCostTotals, addCostRecord, roundUsd as roundCostTotals } from './core.ts';
 export { runRetention, startRetention } from './retention.ts';
 export type { HistoryRule, RetentionPolicy, RetentionReport, RetentionTimer } from './retention.ts';
 

@@ -132,11 +132,8 @@ interface StoredEvent {
   schemaVersion: number;
 }
 
-/** One append in the change log, keyed by its first cursor ({@link pos}). */
-interface LogDoc {
-  _id: string;
-  /** `<entityKey>#<firstVersion>`: unique, the version arbiter */
-  vkey: string;
+/** Which entity, versions and cursors one append covers (in its log document and its marker). */
+interface AppendSpan {
   entityKey: string;
   entityType: string;
   entityId: string;
@@ -144,6 +141,13 @@ interface LogDoc {
   lastVersion: number;
   firstCursor: number;
   lastCursor: number;
+}
+
+/** One append in the change log, keyed by its first cursor ({@link pos}). */
+interface LogDoc extends AppendSpan {
+  _id: string;
+  /** `<entityKey>#<firstVersion>`: unique, the version arbiter */
+  vkey: string;
   time: string;
   meta: EventMeta | null;
   events: StoredEvent[];
@@ -153,15 +157,8 @@ interface LogDoc {
 }
 
 /** An append's marker for entity reads, keyed `<entityKey>#<firstVersion>` (stores before the log kept events here too). */
-interface CommitDoc {
+interface CommitDoc extends AppendSpan {
   _id: string;
-  entityKey: string;
-  entityType: string;
-  entityId: string;
-  firstVersion: number;
-  lastVersion: number;
-  firstCursor: number;
-  lastCursor: number;
   events?: StoredEvent[];
   published?: boolean;
   time?: string;

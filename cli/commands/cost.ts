@@ -3,7 +3,7 @@ import { openCliStore } from '../context.ts';
 import { resolveCustomer } from '../../agents/index.ts';
 import { CUSTOMER } from '../../agents/inbound/index.ts';
 import { CliError } from '../errors.ts';
-import { type CostDimension, type CostQuery, type CostRecord, type CostTotals, type StateStore } from '../../shared-state/index.ts';
+import { addCostRecord, emptyCostTotals, roundCostTotals, type CostDimension, type CostQuery, type CostRecord, type CostTotals, type StateStore } from '../../shared-state/index.ts';
 
 /** A bad `keel cost` argument (duration, dimension, count). */
 export class CostArgumentError extends CliError {
@@ -99,7 +99,6 @@ export function dimensionOf(r: CostRecord, d: CostBy): string | null {
   return r[d];
 }
 
-const round9 = (n: number) => Math.round(n * 1e9) / 1e9;
 
 /** Totals per group computed from the records themselves (for dimensions the store does not group on). */
 export function groupRecords(records: CostRecord[], by: CostBy[]): { key: GroupKey; totals: CostTotals }[] {
@@ -109,15 +108,10 @@ export function groupRecords(records: CostRecord[], by: CostBy[]): { key: GroupK
     for (const d of by) key[d] = dimensionOf(r, d);
     const id = JSON.stringify(by.map((d) => key[d]));
     let g = groups.get(id);
-    if (!g) groups.set(id, (g = { key, totals: { count: 0, tokensIn: 0, tokensOut: 0, tokensCached: 0, costUsd: 0, computeMs: 0 } }));
-    g.totals.count++;
-    g.totals.tokensIn += r.tokensIn;
-    g.totals.tokensOut += r.tokensOut;
-    g.totals.tokensCached += r.tokensCached;
-    g.totals.costUsd += r.costUsd;
-    g.totals.computeMs += r.computeMs;
+    if (!g) groups.set(id, (g = { key, totals: emptyCostTotals() }));
+    addCostRecord(g.totals, r);
   }
-  return [...groups.values()].map((g) => ({ key: g.key, totals: { ...g.totals, costUsd: round9(g.totals.costUsd) } })).sort((a, b) => b.totals.costUsd - a.totals.costUsd);
+  return [...groups.values()].map((g) => ({ key: g.key, totals: roundCostTotals(g.totals) })).sort((a, b) => b.totals.costUsd - a.totals.costUsd);
 }
 
 /** Totals per group plus the records behind each, newest first. */
