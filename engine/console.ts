@@ -219,32 +219,25 @@ export function mountConsole(app: Hono, d: ConsoleDeps): void {
 
   app.get('/v1/console', (c) => c.json({ operator: operatorOf(c).operator, version: KEEL_VERSION, tracesUi: d.config.tracesUi ?? null }));
 
-  // live: an event whenever the change log moves or the approval queue changes (polled each second: agents write from their own processes)
+  // live: an event whenever the change log moves or the approval queue changes (polled each second,
+  // once for all open consoles: agents write from their own processes)
+  const watcher = stateWatcher(store);
   app.get('/v1/stream', (c) =>
     streamSSE(c, async (s) => {
-      let cursor = -1;
-      let pending = -1;
       let id = 0;
-      let quiet = 0;
-      while (!s.aborted && !s.closed) {
-        try {
-          const head = await store.headCursor();
-          const queue = (await store.listApprovals({ state: 'pending', limit: 1000 })).length;
-          if (head !== cursor || queue !== pending) {
-            let types: string[] = [];
-            if (cursor >= 0 && head > cursor) types = [...new Set((await store.changes({ since: cursor, limit: 500 })).events.map((e) => e.entityType))];
-            await s.writeSSE({ event: 'change', id: String(++id), data: JSON.stringify({ cursor: head, pendingApprovals: queue, types }) });
-            cursor = head;
-            pending = queue;
-            quiet = 0;
-          } else if (++quiet >= 15) {
-            await s.writeSSE({ event: 'ping', data: '{}' });
-            quiet = 0;
-          }
-        } catch {
-          await s.writeSSE({ event: 'error', data: JSON.stringify({ message: 'the state store did not answer; retrying' }) }).catch(() => undefined);
+      let lastSent = Date.now();
+      const send = (event: string, data: unknown) => {
+        lastSent = Date.now();
+        return s.writeSSE({ event, id: String(++id), data: JSON.stringify(data) }).catch(() => undefined);
+      };
+      const off = watcher.subscribe((e) => void (e instanceof Error ? send('error', { message: 'the state store did not answer; retrying' }) : send('change', e)));
+      try {
+        while (!s.aborted && !s.closed) {
+          await s.sleep(1000);
+          if (Date.now() - lastSent >= 15_000) await send('ping', {});
         }
-        await s.sleep(1000);
+      } finally {
+        off();
       }
     }),
   );
@@ -459,4 +452,59 @@ export function mountConsole(app: Hono, d: ConsoleDeps): void {
       launches: launches.items.map((e) => ({ runId: e.entityId, status: e.state.status, startedAt: e.state.startedAt, spentUsd: e.state.spentUsd, productId: (e.state.input as { productId?: string } | undefined)?.productId ?? null })),
     });
   });
+}
+
+interface StateChange {
+  cursor: number;
+  pendingApprovals: number;
+  /** entity types changed since the previous change (empty on the first) */
+  types: string[];
+}
+
+/**
+ * One poller of the change log's head and the approval queue, shared by every open console:
+ * it runs while someone listens, and a new listener gets the last state at once.
+ */
+function stateWatcher(store: StateStore, everyMs = 1000): { subscribe(fn: (c: StateChange | Error) => void): () => void } {
+  const listeners = new Set<(c: StateChange | Error) => void>();
+  let last: StateChange | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  // a poll in flight or one scheduled: at most one loop
+  let active = false;
+  const poll = async () => {
+    try {
+      const head = await store.headCursor();
+      const pending = (await store.listApprovals({ state: 'pending', limit: 1000 })).length;
+      if (last && head === last.cursor && pending === last.pendingApprovals) return;
+      const types = last && head > last.cursor ? [...new Set((await store.changes({ since: last.cursor, limit: 500 })).events.map((e) => e.entityType))] : [];
+      last = { cursor: head, pendingApprovals: pending, types };
+      for (const fn of listeners) fn(last);
+    } catch (err) {
+      for (const fn of listeners) fn(err instanceof Error ? err : new Error(String(err)));
+    }
+  };
+  const loop = async () => {
+    await poll();
+    timer = undefined;
+    if (listeners.size > 0) timer = setTimeout(() => void loop(), everyMs);
+    else active = false;
+  };
+  return {
+    subscribe(fn) {
+      listeners.add(fn);
+      if (last) fn(last);
+      if (!active) {
+        active = true;
+        void loop();
+      }
+      return () => {
+        listeners.delete(fn);
+        if (listeners.size === 0 && timer) {
+          clearTimeout(timer);
+          timer = undefined;
+          active = false;
+        }
+      };
+    },
+  };
 }

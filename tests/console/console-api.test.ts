@@ -102,4 +102,56 @@ describe('the console server', () => {
     );
     expect(g.map((x) => [x.key, x.totals.costUsd, x.totals.count])).toEqual([['b', 0.5, 2], ['a', 0.1, 1]]);
   });
+
+  it('GET /v1/stream: two open consoles share one poll of the store each second, and both hear of a change', async () => {
+    let polls = 0;
+    const counted = new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop === 'headCursor') return () => (polls++, target.headCursor());
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const live = new Hono();
+    live.use('/v1/*', async (c, next) => {
+      c.set('keelOperator', { operator: 'ada', tokenId: 'env', via: 'bearer' });
+      await next();
+    });
+    mountConsole(live, { store: counted, config: loadConfig({ KEEL_DATA_DIR: dir.path }), workflows: {} as ConsoleDeps['workflows'], bus: {} as ConsoleDeps['bus'], nats: {} as ConsoleDeps['nats'] });
+    const open = async () => {
+      const ac = new AbortController();
+      const r = await live.request('/v1/stream', { signal: ac.signal });
+      const reader = r.body!.getReader();
+      let text = '';
+      const changes = async (n: number) => {
+        while ((text.match(/event: change/g) ?? []).length < n) text += new TextDecoder().decode((await reader.read()).value);
+        // server-sent events: blocks of `field: value` lines, one blank line between them
+        return text
+          .split('\n\n')
+          .filter((block) => /^event: change$/m.test(block))
+          .map((block) => JSON.parse(/^data: (.*)$/m.exec(block)![1]!) as { cursor: number; types: string[] });
+      };
+      return { changes, close: () => ac.abort() };
+    };
+    const a = await open();
+    const b = await open();
+    const [a0] = await a.changes(1);
+    const [b0] = await b.changes(1);
+    expect(b0!.cursor).toBe(a0!.cursor);
+    await store.append('customer', 'cus-live', 0, [{ type: 'created', data: { name: 'Live' } }], { actor: { kind: 'system', id: 'test' } });
+    const t0 = polls;
+    const [, a1] = await a.changes(2);
+    const [, b1] = await b.changes(2);
+    expect(a1!.cursor).toBeGreaterThan(a0!.cursor);
+    expect(b1).toEqual(a1);
+    expect(a1!.types).toEqual(['customer']);
+    // one poll a second for both: over 3.2 s at most 4 polls (one loop per console would make about 6)
+    const t1 = polls;
+    expect(t1).toBeGreaterThan(t0);
+    await new Promise((r) => setTimeout(r, 3_200));
+    expect(polls - t1).toBeGreaterThanOrEqual(2);
+    expect(polls - t1).toBeLessThanOrEqual(4);
+    a.close();
+    b.close();
+  });
 });
