@@ -268,6 +268,21 @@ async function langGraphScenario(path: string, sync: Sync, s: Sizes, progress: (
   }
 }
 
+/**
+ * What to measure, for working on one part (figures to quote come from a full run):
+ * `KEEL_BENCH_SYSTEMS` (comma list of keel, raw-nats, durable-nats, langgraph; default all) and
+ * `KEEL_BENCH_SYNCS` (FULL, NORMAL; default both).
+ */
+export function benchSelection(env: NodeJS.ProcessEnv = process.env): { systems: Set<System>; syncs: Sync[] } {
+  const all: System[] = ['keel', 'raw-nats', 'durable-nats', 'langgraph'];
+  const list = (v: string | undefined) => (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  const systems = list(env.KEEL_BENCH_SYSTEMS);
+  for (const x of systems) if (!all.includes(x as System)) throw new BenchError('BENCH_BAD_FLAG', `KEEL_BENCH_SYSTEMS: unknown system '${x}' (known: ${all.join(', ')})`);
+  const syncs = list(env.KEEL_BENCH_SYNCS).map((x) => x.toUpperCase());
+  for (const x of syncs) if (x !== 'FULL' && x !== 'NORMAL') throw new BenchError('BENCH_BAD_FLAG', `KEEL_BENCH_SYNCS: unknown sync '${x}' (known: FULL, NORMAL)`);
+  return { systems: new Set(systems.length ? (systems as System[]) : all), syncs: syncs.length ? (syncs as Sync[]) : ['FULL', 'NORMAL'] };
+}
+
 export const workflowBench: Bench = {
   name: 'workflow',
   description: '3-step workflow of no-op capabilities in 3 agent processes (SQLite FULL/NORMAL, MongoDB) vs raw and durable nats.js 3-hop chains and in-process LangGraph',
@@ -277,23 +292,25 @@ export const workflowBench: Bench = {
     const url = nats.url;
     const dir = tempDir('keel-bench-wf-');
     const measured: Measured[] = [];
-    const syncs: Sync[] = ['FULL', 'NORMAL'];
+    const { systems, syncs } = benchSelection();
     try {
-      ctx.progress('raw nats.js 3-hop chain (3 processes)');
-      measured.push(...(await hopScenario(url, { store: 'none' }, [[s.n * 2, WINDOW], [s.serial, SERIAL]], ctx.progress)));
-      for (const sync of syncs) {
+      if (systems.has('raw-nats')) {
+        ctx.progress('raw nats.js 3-hop chain (3 processes)');
+        measured.push(...(await hopScenario(url, { store: 'none' }, [[s.n * 2, WINDOW], [s.serial, SERIAL]], ctx.progress)));
+      }
+      for (const sync of systems.has('durable-nats') ? syncs : []) {
         ctx.progress(`durable nats.js 3-hop chain, 1 SQLite commit per hop, ${sync}`);
         measured.push(...(await hopScenario(url, { store: 'sqlite', path: join(dir.path, `hops-${sync}.db`), sync }, [[s.n, WINDOW], [s.serial, SERIAL]], ctx.progress)));
       }
-      for (const sync of syncs) {
+      for (const sync of systems.has('langgraph') ? syncs : []) {
         ctx.progress(`LangGraph.js in one process, SQLite checkpointer, ${sync}`);
         measured.push(...(await langGraphScenario(join(dir.path, `langgraph-${sync}.db`), sync, s, ctx.progress)));
       }
-      for (const sync of syncs) {
+      for (const sync of systems.has('keel') ? syncs : []) {
         ctx.progress(`workflow on SQLite, ${sync}`);
         measured.push(...(await keelScenario(url, `sqlite:${join(dir.path, `keel-${sync}.db`)}`, s, WINDOW, sync, ctx.progress)));
       }
-      const mongo = process.env.KEEL_BENCH_SKIP_MONGO === '1' ? undefined : await startMongo();
+      const mongo = process.env.KEEL_BENCH_SKIP_MONGO === '1' || !systems.has('keel') ? undefined : await startMongo();
       if (mongo?.ok) {
         try {
           const flavor = mongo.server.flavor;

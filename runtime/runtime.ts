@@ -1,13 +1,13 @@
 import { getPriority, setPriority } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { INVALID_SPAN_CONTEXT, trace } from '@opentelemetry/api';
 import {
   announce, connectBus, createBus, defineMessage, holdLease, WORKFLOW_TIMER_LEASE, RetryableError, PermanentError,
   type Announcement, type Bus, type ConsumerHandle, type Envelope, type Capability as ManifestCapability,
 } from '../bus/index.ts';
-import { openStore, type EntityTypeDef, type StateStore } from '../shared-state/index.ts';
+import { openStore, type ClaimResult, type EntityTypeDef, type StateStore } from '../shared-state/index.ts';
 import { createLogger, createMetrics, selfSampler, type Logger, type Metrics } from '../observability/index.ts';
 import { loadConfig, type KeelConfig } from '../config/index.ts';
 import { CircuitBreaker } from './breaker.ts';
@@ -288,6 +288,18 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
       if (runningHere.get(key) === run) runningHere.delete(key);
     }
   };
+  /**
+   * A workflow step's attempt, without a claim: a read of the task's record. Completed → its
+   * result; held under a live claim (by an instance of an earlier version, which claimed steps)
+   * → running; else this delivery's own token and attempt number.
+   */
+  const stepAttempt = async (taskKey: string, env: Envelope<unknown>): Promise<ClaimResult> => {
+    const rec = await store.getIdempotency(taskKey);
+    if (rec?.status === 'completed') return { status: 'completed', key: taskKey, result: rec.result, completedAt: rec.completedAt ?? '' };
+    if (rec?.status === 'running' && rec.leaseUntil && Date.parse(rec.leaseUntil) > Date.now()) return { status: 'running', key: taskKey, attempt: rec.attempt, leaseUntil: rec.leaseUntil };
+    const leaseUntil = new Date(Date.now()).toISOString();
+    return { status: 'claimed', key: taskKey, token: randomUUID(), attempt: Math.max(env.deliveryCount ?? 1, (rec?.attempt ?? 0) + 1), leaseUntil };
+  };
   const runTask = (cap: Capability) => async (env: Envelope<unknown>, hctx: { signal: AbortSignal; working(): void }) => {
     // without telemetry set up there is no active span: a non-recording one keeps ctx.span usable
     const active = trace.getActiveSpan();
@@ -297,17 +309,25 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     span?.setAttributes({ 'keel.agent': def.name, 'keel.capability': cap.name, ...(env.customer ? { 'keel.customer': env.customer } : {}) });
     const taskKey = `task:${cap.name}:${env.idempotencyKey}`;
     const leaseMs = (cap.timeoutMs ?? 60_000) + LEASE_MARGIN_MS;
-    const claim = await store.claim(taskKey, { leaseMs });
-    if (claim.status === 'completed') {
+    const rc = runCoordinates(env.headers);
+    // A workflow step runs without a claim (one write less per step): the run's expected-version
+    // append, which records the task completed in the same transaction, decides which delivery's
+    // outcome counts, and a step's side effects and model calls have claims of their own
+    // (`ctx.effect`), so a second delivery running at the same time repeats only pure compute.
+    // Other tasks claim first: their completion has no run to arbitrate it.
+    const claimed = rc ? await stepAttempt(taskKey, env) : await store.claim(taskKey, { leaseMs });
+    if (claimed.status === 'completed') {
       taskLog.info('task already completed (redelivered or republished): not running it again');
       // the process that completed it may have died before advancing its workflow run
-      await advance(env, true, { output: claim.result });
+      await advance(env, true, { output: claimed.result });
       return;
     }
-    if (claim.status === 'running') {
-      const wait = Math.max(250, Date.parse(claim.leaseUntil) - Date.now() + 250);
-      throw new AgentError('AGENT_TASK_IN_PROGRESS', `task ${taskKey} is held by another instance until ${claim.leaseUntil}`, { retryable: true, nextDelayMs: wait });
+    if (claimed.status === 'running') {
+      const wait = Math.max(250, Date.parse(claimed.leaseUntil) - Date.now() + 250);
+      throw new AgentError('AGENT_TASK_IN_PROGRESS', `task ${taskKey} is held by another instance until ${claimed.leaseUntil}`, { retryable: true, nextDelayMs: wait });
     }
+    const claim = claimed;
+    const release = () => (rc ? Promise.resolve() : store.release(taskKey, claim.token).catch((e: unknown) => void (isOutage(e) && unreleased.set(taskKey, claim.token))));
     const t0 = performance.now();
     const secrets = grantedSecrets(cap, opts.secrets, { store, agent: def.name, logger: taskLog });
     const allowedEnqueue = new Set(cap.permissions?.enqueue ?? []);
@@ -386,7 +406,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     try {
       output = checkOutput(cap, await cap.handler(ctx));
     } catch (err) {
-      await store.release(taskKey, claim.token).catch((e: unknown) => void (isOutage(e) && unreleased.set(taskKey, claim.token)));
+      await release();
       const e = err as { code?: string };
       if (e.code === 'AGENT_PERMISSION_DENIED') taskLog.error({ err }, 'permission denied');
       // Node's permission model refused a resource (ERR_ACCESS_DENIED): permanent, never retried
@@ -404,10 +424,11 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     const complete = {
       key: taskKey,
       token: claim.token,
+      unclaimed: !!rc,
+      attempt: claim.attempt,
       result: output ?? null,
       cost: { agent: def.name, capability: cap.name, runId: env.correlationId, customerId: env.customer, computeMs, costUsd: 0, traceId, details: { kind: 'task', taskId: env.id, delivery: env.deliveryCount } },
     };
-    const rc = runCoordinates(env.headers);
     try {
       if (rc) {
         // a workflow step: the completion commits with the run's advance (one transaction)
@@ -431,7 +452,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
         throw new AgentError('AGENT_TASK_IN_PROGRESS', `task ${taskKey}: lease lost to attempt ${rec?.attempt ?? '?'}, which is still running`, { retryable: true, nextDelayMs: 1_000, cause: err });
       }
       // nothing was recorded: let the retry run the task again (its effects are recorded)
-      await store.release(taskKey, claim.token).catch((e: unknown) => void (isOutage(e) && unreleased.set(taskKey, claim.token)));
+      await release();
       throw err;
     }
     taskLog.info({ computeMs }, 'task completed');

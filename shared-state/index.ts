@@ -46,6 +46,7 @@ export type {
   CommittedEvent,
   Entity,
   AppendOptions,
+  CompleteOptions,
   AppendResult,
   ChangesQuery,
   ChangesPage,

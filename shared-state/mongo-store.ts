@@ -98,6 +98,7 @@ import type {
   ChangesQuery,
   ClaimResult,
   CommittedEvent,
+  CompleteOptions,
   CostInput,
   CostQuery,
   CostRecord,
@@ -676,7 +677,7 @@ export class MongoStore implements StateStore {
     // then fails is advanced again from its recorded result when it is redelivered; the same
     // claim completing again after a conflict is not an error)
     // the completion's cost record is written while the append goes on
-    const cost = opts.complete ? (await this.#complete(opts.complete.key, opts.complete.token, opts.complete.result, opts.complete.cost, true)).cost : null;
+    const cost = opts.complete ? (await this.#complete(opts.complete.key, opts.complete.token, opts.complete.result, opts.complete.cost, true, opts.complete)).cost : null;
     const def = this.#reg.get(entityType);
     assertId('entity id', entityId);
     if (!Number.isInteger(expectedVersion) || expectedVersion < 0) throw new InvalidQueryError(`expected version must be an integer >= 0 (got ${String(expectedVersion)})`);
@@ -1050,14 +1051,18 @@ export class MongoStore implements StateStore {
     throw new StoreBusyError(`idempotency key '${k}' is being claimed and released in a loop`);
   }
 
-  async complete(k: string, token: string, result: unknown = null, opts: { cost?: CostInput } = {}): Promise<void> {
-    await (await this.#complete(k, token, result, opts.cost, false)).cost;
+  async complete(k: string, token: string, result: unknown = null, opts: CompleteOptions = {}): Promise<void> {
+    await (await this.#complete(k, token, result, opts.cost, false, opts)).cost;
   }
 
-  /** `again`: the completion of an append being retried after a conflict, which may have landed already with the same token. */
+  /**
+   * `again`: the completion of an append being retried after a conflict, which may have landed
+   * already with the same token. Unclaimed: no claim to check; the insert of the completion
+   * record decides (one write).
+   */
   /** Resolves once the completion landed, with the write of its cost (not awaited here). */
-  async #complete(k: string, token: string, result: unknown, cost: CostInput | undefined, again: boolean): Promise<{ cost: Promise<void> }> {
-    const cur = await this.#idem.findOne({ _id: k });
+  async #complete(k: string, token: string, result: unknown, cost: CostInput | undefined, again: boolean, o: Pick<CompleteOptions, 'unclaimed' | 'attempt'> = {}): Promise<{ cost: Promise<void> }> {
+    const cur = o.unclaimed ? { attempt: Math.max(1, Math.trunc(o.attempt ?? 1)), createdAt: nowIso(), token } : await this.#idem.findOne({ _id: k });
     if (!cur || cur.token !== token) throw new IdempotencyLeaseLostError(k, await this.#leaseLostReason(k));
     try {
       await this.#idemDone.insertOne({ _id: k, attempt: cur.attempt, token, resultJson: JSON.stringify(result ?? null), createdAt: cur.createdAt, completedAt: nowIso() });

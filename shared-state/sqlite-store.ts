@@ -73,6 +73,7 @@ import type {
   ChangesQuery,
   ClaimResult,
   CommittedEvent,
+  CompleteOptions,
   CostInput,
   CostQuery,
   CostRecord,
@@ -338,32 +339,42 @@ export class SqliteStore implements StateStore {
   /** operations and transactions of the group commit, for `info.durability` and benches */
   readonly groupCommit = { transactions: 0, operations: 0 };
 
+  /** when this process started waiting for the write lock (0: not waiting), and how many tries so far */
+  #lockWait = { since: 0, tries: 0 };
+
+  /**
+   * Takes the write lock without blocking the event loop: while another process holds it, the
+   * flush is tried again shortly (the first tries on the next turn, then every millisecond), and
+   * whatever is asked for meanwhile joins the batch, so a contended process commits more per
+   * transaction instead of sleeping. Gives up after the busy timeout.
+   */
   #flush(): void {
     this.#flushScheduled = false;
-    const batch = this.#queue.splice(0);
-    if (batch.length === 0) return;
-    this.groupCommit.transactions++;
-    this.groupCommit.operations += batch.length;
-    if (batch.length === 1) {
-      const op = batch[0]!;
-      try {
-        op.resolve(this.#tx(op.fn));
-      } catch (err) {
-        op.reject(err);
-      }
-      return;
-    }
+    if (this.#queue.length === 0) return;
     if (this.#closed) {
-      for (const op of batch) op.reject(new StateError('STATE_UNAVAILABLE', 'the state store is closed'));
+      for (const op of this.#queue.splice(0)) op.reject(new StateError('STATE_UNAVAILABLE', 'the state store is closed'));
       return;
     }
     try {
-      this.#busyRetry(() => this.#db.exec('BEGIN IMMEDIATE'));
+      this.#db.exec('BEGIN IMMEDIATE');
     } catch (err) {
+      const now = Date.now();
+      if (isBusy(err) && (this.#lockWait.since === 0 || now - this.#lockWait.since < this.#busyMs)) {
+        if (this.#lockWait.since === 0) this.#lockWait.since = now;
+        this.#flushScheduled = true;
+        if (++this.#lockWait.tries <= 2) setImmediate(() => this.#flush());
+        else setTimeout(() => this.#flush(), 0);
+        return;
+      }
+      this.#lockWait = { since: 0, tries: 0 };
       const e = isBusy(err) ? new StoreBusyError(`SQLite file ${this.info?.location ?? ''} is locked by another process`, err) : isFull(err) ? new StorageFullError(this.info?.location ?? 'sqlite', err) : err;
-      for (const op of batch) op.reject(e);
+      for (const op of this.#queue.splice(0)) op.reject(e);
       return;
     }
+    this.#lockWait = { since: 0, tries: 0 };
+    const batch = this.#queue.splice(0);
+    this.groupCommit.transactions++;
+    this.groupCommit.operations += batch.length;
     const outcomes: Array<{ ok: true; value: unknown } | { ok: false; err: unknown }> = [];
     try {
       for (const op of batch) {
@@ -499,7 +510,7 @@ export class SqliteStore implements StateStore {
         out.push({ ...e, cursor: r.lastInsertRowid });
       }
       this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText);
-      if (opts.complete && !this.#completeIn(opts.complete.key, opts.complete.token, opts.complete.result, opts.complete.cost)) {
+      if (opts.complete && !this.#completeIn(opts.complete.key, opts.complete.token, opts.complete.result, opts.complete.cost, opts.complete)) {
         throw new IdempotencyLeaseLostError(opts.complete.key, 'the claim was taken over or completed meanwhile');
       }
       return { events: out, entity: toEntity<S>(entityType, entityId, plan.snapshot) };
@@ -710,14 +721,27 @@ export class SqliteStore implements StateStore {
     });
   }
 
-  async complete(key: string, token: string, result: unknown = null, opts: { cost?: CostInput } = {}): Promise<void> {
-    const done = await this.#group(() => this.#completeIn(key, token, result, opts.cost));
+  async complete(key: string, token: string, result: unknown = null, opts: CompleteOptions = {}): Promise<void> {
+    const done = await this.#group(() => this.#completeIn(key, token, result, opts.cost, opts));
     if (!done) throw new IdempotencyLeaseLostError(key, await this.#leaseLostReason(key));
   }
 
-  /** Inside a write transaction: completes a claim (and records its cost); false if the claim is not ours. */
-  #completeIn(key: string, token: string, result: unknown, cost: CostInput | undefined): boolean {
-    const r = this.#run(
+  /**
+   * Inside a write transaction: completes a claim (and records its cost); false if the claim is
+   * not ours. Unclaimed: records the key completed unless it already is (one statement).
+   */
+  #completeIn(key: string, token: string, result: unknown, cost: CostInput | undefined, o: Pick<CompleteOptions, 'unclaimed' | 'attempt'> = {}): boolean {
+    const r = o.unclaimed
+      ? this.#run(
+          `INSERT INTO idempotency (key, status, token, attempt, lease_until, result, created_at, completed_at) VALUES (?, 'completed', NULL, ?, NULL, ?, ?, ?)
+           ON CONFLICT(key) DO UPDATE SET status = 'completed', result = excluded.result, completed_at = excluded.completed_at, token = NULL, lease_until = NULL WHERE status = 'running'`,
+          key,
+          Math.max(1, Math.trunc(o.attempt ?? 1)),
+          JSON.stringify(result ?? null),
+          nowIso(),
+          nowIso(),
+        )
+      : this.#run(
       "UPDATE idempotency SET status = 'completed', result = ?, completed_at = ?, token = NULL, lease_until = NULL WHERE key = ? AND status = 'running' AND token = ?",
       JSON.stringify(result ?? null),
       nowIso(),

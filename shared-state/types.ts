@@ -60,8 +60,26 @@ export interface Entity<S = Record<string, unknown>> {
 
 /** Extra work committed with an append (atomically on SQLite; just before it on MongoDB). */
 export interface AppendOptions {
-  /** complete an idempotency claim, as `complete(key, token, result, { cost })` would */
-  complete?: { key: string; token: string; result?: unknown; cost?: CostInput };
+  /**
+   * complete an idempotency claim, as `complete(key, token, result, { cost })` would; with
+   * `unclaimed` (and `attempt`) there was no claim: see {@link CompleteOptions.unclaimed}
+   */
+  complete?: { key: string; token: string; result?: unknown; cost?: CostInput } & Pick<CompleteOptions, 'unclaimed' | 'attempt'>;
+}
+
+/** Options of `complete`. */
+export interface CompleteOptions {
+  /** recorded with the completion, atomically where the adapter can (one record per completed task, never two) */
+  cost?: CostInput;
+  /**
+   * The work ran without a claim (a workflow step: its run's expected-version append decides
+   * which delivery's outcome counts). `token` is then this attempt's own id. The key is recorded
+   * completed whether it was absent or claimed by someone still running; it fails with
+   * STATE_IDEMPOTENCY_LEASE_LOST only when it is completed already (by another attempt).
+   */
+  unclaimed?: boolean;
+  /** the attempt number recorded with an unclaimed completion (the delivery count); default 1 */
+  attempt?: number;
 }
 
 export interface AppendResult<S = Record<string, unknown>> {
@@ -448,7 +466,7 @@ export interface StateStore {
 
   claim(key: string, opts?: { leaseMs?: number }): Promise<ClaimResult>;
   /** `opts.cost` is recorded with the completion, atomically where the adapter can (one record per completed task, never two) */
-  complete(key: string, token: string, result?: unknown, opts?: { cost?: CostInput }): Promise<void>;
+  complete(key: string, token: string, result?: unknown, opts?: CompleteOptions): Promise<void>;
   /** Gives up a claim (the side effect did not happen) so it can be claimed again at once. */
   release(key: string, token: string): Promise<void>;
   getIdempotency(key: string): Promise<IdempotencyRecord | null>;

@@ -141,7 +141,7 @@ export class WorkflowEngine {
    */
   async onOutcome(runId: string, o: StepOutcome, causationId?: string, complete?: AppendOptions['complete']): Promise<void> {
     const appended = await this.transact(runId, (st) => planOutcome(runId, st, o), causationId, complete);
-    if (complete && !appended) await this.store.complete(complete.key, complete.token, complete.result, { cost: complete.cost });
+    if (complete && !appended) await this.store.complete(complete.key, complete.token, complete.result, { cost: complete.cost, unclaimed: complete.unclaimed, attempt: complete.attempt });
   }
 
   /**

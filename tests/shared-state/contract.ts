@@ -291,6 +291,34 @@ export function stateStoreContract(t: ContractTarget): void {
       expect((await s.claim(k3)).status).toBe('claimed');
     });
 
+    withStore('idempotency: an unclaimed completion (a workflow step) is recorded once, with its cost, and wins over a running claim', async (s) => {
+      const meta = { actor: { kind: 'agent' as const, id: 'a' } };
+      const cost = { agent: 'a', capability: 'step', runId: 'run-u', costUsd: 0.25 };
+      // absent key: recorded completed with the attempt given, one cost record
+      await s.complete('task:u:1', 'tok-1', { n: 1 }, { unclaimed: true, attempt: 2, cost });
+      expect(await s.getIdempotency('task:u:1')).toMatchObject({ status: 'completed', attempt: 2, result: { n: 1 } });
+      // a second delivery's completion: refused, and its cost is not recorded
+      expect((await thrown(s.complete('task:u:1', 'tok-2', { n: 2 }, { unclaimed: true, attempt: 3, cost }))).code).toBe('STATE_IDEMPOTENCY_LEASE_LOST');
+      expect(await s.getIdempotency('task:u:1')).toMatchObject({ status: 'completed', attempt: 2, result: { n: 1 } });
+      expect((await s.costs({ runId: 'run-u' })).totals.count).toBe(1);
+      // a key claimed by an instance still running: the unclaimed completion records it; the claimer then finds it done
+      const c = await s.claim('task:u:2', { leaseMs: 60_000 });
+      if (c.status !== 'claimed') throw new Error('not claimed');
+      await s.complete('task:u:2', 'tok-3', 'mine', { unclaimed: true });
+      expect((await thrown(s.complete('task:u:2', c.token, 'theirs'))).code).toBe('STATE_IDEMPOTENCY_LEASE_LOST');
+      expect(await s.getIdempotency('task:u:2')).toMatchObject({ status: 'completed', result: 'mine' });
+      expect(await s.claim('task:u:2')).toMatchObject({ status: 'completed', result: 'mine' });
+      // with an append: two deliveries of one step race; the append that wins records the completion, the other changes nothing
+      await s.append('task', 'run-u', 0, [{ type: 'created', data: { title: 'step' } }], meta);
+      const step = (token: string) => s.append('task', 'run-u', 1, [{ type: 'updated', data: { status: 'done' } }], meta, { complete: { key: 'task:u:3', token, result: token, cost, unclaimed: true, attempt: 1 } });
+      const [x, y] = await Promise.allSettled([step('d-1'), step('d-2')]);
+      expect([x.status, y.status].sort()).toEqual(['fulfilled', 'rejected']);
+      const winner = x.status === 'fulfilled' ? 'd-1' : 'd-2';
+      expect(await s.getIdempotency('task:u:3')).toMatchObject({ status: 'completed', result: winner });
+      expect((await s.get('task', 'run-u'))?.version).toBe(2);
+      expect((await s.costs({ runId: 'run-u' })).totals.count).toBe(2);
+    });
+
     withStore('cost ledger: records attributed and summed by dimension and time', async (s) => {
       const base = { capability: 'triage', runId: 'run-1', customerId: 'cust-1', entityType: 'ticket', entityId: 'T-1' };
       await s.recordCost({ ...base, agent: 'triage', model: 'small', tokensIn: 1000, tokensOut: 200, tokensCached: 100, costUsd: 0.0012, computeMs: 350 });
