@@ -271,16 +271,21 @@ async function langGraphScenario(path: string, sync: Sync, s: Sizes, progress: (
 /**
  * What to measure, for working on one part (figures to quote come from a full run):
  * `KEEL_BENCH_SYSTEMS` (comma list of keel, raw-nats, durable-nats, langgraph; default all) and
- * `KEEL_BENCH_SYNCS` (FULL, NORMAL; default both).
+ * `KEEL_BENCH_SYNCS` (FULL, NORMAL: the SQLite scenarios; default both), `KEEL_BENCH_STORES`
+ * (sqlite, mongodb; default both; `KEEL_BENCH_SKIP_MONGO=1` is the same as `sqlite`).
  */
-export function benchSelection(env: NodeJS.ProcessEnv = process.env): { systems: Set<System>; syncs: Sync[] } {
+export function benchSelection(env: NodeJS.ProcessEnv = process.env): { systems: Set<System>; syncs: Sync[]; stores: Set<'sqlite' | 'mongodb'> } {
   const all: System[] = ['keel', 'raw-nats', 'durable-nats', 'langgraph'];
   const list = (v: string | undefined) => (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
   const systems = list(env.KEEL_BENCH_SYSTEMS);
   for (const x of systems) if (!all.includes(x as System)) throw new BenchError('BENCH_BAD_FLAG', `KEEL_BENCH_SYSTEMS: unknown system '${x}' (known: ${all.join(', ')})`);
   const syncs = list(env.KEEL_BENCH_SYNCS).map((x) => x.toUpperCase());
   for (const x of syncs) if (x !== 'FULL' && x !== 'NORMAL') throw new BenchError('BENCH_BAD_FLAG', `KEEL_BENCH_SYNCS: unknown sync '${x}' (known: FULL, NORMAL)`);
-  return { systems: new Set(systems.length ? (systems as System[]) : all), syncs: syncs.length ? (syncs as Sync[]) : ['FULL', 'NORMAL'] };
+  const stores = list(env.KEEL_BENCH_STORES);
+  for (const x of stores) if (x !== 'sqlite' && x !== 'mongodb') throw new BenchError('BENCH_BAD_FLAG', `KEEL_BENCH_STORES: unknown store '${x}' (known: sqlite, mongodb)`);
+  const storeSet = new Set<'sqlite' | 'mongodb'>(stores.length ? (stores as Array<'sqlite' | 'mongodb'>) : ['sqlite', 'mongodb']);
+  if (env.KEEL_BENCH_SKIP_MONGO === '1') storeSet.delete('mongodb');
+  return { systems: new Set(systems.length ? (systems as System[]) : all), syncs: syncs.length && storeSet.has('sqlite') ? (syncs as Sync[]) : storeSet.has('sqlite') ? ['FULL', 'NORMAL'] : [], stores: storeSet };
 }
 
 export const workflowBench: Bench = {
@@ -292,9 +297,9 @@ export const workflowBench: Bench = {
     const url = nats.url;
     const dir = tempDir('keel-bench-wf-');
     const measured: Measured[] = [];
-    const { systems, syncs } = benchSelection();
+    const { systems, syncs, stores } = benchSelection();
     try {
-      if (systems.has('raw-nats')) {
+      if (systems.has('raw-nats') && stores.has('sqlite')) {
         ctx.progress('raw nats.js 3-hop chain (3 processes)');
         measured.push(...(await hopScenario(url, { store: 'none' }, [[s.n * 2, WINDOW], [s.serial, SERIAL]], ctx.progress)));
       }
@@ -310,20 +315,24 @@ export const workflowBench: Bench = {
         ctx.progress(`workflow on SQLite, ${sync}`);
         measured.push(...(await keelScenario(url, `sqlite:${join(dir.path, `keel-${sync}.db`)}`, s, WINDOW, sync, ctx.progress)));
       }
-      const mongo = process.env.KEEL_BENCH_SKIP_MONGO === '1' || !systems.has('keel') ? undefined : await startMongo();
+      const mongo = stores.has('mongodb') ? await startMongo() : undefined;
       if (mongo?.ok) {
         try {
           const flavor = mongo.server.flavor;
           const ms: Sizes = { n: ctx.quick ? 10 : 40, serial: 10, warmup: ctx.quick ? 4 : 8 };
           const base = mongo.server.url.replace(/\/?$/, '/');
           // baselines with the same number in flight as Keel's MongoDB scenario
-          ctx.progress(`raw nats.js 3-hop chain, ${MONGO_WINDOW} in flight (for the MongoDB comparison)`);
-          measured.push(...(await hopScenario(url, { store: 'none' }, [[s.n, MONGO_WINDOW]], ctx.progress)));
+          if (systems.has('raw-nats')) {
+            ctx.progress(`raw nats.js 3-hop chain, ${MONGO_WINDOW} in flight (for the MongoDB comparison)`);
+            measured.push(...(await hopScenario(url, { store: 'none' }, [[s.n, MONGO_WINDOW]], ctx.progress)));
+          }
           const database = uniqueName('hops');
-          ctx.progress(`durable nats.js 3-hop chain, 1 insertOne per hop (${flavor})`);
-          measured.push(...(await hopScenario(url, { store: 'mongodb', url: mongo.server.url, database }, [[ctx.quick ? 40 : 200, MONGO_WINDOW], [ctx.quick ? 10 : 50, SERIAL]], ctx.progress)));
-          ctx.progress(`workflow on MongoDB (${flavor}), ${ms.n} runs`);
-          try {
+          if (systems.has('durable-nats')) {
+            ctx.progress(`durable nats.js 3-hop chain, 1 insertOne per hop (${flavor})`);
+            measured.push(...(await hopScenario(url, { store: 'mongodb', url: mongo.server.url, database }, [[ctx.quick ? 40 : 200, MONGO_WINDOW], [ctx.quick ? 10 : 50, SERIAL]], ctx.progress)));
+          }
+          if (systems.has('keel')) ctx.progress(`workflow on MongoDB (${flavor}), ${ms.n} runs`);
+          if (systems.has('keel')) try {
             const keelMongo = await keelScenario(url, `${base}${uniqueName('wb')}`, ms, MONGO_WINDOW, undefined, ctx.progress);
             measured.push(...keelMongo.map((m) => ({ ...m, scenario: m.scenario.replace('MongoDB', `MongoDB (${flavor})`) })));
           } catch (err) {
