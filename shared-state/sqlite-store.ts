@@ -362,7 +362,7 @@ export class SqliteStore implements StateStore {
       if (isBusy(err) && (this.#lockWait.since === 0 || now - this.#lockWait.since < this.#busyMs)) {
         if (this.#lockWait.since === 0) this.#lockWait.since = now;
         this.#flushScheduled = true;
-        if (++this.#lockWait.tries <= 2) setImmediate(() => this.#flush());
+        if (++this.#lockWait.tries <= 50) setImmediate(() => this.#flush());
         else setTimeout(() => this.#flush(), 0);
         return;
       }
