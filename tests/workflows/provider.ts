@@ -4,6 +4,8 @@ import type { AddressInfo } from 'node:net';
 /** A fake external API for workflow tests: applies each idempotency key once and records what happened. */
 export async function startCountingProvider() {
   const applied = new Map<string, { path: string; body: Record<string, unknown>; seq: number }>();
+  // each key's calls: where they went, for which run and step, and when they arrived (performance.now() of this process)
+  const received = new Map<string, { path: string; run: string; step: string; times: number[] }>();
   let calls = 0;
   let seq = 0;
   const server = createServer((req, res) => {
@@ -13,6 +15,9 @@ export async function startCountingProvider() {
       calls++;
       const body = JSON.parse(raw || '{}') as Record<string, unknown>;
       const key = String(body.key);
+      const r = received.get(key) ?? { path: req.url ?? '', run: String(body.run), step: String(body.step), times: [] };
+      r.times.push(performance.now());
+      received.set(key, r);
       if (!applied.has(key)) applied.set(key, { path: req.url ?? '', body, seq: ++seq });
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ id: `fx-${applied.get(key)!.seq}` }));
@@ -28,6 +33,8 @@ export async function startCountingProvider() {
       for (const a of of(run, '/effect')) out[String(a.body.step)] = (out[String(a.body.step)] ?? 0) + 1;
       return out;
     },
+    /** every key the API received, with its run and step and the arrival time of each of its calls */
+    received: () => [...received].map(([key, v]) => ({ key, ...v, times: [...v.times] })),
     undos: (run: string) => of(run, '/undo').map((a) => String(a.body.step)),
     escalations: (run: string) => of(run, '/escalate').map((a) => a.body),
     close: () => new Promise<void>((r) => server.close(() => r())),

@@ -155,6 +155,7 @@ describe('decentralized workflows', () => {
     const N = 200;
     const ids: string[] = [];
     let kills = 0;
+    const killedAt: number[] = [];
     let chaos = true;
     const killer = (async () => {
       while (chaos) {
@@ -162,6 +163,7 @@ describe('decentralized workflows', () => {
         if (!chaos) break;
         const which = processes[Math.floor(Math.random() * processes.length)]!;
         const victim = w.agents[which]!;
+        killedAt.push(performance.now());
         victim.kill('SIGKILL');
         await new Promise((r) => victim.once('exit', r));
         kills++;
@@ -179,7 +181,24 @@ describe('decentralized workflows', () => {
     await waitFor(async () => (await w.store.query<RunState>('workflow_run', { filter: { status: 'completed' }, limit: 1 })).total === N, { timeoutMs: 120_000, intervalMs: 500, what: `all ${N} runs completed` });
     expect(kills).toBeGreaterThan(5);
     for (const id of ids) expect(w.provider.byStep(id)).toEqual({ a: 1, b: 1, c: 1, d: 1 });
-    // the fake API saw each effect key at least once, and the runtime repeated a call only after a crash
-    console.log(`[chaos] ${layout}: ${N} runs, ${kills} SIGKILLs, ${w.provider.calls()} effect calls for ${N * 4} effects`);
+    // calls, not keys: the API received each effect's key, and a key received a second call only
+    // when an agent process was killed between that call and the one before it (the first call's
+    // process died before recording it); every other key received exactly one call
+    const expected = ids.flatMap((id) => ['a', 'b', 'c', 'd'].map((step) => `${id} ${step}`));
+    const perStep = new Map<string, number[]>();
+    for (const r of w.provider.received().filter((x) => x.path === '/effect')) {
+      const k = `${r.run} ${r.step}`;
+      perStep.set(k, [...(perStep.get(k) ?? []), ...r.times].sort((x, y) => x - y));
+    }
+    expect([...perStep.keys()].sort()).toEqual(expected.sort());
+    let repeated = 0;
+    for (const [k, times] of perStep) {
+      for (let i = 1; i < times.length; i++) {
+        repeated++;
+        expect(killedAt.some((t) => t > times[i - 1]! && t < times[i]!), `${k}: call ${i + 1} at ${times[i]!.toFixed(0)} ms with no kill since call ${i} at ${times[i - 1]!.toFixed(0)} ms`).toBe(true);
+      }
+    }
+    expect(w.provider.calls()).toBe(expected.length + repeated);
+    console.log(`[chaos] ${layout}: ${N} runs, ${kills} SIGKILLs, ${w.provider.calls()} effect calls for ${N * 4} effects (${repeated} repeated after a kill, each checked)`);
   }, 300_000);
 });
