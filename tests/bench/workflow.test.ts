@@ -4,7 +4,7 @@
  * the fields every result carries, and the windowed driver's in-flight bound. No timings asserted.
  */
 import { describe, expect, it } from 'vitest';
-import { assembleResults, SERIAL, WINDOW, MONGO_WINDOW, type Measured } from '../../bench/workflow.ts';
+import { assembleResults, benchSelection, SERIAL, WINDOW, MONGO_WINDOW, type Measured } from '../../bench/workflow.ts';
 import { windowed, writeConcernLabel } from '../../bench/baselines.ts';
 import { figures } from '../../bench/lib.ts';
 
@@ -91,4 +91,25 @@ describe('windowed driver', () => {
       expect(f.p99_ms).toBeGreaterThanOrEqual(f.p50_ms);
     });
   }
+});
+
+describe('workflow bench subsets (KEEL_BENCH_SYSTEMS, KEEL_BENCH_SYNCS, KEEL_BENCH_STORES)', () => {
+  it('runs everything by default', () => {
+    const s = benchSelection({});
+    expect([...s.systems].sort()).toEqual(['durable-nats', 'keel', 'langgraph', 'raw-nats']);
+    expect(s.syncs).toEqual(['FULL', 'NORMAL']);
+    expect([...s.stores].sort()).toEqual(['mongodb', 'sqlite']);
+  });
+  it('narrows to what is named; KEEL_BENCH_SKIP_MONGO=1 drops MongoDB; only MongoDB runs no SQLite scenario', () => {
+    const s = benchSelection({ KEEL_BENCH_SYSTEMS: 'keel, durable-nats', KEEL_BENCH_SYNCS: 'full', KEEL_BENCH_SKIP_MONGO: '1' });
+    expect([...s.systems].sort()).toEqual(['durable-nats', 'keel']);
+    expect(s.syncs).toEqual(['FULL']);
+    expect([...s.stores]).toEqual(['sqlite']);
+    expect(benchSelection({ KEEL_BENCH_STORES: 'mongodb' }).syncs).toEqual([]);
+  });
+  it('refuses an unknown name, naming the known ones', () => {
+    expect(() => benchSelection({ KEEL_BENCH_SYSTEMS: 'bullmq' })).toThrow(/unknown system 'bullmq'.*keel, raw-nats, durable-nats, langgraph/);
+    expect(() => benchSelection({ KEEL_BENCH_SYNCS: 'OFF' })).toThrow(/unknown sync 'OFF'/);
+    expect(() => benchSelection({ KEEL_BENCH_STORES: 'postgres' })).toThrow(/unknown store 'postgres'/);
+  });
 });
