@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { INTENTS, URGENCIES, forgetExample, listExamples, recordExample, type Intent, type TriageExampleState, type Urgency } from '../../agents/inbound/index.ts';
 import { openCli, print, table, type CliContext } from '../context.ts';
 import { CliError } from '../errors.ts';
+import { isStateError } from '../../shared-state/index.ts';
 import { enumOption } from '../args.ts';
 
 /**
@@ -132,19 +133,34 @@ export async function retriageTicket(c: Awaited<ReturnType<typeof openCli>>, id:
     messageId: msg.id,
     by: c.cfg.operator,
   }, actor);
-  const triage = {
+  const triageOf = (cur: RetriageTicket['triage']) => ({
     intent: o.intent,
-    urgency: o.urgency ?? prev?.urgency ?? 'normal',
-    sentiment: prev?.sentiment ?? 'neutral',
-    entities: prev?.entities ?? [],
+    urgency: o.urgency ?? cur?.urgency ?? 'normal',
+    sentiment: cur?.sentiment ?? 'neutral',
+    entities: cur?.entities ?? [],
     confidence: 1,
-    tier: prev?.tier ?? 0,
-    escalate: o.escalate ?? prev?.escalate ?? false,
-    reasons: [`operator ${c.cfg.operator} retriaged${o.approvalId ? ` (deciding approval ${o.approvalId})` : ''}: intent ${o.intent}${o.urgency ? `, urgency ${o.urgency}` : ''}${o.escalate !== undefined ? `, ${o.escalate ? '' : 'no '}escalation` : ''} (was ${prev ? `${prev.intent}, ${prev.urgency}${prev.escalate ? ', escalated' : ''}` : 'not triaged'}); example ${example.id}`, ...(prev?.reasons ?? [])].slice(0, 50),
+    tier: cur?.tier ?? 0,
+    escalate: o.escalate ?? cur?.escalate ?? false,
+    reasons: [`operator ${c.cfg.operator} retriaged${o.approvalId ? ` (deciding approval ${o.approvalId})` : ''}: intent ${o.intent}${o.urgency ? `, urgency ${o.urgency}` : ''}${o.escalate !== undefined ? `, ${o.escalate ? '' : 'no '}escalation` : ''} (was ${prev ? `${prev.intent}, ${prev.urgency}${prev.escalate ? ', escalated' : ''}` : 'not triaged'}); example ${example.id}`, ...(cur?.reasons ?? [])].slice(0, 50),
     messageId: msg.id,
-    ...(prev?.language ? { language: prev.language } : {}),
-  };
-  await c.store.append('ticket', id, t.version, [{ type: 'triaged', data: triage }], { actor });
+    ...(cur?.language ? { language: cur.language } : {}),
+  });
+  // the ticket may change meanwhile (deciding an approval dispatches its send, whose agent
+  // appends the outbound message): on a version conflict read it again and append on top
+  let cur = t;
+  let triage = triageOf(cur.state.triage);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await c.store.append('ticket', id, cur.version, [{ type: 'triaged', data: triage }], { actor });
+      break;
+    } catch (err) {
+      if (!isStateError(err, 'STATE_VERSION_CONFLICT') || attempt >= 20) throw err;
+      const again = await c.store.get<RetriageTicket>('ticket', id);
+      if (!again || again.deleted) throw new CliError('TICKET_NOT_FOUND', `ticket '${id}' was deleted meanwhile`);
+      cur = again;
+      triage = triageOf(cur.state.triage);
+    }
+  }
   return { ticketId: id, messageId: msg.id, example, previous: prev ? { intent: prev.intent, urgency: prev.urgency, escalate: prev.escalate, tier: prev.tier, confidence: prev.confidence } : null, triage };
 }
 

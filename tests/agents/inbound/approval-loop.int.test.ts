@@ -150,7 +150,7 @@ describe('the operator\'s daily loop', () => {
     // approved by a unique prefix of its id: exactly one reply goes out
     // …and the operator corrects the triage as they decide: the message becomes a labeled example
     const approved = keel(['approve', current!.id.slice(0, current!.id.length - 4), '--intent', 'billing', '--urgency', 'low', '--json']);
-    expect(approved.status).toBe(0);
+    expect(approved.status, approved.stderr + approved.stdout).toBe(0);
     expect(approved.json()).toMatchObject({ id: current!.id, applied: true, by: 'human:ada', retriaged: { ticketId, triage: { intent: 'billing', urgency: 'low', confidence: 1 }, example: { id: expect.stringMatching(/^tex-/) } } });
     const examples = keel(['triage', 'examples', '--json']).json<{ examples: Array<{ source: string; ticketId: string; intent: string; by: string }> }>().examples;
     expect(examples).toEqual(expect.arrayContaining([expect.objectContaining({ source: 'approval', ticketId, intent: 'billing', by: 'ada' })]));

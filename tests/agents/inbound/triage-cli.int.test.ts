@@ -3,7 +3,7 @@
  * process against a real SQLite store (no engine: the retrain request says so).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { openStore, type StateStore } from '../../../shared-state/index.ts';
 import { TICKET, TRIAGE_EXAMPLE, type TicketState } from '../../../agents/inbound/index.ts';
@@ -75,6 +75,44 @@ describe('keel ticket retriage / keel triage', () => {
     expect(json(f)).toMatchObject({ id, status: 'forgotten', forgottenBy: 'ada' });
     expect(json(keel(['triage', 'examples', '--json'])).examples).toEqual([]);
     expect(json(keel(['triage', 'examples', '--all', '--json'])).examples[0]).toMatchObject({ id, status: 'forgotten' });
+  });
+
+  it('retriage while the ticket keeps changing (an agent appending to it): every retriage lands, on top of the latest version', async () => {
+    const id = 'tkt-0000000000000002';
+    const keelAsync = (args: string[]) =>
+      new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const c = spawn(process.execPath, [join(REPO_ROOT, 'cli', 'keel.ts'), ...args], { cwd: REPO_ROOT, env: { ...process.env, KEEL_STATE: state, KEEL_LOG_LEVEL: 'silent', KEEL_NATS_URL: 'nats://127.0.0.1:1', KEEL_OPERATOR: 'ada' } });
+        let stderr = '';
+        c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        c.once('close', (code) => resolve({ code, stderr }));
+      });
+    const s = await openStore(state, { types: ALL_ENTITY_TYPES });
+    try {
+      await s.append(TICKET, id, 0, [{ type: 'created', data: {
+        subject: 'Seats', status: 'open', priority: 'normal', channel: 'email', traceIds: [], tags: [],
+        messages: [{ id: 'm1', direction: 'in', channel: 'email', from: 'jo@example.com', text: 'Where is my order?', at: new Date().toISOString() }],
+      } }], { actor: { kind: 'system', id: 'test' } });
+      // another writer: appends to the ticket as fast as it can until the retriages are done
+      let busy = true;
+      let writes = 0;
+      const writer = (async () => {
+        while (busy) {
+          const t = await s.get<TicketState>(TICKET, id);
+          await s.append(TICKET, id, t!.version, [{ type: 'updated', data: { tags: [`w${writes}`] } }], { actor: { kind: 'agent', id: 'sender' } }).then(() => writes++, () => undefined);
+          await new Promise((r) => setImmediate(r));
+        }
+      })();
+      const runs = await Promise.all(['bug', 'billing', 'question'].map((intent) => keelAsync(['ticket', 'retriage', id, '--intent', intent, '--json'])));
+      busy = false;
+      await writer;
+      for (const r of runs) expect(r.code, r.stderr).toBe(0);
+      expect(writes).toBeGreaterThan(0);
+      const triaged = (await s.history(TICKET, id)).filter((e) => e.type === 'triaged');
+      expect(triaged.map((e) => (e.data as { intent: string }).intent).sort()).toEqual(['billing', 'bug', 'question']);
+      expect(triaged.every((e) => e.meta.actor.id === 'ada')).toBe(true);
+    } finally {
+      await s.close();
+    }
   });
 
   it('errors are clear, with codes, and --help documents the commands', () => {
