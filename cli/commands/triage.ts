@@ -155,6 +155,7 @@ export async function retriageTicket(c: Awaited<ReturnType<typeof openCli>>, id:
       break;
     } catch (err) {
       if (!isStateError(err, 'STATE_VERSION_CONFLICT') || attempt >= 20) throw err;
+      await new Promise((r) => setTimeout(r, Math.random() * 10 * (attempt + 1)));
       const again = await c.store.get<RetriageTicket>('ticket', id);
       if (!again || again.deleted) throw new CliError('TICKET_NOT_FOUND', `ticket '${id}' was deleted meanwhile`);
       cur = again;

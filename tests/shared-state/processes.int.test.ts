@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type StateStore } from '../../shared-state/index.ts';
@@ -7,15 +8,25 @@ import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
 const APPENDER = join(import.meta.dirname, 'fixtures', 'appender.ts');
 
-function run(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
+/** Starts an appender; `ready` resolves once it has opened the store and waits for the go file. */
+function run(env: Record<string, string>): { ready: Promise<void>; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
+  let ready!: () => void;
+  const isReady = new Promise<void>((r) => (ready = r));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
     const child = spawn(process.execPath, ['--no-warnings', APPENDER], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (stderr.includes('ready\n')) ready();
+    });
+    child.on('close', (code) => {
+      ready();
+      resolve({ code, stdout, stderr });
+    });
   });
+  return { ready: isReady, done };
 }
 
 let mongo: MongoHandle | undefined;
@@ -51,10 +62,12 @@ describe('several OS processes appending to the same entities at once', () => {
         for (const id of ids) await store.append('conversation', id, 0, [{ type: 'created', data: { channel: 'chat' } }], { actor: { kind: 'system', id: 'test' } });
         const workers = 4;
         const count = 30;
-        const startAt = Date.now() + 1_500; // all children start appending at the same moment
-        const results = await Promise.all(
-          Array.from({ length: workers }, (_, w) => run({ KEEL_STATE: url, ENTITIES: ids.join(','), COUNT: String(count), WORKER: `w${w}`, START_AT: String(startAt), ...extra })),
-        );
+        // all children start appending at the same moment: once every one has opened the store
+        const go = join(dir.path, uniqueName('go'));
+        const procs = Array.from({ length: workers }, (_, w) => run({ KEEL_STATE: url, ENTITIES: ids.join(','), COUNT: String(count), WORKER: `w${w}`, GO_FILE: go, ...extra }));
+        await Promise.all(procs.map((p) => p.ready));
+        writeFileSync(go, 'go');
+        const results = await Promise.all(procs.map((p) => p.done));
         const out = results.map((r) => {
           expect(r.code, r.stderr).toBe(0);
           return JSON.parse(r.stdout.trim()) as { ok: number; conflicts: number; other: string[]; observed: { expected: number; actual: number }[] };

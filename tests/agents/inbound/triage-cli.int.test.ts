@@ -80,11 +80,12 @@ describe('keel ticket retriage / keel triage', () => {
   it('retriage while the ticket keeps changing (an agent appending to it): every retriage lands, on top of the latest version', async () => {
     const id = 'tkt-0000000000000002';
     const keelAsync = (args: string[]) =>
-      new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      new Promise<{ code: number | null; out: string }>((resolve) => {
         const c = spawn(process.execPath, [join(REPO_ROOT, 'cli', 'keel.ts'), ...args], { cwd: REPO_ROOT, env: { ...process.env, KEEL_STATE: state, KEEL_LOG_LEVEL: 'silent', KEEL_NATS_URL: 'nats://127.0.0.1:1', KEEL_OPERATOR: 'ada' } });
-        let stderr = '';
-        c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-        c.once('close', (code) => resolve({ code, stderr }));
+        let out = '';
+        c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        c.stderr.on('data', (d: Buffer) => (out += d.toString()));
+        c.once('close', (code) => resolve({ code, out }));
       });
     const s = await openStore(state, { types: ALL_ENTITY_TYPES });
     try {
@@ -92,20 +93,20 @@ describe('keel ticket retriage / keel triage', () => {
         subject: 'Seats', status: 'open', priority: 'normal', channel: 'email', traceIds: [], tags: [],
         messages: [{ id: 'm1', direction: 'in', channel: 'email', from: 'jo@example.com', text: 'Where is my order?', at: new Date().toISOString() }],
       } }], { actor: { kind: 'system', id: 'test' } });
-      // another writer: appends to the ticket as fast as it can until the retriages are done
+      // another writer, like an agent working on the ticket: an append every few milliseconds until the retriages are done
       let busy = true;
       let writes = 0;
       const writer = (async () => {
         while (busy) {
           const t = await s.get<TicketState>(TICKET, id);
           await s.append(TICKET, id, t!.version, [{ type: 'updated', data: { tags: [`w${writes}`] } }], { actor: { kind: 'agent', id: 'sender' } }).then(() => writes++, () => undefined);
-          await new Promise((r) => setImmediate(r));
+          await new Promise((r) => setTimeout(r, 5));
         }
       })();
       const runs = await Promise.all(['bug', 'billing', 'question'].map((intent) => keelAsync(['ticket', 'retriage', id, '--intent', intent, '--json'])));
       busy = false;
       await writer;
-      for (const r of runs) expect(r.code, r.stderr).toBe(0);
+      for (const r of runs) expect(r.code, r.out).toBe(0);
       expect(writes).toBeGreaterThan(0);
       const triaged = (await s.history(TICKET, id)).filter((e) => e.type === 'triaged');
       expect(triaged.map((e) => (e.data as { intent: string }).intent).sort()).toEqual(['billing', 'bug', 'question']);
