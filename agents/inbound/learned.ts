@@ -21,7 +21,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createEmbeddings, localMiniLMPresent, type KeelEmbeddings } from '../../memory/embeddings/index.ts';
 import { z } from 'zod';
-import { defineEntityType, type Actor, type StateStore } from '../../shared-state/index.ts';
+import { defineEntityType, isStateError, type Actor, type StateStore } from '../../shared-state/index.ts';
 import { INTENTS, URGENCIES, cleanText, type Intent, type Urgency } from './heuristics.ts';
 
 // ---- the corpus --------------------------------------------------------------------------------
@@ -645,15 +645,24 @@ type ExampleStore = Pick<StateStore, 'get' | 'append' | 'query'>;
 export async function recordExample(store: ExampleStore, e: Omit<TriageExampleState, 'status' | 'at' | 'forgottenBy' | 'forgottenAt'> & { at?: string }, actor: Actor): Promise<{ id: string; replaced: boolean }> {
   const id = e.ticketId && e.messageId ? exampleIdFor(e.ticketId, e.messageId) : `tex-${randomUUID().slice(0, 16)}`;
   const data = { ...e, at: e.at ?? new Date().toISOString(), status: 'active' as const };
-  const cur = await store.get<TriageExampleState>(TRIAGE_EXAMPLE, id);
-  if (!cur) {
-    await store.append(TRIAGE_EXAMPLE, id, 0, [{ type: 'created', data }], { actor });
-    return { id, replaced: false };
+  // two decisions on one message at once (two operators, or a retriage racing an approval): the
+  // one that appends last replaces the other; a version conflict is read again, not an error
+  for (let attempt = 0; ; attempt++) {
+    const cur = await store.get<TriageExampleState>(TRIAGE_EXAMPLE, id);
+    try {
+      if (!cur) {
+        await store.append(TRIAGE_EXAMPLE, id, 0, [{ type: 'created', data }], { actor });
+        return { id, replaced: false };
+      }
+      // a newer decision on the same message: its labels replace the old ones (the change log keeps both)
+      const patch: Record<string, unknown> = { ...data };
+      await store.append(TRIAGE_EXAMPLE, id, cur.version, [{ type: 'updated', data: patch }], { actor });
+      return { id, replaced: true };
+    } catch (err) {
+      if (!isStateError(err, 'STATE_VERSION_CONFLICT') || attempt >= 20) throw err;
+      await new Promise((r) => setTimeout(r, Math.random() * 10 * (attempt + 1)));
+    }
   }
-  // a newer decision on the same message: its labels replace the old ones (the change log keeps both)
-  const patch: Record<string, unknown> = { ...data };
-  await store.append(TRIAGE_EXAMPLE, id, cur.version, [{ type: 'updated', data: patch }], { actor });
-  return { id, replaced: true };
 }
 
 /** Takes an example out of training (kept, marked forgotten, with who and when). */
