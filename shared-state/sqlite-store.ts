@@ -241,7 +241,7 @@ export class SqliteStore implements StateStore {
     this.info = {
       kind: 'sqlite',
       location: path,
-      durability: { journal_mode: 'WAL', synchronous: sync, busy_timeout_ms: busy, transaction: 'BEGIN IMMEDIATE', group_commit: 'the writes asked for in one event-loop turn share one transaction' },
+      durability: { journal_mode: 'WAL', synchronous: sync, busy_timeout_ms: busy, transaction: 'BEGIN IMMEDIATE', group_commit: 'the writes asked for in one event-loop turn, or while another process holds the write lock, share one transaction' },
       maxDocumentBytes: this.#max,
     };
   }
