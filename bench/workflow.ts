@@ -285,7 +285,8 @@ export function benchSelection(env: NodeJS.ProcessEnv = process.env): { systems:
   for (const x of stores) if (x !== 'sqlite' && x !== 'mongodb') throw new BenchError('BENCH_BAD_FLAG', `KEEL_BENCH_STORES: unknown store '${x}' (known: sqlite, mongodb)`);
   const storeSet = new Set<'sqlite' | 'mongodb'>(stores.length ? (stores as Array<'sqlite' | 'mongodb'>) : ['sqlite', 'mongodb']);
   if (env.KEEL_BENCH_SKIP_MONGO === '1') storeSet.delete('mongodb');
-  return { systems: new Set(systems.length ? (systems as System[]) : all), syncs: syncs.length && storeSet.has('sqlite') ? (syncs as Sync[]) : storeSet.has('sqlite') ? ['FULL', 'NORMAL'] : [], stores: storeSet };
+  const sqliteSyncs: Sync[] = syncs.length ? (syncs as Sync[]) : ['FULL', 'NORMAL'];
+  return { systems: new Set(systems.length ? (systems as System[]) : all), syncs: storeSet.has('sqlite') ? sqliteSyncs : [], stores: storeSet };
 }
 
 export const workflowBench: Bench = {

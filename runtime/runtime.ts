@@ -297,8 +297,8 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     const rec = await store.getIdempotency(taskKey);
     if (rec?.status === 'completed') return { status: 'completed', key: taskKey, result: rec.result, completedAt: rec.completedAt ?? '' };
     if (rec?.status === 'running' && rec.leaseUntil && Date.parse(rec.leaseUntil) > Date.now()) return { status: 'running', key: taskKey, attempt: rec.attempt, leaseUntil: rec.leaseUntil };
-    const leaseUntil = new Date(Date.now()).toISOString();
-    return { status: 'claimed', key: taskKey, token: randomUUID(), attempt: Math.max(env.deliveryCount ?? 1, (rec?.attempt ?? 0) + 1), leaseUntil };
+    // no lease: nothing is held (leaseUntil is now)
+    return { status: 'claimed', key: taskKey, token: randomUUID(), attempt: Math.max(env.deliveryCount ?? 1, (rec?.attempt ?? 0) + 1), leaseUntil: new Date().toISOString() };
   };
   const runTask = (cap: Capability) => async (env: Envelope<unknown>, hctx: { signal: AbortSignal; working(): void }) => {
     // without telemetry set up there is no active span: a non-recording one keeps ctx.span usable

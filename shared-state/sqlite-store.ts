@@ -731,6 +731,7 @@ export class SqliteStore implements StateStore {
    * not ours. Unclaimed: records the key completed unless it already is (one statement).
    */
   #completeIn(key: string, token: string, result: unknown, cost: CostInput | undefined, o: Pick<CompleteOptions, 'unclaimed' | 'attempt'> = {}): boolean {
+    const at = nowIso();
     const r = o.unclaimed
       ? this.#run(
           `INSERT INTO idempotency (key, status, token, attempt, lease_until, result, created_at, completed_at) VALUES (?, 'completed', NULL, ?, NULL, ?, ?, ?)
@@ -738,13 +739,13 @@ export class SqliteStore implements StateStore {
           key,
           Math.max(1, Math.trunc(o.attempt ?? 1)),
           JSON.stringify(result ?? null),
-          nowIso(),
-          nowIso(),
+          at,
+          at,
         )
       : this.#run(
       "UPDATE idempotency SET status = 'completed', result = ?, completed_at = ?, token = NULL, lease_until = NULL WHERE key = ? AND status = 'running' AND token = ?",
       JSON.stringify(result ?? null),
-      nowIso(),
+      at,
       key,
       token,
     );

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll } from 'vitest';
 import { startNats, type NatsHandle } from '../../testkit/nats.ts';
 import { tempDir } from '../../testkit/common.ts';
+import { startMongo, type MongoHandle } from '../../testkit/mongo.ts';
 
 export interface NatsSuite {
   /** the server, once beforeAll ran (undefined when none could be had: see `skip`) */
@@ -27,6 +28,27 @@ export function natsSuite(name: string): NatsSuite {
     for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => undefined);
     await suite.nats?.stop();
     dir.remove();
+  });
+  return suite;
+}
+
+export interface MongoSuite {
+  /** the MongoDB-protocol server (FerretDB here, a real MongoDB wherever MONGODB_URL is set), once beforeAll ran */
+  server: MongoHandle | undefined;
+  /** why tests must skip when `server` is undefined */
+  skip: string;
+}
+
+/** One MongoDB-protocol server per test file, started before its tests and stopped after. */
+export function mongoSuite(): MongoSuite {
+  const suite: MongoSuite = { server: undefined, skip: '' };
+  beforeAll(async () => {
+    const m = await startMongo();
+    if (m.ok) suite.server = m.server;
+    else suite.skip = m.reason;
+  });
+  afterAll(async () => {
+    await suite.server?.stop();
   });
   return suite;
 }

@@ -6,29 +6,20 @@
  * Also: an append whose completion landed before it lost a version race can be retried with the
  * same claim (the workflow engine does that).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isStateError, openStore, type CommittedEvent, type EventMeta, type StateStore } from '../../shared-state/index.ts';
-import { startMongo, uniqueName, type MongoHandle } from '../helpers/index.ts';
+import { mongoSuite, uniqueName } from '../helpers/index.ts';
 import { ALL_ENTITY_TYPES } from '../helpers/types.ts';
 
 const meta: EventMeta = { actor: { kind: 'system', id: 'test' } };
 
-let server: MongoHandle | undefined;
-let reason = '';
-beforeAll(async () => {
-  const m = await startMongo();
-  if (m.ok) server = m.server;
-  else reason = m.reason;
-});
-afterAll(async () => {
-  await server?.stop();
-});
+const mongo = mongoSuite();
 
-const open = (database: string) => openStore(server!.url, { types: ALL_ENTITY_TYPES, mongodb: { database } });
+const open = (database: string) => openStore(mongo.server!.url, { types: ALL_ENTITY_TYPES, mongodb: { database } });
 
 describe('MongoDB adapter: the change log under concurrent writers', () => {
   it('a reader following the cursor gets every event once, in order; each version has one winner', { timeout: 240_000 }, async (ctx) => {
-    if (!server) return ctx.skip(reason);
+    if (!mongo.server) return ctx.skip(mongo.skip);
     const database = uniqueName('log');
     const writers: StateStore[] = await Promise.all([open(database), open(database), open(database)]);
     const reader = await open(database);
@@ -100,7 +91,7 @@ describe('MongoDB adapter: the change log under concurrent writers', () => {
   });
 
   it('compaction keeps its cursors taken: later appends and readers stay in order', async (ctx) => {
-    if (!server) return ctx.skip(reason);
+    if (!mongo.server) return ctx.skip(mongo.skip);
     const s = await open(uniqueName('stubs'));
     try {
       let v = (await s.append('task', 'c1', 0, [{ type: 'created', data: { title: 'c' } }], meta)).entity.version;
@@ -130,7 +121,7 @@ describe('MongoDB adapter: the change log under concurrent writers', () => {
   });
 
   it('an append with a completion, retried after a version conflict, completes once with the same claim', async (ctx) => {
-    if (!server) return ctx.skip(reason);
+    if (!mongo.server) return ctx.skip(mongo.skip);
     const s = await open(uniqueName('complete'));
     try {
       await s.append('task', 'run-1', 0, [{ type: 'created', data: { title: 'run' } }], meta);
@@ -157,11 +148,11 @@ describe('MongoDB adapter: the change log under concurrent writers', () => {
   });
 
   it('reports how it arbitrates: no transactions on FerretDB', async (ctx) => {
-    if (!server) return ctx.skip(reason);
+    if (!mongo.server) return ctx.skip(mongo.skip);
     const s = await open(uniqueName('info'));
     try {
       const d = s.info.durability as { transactions: string; server: string; atomicConditionalUpdates: boolean };
-      if (server.flavor === 'ferretdb') expect(d).toMatchObject({ transactions: 'none (one document per append)', atomicConditionalUpdates: false });
+      if (mongo.server.flavor === 'ferretdb') expect(d).toMatchObject({ transactions: 'none (one document per append)', atomicConditionalUpdates: false });
       else expect(d.server).toMatch(/^mongodb /);
     } finally {
       await s.close();
