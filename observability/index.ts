@@ -6,7 +6,7 @@
  * const log = createLogger('triage');   // lines carry trace_id / span_id of the active span
  * ```
  */
-export { createLogger, REDACTED_KEYS, LOG_FORMATS, envLogFormat, usePretty, prettyLine, prettyStream } from './logger.ts';
+export { createLogger, lazyChild, REDACTED_KEYS, LOG_FORMATS, envLogFormat, usePretty, prettyLine, prettyStream } from './logger.ts';
 export { scrub, scrubJsonLine, scrubValue, findCards, replaceCards, luhnValid, secretValues, refreshSecrets, SECRET_MARK, CARD_MARK, MIN_SECRET_LENGTH, SECRET_VARIABLES, OPERATOR_TOKEN_PATTERN } from './scrub.ts';
 export type { CardMatch } from './scrub.ts';
 export type { Logger, LogFormat } from './logger.ts';

@@ -58,6 +58,32 @@ export function createLogger(name: string, opts: { level?: string; destination?:
   return opts.destination ? pino(options, opts.destination) : pino(options);
 }
 
+/**
+ * `parent.child(bindings)`, made on first use: a child's bindings are serialized (with the
+ * redaction paths) when it is made, which costs more than a task that logs nothing (a workflow
+ * step at level `warn`) spends on anything else of its logging. Calls of a level that is not
+ * enabled do nothing and make no child.
+ */
+export function lazyChild(parent: Logger, bindings: Record<string, unknown>): Logger {
+  let real: Logger | undefined;
+  const make = () => (real ??= parent.child(bindings));
+  const noop = () => undefined;
+  return new Proxy({} as Logger, {
+    get(_t, key) {
+      if (!real && typeof key === 'string' && key in parent.levels.values && !parent.isLevelEnabled(key)) return noop;
+      const l = make();
+      const v: unknown = Reflect.get(l, key, l);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(l) : v;
+    },
+    set(_t, key, value) {
+      return Reflect.set(make(), key, value);
+    },
+    has(_t, key) {
+      return Reflect.has(make(), key);
+    },
+  });
+}
+
 /** KEEL_LOG_FORMAT from the environment (an unknown value: `auto`; config/ reports it). */
 export function envLogFormat(env: NodeJS.ProcessEnv = process.env): LogFormat {
   const v = env.KEEL_LOG_FORMAT?.trim();

@@ -8,7 +8,7 @@ import {
   type Announcement, type Bus, type ConsumerHandle, type Envelope, type Capability as ManifestCapability,
 } from '../bus/index.ts';
 import { openStore, type ClaimResult, type EntityTypeDef, type StateStore } from '../shared-state/index.ts';
-import { createLogger, createMetrics, selfSampler, type Logger, type Metrics } from '../observability/index.ts';
+import { createLogger, createMetrics, lazyChild, selfSampler, type Logger, type Metrics } from '../observability/index.ts';
 import { loadConfig, type KeelConfig } from '../config/index.ts';
 import { CircuitBreaker } from './breaker.ts';
 import { AgentError, PermissionDeniedError, sandboxDenial } from './errors.ts';
@@ -305,7 +305,7 @@ export async function runAgent(def: AgentDefinition, opts: RunAgentOptions): Pro
     const active = trace.getActiveSpan();
     const span = active ?? trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
     const traceId = active?.spanContext().traceId;
-    const taskLog = log.child({ capability: cap.name, task: env.id, correlation: env.correlationId });
+    const taskLog = lazyChild(log, { capability: cap.name, task: env.id, correlation: env.correlationId });
     span?.setAttributes({ 'keel.agent': def.name, 'keel.capability': cap.name, ...(env.customer ? { 'keel.customer': env.customer } : {}) });
     const taskKey = `task:${cap.name}:${env.idempotencyKey}`;
     const leaseMs = (cap.timeoutMs ?? 60_000) + LEASE_MARGIN_MS;

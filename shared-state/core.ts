@@ -2,7 +2,7 @@
  * Adapter-independent logic: checking inputs, applying events to state, search text, audit
  * hashes, cost totals. Both adapters call these so they behave the same. Internal.
  */
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUIDv7 } from 'node:crypto';
 import { z } from 'zod';
 import type { EntityTypeDef, State } from './entity-types.ts';
 import { BUILTIN_EVENTS } from './entity-types.ts';
@@ -41,8 +41,13 @@ export function assertId(kind: string, value: unknown): string {
   return value;
 }
 
+/**
+ * A new id: a UUIDv7 (RFC 9562), whose first 48 bits are the time in milliseconds, so ids made
+ * one after the other sort together and an index on them appends at its end instead of touching a
+ * random page per insert (74 bits stay random).
+ */
 export function newId(): string {
-  return randomUUID();
+  return randomUUIDv7();
 }
 
 export function nowIso(): string {
@@ -152,6 +157,8 @@ export interface PlannedAppend {
   events: Omit<CommittedEvent, 'cursor'>[];
   snapshot: EntitySnapshot;
   searchText: string;
+  /** JSON made while planning (the size checks need it), for adapters that store text */
+  json: { state: string; meta: string; data: string[] };
 }
 
 /**
@@ -170,8 +177,10 @@ export function planAppend(
   if (!Array.isArray(inputs) || inputs.length === 0) throw new InvalidEventError(type, entityId, undefined, 'an append needs at least one event');
   if (inputs.length > 1000) throw new InvalidEventError(type, entityId, undefined, `an append holds at most 1000 events (got ${inputs.length})`);
   const meta = checkMeta(type, entityId, rawMeta);
+  const metaJson = JSON.stringify(meta);
   const time = nowIso();
   const events: Omit<CommittedEvent, 'cursor'>[] = [];
+  const dataJson: string[] = [];
   let cur = current;
   let payloadBytes = 0;
   for (const [i, input] of inputs.entries()) {
@@ -209,15 +218,23 @@ export function planAppend(
       meta,
       time,
     };
-    payloadBytes += byteLength(ev);
+    const dj = JSON.stringify(data);
+    payloadBytes += eventBytes(ev, dj, metaJson);
+    dataJson.push(dj);
     events.push(ev);
     cur = { version, state: parsed.data, deleted: next.deleted, createdAt: cur?.createdAt ?? time, updatedAt: time, schemaVersion: def.schemaVersion };
   }
   const snapshot = cur!;
-  const stateBytes = byteLength(snapshot.state);
+  const stateJson = JSON.stringify(snapshot.state);
+  const stateBytes = Buffer.byteLength(stateJson, 'utf8');
   if (stateBytes > maxBytes) throw new DocumentTooLargeError(type, entityId, 'the resulting state', stateBytes, maxBytes);
   if (payloadBytes > maxBytes) throw new DocumentTooLargeError(type, entityId, 'the appended events', payloadBytes, maxBytes);
-  return { meta, time, events, snapshot, searchText: searchTextOf(def, snapshot.state) };
+  return { meta, time, events, snapshot, searchText: searchTextOf(def, snapshot.state), json: { state: stateJson, meta: metaJson, data: dataJson } };
+}
+
+/** `byteLength(ev)` from the JSON of its data and meta, made once (the same text inside the event's). */
+export function eventBytes(ev: Omit<CommittedEvent, 'cursor'>, dataJson: string, metaJson: string): number {
+  return byteLength({ ...ev, data: 0, meta: 0 }) - 2 + Buffer.byteLength(dataJson, 'utf8') + Buffer.byteLength(metaJson, 'utf8');
 }
 
 export function byteLength(v: unknown): number {

@@ -181,6 +181,16 @@ CREATE TABLE IF NOT EXISTS audit (
 
 type Row = Record<string, SQLInputValue>;
 
+/** A completion made ready before the write lock is taken: the result as JSON, the cost checked. */
+interface Completion {
+  result: string;
+  cost: CostRecord | undefined;
+}
+
+function completion(result: unknown, cost: CostInput | undefined): Completion {
+  return { result: JSON.stringify(result ?? null), cost: cost ? toCostRecord(cost) : undefined };
+}
+
 const COST_COLUMNS: Record<string, string> = {
   agent: 'agent',
   capability: 'capability',
@@ -455,7 +465,7 @@ export class SqliteStore implements StateStore {
     return replay(this.#reg.get(type), events);
   }
 
-  #writeProjection(type: string, id: string, s: EntitySnapshot, searchText: string): void {
+  #writeProjection(type: string, id: string, s: EntitySnapshot, searchText: string, stateJson = JSON.stringify(s.state)): void {
     this.#run(
       `INSERT INTO entities (entity_type, entity_id, version, state, deleted, created_at, updated_at, schema_version, search_text)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -464,7 +474,7 @@ export class SqliteStore implements StateStore {
       type,
       id,
       s.version,
-      JSON.stringify(s.state),
+      stateJson,
       s.deleted ? 1 : 0,
       s.createdAt,
       s.updatedAt,
@@ -489,12 +499,13 @@ export class SqliteStore implements StateStore {
         early = undefined; // decided under the lock, where a version conflict takes precedence
       }
     }
+    const done = opts.complete ? completion(opts.complete.result, opts.complete.cost) : undefined;
     const committed = await this.#group(() => {
       const actual = Number(this.#get('SELECT COALESCE(MAX(version), 0) AS v FROM events WHERE entity_type = ? AND entity_id = ?', entityType, entityId)!.v);
       if (actual !== expectedVersion) throw new VersionConflictError(entityType, entityId, expectedVersion, actual);
       const plan = early ?? planAppend(def, entityId, this.#snapshot(entityType, entityId, actual), events, meta, this.#max);
       const out: CommittedEvent[] = [];
-      for (const e of plan.events) {
+      for (const [i, e] of plan.events.entries()) {
         const r = this.#run(
           'INSERT INTO events (event_id, entity_type, entity_id, version, type, schema_version, data, meta, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
           e.eventId,
@@ -503,14 +514,14 @@ export class SqliteStore implements StateStore {
           e.version,
           e.type,
           e.schemaVersion,
-          JSON.stringify(e.data),
-          JSON.stringify(e.meta),
+          plan.json.data[i]!,
+          plan.json.meta,
           e.time,
         );
         out.push({ ...e, cursor: r.lastInsertRowid });
       }
-      this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText);
-      if (opts.complete && !this.#completeIn(opts.complete.key, opts.complete.token, opts.complete.result, opts.complete.cost, opts.complete)) {
+      this.#writeProjection(entityType, entityId, plan.snapshot, plan.searchText, plan.json.state);
+      if (opts.complete && !this.#completeIn(opts.complete.key, opts.complete.token, done!, opts.complete)) {
         throw new IdempotencyLeaseLostError(opts.complete.key, 'the claim was taken over or completed meanwhile');
       }
       return { events: out, entity: toEntity<S>(entityType, entityId, plan.snapshot) };
@@ -722,7 +733,8 @@ export class SqliteStore implements StateStore {
   }
 
   async complete(key: string, token: string, result: unknown = null, opts: CompleteOptions = {}): Promise<void> {
-    const done = await this.#group(() => this.#completeIn(key, token, result, opts.cost, opts));
+    const c = completion(result, opts.cost);
+    const done = await this.#group(() => this.#completeIn(key, token, c, opts));
     if (!done) throw new IdempotencyLeaseLostError(key, await this.#leaseLostReason(key));
   }
 
@@ -730,7 +742,7 @@ export class SqliteStore implements StateStore {
    * Inside a write transaction: completes a claim (and records its cost); false if the claim is
    * not ours. Unclaimed: records the key completed unless it already is (one statement).
    */
-  #completeIn(key: string, token: string, result: unknown, cost: CostInput | undefined, o: Pick<CompleteOptions, 'unclaimed' | 'attempt'> = {}): boolean {
+  #completeIn(key: string, token: string, c: Completion, o: Pick<CompleteOptions, 'unclaimed' | 'attempt'> = {}): boolean {
     const at = nowIso();
     const r = o.unclaimed
       ? this.#run(
@@ -738,19 +750,19 @@ export class SqliteStore implements StateStore {
            ON CONFLICT(key) DO UPDATE SET status = 'completed', result = excluded.result, completed_at = excluded.completed_at, token = NULL, lease_until = NULL WHERE status = 'running'`,
           key,
           Math.max(1, Math.trunc(o.attempt ?? 1)),
-          JSON.stringify(result ?? null),
+          c.result,
           at,
           at,
         )
       : this.#run(
       "UPDATE idempotency SET status = 'completed', result = ?, completed_at = ?, token = NULL, lease_until = NULL WHERE key = ? AND status = 'running' AND token = ?",
-      JSON.stringify(result ?? null),
+      c.result,
       at,
       key,
       token,
     );
     if (r.changes === 0) return false;
-    if (cost) this.#insertCost(toCostRecord(cost));
+    if (c.cost) this.#insertCost(c.cost);
     return true;
   }
 

@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { PassThrough } from 'node:stream';
-import { createLogger, envLogFormat, prettyLine, refreshSecrets, usePretty } from '../../observability/index.ts';
+import { createLogger, envLogFormat, lazyChild, prettyLine, refreshSecrets, usePretty } from '../../observability/index.ts';
 
 const SECRET = 'dash-secret-value-4242';
 const ESC = String.fromCharCode(27);
@@ -82,5 +82,33 @@ describe('log formats', () => {
   it('prettyLine leaves out what a person does not read (pid, hostname, span id) and keeps the trace id', () => {
     const line = prettyLine({ level: 30, time: 1, pid: 9, hostname: 'h', name: 'keel', service: 'triage', msg: 'task completed', span_id: 'abc', trace_id: 'f00d', computeMs: 12.5, agent: 'triage' });
     expect(line).toBe('triage          task completed  trace_id=f00d computeMs=12.5 agent=triage');
+  });
+});
+
+describe('lazyChild', () => {
+  it('makes the child on the first enabled call only; its lines carry the bindings, redacted', async () => {
+    const s = sink();
+    const log = createLogger('keel', { format: 'json', level: 'warn', destination: s.stream });
+    let made = 0;
+    const child = log.child;
+    log.child = function (this: typeof log, ...a: Parameters<typeof log.child>) {
+      made++;
+      return child.apply(this, a);
+    } as typeof log.child;
+    const task = lazyChild(log, { task: 't-1', token: 'abc' });
+    task.info('not written');
+    task.debug({ x: 1 }, 'not written');
+    expect(made).toBe(0);
+    expect(task.isLevelEnabled('info')).toBe(false);
+    task.warn({ n: 2 }, 'written');
+    task.error('again');
+    expect(made).toBe(1); // (the grandchild below is made from it: a second child)
+    task.child({ sub: 'y' }).error('from a grandchild');
+    await settle();
+    const [warn, again, err] = s.lines().map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(warn).toMatchObject({ task: 't-1', token: '[REDACTED]', n: 2, msg: 'written' });
+    expect(again).toMatchObject({ task: 't-1', msg: 'again' });
+    expect(err).toMatchObject({ task: 't-1', sub: 'y', msg: 'from a grandchild' });
+    expect(s.lines()).toHaveLength(3);
   });
 });

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { defineEntityType, openStore, type StateStore } from '../../shared-state/index.ts';
 import { tempDir } from '../../testkit/common.ts';
+import { byteLength, eventBytes } from '../../shared-state/core.ts';
 
 const note = defineEntityType({ name: 'note', schemaVersion: 1, schema: z.strictObject({ text: z.string().max(100) }), searchFields: ['text'] });
 const meta = { actor: { kind: 'system' as const, id: 'test' } };
@@ -73,5 +74,18 @@ describe('SQLite group commit', () => {
     const pending = s2.append('note', 'late', 0, [{ type: 'created', data: { text: 'late' } }], meta);
     await s2.close();
     await expect(pending).rejects.toMatchObject({ code: 'STATE_UNAVAILABLE' });
+  });
+});
+
+describe('event size from its parts', () => {
+  it('eventBytes (data and meta serialized once) equals the size of the whole event', () => {
+    const datas: unknown[] = [null, { text: 'héllo ✓ 日本' }, { nested: { list: [1, 'two', { three: true }], empty: {} } }, 'plain', 42];
+    const metas = [{ actor: { kind: 'system', id: 'test' } }, { actor: { kind: 'agent', id: 'ünïcode' }, correlationId: 'c-1', traceId: 'a'.repeat(32) }];
+    for (const data of datas) {
+      for (const meta of metas) {
+        const ev = { eventId: 'e-1', entityType: 'note', entityId: 'n-1', version: 3, type: 'updated', data, schemaVersion: 1, meta: meta as never, time: new Date(0).toISOString() };
+        expect(eventBytes(ev, JSON.stringify(data), JSON.stringify(meta))).toBe(byteLength(ev));
+      }
+    }
   });
 });
