@@ -95,7 +95,7 @@ export async function startHopChain(natsUrl: string, work: HopWork, name: string
     db.exec(`CREATE TABLE IF NOT EXISTS ${HOP_TABLE} (id INTEGER PRIMARY KEY, hop TEXT NOT NULL, payload TEXT NOT NULL, at INTEGER NOT NULL)`);
     db.close();
   }
-  const nc = await connect({ servers: natsUrl });
+  const nc = await connect({ servers: natsUrl, noAsyncTraces: true });
   const jsm = await jetstreamManager(nc);
   const stream = name;
   await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
@@ -251,7 +251,8 @@ async function hopWork(): Promise<(payload: string) => Promise<void> | void> {
 
 async function runHop(): Promise<void> {
   const work = await hopWork();
-  const nc = await connect({ servers: process.env.NATS_URL! });
+  // as Keel's connections (bus/connection.ts): no Error made per publish for async traces
+  const nc = await connect({ servers: process.env.NATS_URL!, noAsyncTraces: true });
   const js = jetstream(nc);
   const c = await js.consumers.get(process.env.STREAM!, process.env.DURABLE!);
   const out = process.env.HOP_OUT!;

@@ -70,8 +70,10 @@ const metaSchema = z.strictObject({
 export function checkMeta(entityType: string, entityId: string, meta: unknown): EventMeta {
   const r = metaSchema.safeParse(meta);
   if (!r.success) throw new SchemaValidationError(entityType, entityId, issuesOf(r.error, 'meta'), 'event metadata');
-  // drop undefined keys so both adapters store the same shape
-  return JSON.parse(JSON.stringify(r.data)) as EventMeta;
+  // drop undefined keys so both adapters store the same shape (the parsed object is a new one)
+  const m = r.data as Record<string, unknown>;
+  for (const k of Object.keys(m)) if (m[k] === undefined) delete m[k];
+  return m as unknown as EventMeta;
 }
 
 export function checkActor(what: string, actor: unknown): EventMeta['actor'] {
