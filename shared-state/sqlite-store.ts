@@ -212,6 +212,13 @@ function isFull(err: unknown): boolean {
   return (typeof e?.errcode === 'number' && (e.errcode & 0xff) === 13) || e?.code === 'ENOSPC' || /database or disk is full|no space left on device/i.test(e?.message ?? '');
 }
 
+/**
+ * While other processes hold the write lock (one was found holding it in the last
+ * {@link CONTENDED_MS}), a flush waits this long for more writes to join it: each transaction
+ * then costs the lock one fsync and one reload of the page cache for more writes.
+ */
+const LINGER_MS = 1;
+const CONTENDED_MS = 200;
 const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
 
 export class SqliteStore implements StateStore {
@@ -327,7 +334,8 @@ export class SqliteStore implements StateStore {
   }
 
   /**
-   * Group commit: write operations requested in the same turn of the event loop run in ONE
+   * Group commit: write operations requested in the same turn of the event loop (or, while other
+   * processes contend for the write lock, within {@link LINGER_MS}) run in ONE
    * `BEGIN IMMEDIATE` transaction (one lock acquisition, one fsync under `synchronous=FULL`), each
    * in its own savepoint, so one operation's failure (a version conflict) rolls back only its own
    * writes and rejects only its caller. Operations run in the order they were asked for; each
@@ -339,7 +347,8 @@ export class SqliteStore implements StateStore {
       this.#queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
       if (!this.#flushScheduled) {
         this.#flushScheduled = true;
-        setImmediate(() => this.#flush());
+        if (Date.now() - this.#lastBusy < CONTENDED_MS) setTimeout(() => this.#flush(), LINGER_MS);
+        else setImmediate(() => this.#flush());
       }
     });
   }
@@ -351,6 +360,8 @@ export class SqliteStore implements StateStore {
 
   /** when this process started waiting for the write lock (0: not waiting), and how many tries so far */
   #lockWait = { since: 0, tries: 0 };
+  /** when BEGIN IMMEDIATE last found another process holding the write lock */
+  #lastBusy = 0;
 
   /**
    * Takes the write lock without blocking the event loop: while another process holds it, the
@@ -369,6 +380,7 @@ export class SqliteStore implements StateStore {
       this.#db.exec('BEGIN IMMEDIATE');
     } catch (err) {
       const now = Date.now();
+      if (isBusy(err)) this.#lastBusy = now;
       if (isBusy(err) && (this.#lockWait.since === 0 || now - this.#lockWait.since < this.#busyMs)) {
         if (this.#lockWait.since === 0) this.#lockWait.since = now;
         this.#flushScheduled = true;

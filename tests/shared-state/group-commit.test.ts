@@ -5,6 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { z } from 'zod';
 import { defineEntityType, openStore, type StateStore } from '../../shared-state/index.ts';
 import { tempDir } from '../../testkit/common.ts';
@@ -66,6 +67,31 @@ describe('SQLite group commit', () => {
       }
     } finally {
       await other.close();
+    }
+  });
+
+  it('while another connection contends for the write lock, writes of nearby turns join one transaction; without contention they do not wait', async () => {
+    const other = new DatabaseSync(join(dir.path, 'keel.db'));
+    const turn = () => new Promise<void>((r) => setImmediate(r));
+    const twoTurns = async (a: string, b: string) => {
+      const before = { ...counters(store) };
+      const first = store.append('note', a, 0, [{ type: 'created', data: { text: a } }], meta);
+      await turn();
+      await Promise.all([first, store.append('note', b, 0, [{ type: 'created', data: { text: b } }], meta)]);
+      return counters(store).transactions - before.transactions;
+    };
+    try {
+      expect(await twoTurns('quiet1', 'quiet2')).toBe(2);
+      other.exec('BEGIN IMMEDIATE');
+      const blocked = store.append('note', 'blocked', 0, [{ type: 'created', data: { text: 'blocked' } }], meta);
+      await new Promise((r) => setTimeout(r, 30));
+      other.exec('COMMIT');
+      await blocked;
+      expect(await twoTurns('busy1', 'busy2')).toBe(1);
+      await new Promise((r) => setTimeout(r, 250)); // the contention is over
+      expect(await twoTurns('quiet3', 'quiet4')).toBe(2);
+    } finally {
+      other.close();
     }
   });
 
