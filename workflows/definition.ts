@@ -120,8 +120,15 @@ export class WorkflowDefinitionError extends KeelError {
   }
 }
 
-/** Validates a definition: schema, known dependencies, no cycles. */
+/** Definitions made by {@link defineWorkflow}: given one again, it is returned as it is. */
+const DEFINED = new WeakSet<object>();
+
+/**
+ * Validates a definition: schema, known dependencies, no cycles. A definition it made already is
+ * returned as it is (the engine resolves the definition on every start).
+ */
 export function defineWorkflow(def: WorkflowInput): WorkflowDef {
+  if (typeof def === 'object' && def !== null && DEFINED.has(def)) return def as WorkflowDef;
   const parsed = WorkflowSchema.safeParse(def);
   const name = (def as { name?: string }).name ?? '(unnamed)';
   if (!parsed.success) throw new WorkflowDefinitionError(name, parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
@@ -156,5 +163,6 @@ export function defineWorkflow(def: WorkflowInput): WorkflowDef {
   };
   for (const id of ids) visit(id, []);
   if (issues.length) throw new WorkflowDefinitionError(w.name, issues);
+  DEFINED.add(w);
   return w;
 }
