@@ -243,6 +243,12 @@ export function byteLength(v: unknown): number {
   return Buffer.byteLength(JSON.stringify(v) ?? '', 'utf8');
 }
 
+/** The snapshot of `basis` (an append's option) when it is the entity at `version`, else undefined. */
+export function basisAt(basis: Entity | undefined, type: string, id: string, version: number): EntitySnapshot | undefined {
+  if (!basis || version === 0 || basis.version !== version || basis.entityType !== type || basis.entityId !== id) return undefined;
+  return { version, state: basis.state as State, deleted: basis.deleted, createdAt: basis.createdAt, updatedAt: basis.updatedAt, schemaVersion: basis.schemaVersion };
+}
+
 export function toEntity<S>(type: string, id: string, s: EntitySnapshot): Entity<S> {
   return { entityType: type, entityId: id, version: s.version, state: s.state as S, deleted: s.deleted, createdAt: s.createdAt, updatedAt: s.updatedAt, schemaVersion: s.schemaVersion };
 }

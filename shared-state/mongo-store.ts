@@ -53,6 +53,7 @@ import {
   normalizeQuery,
   nowIso,
   planAppend,
+  basisAt,
   replay,
   searchTerms,
   searchTextOf,
@@ -688,7 +689,8 @@ export class MongoStore implements StateStore {
     const k = key(entityType, entityId);
     // the projection is read while the completion is written (one round trip less; nothing is
     // written to the log before the completion landed)
-    const reading = expectedVersion > 0 ? this.#entities.findOne({ _id: k }) : null;
+    const basis = basisAt(opts.basis, entityType, entityId, expectedVersion);
+    const reading = expectedVersion > 0 && !basis ? this.#entities.findOne({ _id: k }) : null;
     reading?.catch(() => undefined);
     const cost = opts.complete ? (await this.#complete(opts.complete.key, opts.complete.token, opts.complete.result, opts.complete.cost, true, opts.complete)).cost : null;
     let snap: EntitySnapshot | null = null;
@@ -696,6 +698,9 @@ export class MongoStore implements StateStore {
       // refused either way: a conflict if the entity exists, else the plan says why
       const actual = await this.#actualVersion(k);
       if (actual !== 0) throw new VersionConflictError(entityType, entityId, 0, actual);
+    } else if (basis) {
+      // the caller's read of the expected version: the insert refuses a version taken since
+      snap = basis;
     } else if (expectedVersion > 0) {
       // the projection at the expected version is enough: the insert refuses a version taken since
       const p = await reading!;

@@ -30,6 +30,7 @@ import {
   normalizeQuery,
   nowIso,
   planAppend,
+  basisAt,
   replay,
   searchTerms,
   searchTextOf,
@@ -502,11 +503,12 @@ export class SqliteStore implements StateStore {
     // Plan outside the write lock when the projection is at the expected version (the usual
     // case): validation and serialization then do not hold up other processes' writes; the
     // transaction only re-checks the version and inserts.
-    const p = this.#get('SELECT * FROM entities WHERE entity_type = ? AND entity_id = ?', entityType, entityId);
+    const basis = basisAt(opts.basis, entityType, entityId, expectedVersion);
+    const p = basis ? undefined : this.#get('SELECT * FROM entities WHERE entity_type = ? AND entity_id = ?', entityType, entityId);
     let early: ReturnType<typeof planAppend> | undefined;
-    if ((p ? Number(p.version) : 0) === expectedVersion) {
+    if (basis || (p ? Number(p.version) : 0) === expectedVersion) {
       try {
-        early = planAppend(def, entityId, p ? this.#snapshotOf(p) : null, events, meta, this.#max);
+        early = planAppend(def, entityId, basis ?? (p ? this.#snapshotOf(p) : null), events, meta, this.#max);
       } catch {
         early = undefined; // decided under the lock, where a version conflict takes precedence
       }

@@ -65,6 +65,12 @@ export interface AppendOptions {
    * `unclaimed` (and `attempt`) there was no claim: see {@link CompleteOptions.unclaimed}
    */
   complete?: { key: string; token: string; result?: unknown; cost?: CostInput } & Pick<CompleteOptions, 'unclaimed' | 'attempt'>;
+  /**
+   * The entity as the caller read it (`get`) and left it, unmodified: when its version is the
+   * expected version, the adapter plans the append from it instead of reading the entity again
+   * (one read less per step for the workflow engine). The expected version is checked as always.
+   */
+  basis?: Entity;
 }
 
 /** Options of `complete`. */

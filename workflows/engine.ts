@@ -284,7 +284,8 @@ export class WorkflowEngine {
       if (p.events.length === 0) return false;
       p = await this.commitIfNeeded(runId, run.state, p);
       try {
-        await this.store.append(RUN, runId, run.version, p.events, this.meta(runId, causationId, trace.getActiveSpan()?.spanContext().traceId, actor), complete ? { complete } : {});
+        // planning reads the run and never changes it: the store plans the append from this read too
+        await this.store.append(RUN, runId, run.version, p.events, this.meta(runId, causationId, trace.getActiveSpan()?.spanContext().traceId, actor), complete ? { complete, basis: run } : { basis: run });
       } catch (err) {
         if (isStateError(err, 'STATE_VERSION_CONFLICT')) {
           await new Promise((r) => setTimeout(r, Math.random() * 5 * (attempt + 1)));

@@ -82,6 +82,31 @@ export function stateStoreContract(t: ContractTarget): void {
       expect((await s.get('task', 't1'))!.version).toBe(1);
     });
 
+    withStore('an append planned from the caller\'s read (basis) writes what a plain append writes; a stale basis is a conflict', async (s) => {
+      await s.append('ticket', 'tb1', 0, [{ type: 'created', data: { subject: 'help' } }], meta);
+      await s.append('ticket', 'tb2', 0, [{ type: 'created', data: { subject: 'help' } }], meta);
+      const read1 = (await s.get('ticket', 'tb1'))!;
+      const withBasis = await s.append('ticket', 'tb1', 1, [{ type: 'updated', data: { summary: 'from the basis' } }], meta, { basis: read1 });
+      const plain = await s.append('ticket', 'tb2', 1, [{ type: 'updated', data: { summary: 'from the basis' } }], meta);
+      const { entityId: _a, createdAt: _c1, updatedAt: _u1, ...a } = withBasis.entity;
+      const { entityId: _b, createdAt: _c2, updatedAt: _u2, ...b } = plain.entity;
+      expect(a).toEqual(b);
+      expect((await s.get('ticket', 'tb1'))!.state).toEqual(withBasis.entity.state);
+      expect((await s.get('ticket', 'tb1'))!.state).toMatchObject({ subject: 'help', summary: 'from the basis' });
+      // the basis read at version 1 is stale now: the expected version decides, as always
+      expect(await thrown(s.append('ticket', 'tb1', 1, [{ type: 'updated', data: { summary: 'late' } }], meta, { basis: read1 }))).toMatchObject({ code: 'STATE_VERSION_CONFLICT', actualVersion: 2 });
+      // a basis of another version or entity is not used: the state comes from the store
+      const read2 = (await s.get('ticket', 'tb2'))!;
+      await s.append('ticket', 'tb1', 2, [{ type: 'updated', data: { priority: 'high' } }], meta, { basis: read2 });
+      await s.append('ticket', 'tb1', 3, [{ type: 'updated', data: { status: 'pending' } }], meta, { basis: read1 });
+      expect((await s.get('ticket', 'tb1'))!).toMatchObject({ version: 4, state: { subject: 'help', summary: 'from the basis', priority: 'high', status: 'pending' } });
+      expect(await s.history('ticket', 'tb1')).toHaveLength(4);
+      // the basis is what the append is planned from (no second read): which is why it must be unmodified
+      const read3 = (await s.get('ticket', 'tb2'))!;
+      await s.append('ticket', 'tb2', 2, [{ type: 'updated', data: { priority: 'low' } }], meta, { basis: { ...read3, state: { ...read3.state, subject: 'changed by the caller' } } });
+      expect((await s.get('ticket', 'tb2'))!.state).toMatchObject({ subject: 'changed by the caller', priority: 'low' });
+    });
+
     withStore('concurrent appends at the same version: exactly one wins, every loser gets a conflict', async (s) => {
       await s.append('ticket', 'tk1', 0, [{ type: 'created', data: { subject: 'help' } }], meta);
       const results = await Promise.allSettled(
