@@ -2,7 +2,8 @@
  * Adapter-independent logic: checking inputs, applying events to state, search text, audit
  * hashes, cost totals. Both adapters call these so they behave the same. Internal.
  */
-import { createHash, randomBytes, randomUUIDv7 } from 'node:crypto';
+import * as nodeCrypto from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { EntityTypeDef, State } from './entity-types.ts';
 import { BUILTIN_EVENTS } from './entity-types.ts';
@@ -41,13 +42,16 @@ export function assertId(kind: string, value: unknown): string {
   return value;
 }
 
+// Node 24 has it; an older Node (outside the pinned runtime) gets random v4 ids
+const uuidV7: () => string = (nodeCrypto as { randomUUIDv7?: () => string }).randomUUIDv7 ?? randomUUID;
+
 /**
  * A new id: a UUIDv7 (RFC 9562), whose first 48 bits are the time in milliseconds, so ids made
  * one after the other sort together and an index on them appends at its end instead of touching a
  * random page per insert (74 bits stay random).
  */
 export function newId(): string {
-  return randomUUIDv7();
+  return uuidV7();
 }
 
 export function nowIso(): string {

@@ -259,7 +259,7 @@ export class SqliteStore implements StateStore {
     this.info = {
       kind: 'sqlite',
       location: path,
-      durability: { journal_mode: 'WAL', synchronous: sync, busy_timeout_ms: busy, transaction: 'BEGIN IMMEDIATE', group_commit: 'the writes asked for in one event-loop turn, or while another process holds the write lock, share one transaction' },
+      durability: { journal_mode: 'WAL', synchronous: sync, busy_timeout_ms: busy, transaction: 'BEGIN IMMEDIATE', group_commit: 'the writes asked for in one event-loop turn, or while another process holds the write lock, share one transaction; while the lock is contended a flush waits 1 ms for more' },
       maxDocumentBytes: this.#max,
     };
   }
