@@ -155,7 +155,7 @@ describe('decentralized workflows', () => {
     const N = 200;
     const ids: string[] = [];
     let kills = 0;
-    const killedAt: number[] = [];
+    const killed: Array<{ pid: number; at: number }> = [];
     let chaos = true;
     const killer = (async () => {
       while (chaos) {
@@ -163,7 +163,7 @@ describe('decentralized workflows', () => {
         if (!chaos) break;
         const which = processes[Math.floor(Math.random() * processes.length)]!;
         const victim = w.agents[which]!;
-        killedAt.push(performance.now());
+        killed.push({ pid: victim.pid!, at: performance.now() });
         victim.kill('SIGKILL');
         await new Promise((r) => victim.once('exit', r));
         kills++;
@@ -182,20 +182,23 @@ describe('decentralized workflows', () => {
     expect(kills).toBeGreaterThan(5);
     for (const id of ids) expect(w.provider.byStep(id)).toEqual({ a: 1, b: 1, c: 1, d: 1 });
     // calls, not keys: the API received each effect's key, and a key received a second call only
-    // when an agent process was killed between that call and the one before it (the first call's
-    // process died before recording it); every other key received exactly one call
+    // when the process that made the call before it was killed before it (it died before recording
+    // the call); every other key received exactly one call. By the caller's pid, not by time: a call
+    // sent just before its process was killed can arrive here after the kill was recorded.
     const expected = ids.flatMap((id) => ['a', 'b', 'c', 'd'].map((step) => `${id} ${step}`));
-    const perStep = new Map<string, number[]>();
+    const perStep = new Map<string, Array<{ at: number; pid: number | undefined }>>();
     for (const r of w.provider.received().filter((x) => x.path === '/effect')) {
       const k = `${r.run} ${r.step}`;
-      perStep.set(k, [...(perStep.get(k) ?? []), ...r.times].sort((x, y) => x - y));
+      perStep.set(k, [...(perStep.get(k) ?? []), ...r.times.map((at, i) => ({ at, pid: r.pids[i] }))].sort((x, y) => x.at - y.at));
     }
     expect([...perStep.keys()].sort()).toEqual(expected.sort());
     let repeated = 0;
-    for (const [k, times] of perStep) {
-      for (let i = 1; i < times.length; i++) {
+    for (const [k, calls] of perStep) {
+      for (let i = 1; i < calls.length; i++) {
         repeated++;
-        expect(killedAt.some((t) => t > times[i - 1]! && t < times[i]!), `${k}: call ${i + 1} at ${times[i]!.toFixed(0)} ms with no kill since call ${i} at ${times[i - 1]!.toFixed(0)} ms`).toBe(true);
+        const prev = calls[i - 1]!;
+        expect(prev.pid, `${k}: call ${i} carries no pid`).toBeTypeOf('number');
+        expect(killed.some((x) => x.pid === prev.pid && x.at < calls[i]!.at), `${k}: call ${i + 1} at ${calls[i]!.at.toFixed(0)} ms, but process ${prev.pid} that made call ${i} at ${prev.at.toFixed(0)} ms was not killed before it`).toBe(true);
       }
     }
     expect(w.provider.calls()).toBe(expected.length + repeated);
